@@ -1,0 +1,85 @@
+//! The one error type of the library. Each variant names what went wrong in
+//! words an operator can act on; the binaries map variants to exit codes.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The kernel refused a BPF or netlink operation for lack of privilege.
+    #[error(
+        "{context}: operation not permitted (run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)"
+    )]
+    PermissionDenied { context: String },
+
+    /// The bpf filesystem is missing or a path is not on it.
+    #[error("bpf filesystem: {0}")]
+    Bpffs(String),
+
+    /// A pinned map exists but does not have the layout this build expects.
+    /// It is never replaced silently: that would lose the policy.
+    #[error(
+        "pinned map {path} is incompatible with this build of ebpfcni: {mismatch}; \
+         keep the build that created it, or remove the pin (losing its entries) with `rm {path}`"
+    )]
+    IncompatibleMap { path: PathBuf, mismatch: String },
+
+    /// Some of the maps are not pinned (and the caller asked not to create them).
+    #[error("maps not pinned: {}", missing.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    MapsNotPinned { missing: Vec<PathBuf> },
+
+    /// A map holds a value this build cannot have written.
+    #[error("{map} holds an invalid entry: {detail}")]
+    CorruptEntry { map: &'static str, detail: String },
+
+    /// A map has no room for the new entries; nothing was written.
+    #[error("{map} is full: capacity {capacity} entries, {needed} needed")]
+    MapFull {
+        map: &'static str,
+        capacity: u32,
+        needed: usize,
+    },
+
+    /// A BPF operation failed.
+    #[error("{context}: {source}")]
+    Bpf {
+        context: String,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+
+    /// A file system or system call failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps a libbpf error, turning EPERM/EACCES into [`Error::PermissionDenied`].
+    pub(crate) fn bpf(context: impl Into<String>, source: libbpf_rs::Error) -> Self {
+        let context = context.into();
+        match source.kind() {
+            libbpf_rs::ErrorKind::PermissionDenied => Error::PermissionDenied { context },
+            _ => Error::Bpf { context, source },
+        }
+    }
+
+    /// Wraps an I/O error, turning EPERM/EACCES into [`Error::PermissionDenied`].
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        let context = context.into();
+        match source.kind() {
+            io::ErrorKind::PermissionDenied => Error::PermissionDenied { context },
+            _ => Error::Io { context, source },
+        }
+    }
+
+    pub(crate) fn errno(context: impl Into<String>, errno: nix::errno::Errno) -> Self {
+        Self::io(context, io::Error::from(errno))
+    }
+}

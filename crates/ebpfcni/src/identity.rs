@@ -1,0 +1,163 @@
+//! The values operators type: security identities, endpoint addresses and
+//! policy rules, with the strict parsing the CLIs and the CNI plugin share.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::num::NonZeroU32;
+use std::str::FromStr;
+
+/// A security identity: a number in 1..=4294967295 shared by every endpoint
+/// that policy treats alike. 0 is reserved (never a valid identity).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Identity(NonZeroU32);
+
+impl Identity {
+    /// `None` for 0.
+    pub const fn new(id: u32) -> Option<Self> {
+        match NonZeroU32::new(id) {
+            Some(id) => Some(Self(id)),
+            None => None,
+        }
+    }
+
+    pub const fn get(self) -> u32 {
+        self.0.get()
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Why a string is not an [`Identity`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid identity {0:?}: expected a decimal integer from 1 to 4294967295")]
+pub struct ParseIdentityError(String);
+
+impl FromStr for Identity {
+    type Err = ParseIdentityError;
+
+    /// Accepts plain decimal digits only: no sign, spaces, hex or exponent.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ParseIdentityError(s.to_owned());
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(err());
+        }
+        s.parse::<u32>().ok().and_then(Identity::new).ok_or_else(err)
+    }
+}
+
+/// Why a string is not an endpoint address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid endpoint address {input:?}: {reason}")]
+pub struct ParseEndpointIpError {
+    input: String,
+    reason: &'static str,
+}
+
+/// Parses an endpoint address: a dotted-quad IPv4 unicast address (not
+/// 0.0.0.0, 255.255.255.255 or multicast; no prefix length, no hostname).
+pub fn parse_endpoint_ip(s: &str) -> Result<Ipv4Addr, ParseEndpointIpError> {
+    let err = |reason| ParseEndpointIpError {
+        input: s.to_owned(),
+        reason,
+    };
+    let ip = Ipv4Addr::from_str(s).map_err(|_| err("expected a dotted IPv4 address such as 10.13.0.2"))?;
+    if ip.is_unspecified() {
+        Err(err("0.0.0.0 is not an endpoint address"))
+    } else if ip.is_broadcast() {
+        Err(err("the broadcast address is not an endpoint address"))
+    } else if ip.is_multicast() {
+        Err(err("multicast addresses are not endpoint addresses"))
+    } else {
+        Ok(ip)
+    }
+}
+
+/// One allow rule: packets from identity `src` to identity `dst` pass.
+/// Precedence of rules against the other checks: the numbered list in
+/// bpf/include/ebpfcni.h (this is step 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyRule {
+    pub src: Identity,
+    pub dst: Identity,
+}
+
+impl PolicyRule {
+    pub const fn new(src: Identity, dst: Identity) -> Self {
+        Self { src, dst }
+    }
+
+    /// The rule for the replies: `dst -> src`.
+    pub const fn reverse(self) -> Self {
+        Self {
+            src: self.dst,
+            dst: self.src,
+        }
+    }
+}
+
+impl fmt::Display for PolicyRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} -> {}", self.src, self.dst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_accepts_decimal_in_range() {
+        assert_eq!("1".parse::<Identity>().unwrap().get(), 1);
+        assert_eq!("4294967295".parse::<Identity>().unwrap().get(), u32::MAX);
+        assert_eq!("007".parse::<Identity>().unwrap().get(), 7);
+    }
+
+    #[test]
+    fn identity_rejects_everything_else() {
+        for bad in [
+            "0",
+            "-1",
+            "1e3",
+            "0x10",
+            "4294967296",
+            "",
+            " 5",
+            "5 ",
+            "+5",
+            "1.0",
+        ] {
+            assert!(bad.parse::<Identity>().is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn endpoint_ip_accepts_unicast() {
+        assert_eq!(
+            parse_endpoint_ip("10.13.0.2").unwrap(),
+            Ipv4Addr::new(10, 13, 0, 2)
+        );
+    }
+
+    #[test]
+    fn endpoint_ip_rejects_non_unicast_and_non_addresses() {
+        for bad in [
+            "10.13.0.256",
+            "1.2.3",
+            "::1",
+            "localhost",
+            "10.13.0.0/24",
+            "",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            " 10.13.0.2",
+            "010.13.0.2",
+        ] {
+            assert!(parse_endpoint_ip(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+}
