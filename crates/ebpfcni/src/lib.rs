@@ -38,6 +38,6 @@ pub use maps::{
     DROP_COUNTERS, ENDPOINT_MAP, PINNED_MAPS, POLICY_MAP,
 };
 pub use program::{
-    attachment, detach, program_info, Attachment, Program, ProgramInfo, TestRun, PROGRAM_NAME, TC_ACT_OK,
-    TC_ACT_SHOT, TC_HANDLE, TC_PRIORITY,
+    attachment, detach, program_info, Attachment, Program, ProgramInfo, TestContext, TestRun, PROGRAM_NAME,
+    TC_ACT_OK, TC_ACT_SHOT, TC_HANDLE, TC_PRIORITY,
 };

@@ -11,6 +11,9 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use std::os::fd::{AsFd, AsRawFd};
+
+use libbpf_rs::libbpf_sys;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
 use crate::error::{Error, Result};
@@ -216,14 +219,71 @@ fn insert_error(map: &'static str, capacity: u32, needed: usize, e: libbpf_rs::E
 }
 
 /// How many entries a batch lookup asks the kernel for at once.
-const BATCH: u32 = 4096;
+const BATCH: usize = 4096;
 
-/// Reads a whole hash map with batched lookups.
+/// Reads a whole hash map with batched lookups (BPF_MAP_LOOKUP_BATCH).
+///
+/// Written here rather than using libbpf-rs's `lookup_batch` iterator: that
+/// iterator (0.27) takes a short batch for the last one, but the kernel ends
+/// hash batches at bucket boundaries, so it stops early on large maps. Only
+/// ENOENT means the walk is complete.
 fn dump(map: &MapHandle, name: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    Ok(map
-        .lookup_batch(BATCH, MapFlags::ANY, MapFlags::ANY)
-        .map_err(|e| Error::bpf(format!("read {name}"), e))?
-        .collect())
+    let (key_size, value_size) = (map.key_size() as usize, map.value_size() as usize);
+    let mut keys = vec![0u8; key_size * BATCH];
+    let mut values = vec![0u8; value_size * BATCH];
+    // The batch token is opaque (a u32 bucket index for hash maps).
+    let mut token = [0u8; 8];
+    let mut next_token = [0u8; 8];
+    let mut first = true;
+    let mut entries = Vec::new();
+    let opts = libbpf_sys::bpf_map_batch_opts {
+        sz: size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+        ..Default::default()
+    };
+    loop {
+        let mut count = BATCH as u32;
+        let in_batch = if first {
+            std::ptr::null_mut()
+        } else {
+            token.as_mut_ptr().cast()
+        };
+        // SAFETY: the buffers hold BATCH keys and values and a token larger
+        // than the kernel's; count says how many entries fit.
+        let rc = unsafe {
+            libbpf_sys::bpf_map_lookup_batch(
+                map.as_fd().as_raw_fd(),
+                in_batch,
+                next_token.as_mut_ptr().cast(),
+                keys.as_mut_ptr().cast(),
+                values.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        let done = rc == -libc_enoent();
+        if rc != 0 && !done {
+            return Err(Error::bpf(
+                format!("read {name}"),
+                libbpf_rs::Error::from_raw_os_error(-rc),
+            ));
+        }
+        let count = count as usize;
+        entries.extend(
+            keys.chunks_exact(key_size)
+                .zip(values.chunks_exact(value_size))
+                .take(count)
+                .map(|(k, v)| (k.to_vec(), v.to_vec())),
+        );
+        if done {
+            return Ok(entries);
+        }
+        token = next_token;
+        first = false;
+    }
+}
+
+fn libc_enoent() -> i32 {
+    nix::errno::Errno::ENOENT as i32
 }
 
 /// endpoint_map: IPv4 address (host byte order) -> identity.

@@ -62,6 +62,15 @@ pub struct TestRun {
     pub duration: Duration,
 }
 
+/// `__sk_buff` fields for [`Program::test_run`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TestContext {
+    /// Device the program runs on (must exist in the caller's namespace; 1 is lo).
+    pub ifindex: u32,
+    /// Device the packet was received on: equal to `ifindex` at tc ingress.
+    pub ingress_ifindex: u32,
+}
+
 /// tc verdicts the program returns.
 pub const TC_ACT_OK: i32 = 0;
 pub const TC_ACT_SHOT: i32 = 2;
@@ -135,28 +144,36 @@ impl Program {
             .replace(true)
             .handle(TC_HANDLE)
             .priority(TC_PRIORITY);
+        // One clsact qdisc holds both hooks; EEXIST (already there) is success.
+        builder
+            .hook(TC_INGRESS)
+            .create()
+            .map_err(|e| Error::bpf(format!("create clsact qdisc on ifindex {ifindex}"), e))?;
         for (name, point) in [("ingress", TC_INGRESS), ("egress", TC_EGRESS)] {
-            let mut hook = builder.hook(point);
-            // Creates clsact; EEXIST (already there) is success.
-            hook.create()
-                .map_err(|e| Error::bpf(format!("create clsact qdisc on ifindex {ifindex}"), e))?;
-            hook.attach()
+            builder
+                .hook(point)
+                .attach()
                 .map_err(|e| Error::bpf(format!("attach to tc {name} of ifindex {ifindex}"), e))?;
         }
         Ok(())
     }
 
     /// Runs the program once per repeat on `frame` through BPF_PROG_TEST_RUN.
-    /// `ctx` sets `__sk_buff` fields the kernel lets callers set (ifindex,
-    /// ingress_ifindex, mark, ...).
-    pub fn test_run(&self, frame: &[u8], ctx: Option<&types::__sk_buff>, repeat: u32) -> Result<TestRun> {
-        // SAFETY: zeroed is a valid bpf_test_run_opts; sz set below.
+    /// `ctx` sets the `__sk_buff` fields a caller may set.
+    pub fn test_run(&self, frame: &[u8], ctx: Option<&TestContext>, repeat: u32) -> Result<TestRun> {
+        // The kernel rejects a context whose reserved bytes (padding
+        // included) are not zero: start from all-zero bytes, set fields in place.
+        // SAFETY: __sk_buff and bpf_test_run_opts are plain C structs for
+        // which all-zero bytes are valid.
+        let mut skb: types::__sk_buff = unsafe { std::mem::zeroed() };
         let mut opts: libbpf_sys::bpf_test_run_opts = unsafe { std::mem::zeroed() };
         opts.sz = size_of::<libbpf_sys::bpf_test_run_opts>() as _;
         opts.data_in = frame.as_ptr().cast();
         opts.data_size_in = frame.len() as u32;
         if let Some(ctx) = ctx {
-            opts.ctx_in = (ctx as *const types::__sk_buff).cast();
+            skb.ifindex = ctx.ifindex;
+            skb.ingress_ifindex = ctx.ingress_ifindex;
+            opts.ctx_in = (&skb as *const types::__sk_buff).cast();
             opts.ctx_size_in = size_of::<types::__sk_buff>() as u32;
         }
         opts.repeat = repeat as i32;

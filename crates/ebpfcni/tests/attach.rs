@@ -1,0 +1,214 @@
+//! Attaching to a real veth in throwaway namespaces: one filter per
+//! direction however often we attach, filters that outlive the attaching
+//! process, and real traffic passing or dropping as the maps say.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use ebpfcni::{Identity, Maps, PolicyRule, Program};
+use ebpfcni_testutil::{require_root, Netns, TestPinDir, VethPair};
+
+const CHILD_ENV: &str = "EBPFCNI_TEST_ATTACH_NETNS";
+const PIN_DIR_ENV: &str = "EBPFCNI_TEST_PIN_DIR";
+
+/// Filters on one hook of a device, as `tc` reads them back from the kernel.
+fn tc_filters(ns: &Netns, dev: &str, hook: &str) -> Vec<String> {
+    let out = ns
+        .command("tc")
+        .args(["filter", "show", "dev", dev, hook])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" bpf ") && l.contains(" handle "))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn assert_one_filter_each_way(pair: &VethPair) {
+    for hook in ["ingress", "egress"] {
+        let filters = tc_filters(&pair.host, pair.host_ifname, hook);
+        assert_eq!(filters.len(), 1, "{hook}: {filters:?}");
+        assert!(filters[0].contains("process_tc"), "{hook}: {filters:?}");
+    }
+}
+
+/// Entry point of the child process of `attachment_outlives_the_process`.
+#[test]
+fn child_entry() {
+    let Ok(netns) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let pin_dir = std::path::PathBuf::from(std::env::var(PIN_DIR_ENV).unwrap());
+    let file = std::fs::File::open(netns).unwrap();
+    nix::sched::setns(
+        std::os::fd::AsFd::as_fd(&file),
+        nix::sched::CloneFlags::CLONE_NEWNET,
+    )
+    .unwrap();
+    let ifindex = nix::net::if_::if_nametoindex("veth_host").unwrap();
+    Program::load(&pin_dir).unwrap().attach(ifindex).unwrap();
+}
+
+#[test]
+fn attaching_twice_leaves_one_filter_per_direction() {
+    require_root!();
+    let pins = TestPinDir::new("attach_twice");
+    let pair = VethPair::new("att2", "10.13.0.1/24", "10.13.0.2/24");
+    let ifindex = pair.host.ifindex(pair.host_ifname);
+    let (first, second) = pair.host.run_in(|| {
+        let first = Program::load(pins.path()).unwrap();
+        first.attach(ifindex).unwrap();
+        first.attach(ifindex).unwrap();
+        let second = Program::load(pins.path()).unwrap();
+        second.attach(ifindex).unwrap();
+        (first.id(), second.id())
+    });
+    assert_one_filter_each_way(&pair);
+    let attached = pair.host.run_in(|| ebpfcni::attachment(ifindex).unwrap());
+    assert_ne!(first, second);
+    assert_eq!(
+        attached.ingress,
+        Some(second),
+        "the later program replaced the first"
+    );
+    assert_eq!(attached.egress, Some(second));
+
+    pair.host.run_in(|| ebpfcni::detach(ifindex).unwrap());
+    assert!(tc_filters(&pair.host, pair.host_ifname, "ingress").is_empty());
+    assert!(tc_filters(&pair.host, pair.host_ifname, "egress").is_empty());
+    let detached = pair.host.run_in(|| ebpfcni::attachment(ifindex).unwrap());
+    assert_eq!((detached.ingress, detached.egress), (None, None));
+    // Detaching what is not attached is fine.
+    pair.host.run_in(|| ebpfcni::detach(ifindex).unwrap());
+}
+
+#[test]
+fn attachment_outlives_the_process() {
+    require_root!();
+    let pins = TestPinDir::new("outlives");
+    let pair = VethPair::new("attx", "10.13.0.1/24", "10.13.0.2/24");
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_entry", "--test-threads=1"])
+        .env(CHILD_ENV, pair.host.path())
+        .env(PIN_DIR_ENV, pins.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_one_filter_each_way(&pair);
+    let ifindex = pair.host.ifindex(pair.host_ifname);
+    let attached = pair.host.run_in(|| ebpfcni::attachment(ifindex).unwrap());
+    let info = ebpfcni::program_info(attached.ingress.expect("ingress attached")).unwrap();
+    assert_eq!(info.name, ebpfcni::PROGRAM_NAME);
+    let maps = Maps::open(pins.path()).unwrap();
+    assert!(
+        maps.ids().unwrap().iter().all(|id| info.map_ids.contains(id)),
+        "uses the pinned maps"
+    );
+}
+
+/// ping from the pod namespace to the host end: the request crosses tc
+/// ingress of the host veth, the reply its tc egress.
+#[test]
+fn real_traffic_follows_the_maps() {
+    require_root!();
+    let pins = TestPinDir::new("traffic");
+    let pair = VethPair::new("trf", "10.13.0.1/24", "10.13.0.2/24");
+    let ifindex = pair.host.ifindex(pair.host_ifname);
+    assert!(pair.pod.ping("10.13.0.1", 1), "no connectivity before attaching");
+
+    pair.host
+        .run_in(|| Program::load(pins.path()).unwrap().attach(ifindex).unwrap());
+    let maps = Maps::open(pins.path()).unwrap();
+    assert!(
+        !pair.pod.ping("10.13.0.1", 2),
+        "unknown endpoints must be dropped"
+    );
+
+    let (host, pod) = (Identity::new(1).unwrap(), Identity::new(2).unwrap());
+    maps.endpoints.upsert(Ipv4Addr::new(10, 13, 0, 1), host).unwrap();
+    maps.endpoints.upsert(Ipv4Addr::new(10, 13, 0, 2), pod).unwrap();
+    assert!(!pair.pod.ping("10.13.0.1", 2), "no policy: dropped");
+
+    let rule = PolicyRule::new(pod, host);
+    maps.policy.allow_all(&[rule, rule.reverse()]).unwrap();
+    assert!(pair.pod.ping("10.13.0.1", 3), "symmetric allow: ping passes");
+
+    maps.policy.revoke(rule.reverse()).unwrap();
+    assert!(!pair.pod.ping("10.13.0.1", 2), "one-way rule: replies dropped");
+    let no_policy = maps
+        .drops
+        .get(ebpfcni::types::ebpfcni_drop_reason::EBPFCNI_DROP_NO_POLICY)
+        .unwrap();
+    assert!(no_policy >= 2, "replies counted as no-policy drops: {no_policy}");
+
+    // ARP keeps working while IPv4 is denied: the neighbour entry is refreshed.
+    maps.policy.clear().unwrap();
+    pair.pod.ip(&["neigh", "flush", "dev", pair.pod_ifname]);
+    assert!(!pair.pod.ping("10.13.0.1", 1));
+    let neigh = pair
+        .pod
+        .ip(&["neigh", "show", "10.13.0.1", "dev", pair.pod_ifname]);
+    let neigh = String::from_utf8_lossy(&neigh.stdout);
+    assert!(neigh.contains("lladdr"), "ARP was answered: {neigh}");
+}
+
+/// Sends one raw Ethernet frame out of `ifname` with an AF_PACKET socket.
+fn send_raw_frame(ifname: &str, frame: &[u8]) {
+    let ifindex = nix::net::if_::if_nametoindex(ifname).unwrap();
+    // SAFETY: plain socket calls on a socket this function owns; the
+    // sockaddr_ll is fully initialised.
+    unsafe {
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        let sent = libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        assert_eq!(sent, frame.len() as isize, "sendto: {err}");
+    }
+}
+
+/// Frames whose IPv4 header is cut short cannot go through
+/// BPF_PROG_TEST_RUN (the kernel refuses them), but a pod can send them:
+/// the program must drop them as malformed at the host veth's tc ingress.
+#[test]
+fn truncated_ipv4_from_a_pod_is_dropped_as_malformed() {
+    require_root!();
+    let pins = TestPinDir::new("truncated");
+    let pair = VethPair::new("trunc", "10.13.0.1/24", "10.13.0.2/24");
+    let ifindex = pair.host.ifindex(pair.host_ifname);
+    pair.host
+        .run_in(|| Program::load(pins.path()).unwrap().attach(ifindex).unwrap());
+    let maps = Maps::open(pins.path()).unwrap();
+    let malformed = || {
+        maps.drops
+            .get(ebpfcni::types::ebpfcni_drop_reason::EBPFCNI_DROP_MALFORMED)
+            .unwrap()
+    };
+
+    let mut frame = vec![0xff; 6]; // broadcast: tc ingress runs before any MAC filtering
+    frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x08, 0x00]);
+    let header = [
+        0x45, 0, 0, 28, 0, 1, 0, 0, 64, 1, 0, 0, 10, 13, 0, 2, 10, 13, 0, 1,
+    ];
+    for cut in [1, 10, 19] {
+        let before = malformed();
+        let mut f = frame.clone();
+        f.extend_from_slice(&header[..cut]);
+        pair.pod.run_in(|| send_raw_frame(pair.pod_ifname, &f));
+        assert_eq!(malformed(), before + 1, "{cut} bytes of IPv4 header");
+    }
+}

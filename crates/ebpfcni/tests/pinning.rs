@@ -1,0 +1,244 @@
+//! Pinned maps: shared between processes, checked before reuse, created once
+//! under concurrency, and kept across program upgrades.
+//!
+//! "Another process" is this test binary run again (`child` below), with
+//! the work it should do in EBPFCNI_TEST_CHILD.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+
+use ebpfcni::{Error, Identity, Maps, PolicyRule, Program};
+use ebpfcni_testutil::{require_root, TestPinDir};
+use libbpf_rs::{MapCore as _, MapFlags, MapHandle, MapType};
+
+const CHILD_ENV: &str = "EBPFCNI_TEST_CHILD";
+const PIN_DIR_ENV: &str = "EBPFCNI_TEST_PIN_DIR";
+
+fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 13, 0, last)
+}
+
+fn id(n: u32) -> Identity {
+    Identity::new(n).unwrap()
+}
+
+/// Runs `child_entry` in a new process with `task`; returns its stdout.
+fn spawn_child(task: &str, pin_dir: &Path) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_entry",
+            "--nocapture",
+            "--test-threads=1",
+            "--quiet",
+        ])
+        .env(CHILD_ENV, task)
+        .env(PIN_DIR_ENV, pin_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn child test process")
+}
+
+fn run_child(task: &str, pin_dir: &Path) -> String {
+    let out = spawn_child(task, pin_dir).wait_with_output().unwrap();
+    assert!(out.status.success(), "child {task} failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Entry point of the child processes; does nothing in a normal run.
+#[test]
+fn child_entry() {
+    let Ok(task) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let pin_dir = std::path::PathBuf::from(std::env::var(PIN_DIR_ENV).unwrap());
+    match task.as_str() {
+        "write" => {
+            let maps = Maps::open_or_create(&pin_dir).unwrap();
+            maps.endpoints.upsert(ip(2), id(1001)).unwrap();
+            maps.policy.allow(PolicyRule::new(id(1001), id(1002))).unwrap();
+        }
+        "open" => {
+            let maps = Maps::open_or_create(&pin_dir).unwrap();
+            println!("IDS {:?}", maps.ids().unwrap());
+        }
+        other => panic!("unknown child task {other}"),
+    }
+}
+
+#[test]
+fn a_second_process_sees_what_the_first_wrote() {
+    require_root!();
+    let pins = TestPinDir::new("second_process");
+    run_child("write", pins.path());
+    let maps = Maps::open(pins.path()).expect("maps pinned by the child");
+    assert_eq!(maps.endpoints.list().unwrap(), vec![(ip(2), id(1001))]);
+    assert_eq!(
+        maps.policy.list().unwrap(),
+        vec![PolicyRule::new(id(1001), id(1002))]
+    );
+}
+
+#[test]
+fn eight_concurrent_openers_end_with_one_map_of_each_kind() {
+    require_root!();
+    let pins = TestPinDir::new("concurrent");
+    let children: Vec<_> = (0..8).map(|_| spawn_child("open", pins.path())).collect();
+    let ids: Vec<String> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success());
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .find(|l| l.starts_with("IDS"))
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        ids.iter().all(|i| *i == ids[0]),
+        "openers saw different maps: {ids:?}"
+    );
+    let pinned: Vec<_> = std::fs::read_dir(pins.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(pinned.len(), ebpfcni::PINNED_MAPS.len(), "pins: {pinned:?}");
+}
+
+#[test]
+fn an_incompatible_pinned_map_is_an_error_and_is_kept() {
+    require_root!();
+    let pins = TestPinDir::new("incompatible");
+    // A policy_map from an imagined older build: 4-byte keys.
+    let path = pins.path().join(ebpfcni::POLICY_MAP);
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    let mut old = MapHandle::create(MapType::Hash, Some("policy_map"), 4, 1, 1024, &opts).unwrap();
+    old.pin(&path).unwrap();
+    old.update(&7u32.to_ne_bytes(), &[1], MapFlags::ANY).unwrap();
+
+    for result in [
+        Maps::open_or_create(pins.path()).map(drop),
+        Program::load(pins.path()).map(drop),
+    ] {
+        match result {
+            Err(Error::IncompatibleMap { path: p, mismatch }) => {
+                assert_eq!(p, path);
+                assert!(mismatch.contains("key size is 4, expected 8"), "{mismatch}");
+                assert!(
+                    mismatch.contains("capacity is 1024, expected 65536"),
+                    "{mismatch}"
+                );
+            }
+            other => panic!("expected IncompatibleMap, got {other:?}"),
+        }
+    }
+    // The old map and its entry are still there.
+    let kept = MapHandle::from_pinned_path(&path).unwrap();
+    assert_eq!(kept.key_size(), 4);
+    assert_eq!(
+        kept.lookup(&7u32.to_ne_bytes(), MapFlags::ANY).unwrap(),
+        Some(vec![1])
+    );
+}
+
+#[test]
+fn open_without_create_names_the_missing_pins() {
+    require_root!();
+    let pins = TestPinDir::new("missing");
+    match Maps::open(pins.path()) {
+        Err(Error::MapsNotPinned { missing }) => assert_eq!(missing.len(), 4),
+        other => panic!("expected MapsNotPinned, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_upgrade_keeps_every_entry() {
+    require_root!();
+    let pins = TestPinDir::new("upgrade");
+    let old = Program::load(pins.path()).unwrap();
+    let maps = Maps::open(pins.path()).unwrap();
+    maps.endpoints.upsert(ip(2), id(1001)).unwrap();
+    maps.policy.allow(PolicyRule::new(id(1001), id(1002))).unwrap();
+    maps.config.set_trace_level(ebpfcni::TraceLevel::All).unwrap();
+    let ids = maps.ids().unwrap();
+    drop(maps);
+
+    let new = Program::load(pins.path()).unwrap();
+    assert_ne!(old.id(), new.id(), "a new program instance was loaded");
+    let info = ebpfcni::program_info(new.id()).unwrap();
+    assert!(
+        ids.iter().all(|m| info.map_ids.contains(m)),
+        "new program uses the pinned maps"
+    );
+    let maps = Maps::open(pins.path()).unwrap();
+    assert_eq!(maps.ids().unwrap(), ids);
+    assert_eq!(maps.endpoints.list().unwrap(), vec![(ip(2), id(1001))]);
+    assert_eq!(
+        maps.policy.list().unwrap(),
+        vec![PolicyRule::new(id(1001), id(1002))]
+    );
+    assert_eq!(maps.config.trace_level().unwrap(), ebpfcni::TraceLevel::All);
+}
+
+#[test]
+fn fresh_maps_start_at_trace_level_drops() {
+    require_root!();
+    let pins = TestPinDir::new("default_trace");
+    let maps = Maps::open_or_create(pins.path()).unwrap();
+    assert_eq!(maps.config.trace_level().unwrap(), ebpfcni::TraceLevel::Drops);
+}
+
+#[test]
+fn policy_key_layout_agrees_with_the_object() {
+    require_root!();
+    let pins = TestPinDir::new("layout");
+    let maps = Maps::open_or_create(pins.path()).unwrap();
+    drop(maps);
+    let policy = MapHandle::from_pinned_path(pins.path().join(ebpfcni::POLICY_MAP)).unwrap();
+    assert_eq!(
+        policy.key_size() as usize,
+        std::mem::size_of::<ebpfcni::types::policy_key>()
+    );
+    assert_eq!(std::mem::size_of::<ebpfcni::types::policy_key>(), 8);
+    assert_eq!(policy.value_size(), 1);
+    assert_eq!(policy.max_entries(), 65536);
+    let endpoints = MapHandle::from_pinned_path(pins.path().join(ebpfcni::ENDPOINT_MAP)).unwrap();
+    assert_eq!(
+        (
+            endpoints.key_size(),
+            endpoints.value_size(),
+            endpoints.max_entries()
+        ),
+        (4, 4, 16384)
+    );
+}
+
+#[test]
+fn full_maps_are_an_error_that_names_the_map() {
+    require_root!();
+    let pins = TestPinDir::new("full");
+    let maps = Maps::open_or_create(pins.path()).unwrap();
+    let cap = maps.endpoints.capacity();
+    let all: Vec<_> = (0..cap)
+        .map(|i| (Ipv4Addr::from(0x0a00_0000 + i), id(i + 1)))
+        .collect();
+    maps.endpoints.upsert_batch(&all).unwrap();
+    match maps.endpoints.upsert(Ipv4Addr::new(10, 200, 0, 1), id(1)) {
+        Err(e @ Error::MapFull { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("endpoint_map") && msg.contains("16384"), "{msg}");
+        }
+        other => panic!("expected MapFull, got {other:?}"),
+    }
+    // Replacing an existing endpoint's identity still works when full.
+    assert_eq!(maps.endpoints.upsert(all[0].0, id(7)).unwrap(), Some(all[0].1));
+    assert_eq!(maps.endpoints.list().unwrap().len(), cap as usize);
+}
