@@ -50,7 +50,10 @@ enum Command {
                             policyctl allow --src 100 --dst 100               # within one identity")]
     Allow(Pair),
 
-    /// Remove the allow rule(s); what is not allowed is denied. Removing an absent rule is not an error
+    /// Remove the allow rule(s), so the traffic is denied
+    ///
+    /// Remove the allow rule SRC -> DST (and DST -> SRC with --symmetric). Policy is default deny,
+    /// so the traffic is then dropped. Removing a rule that is not there is not an error.
     #[command(after_help = "Examples:\n  \
                             policyctl deny --src 100 --dst 200\n  \
                             policyctl deny --src 100 --dst 200 --symmetric   # both directions")]
@@ -68,7 +71,10 @@ enum Command {
                             policyctl flush --quiet")]
     Flush,
 
-    /// Allow many rules at once from a file: all of them, or none when a line is bad or the map is full
+    /// Allow many rules at once from a file (all or none)
+    ///
+    /// Allow every rule of FILE in one batch: all of them, or none when a line is bad (exit 2) or
+    /// the map has no room for them (exit 1).
     #[command(after_help = "File formats:\n  \
                             text: one \"SRC DST\" pair of identities a line, separated by spaces or tabs;\n        \
                             '#' starts a comment; blank lines are ignored.\n  \

@@ -1,0 +1,367 @@
+//! policyctl against real pinned maps in a private pin directory.
+
+mod common;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use common::{fails, json, ok, Ctl};
+use ebpfcni_testutil::require_root;
+use serde_json::{json, Value};
+
+/// The policy map's capacity (EBPFCNI_POLICY_MAP_CAPACITY).
+const CAPACITY: usize = 65_536;
+
+/// A file in the temp directory, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(contents: &str) -> Self {
+        let path = std::env::temp_dir().join(ebpfcni_testutil::unique_name("ebpfcni_ctl_rules_"));
+        std::fs::write(&path, contents).expect("write rules file");
+        Self(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("UTF-8 temp path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `count` distinct rules in the text format: 1 1, 1 2, ..., 256 256, then 257 1, ...
+fn rules_text(count: usize) -> String {
+    let mut text = String::with_capacity(count * 8);
+    for i in 0..count {
+        writeln!(text, "{} {}", i / 256 + 1, i % 256 + 1).unwrap();
+    }
+    text
+}
+
+fn rule(src: u32, dst: u32, reverse: bool) -> Value {
+    json!({"src": src, "dst": dst, "reverse": reverse})
+}
+
+fn count(rules: &Value) -> usize {
+    rules.as_array().expect("a JSON array").len()
+}
+
+#[test]
+fn one_way_allow_shows_the_missing_reverse_rule() {
+    require_root!();
+    let ctl = Ctl::new("pol_one_way");
+    let out = ok(ctl.policyctl(&["allow", "--src", "100", "--dst", "200"]));
+    assert!(out.contains("allowed 100 -> 200"), "{out}");
+    assert!(out.contains("100  200  MISSING"), "{out}");
+    assert_eq!(ctl.rules(), json!([rule(100, 200, false)]));
+
+    let out = ok(ctl.policyctl(&["allow", "--src", "200", "--dst", "100"]));
+    assert!(
+        out.contains("100  200  yes") && out.contains("200  100  yes"),
+        "{out}"
+    );
+    let again = ok(ctl.policyctl(&["allow", "--src", "200", "--dst", "100"]));
+    assert!(again.contains("200 -> 100 was already allowed"), "{again}");
+}
+
+#[test]
+fn symmetric_allow_and_deny_write_and_remove_both_rules() {
+    require_root!();
+    let ctl = Ctl::new("pol_symmetric");
+    ok(ctl.policyctl(&["allow", "--src", "7", "--dst", "8"]));
+    let out = ok(ctl.policyctl(&["allow", "--src", "100", "--dst", "200", "--symmetric"]));
+    assert!(
+        out.contains("allowed 100 -> 200") && out.contains("allowed 200 -> 100"),
+        "{out}"
+    );
+    assert_eq!(
+        ctl.rules(),
+        json!([rule(7, 8, false), rule(100, 200, true), rule(200, 100, true)])
+    );
+
+    let out = ok(ctl.policyctl(&["deny", "--src", "200", "--dst", "100", "--symmetric"]));
+    assert!(
+        out.contains("denied 200 -> 100") && out.contains("denied 100 -> 200"),
+        "{out}"
+    );
+    assert_eq!(ctl.rules(), json!([rule(7, 8, false)]));
+
+    // A rule from an identity to itself is one entry, with or without --symmetric.
+    ok(ctl.policyctl(&["allow", "--src", "9", "--dst", "9", "--symmetric"]));
+    assert_eq!(ctl.rules(), json!([rule(7, 8, false), rule(9, 9, true)]));
+}
+
+#[test]
+fn deny_of_an_absent_rule_succeeds_and_says_so() {
+    require_root!();
+    let ctl = Ctl::new("pol_deny_absent");
+    ok(ctl.policyctl(&["allow", "--src", "1", "--dst", "2"]));
+    let out = ok(ctl.policyctl(&["deny", "--src", "2", "--dst", "1"]));
+    assert!(out.contains("2 -> 1 was not allowed; nothing to remove"), "{out}");
+    let out = ok(ctl.policyctl(&["deny", "--src", "1", "--dst", "2", "--symmetric"]));
+    assert!(
+        out.contains("denied 1 -> 2") && out.contains("2 -> 1 was not allowed"),
+        "{out}"
+    );
+    ok(ctl.policyctl(&["deny", "--src", "1", "--dst", "2"]));
+    assert_eq!(ctl.rules(), json!([]));
+}
+
+#[test]
+fn flush_removes_every_rule() {
+    require_root!();
+    let ctl = Ctl::new("pol_flush");
+    ok(ctl.policyctl_stdin(&["apply", "-f", "-"], &rules_text(300)));
+    let out = ok(ctl.policyctl(&["flush"]));
+    assert!(out.contains("removed 300 rules"), "{out}");
+    assert_eq!(ctl.rules(), json!([]));
+}
+
+#[test]
+fn apply_reads_text_and_json_from_files_and_stdin() {
+    require_root!();
+    let ctl = Ctl::new("pol_apply_formats");
+    let text = "# web <-> db\n100 200\n\n200\t100   # replies\n  300 400\n";
+    let file = TempFile::new(text);
+    let out = ok(ctl.policyctl(&["apply", "-f", file.path()]));
+    assert!(
+        out.contains(&format!(
+            "applied 3 rules from {}: 3 new, 0 already allowed",
+            file.path()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("300  400  MISSING"), "{out}");
+    let rules = ctl.rules();
+    assert_eq!(
+        rules,
+        json!([rule(100, 200, true), rule(200, 100, true), rule(300, 400, false)])
+    );
+
+    // `list -o json` output applies again (its "reverse" fields are ignored).
+    ok(ctl.policyctl(&["flush", "-q"]));
+    let out = ok(ctl.policyctl_stdin(&["apply", "-f", "-"], &rules.to_string()));
+    assert!(out.contains("applied 3 rules from stdin: 3 new"), "{out}");
+    assert_eq!(ctl.rules(), rules);
+
+    let out = ok(ctl.policyctl_stdin(
+        &["apply", "-f", "-"],
+        r#" [{"src": 100, "dst": 200}, {"src": 5, "dst": 6}]"#,
+    ));
+    assert!(
+        out.contains("applied 2 rules from stdin: 1 new, 1 already allowed"),
+        "{out}"
+    );
+    assert_eq!(count(&ctl.rules()), 4);
+}
+
+#[test]
+fn apply_with_a_bad_line_names_it_and_writes_nothing() {
+    require_root!();
+    let ctl = Ctl::new("pol_apply_bad");
+    ok(ctl.policyctl(&["allow", "--src", "1", "--dst", "2"]));
+    let before = ctl.rules();
+    let good = rules_text(1000);
+    for (input, expected) in [
+        (
+            format!("{good}7 0\n"),
+            r#"stdin: line 1001: invalid identity "0""#,
+        ),
+        (
+            format!("# header\n\n5 6\n5\n{good}"),
+            r#"line 4: expected two identities "SRC DST", found "5""#,
+        ),
+        (format!("{good}1 2 3\n"), "line 1001: expected two identities"),
+        (format!("{good}1 -2\n"), r#"line 1001: invalid identity "-2""#),
+        ("1 0x10\n".to_owned(), r#"line 1: invalid identity "0x10""#),
+        (
+            "5 4294967296\n".to_owned(),
+            r#"line 1: invalid identity "4294967296""#,
+        ),
+        (
+            "[\n{\"src\": 1, \"dst\": 3},\n{\"src\": 0, \"dst\": 2}\n]".to_owned(),
+            "line 3: invalid JSON",
+        ),
+        (
+            "[\n{\"src\": 1, \"dst\": 3}\n{\"src\": 4, \"dst\": 2}\n]".to_owned(),
+            "line 3: invalid JSON",
+        ),
+        ("[{\"src\": 1, \"dest\": 3}]".to_owned(), "unknown field `dest`"),
+    ] {
+        let err = fails(ctl.policyctl_stdin(&["apply", "-f", "-"], &input), 2);
+        assert!(err.contains(expected), "expected {expected:?} in: {err}");
+        assert!(err.contains("nothing was written"), "{err}");
+        assert_eq!(ctl.rules(), before, "a refused file changed the map: {err}");
+    }
+    let file = TempFile::new("1 3\n3 x\n");
+    let err = fails(ctl.policyctl(&["apply", "-f", file.path()]), 2);
+    assert!(
+        err.contains(&format!("{}: line 2: invalid identity \"x\"", file.path())),
+        "{err}"
+    );
+
+    let missing = format!("{}_missing", file.path());
+    let err = fails(ctl.policyctl(&["apply", "-f", &missing]), 1);
+    assert!(err.contains(&format!("failed to read {missing}")), "{err}");
+    assert_eq!(ctl.rules(), before);
+}
+
+/// Fills the map to capacity with one apply; the 65,537th rule then fails
+/// with exit 1 and a message naming the map and its capacity, and nothing
+/// changes. A file that does not fit is refused whole.
+#[test]
+fn apply_fills_the_policy_map_and_the_next_rule_fails_cleanly() {
+    require_root!();
+    let ctl = Ctl::new("pol_full");
+    let err = fails(
+        ctl.policyctl_stdin(&["apply", "-f", "-"], &rules_text(CAPACITY + 1)),
+        1,
+    );
+    assert!(
+        err.contains("policy_map is full: capacity 65536 entries, 65537 needed"),
+        "{err}"
+    );
+    assert_eq!(
+        ctl.rules(),
+        json!([]),
+        "a file that does not fit was partly written"
+    );
+
+    let out = ok(ctl.policyctl_stdin(&["apply", "-f", "-", "--quiet"], &rules_text(CAPACITY)));
+    assert!(out.contains("applied 65536 rules from stdin: 65536 new"), "{out}");
+    let full = ctl.rules();
+    assert_eq!(count(&full), CAPACITY);
+    assert_eq!(full[0], rule(1, 1, true));
+    assert_eq!(full[CAPACITY - 1], rule(256, 256, true));
+
+    let err = fails(ctl.policyctl(&["allow", "--src", "1000", "--dst", "1"]), 1);
+    assert!(
+        err.contains("failed to allow 1000 -> 1: policy_map is full: capacity 65536"),
+        "{err}"
+    );
+    assert!(
+        err.contains("nothing was written (make room with `policyctl deny`"),
+        "{err}"
+    );
+    let err = fails(ctl.policyctl_stdin(&["apply", "-f", "-"], "1 2\n999 999\n"), 1);
+    assert!(err.contains("policy_map is full"), "{err}");
+    assert_eq!(ctl.rules(), full, "a failed allow changed the map");
+
+    // Rules already present need no room.
+    let out = ok(ctl.policyctl(&["allow", "--src", "1", "--dst", "2", "--symmetric", "-q"]));
+    assert!(out.contains("1 -> 2 was already allowed"), "{out}");
+}
+
+/// With one free entry, a symmetric allow needs two: it writes neither.
+#[test]
+fn symmetric_allow_that_does_not_fit_writes_neither_rule() {
+    require_root!();
+    let ctl = Ctl::new("pol_half");
+    ok(ctl.policyctl_stdin(&["apply", "-f", "-", "-q"], &rules_text(CAPACITY - 1)));
+    let err = fails(
+        ctl.policyctl(&["allow", "--src", "1000", "--dst", "2000", "--symmetric"]),
+        1,
+    );
+    assert!(
+        err.contains("failed to allow 1000 -> 2000 and 2000 -> 1000"),
+        "{err}"
+    );
+    assert!(err.contains("capacity 65536 entries, 65537 needed"), "{err}");
+    let rules = ctl.rules();
+    assert_eq!(count(&rules), CAPACITY - 1);
+    assert!(!rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["src"] == 1000 || r["src"] == 2000));
+
+    ok(ctl.policyctl(&["allow", "--src", "1000", "--dst", "2000", "-q"]));
+    assert_eq!(count(&ctl.rules()), CAPACITY);
+}
+
+#[test]
+fn json_state_after_a_change_parses_and_notes_go_to_stderr() {
+    require_root!();
+    let ctl = Ctl::new("pol_json");
+    let out = ctl.policyctl(&["allow", "--src", "3", "--dst", "4", "-o", "json"]);
+    let note = common::stderr(&out);
+    assert!(note.contains("allowed 3 -> 4"), "{note}");
+    assert_eq!(json(&ok(out)), json!([rule(3, 4, false)]));
+    let state = json(&ok(
+        ctl.policyctl(&["deny", "--src", "3", "--dst", "4", "-o", "json"])
+    ));
+    assert_eq!(state, json!([]));
+    let quiet = ok(ctl.policyctl(&["allow", "--src", "3", "--dst", "4", "-o", "json", "-q"]));
+    assert_eq!(quiet, "", "--quiet printed the state");
+}
+
+#[test]
+fn trace_level_round_trip() {
+    require_root!();
+    let ctl = Ctl::new("pol_trace");
+    let shown = ok(ctl.policyctl(&["trace"]));
+    assert_eq!(shown.trim(), "trace level: drops");
+    let set = ok(ctl.policyctl(&["trace", "all"]));
+    assert!(set.contains("trace level: drops -> all"), "{set}");
+    assert_eq!(
+        json(&ok(ctl.policyctl(&["trace", "-o", "json"]))),
+        json!({"trace_level": "all"})
+    );
+    ok(ctl.policyctl(&["trace", "off"]));
+    assert_eq!(ok(ctl.policyctl(&["trace"])).trim(), "trace level: off");
+    let same = ok(ctl.policyctl(&["trace", "off"]));
+    assert!(same.contains("trace level: off (unchanged)"), "{same}");
+
+    for bad in ["verbose", "ALL", "", "1"] {
+        let err = fails(ctl.policyctl(&["trace", bad]), 2);
+        // clap words the empty value as "a value is required".
+        let named = if bad.is_empty() {
+            "a value is required".to_owned()
+        } else {
+            format!("invalid value '{bad}'")
+        };
+        assert!(err.contains(&named), "{err}");
+        assert!(err.contains("possible values: off, drops, all"), "{err}");
+    }
+    assert_eq!(ok(ctl.policyctl(&["trace"])).trim(), "trace level: off");
+}
+
+/// Every bad identity from the issue and the usage mistakes: exit 2, the
+/// message names the value, and the map is as it was.
+#[test]
+fn bad_input_exits_2_names_the_value_and_changes_nothing() {
+    require_root!();
+    let ctl = Ctl::new("pol_bad_input");
+    ok(ctl.policyctl(&["allow", "--src", "1", "--dst", "2", "--symmetric"]));
+    let before = ctl.rules();
+    for id in ["0", "-1", "1e3", "0x10", "4294967296", "", " 5"] {
+        for cmd in ["allow", "deny"] {
+            for args in [
+                vec![cmd, "--src", id, "--dst", "2", "--symmetric"],
+                vec![cmd, "--src", "1", "--dst", id, "--symmetric"],
+            ] {
+                let err = fails(ctl.policyctl(&args), 2);
+                assert!(
+                    err.contains(&format!("invalid identity {id:?}")),
+                    "{args:?}: {err}"
+                );
+            }
+        }
+    }
+    for (args, names) in [
+        (vec!["allow", "--src", "1"], "--dst"),
+        (vec!["deny", "--dst", "1"], "--src"),
+        (vec!["allow", "--src", "1", "--dst", "3", "--both"], "--both"),
+        (vec!["apply"], "--file"),
+        (vec!["list", "--output", "xml"], "xml"),
+        (vec!["permit", "--src", "1", "--dst", "3"], "permit"),
+    ] {
+        let err = fails(ctl.policyctl(&args), 2);
+        assert!(err.contains(names), "{args:?}: {err}");
+    }
+    assert_eq!(ctl.rules(), before);
+}
