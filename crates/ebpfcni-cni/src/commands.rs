@@ -419,7 +419,6 @@ pub fn check(conf: &NetConf, env: &Env, stdin: &[u8]) -> CniResult<()> {
         .prev_result
         .as_ref()
         .ok_or_else(|| CniError::new(INVALID_CONFIG, "invalid network config: CHECK needs prevResult"))?;
-    ipam.check(&CallEnv::default())?;
     let netns_file = open_netns(&env.netns)?;
     let host_name = host_veth_name(&env.container_id, &env.ifname);
     let missing = |what: String| CniError::new(CHECK, what);
@@ -526,7 +525,8 @@ pub fn check(conf: &NetConf, env: &Env, stdin: &[u8]) -> CniResult<()> {
             )));
         }
     }
-    Ok(())
+    // Last: our own findings name the interface or hook that is off.
+    ipam.check(&CallEnv::default())
 }
 
 fn same_route(have: &Route, want: &Route) -> bool {

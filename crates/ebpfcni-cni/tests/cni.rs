@@ -1,0 +1,318 @@
+//! The plugin driven as a runtime drives it: ADD, CHECK, DEL, VERSION,
+//! STATUS, GC, policy between two pods, and parallel ADDs.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::{host_veth, pod_ip, run_plugin, Node, Pod, CNI_PATH, VERSIONS};
+use ebpfcni::{Identity, Maps, PolicyRule, PROGRAM_NAME};
+use ebpfcni_testutil::require_root;
+use serde_json::{json, Value};
+
+fn is_mac(s: &str) -> bool {
+    s.len() == 17 && s.split(':').all(|b| b.len() == 2 && u8::from_str_radix(b, 16).is_ok())
+}
+
+#[test]
+fn add_result_fields_and_datapath_setup() {
+    require_root!();
+    for version in VERSIONS {
+        let node = Node::new("addres");
+        let pod = Pod::new("addres-pod");
+        let mut conf = node.config(version);
+        conf["mtu"] = json!(1400);
+        conf["dns"] = json!({ "nameservers": ["10.13.1.53"], "search": ["pods.test"] });
+        let result = node.add(&conf, &pod).ok();
+
+        assert_eq!(result["cniVersion"], version, "[{version}] {result}");
+        let ifaces = result["interfaces"].as_array().expect("interfaces");
+        assert_eq!(ifaces.len(), 2, "[{version}] {result}");
+        let host = ifaces[0]["name"].as_str().unwrap();
+        assert!(host.starts_with("ebc") && host.len() == 15, "[{version}] host veth {host}");
+        assert!(is_mac(ifaces[0]["mac"].as_str().unwrap()), "[{version}] {result}");
+        assert!(ifaces[0].get("sandbox").is_none(), "[{version}] host end has no sandbox");
+        assert_eq!(ifaces[1]["name"], "eth0");
+        assert_eq!(ifaces[1]["sandbox"], pod.ns.path().display().to_string());
+        let pod_mac = ifaces[1]["mac"].as_str().unwrap();
+        assert!(is_mac(pod_mac), "[{version}] {result}");
+        let ips = result["ips"].as_array().expect("ips");
+        assert_eq!(ips.len(), 1);
+        assert_eq!(ips[0]["address"], "10.13.1.2/24");
+        assert_eq!(ips[0]["gateway"], "10.13.1.1");
+        assert_eq!(ips[0]["interface"], 1);
+        assert!(ips[0].get("version").is_none(), "no 'version' after 0.4.0");
+        assert_eq!(result["routes"], json!([{ "dst": "0.0.0.0/0", "gw": "10.13.1.1" }]));
+        assert_eq!(result["dns"], conf["dns"]);
+
+        // What the kernel holds matches the result.
+        let link = String::from_utf8(pod.ns.ip(&["-o", "link", "show", "eth0"]).stdout).unwrap();
+        assert!(link.contains(pod_mac) && link.contains("mtu 1400") && link.contains("UP"), "{link}");
+        let addr = String::from_utf8(pod.ns.ip(&["-o", "-4", "addr", "show", "eth0"]).stdout).unwrap();
+        assert!(addr.contains("10.13.1.2/24") && addr.contains("noprefixroute"), "{addr}");
+        let routes = String::from_utf8(pod.ns.ip(&["-4", "route", "show"]).stdout).unwrap();
+        assert!(routes.contains("default via 10.13.1.1 dev eth0"), "{routes}");
+        assert!(routes.contains("10.13.1.1 dev eth0") && routes.contains("scope link"), "{routes}");
+        let host_link = node.output("ip", &["-o", "link", "show", host]);
+        assert!(host_link.contains("mtu 1400") && host_link.contains("UP"), "{host_link}");
+        let host_routes = node.output("ip", &["-4", "route", "show"]);
+        assert!(host_routes.contains(&format!("10.13.1.2 dev {host}")), "{host_routes}");
+        let host_addr = node.output("ip", &["-o", "-4", "addr", "show", host]);
+        assert!(host_addr.contains("10.13.1.1/32"), "{host_addr}");
+        assert_eq!(node.output("cat", &["/proc/sys/net/ipv4/ip_forward"]).trim(), "1");
+        assert_eq!(node.filters(host, "ingress"), 1);
+        assert_eq!(node.filters(host, "egress"), 1);
+        assert!(node.allocated("10.13.1.2"));
+
+        node.del(&conf, &pod).ok();
+        assert!(!node.links().contains(&host.to_string()), "[{version}] host veth left behind");
+        assert!(!node.allocated("10.13.1.2"), "[{version}] address not released");
+    }
+}
+
+#[test]
+fn add_result_in_spec_0_4_0_has_ip_versions() {
+    require_root!();
+    let node = Node::new("v040");
+    let pod = Pod::new("v040-pod");
+    let conf = node.config("0.4.0");
+    let result = node.add(&conf, &pod).ok();
+    assert_eq!(result["cniVersion"], "0.4.0");
+    assert_eq!(result["ips"][0]["version"], "4");
+    node.del(&conf, &pod).ok();
+}
+
+/// Sets both pods' identities, and the policy `rules`, in the node's maps.
+fn seed(node: &Node, a: &str, b: &str, rules: &[PolicyRule]) -> Maps {
+    let maps = Maps::open(node.pins.path()).expect("maps pinned by ADD");
+    maps.endpoints.upsert(a.parse().unwrap(), id(100)).unwrap();
+    maps.endpoints.upsert(b.parse().unwrap(), id(200)).unwrap();
+    maps.policy.clear().unwrap();
+    maps.policy.allow_all(rules).unwrap();
+    maps
+}
+
+fn id(n: u32) -> Identity {
+    n.to_string().parse().unwrap()
+}
+
+#[test]
+fn two_pods_ping_only_under_symmetric_policy() {
+    require_root!();
+    for version in VERSIONS {
+        let node = Node::new("ping");
+        let (pa, pb) = (Pod::new("ping-a"), Pod::new("ping-b"));
+        let conf = node.config(version);
+        let (ra, rb) = (node.add(&conf, &pa).ok(), node.add(&conf, &pb).ok());
+        let (a, b) = (pod_ip(&ra), pod_ip(&rb));
+        let forward = PolicyRule { src: id(100), dst: id(200) };
+
+        seed(&node, &a, &b, &[]);
+        assert!(!pa.ns.ping(&b, 1), "[{version}] no policy: must not ping");
+        seed(&node, &a, &b, &[forward]);
+        assert!(!pa.ns.ping(&b, 1), "[{version}] one-way policy: replies must drop");
+        seed(&node, &a, &b, &[forward, forward.reverse()]);
+        assert!(pa.ns.ping(&b, 2), "[{version}] symmetric policy: must ping");
+        assert!(pb.ns.ping(&a, 2), "[{version}] symmetric policy: must ping back");
+
+        node.del(&conf, &pa).ok();
+        node.del(&conf, &pb).ok();
+    }
+}
+
+#[test]
+fn del_is_idempotent() {
+    require_root!();
+    for version in VERSIONS {
+        let node = Node::new("del");
+        let conf = node.config(version);
+
+        // Twice.
+        let pod = Pod::new("del-twice");
+        let host = host_veth(&node.add(&conf, &pod).ok());
+        node.del(&conf, &pod).ok();
+        node.del(&conf, &pod).ok();
+        assert!(!node.links().contains(&host));
+
+        // With an empty CNI_NETNS: still releases the address and the veth.
+        let pod = Pod::new("del-nonetns");
+        let result = node.add(&conf, &pod).ok();
+        node.call("DEL", &conf, &pod.id, "", "eth0").ok();
+        assert!(!node.links().contains(&host_veth(&result)), "[{version}] veth left");
+        assert!(!node.allocated(&pod_ip(&result)), "[{version}] address left");
+
+        // After the namespace is gone.
+        let pod = Pod::new("del-gone");
+        let result = node.add(&conf, &pod).ok();
+        let netns = pod.ns.path().display().to_string();
+        let id = pod.id.clone();
+        drop(pod);
+        node.call("DEL", &conf, &id, &netns, "eth0").ok();
+        node.call("DEL", &conf, &id, &netns, "eth0").ok();
+        assert!(!node.allocated(&pod_ip(&result)), "[{version}] address left");
+        assert!(node.allocations().is_empty(), "[{version}] {:?}", node.allocations());
+    }
+}
+
+#[test]
+fn check_passes_then_fails_when_a_filter_is_removed() {
+    require_root!();
+    for version in VERSIONS {
+        let node = Node::new("check");
+        let pod = Pod::new("check-pod");
+        let conf = node.config(version);
+        let result = node.add(&conf, &pod).ok();
+        node.check(&conf, &pod, &result).ok();
+
+        let host = host_veth(&result);
+        node.output("tc", &["filter", "del", "dev", &host, "ingress"]);
+        let msg = node.check(&conf, &pod, &result).err(104);
+        assert!(msg.contains("ingress") && msg.contains(&host), "[{version}] {msg}");
+
+        // ADD again is refused while the attachment exists; DEL then cleans up.
+        node.del(&conf, &pod).ok();
+        let msg = node.check(&conf, &pod, &result).err(104);
+        assert!(msg.contains("eth0"), "[{version}] {msg}");
+    }
+}
+
+#[test]
+fn check_notices_a_missing_route() {
+    require_root!();
+    let node = Node::new("checkrt");
+    let pod = Pod::new("checkrt-pod");
+    let conf = node.config("1.1.0");
+    let result = node.add(&conf, &pod).ok();
+    pod.ns.ip(&["route", "del", "default"]);
+    let msg = node.check(&conf, &pod, &result).err(104);
+    assert!(msg.contains("0.0.0.0/0 via 10.13.1.1"), "{msg}");
+    node.del(&conf, &pod).ok();
+}
+
+#[test]
+fn version_lists_supported_versions() {
+    for (asked, answered) in [("1.0.0", "1.0.0"), ("1.1.0", "1.1.0"), ("0.4.0", "0.4.0"), ("7.0.0", "1.1.0")] {
+        let stdin = json!({ "cniVersion": asked }).to_string();
+        let reply = run_plugin(None, &[("CNI_COMMAND", "VERSION")], stdin.as_bytes()).ok();
+        assert_eq!(reply["cniVersion"], answered);
+        assert_eq!(reply["supportedVersions"], json!(["0.4.0", "1.0.0", "1.1.0"]));
+    }
+}
+
+#[test]
+fn status_ready_and_not_ready() {
+    require_root!();
+    let node = Node::new("status");
+    let conf = node.config("1.1.0");
+    let env = [("CNI_COMMAND", "STATUS"), ("CNI_PATH", CNI_PATH)];
+    assert_eq!(node.exec(&env, conf.to_string().as_bytes()).ok(), Value::Null);
+
+    let mut no_ipam = conf.clone();
+    no_ipam["ipam"]["type"] = json!("no-such-ipam");
+    let msg = node.exec(&env, no_ipam.to_string().as_bytes()).err(50);
+    assert!(msg.contains("no-such-ipam"), "{msg}");
+
+    let mut no_bpffs = conf.clone();
+    no_bpffs["pinDir"] = json!(node.data_dir.join("pins"));
+    let msg = node.exec(&env, no_bpffs.to_string().as_bytes()).err(50);
+    assert!(msg.contains("bpf"), "{msg}");
+}
+
+#[test]
+fn gc_removes_stale_attachments() {
+    require_root!();
+    let node = Node::new("gc");
+    let conf = node.config("1.1.0");
+    let (keep, stale) = (Pod::new("gc-keep"), Pod::new("gc-stale"));
+    let kept = node.add(&conf, &keep).ok();
+    let gone = node.add(&conf, &stale).ok();
+
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{ "containerID": keep.id, "ifname": "eth0" }]);
+    node.exec(&[("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_PATH)], gc.to_string().as_bytes())
+        .ok();
+
+    let links = node.links();
+    assert!(!links.contains(&host_veth(&gone)), "stale veth survived GC: {links:?}");
+    assert!(!node.allocated(&pod_ip(&gone)), "stale address not released");
+    assert!(links.contains(&host_veth(&kept)), "valid veth removed: {links:?}");
+    assert!(node.allocated(&pod_ip(&kept)), "valid address released");
+    node.check(&conf, &keep, &kept).ok();
+    node.del(&conf, &keep).ok();
+}
+
+#[test]
+fn failure_after_ipam_rolls_back() {
+    require_root!();
+    let node = Node::new("rollback");
+    let pod = Pod::new("rollback-pod");
+    let mut conf = node.config("1.0.0");
+    // Not on bpffs: everything succeeds up to loading the program.
+    conf["pinDir"] = json!(node.data_dir.join("pins"));
+    let msg = node.add(&conf, &pod).err(100);
+    assert!(msg.contains("bpf"), "{msg}");
+    assert!(node.allocations().is_empty(), "allocation kept: {:?}", node.allocations());
+    assert!(!node.links().iter().any(|l| l.starts_with("ebc")), "veth kept: {:?}", node.links());
+    assert!(!String::from_utf8_lossy(&pod.ns.ip(&["link"]).stdout).contains("eth0"));
+}
+
+#[test]
+fn duplicate_add_is_refused_without_releasing_the_first() {
+    require_root!();
+    let node = Node::new("dup");
+    let pod = Pod::new("dup-pod");
+    let conf = node.config("1.0.0");
+    let result = node.add(&conf, &pod).ok();
+    node.add(&conf, &pod).err(101);
+    assert!(node.allocated(&pod_ip(&result)));
+    node.check(&conf, &pod, &result).ok();
+    node.del(&conf, &pod).ok();
+}
+
+#[test]
+fn parallel_adds_and_dels() {
+    require_root!();
+    const PODS: usize = 32;
+    let node = Node::new("par");
+    let conf = node.config("1.1.0");
+    let pods: Vec<Pod> = (0..PODS).map(|i| Pod::new(&format!("par{i}"))).collect();
+    let results: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = pods.iter().map(|p| s.spawn(|| node.add(&conf, p))).collect();
+        handles.into_iter().map(|h| h.join().unwrap().ok()).collect()
+    });
+    let ips: HashSet<String> = results.iter().map(pod_ip).collect();
+    assert_eq!(ips.len(), PODS, "addresses must be distinct");
+
+    // One set of maps, and every veth runs our program on those maps,
+    // with one filter per direction.
+    let mut pins: Vec<_> = std::fs::read_dir(node.pins.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    pins.sort();
+    let mut expected: Vec<String> = ebpfcni::PINNED_MAPS.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(pins, expected);
+    let map_ids = Maps::open(node.pins.path()).unwrap().ids().unwrap();
+    for result in &results {
+        let host = host_veth(result);
+        assert_eq!(node.filters(&host, "ingress"), 1, "{host}");
+        assert_eq!(node.filters(&host, "egress"), 1, "{host}");
+        let index = node.ns.ifindex(&host);
+        let attached = node.ns.run_in(|| ebpfcni::attachment(index).unwrap());
+        for id in [attached.ingress.unwrap(), attached.egress.unwrap()] {
+            let info = ebpfcni::program_info(id).unwrap();
+            assert_eq!(info.name, PROGRAM_NAME);
+            assert!(map_ids.iter().all(|m| info.map_ids.contains(m)), "{host}: {info:?}");
+        }
+    }
+
+    std::thread::scope(|s| {
+        let handles: Vec<_> = pods.iter().map(|p| s.spawn(|| node.del(&conf, p))).collect();
+        for h in handles {
+            h.join().unwrap().ok();
+        }
+    });
+    assert!(!node.links().iter().any(|l| l.starts_with("ebc")), "{:?}", node.links());
+    assert!(node.allocations().is_empty(), "{:?}", node.allocations());
+}

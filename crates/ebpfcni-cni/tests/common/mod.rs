@@ -1,0 +1,222 @@
+//! A runtime's-eye harness for the `ebpfcni` binary: it runs the real
+//! plugin with CNI_* variables and a config on stdin, from inside a "node"
+//! namespace the test created (`nsenter --net`, which keeps the real
+//! /sys/fs/bpf visible), against pod namespaces the test created.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use ebpfcni_testutil::{unique_name, Netns, TestPinDir};
+use serde_json::{json, Value};
+
+pub const VERSIONS: [&str; 2] = ["1.0.0", "1.1.0"];
+pub const CNI_PATH: &str = "/usr/lib/cni";
+
+/// What one plugin run printed and returned.
+#[derive(Debug)]
+pub struct Outcome {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// stdout as JSON (panics with the whole outcome if it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+    }
+
+    /// Asserts success and returns the JSON result (Null when stdout is empty).
+    pub fn ok(self) -> Value {
+        assert!(self.success, "plugin failed: {self:#?}");
+        if self.stdout.trim().is_empty() {
+            Value::Null
+        } else {
+            self.json()
+        }
+    }
+
+    /// Asserts a CNI error with `code` and returns its message.
+    pub fn err(self, code: u64) -> String {
+        assert!(!self.success, "plugin succeeded, expected code {code}: {self:#?}");
+        let reply = self.json();
+        assert_eq!(reply["code"].as_u64(), Some(code), "wrong error code: {self:#?}");
+        assert!(reply["cniVersion"].is_string(), "error lacks cniVersion: {reply}");
+        let msg = reply["msg"].as_str().expect("error has msg").to_string();
+        assert!(!msg.is_empty());
+        msg
+    }
+}
+
+/// A "node": its own namespace as the host side, its own pin directory,
+/// host-local data directory and network name.
+pub struct Node {
+    pub ns: Netns,
+    pub pins: TestPinDir,
+    pub data_dir: PathBuf,
+    pub network: String,
+    pub subnet: String,
+}
+
+impl Node {
+    pub fn new(tag: &str) -> Self {
+        let data_dir = std::env::temp_dir().join(unique_name(&format!("ebpfcni-cni-{tag}-")));
+        std::fs::create_dir_all(&data_dir).expect("create IPAM data dir");
+        Self {
+            ns: Netns::new(&format!("{tag}-node")),
+            pins: TestPinDir::new(tag),
+            data_dir,
+            network: unique_name("net"),
+            subnet: "10.13.1.0/24".into(),
+        }
+    }
+
+    /// A config for `version` with host-local IPAM in our data dir.
+    pub fn config(&self, version: &str) -> Value {
+        json!({
+            "cniVersion": version,
+            "name": self.network,
+            "type": "ebpfcni",
+            "pinDir": self.pins.path(),
+            "ipam": {
+                "type": "host-local",
+                "dataDir": self.data_dir,
+                "ranges": [[{ "subnet": self.subnet }]],
+            },
+        })
+    }
+
+    /// Runs the plugin in the node namespace with `env` and `stdin`.
+    pub fn exec(&self, env: &[(&str, &str)], stdin: &[u8]) -> Outcome {
+        run_plugin(Some(&self.ns), env, stdin)
+    }
+
+    pub fn call(&self, command: &str, conf: &Value, container_id: &str, netns: &str, ifname: &str) -> Outcome {
+        self.exec(
+            &[
+                ("CNI_COMMAND", command),
+                ("CNI_CONTAINERID", container_id),
+                ("CNI_NETNS", netns),
+                ("CNI_IFNAME", ifname),
+                ("CNI_PATH", CNI_PATH),
+            ],
+            conf.to_string().as_bytes(),
+        )
+    }
+
+    pub fn add(&self, conf: &Value, pod: &Pod) -> Outcome {
+        self.call("ADD", conf, &pod.id, &pod.ns.path().display().to_string(), "eth0")
+    }
+
+    pub fn del(&self, conf: &Value, pod: &Pod) -> Outcome {
+        self.call("DEL", conf, &pod.id, &pod.ns.path().display().to_string(), "eth0")
+    }
+
+    /// CHECK with `prev` as prevResult.
+    pub fn check(&self, conf: &Value, pod: &Pod, prev: &Value) -> Outcome {
+        let mut conf = conf.clone();
+        conf["prevResult"] = prev.clone();
+        self.call("CHECK", &conf, &pod.id, &pod.ns.path().display().to_string(), "eth0")
+    }
+
+    /// Whether host-local holds an allocation for `ip`.
+    pub fn allocated(&self, ip: &str) -> bool {
+        self.data_dir.join(&self.network).join(ip).exists()
+    }
+
+    /// Addresses host-local has handed out on this network.
+    pub fn allocations(&self) -> Vec<String> {
+        let dir = self.data_dir.join(&self.network);
+        let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+        entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.parse::<std::net::Ipv4Addr>().is_ok())
+            .collect()
+    }
+
+    /// Names of the node's links.
+    pub fn links(&self) -> Vec<String> {
+        let out = self.ns.ip(&["-o", "link", "show"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect()
+    }
+
+    /// Output of a command run in the node namespace (nsenter).
+    pub fn output(&self, program: &str, args: &[&str]) -> String {
+        let out = self.ns.command(program).args(args).output().expect("spawn");
+        assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Our tc filters on `dev`'s `hook` (ingress|egress) in the node.
+    pub fn filters(&self, dev: &str, hook: &str) -> usize {
+        self.output("tc", &["filter", "show", "dev", dev, hook])
+            .lines()
+            .filter(|l| l.contains("bpf") && l.contains("process_tc"))
+            .count()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// A pod: a namespace and a container id.
+pub struct Pod {
+    pub ns: Netns,
+    pub id: String,
+}
+
+impl Pod {
+    pub fn new(tag: &str) -> Self {
+        Self { ns: Netns::new(tag), id: unique_name("ctr") }
+    }
+}
+
+/// Runs the plugin binary, in `node` when given (else where the test runs:
+/// only for commands that touch no network, like VERSION).
+pub fn run_plugin(node: Option<&Netns>, env: &[(&str, &str)], stdin: &[u8]) -> Outcome {
+    let bin = env!("CARGO_BIN_EXE_ebpfcni");
+    let mut cmd = match node {
+        Some(ns) => ns.command(bin),
+        None => Command::new(bin),
+    };
+    for var in ["CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH", "CNI_ARGS"] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn the plugin");
+    child.stdin.take().expect("piped").write_all(stdin).expect("write stdin");
+    let out = child.wait_with_output().expect("wait for the plugin");
+    Outcome {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The pod's IPv4 address (without prefix) from an ADD result.
+pub fn pod_ip(result: &Value) -> String {
+    let cidr = result["ips"][0]["address"].as_str().expect("ips[0].address");
+    cidr.split('/').next().unwrap().to_string()
+}
+
+/// The host veth's name from an ADD result.
+pub fn host_veth(result: &Value) -> String {
+    result["interfaces"][0]["name"].as_str().expect("interfaces[0].name").to_string()
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
