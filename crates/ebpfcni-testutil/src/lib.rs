@@ -72,8 +72,10 @@ impl TestPinDir {
 
 impl Drop for TestPinDir {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.path) {
-            eprintln!("warning: could not remove {}: {e}", self.path.display());
+        match std::fs::remove_dir_all(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => eprintln!("warning: could not remove {}: {e}", self.path.display()),
         }
     }
 }

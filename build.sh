@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Builds the three binaries (ebpfcni, endpointctl, policyctl) in release mode
+# into bin/. On Debian/Ubuntu as root it first installs missing build
+# dependencies; elsewhere it says exactly what to install.
+set -euo pipefail
+cd "$(dirname "$0")"
+[[ -x "$HOME/.cargo/bin/cargo" ]] && export PATH="$HOME/.cargo/bin:$PATH"
+
+scripts/install-deps.sh build
+cargo build --release --locked --bins
+mkdir -p bin
+for b in ebpfcni endpointctl policyctl; do
+  install -m 0755 "target/release/$b" "bin/$b"
+done
+echo "built: $(printf 'bin/%s ' ebpfcni endpointctl policyctl)"

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# demo.sh: the README walkthrough, run and checked.
+#
+# Two pods (frontend 10.13.0.2 identity 1001, backend 10.13.0.3 identity
+# 1002) are created through the ebpfcni CNI plugin in throwaway namespaces:
+# a "node" namespace plays the host, so the machine's own network is never
+# touched. Each step prints the command and PASS/FAIL against what it should
+# show; the exit status is 0 only when every expectation held. Everything
+# the demo creates is removed on success, failure or Ctrl-C.
+#
+# Environment: BIN_DIR (default ./bin, built by ./build.sh when missing),
+# PIN_DIR (default /sys/fs/bpf/tc/globals; the demo refuses to run if maps
+# are already pinned there, so as not to disturb a live setup: point it at
+# e.g. /sys/fs/bpf/ebpfcni_demo then), CNI_PATH (IPAM plugins, default
+# /usr/lib/cni).
+set -uo pipefail
+cd "$(dirname "$0")"
+[[ -x "$HOME/.cargo/bin/cargo" ]] && export PATH="$HOME/.cargo/bin:$PATH"
+
+BIN_DIR=$(realpath -m "${BIN_DIR:-./bin}")
+PIN_DIR=${PIN_DIR:-/sys/fs/bpf/tc/globals}
+CNI_PATH=${CNI_PATH:-/usr/lib/cni}
+FRONTEND_IP=10.13.0.2 BACKEND_IP=10.13.0.3
+
+if [[ $EUID -ne 0 ]]; then
+  echo "demo.sh needs root (network namespaces, BPF): sudo $0" >&2
+  exit 1
+fi
+
+passes=0 failures=0
+pass() { echo "   PASS: $*"; passes=$((passes + 1)); }
+fail() { echo "   FAIL: $*"; failures=$((failures + 1)); }
+step() { printf '\n== %s\n' "$*"; }
+# Prints a command the way a user would type it, then runs it.
+show() { echo "\$ $*"; "$@"; }
+# expect ok|fail DESCRIPTION COMMAND...: runs the command and checks its outcome.
+expect() {
+  local want=$1 what=$2; shift 2
+  echo "\$ $*"
+  if "$@"; then
+    [[ $want == ok ]] && pass "$what" || fail "$what (it succeeded)"
+  else
+    [[ $want == fail ]] && pass "$what" || fail "$what (it failed)"
+  fi
+}
+
+# --- set up ------------------------------------------------------------------
+scripts/install-deps.sh demo || exit 1
+if [[ ! -x $BIN_DIR/ebpfcni || ! -x $BIN_DIR/endpointctl || ! -x $BIN_DIR/policyctl ]]; then
+  ./build.sh || exit 1
+fi
+endpointctl() { "$BIN_DIR/endpointctl" --pin-dir "$PIN_DIR" "$@"; }
+policyctl() { "$BIN_DIR/policyctl" --pin-dir "$PIN_DIR" "$@"; }
+
+if compgen -G "$PIN_DIR/*_map" >/dev/null; then
+  echo "maps are already pinned in $PIN_DIR; run the demo with PIN_DIR=/sys/fs/bpf/ebpfcni_demo" >&2
+  exit 1
+fi
+
+suffix=$$
+node=ebpfcni-demo-node-$suffix frontend=ebpfcni-demo-frontend-$suffix backend=ebpfcni-demo-backend-$suffix
+work=$(mktemp -d /tmp/ebpfcni-demo.XXXXXX)
+httpd_pid='' trace_pid='' mounted_tracefs=''
+
+cni() { # cni COMMAND CONTAINER_ID NETNS: runs the plugin from the node namespace, as a runtime would
+  CNI_COMMAND=$1 CNI_CONTAINERID=$2 CNI_NETNS=${3:+/run/netns/$3} CNI_IFNAME=eth0 CNI_PATH=$CNI_PATH \
+    nsenter --net="/run/netns/$node" -- "$BIN_DIR/ebpfcni" <"$work/net.conflist.json" 2>>"$work/cni.log"
+}
+
+cleanup() {
+  trap - EXIT INT TERM
+  step "cleaning up"
+  [[ -n $httpd_pid ]] && kill "$httpd_pid" 2>/dev/null
+  [[ -n $trace_pid ]] && kill "$trace_pid" 2>/dev/null
+  if [[ -e /run/netns/$node ]]; then
+    cni DEL frontend "$frontend" >/dev/null 2>&1 || echo "warning: CNI DEL frontend failed"
+    cni DEL backend "$backend" >/dev/null 2>&1 || echo "warning: CNI DEL backend failed"
+  fi
+  for ns in "$frontend" "$backend" "$node"; do
+    [[ -e /run/netns/$ns ]] && ip netns del "$ns"
+  done
+  # The maps were created by this demo (it refuses to start otherwise).
+  for m in endpoint_map policy_map config_map drop_counters; do rm -f "$PIN_DIR/$m"; done
+  rmdir "$PIN_DIR" 2>/dev/null
+  [[ -n $mounted_tracefs ]] && umount "$mounted_tracefs"
+  rm -rf "$work"
+  echo "removed namespaces, veths, IPAM state and pinned maps"
+}
+trap cleanup EXIT
+trap 'echo interrupted; exit 130' INT TERM
+
+cat >"$work/net.conflist.json" <<JSON
+{
+  "cniVersion": "1.0.0",
+  "name": "ebpfcni-demo",
+  "type": "ebpfcni",
+  "pinDir": "$PIN_DIR",
+  "ipam": {
+    "type": "host-local",
+    "ranges": [[{ "subnet": "10.13.0.0/24", "rangeStart": "10.13.0.2", "gateway": "10.13.0.1" }]],
+    "dataDir": "$work/ipam"
+  }
+}
+JSON
+
+# --- 1. pods -----------------------------------------------------------------
+step "1. create a node namespace and two pods through the CNI plugin"
+show ip netns add "$node"
+ip -n "$node" link set lo up
+for pod in "$frontend" "$backend"; do
+  ip netns add "$pod" && ip -n "$pod" link set lo up
+done
+echo "\$ CNI_COMMAND=ADD CNI_CONTAINERID=frontend CNI_NETNS=/run/netns/$frontend CNI_IFNAME=eth0 ebpfcni < net.conflist.json"
+cni ADD frontend "$frontend" >"$work/frontend.json" && cat "$work/frontend.json"
+cni ADD backend "$backend" >"$work/backend.json"
+expect ok "frontend got $FRONTEND_IP" grep -q "\"$FRONTEND_IP/24\"" "$work/frontend.json"
+expect ok "backend got $BACKEND_IP" grep -q "\"$BACKEND_IP/24\"" "$work/backend.json"
+in_frontend() { nsenter --net="/run/netns/$frontend" -- "$@"; }
+ping_backend() { in_frontend ping -c 2 -W 1 -i 0.3 -q "$BACKEND_IP" >/dev/null; }
+curl_backend() { in_frontend curl -sS --max-time 2 -o /dev/null "http://$BACKEND_IP:8080/"; }
+mkdir -p "$work/www" && echo "hello from backend" >"$work/www/index.html"
+nsenter --net="/run/netns/$backend" -- busybox httpd -f -p 8080 -h "$work/www" &
+httpd_pid=$!
+expect fail "no identities yet: ping is dropped (default deny)" ping_backend
+
+# --- 2. endpoints ------------------------------------------------------------
+step "2. give the pods their identities"
+show endpointctl add --ip "$FRONTEND_IP" --identity 1001
+show endpointctl add --ip "$BACKEND_IP" --identity 1002
+expect fail "identities but no policy: ping is dropped" ping_backend
+
+# --- 3. policy ---------------------------------------------------------------
+step "3. allow 1001 <-> 1002 (symmetric: requests and replies)"
+show policyctl allow --src 1001 --dst 1002 --symmetric
+
+# --- 4. traffic passes -------------------------------------------------------
+step "4. ping and curl from frontend to backend"
+expect ok "ping frontend -> backend" ping_backend
+expect ok "curl http://$BACKEND_IP:8080/" curl_backend
+
+# --- 5. one-way policy: replies dropped ---------------------------------------
+step "5. remove the reverse rule: requests leave frontend, replies are dropped"
+trace_dir=/sys/kernel/tracing
+if [[ ! -e $trace_dir/trace_pipe ]]; then
+  trace_dir=/sys/kernel/debug/tracing
+  if [[ ! -e $trace_dir/trace_pipe ]]; then
+    mount -t debugfs none /sys/kernel/debug && mounted_tracefs=/sys/kernel/debug
+  fi
+fi
+show policyctl deny --src 1002 --dst 1001
+: >"$trace_dir/trace" # start from an empty trace buffer
+timeout 8 cat "$trace_dir/trace_pipe" >"$work/trace" 2>/dev/null &
+trace_pid=$!
+sleep 0.3
+expect fail "ping frontend -> backend (replies dropped)" ping_backend
+expect fail "curl http://$BACKEND_IP:8080/ (replies dropped)" curl_backend
+sleep 0.5
+kill "$trace_pid" 2>/dev/null; wait "$trace_pid" 2>/dev/null; trace_pid=''
+
+# --- 6. the trace ------------------------------------------------------------
+step "6. the verdicts in the trace: cat $trace_dir/trace_pipe"
+# The replies enter the node at tc ingress of the backend's host veth.
+backend_veth=$(sed -n 's/.*"interfaces":\[{"name":"\([^"]*\)".*/\1/p' "$work/backend.json")
+backend_ifindex=$(ip -n "$node" -o link show "$backend_veth" | cut -d: -f1)
+drop_line="DROP no-policy $BACKEND_IP -> $FRONTEND_IP id 1002 -> 1001 ifindex $backend_ifindex ingress"
+grep -m 3 "$drop_line" "$work/trace" | sed 's/^ */   /'
+expect ok "the trace shows the backend's replies dropped at its host veth ($drop_line)" \
+  grep -q "$drop_line" "$work/trace"
+show policyctl list
+
+printf '\n== %d passed, %d failed\n' "$passes" "$failures"
+if ((failures == 0)); then
+  echo "demo: all expectations held"
+  exit 0
+fi
+echo "demo: some expectations did not hold; CNI plugin log:"
+sed 's/^/   /' "$work/cni.log"
+exit 1
