@@ -11,7 +11,9 @@ use ebpfcni_testutil::require_root;
 use serde_json::{json, Value};
 
 fn is_mac(s: &str) -> bool {
-    s.len() == 17 && s.split(':').all(|b| b.len() == 2 && u8::from_str_radix(b, 16).is_ok())
+    s.len() == 17
+        && s.split(':')
+            .all(|b| b.len() == 2 && u8::from_str_radix(b, 16).is_ok())
 }
 
 #[test]
@@ -29,9 +31,15 @@ fn add_result_fields_and_datapath_setup() {
         let ifaces = result["interfaces"].as_array().expect("interfaces");
         assert_eq!(ifaces.len(), 2, "[{version}] {result}");
         let host = ifaces[0]["name"].as_str().unwrap();
-        assert!(host.starts_with("ebc") && host.len() == 15, "[{version}] host veth {host}");
+        assert!(
+            host.starts_with("ebc") && host.len() == 15,
+            "[{version}] host veth {host}"
+        );
         assert!(is_mac(ifaces[0]["mac"].as_str().unwrap()), "[{version}] {result}");
-        assert!(ifaces[0].get("sandbox").is_none(), "[{version}] host end has no sandbox");
+        assert!(
+            ifaces[0].get("sandbox").is_none(),
+            "[{version}] host end has no sandbox"
+        );
         assert_eq!(ifaces[1]["name"], "eth0");
         assert_eq!(ifaces[1]["sandbox"], pod.ns.path().display().to_string());
         let pod_mac = ifaces[1]["mac"].as_str().unwrap();
@@ -42,21 +50,39 @@ fn add_result_fields_and_datapath_setup() {
         assert_eq!(ips[0]["gateway"], "10.13.1.1");
         assert_eq!(ips[0]["interface"], 1);
         assert!(ips[0].get("version").is_none(), "no 'version' after 0.4.0");
-        assert_eq!(result["routes"], json!([{ "dst": "0.0.0.0/0", "gw": "10.13.1.1" }]));
+        assert_eq!(
+            result["routes"],
+            json!([{ "dst": "0.0.0.0/0", "gw": "10.13.1.1" }])
+        );
         assert_eq!(result["dns"], conf["dns"]);
 
         // What the kernel holds matches the result.
         let link = String::from_utf8(pod.ns.ip(&["-o", "link", "show", "eth0"]).stdout).unwrap();
-        assert!(link.contains(pod_mac) && link.contains("mtu 1400") && link.contains("UP"), "{link}");
+        assert!(
+            link.contains(pod_mac) && link.contains("mtu 1400") && link.contains("UP"),
+            "{link}"
+        );
         let addr = String::from_utf8(pod.ns.ip(&["-o", "-4", "addr", "show", "eth0"]).stdout).unwrap();
-        assert!(addr.contains("10.13.1.2/24") && addr.contains("noprefixroute"), "{addr}");
+        assert!(
+            addr.contains("10.13.1.2/24") && addr.contains("noprefixroute"),
+            "{addr}"
+        );
         let routes = String::from_utf8(pod.ns.ip(&["-4", "route", "show"]).stdout).unwrap();
         assert!(routes.contains("default via 10.13.1.1 dev eth0"), "{routes}");
-        assert!(routes.contains("10.13.1.1 dev eth0") && routes.contains("scope link"), "{routes}");
+        assert!(
+            routes.contains("10.13.1.1 dev eth0") && routes.contains("scope link"),
+            "{routes}"
+        );
         let host_link = node.output("ip", &["-o", "link", "show", host]);
-        assert!(host_link.contains("mtu 1400") && host_link.contains("UP"), "{host_link}");
+        assert!(
+            host_link.contains("mtu 1400") && host_link.contains("UP"),
+            "{host_link}"
+        );
         let host_routes = node.output("ip", &["-4", "route", "show"]);
-        assert!(host_routes.contains(&format!("10.13.1.2 dev {host}")), "{host_routes}");
+        assert!(
+            host_routes.contains(&format!("10.13.1.2 dev {host}")),
+            "{host_routes}"
+        );
         let host_addr = node.output("ip", &["-o", "-4", "addr", "show", host]);
         assert!(host_addr.contains("10.13.1.1/32"), "{host_addr}");
         assert_eq!(node.output("cat", &["/proc/sys/net/ipv4/ip_forward"]).trim(), "1");
@@ -65,7 +91,10 @@ fn add_result_fields_and_datapath_setup() {
         assert!(node.allocated("10.13.1.2"));
 
         node.del(&conf, &pod).ok();
-        assert!(!node.links().contains(&host.to_string()), "[{version}] host veth left behind");
+        assert!(
+            !node.links().contains(&host.to_string()),
+            "[{version}] host veth left behind"
+        );
         assert!(!node.allocated("10.13.1.2"), "[{version}] address not released");
     }
 }
@@ -105,12 +134,18 @@ fn two_pods_ping_only_under_symmetric_policy() {
         let conf = node.config(version);
         let (ra, rb) = (node.add(&conf, &pa).ok(), node.add(&conf, &pb).ok());
         let (a, b) = (pod_ip(&ra), pod_ip(&rb));
-        let forward = PolicyRule { src: id(100), dst: id(200) };
+        let forward = PolicyRule {
+            src: id(100),
+            dst: id(200),
+        };
 
         seed(&node, &a, &b, &[]);
         assert!(!pa.ns.ping(&b, 1), "[{version}] no policy: must not ping");
         seed(&node, &a, &b, &[forward]);
-        assert!(!pa.ns.ping(&b, 1), "[{version}] one-way policy: replies must drop");
+        assert!(
+            !pa.ns.ping(&b, 1),
+            "[{version}] one-way policy: replies must drop"
+        );
         seed(&node, &a, &b, &[forward, forward.reverse()]);
         assert!(pa.ns.ping(&b, 2), "[{version}] symmetric policy: must ping");
         assert!(pb.ns.ping(&a, 2), "[{version}] symmetric policy: must ping back");
@@ -138,7 +173,10 @@ fn del_is_idempotent() {
         let pod = Pod::new("del-nonetns");
         let result = node.add(&conf, &pod).ok();
         node.call("DEL", &conf, &pod.id, "", "eth0").ok();
-        assert!(!node.links().contains(&host_veth(&result)), "[{version}] veth left");
+        assert!(
+            !node.links().contains(&host_veth(&result)),
+            "[{version}] veth left"
+        );
         assert!(!node.allocated(&pod_ip(&result)), "[{version}] address left");
 
         // After the namespace is gone.
@@ -150,7 +188,11 @@ fn del_is_idempotent() {
         node.call("DEL", &conf, &id, &netns, "eth0").ok();
         node.call("DEL", &conf, &id, &netns, "eth0").ok();
         assert!(!node.allocated(&pod_ip(&result)), "[{version}] address left");
-        assert!(node.allocations().is_empty(), "[{version}] {:?}", node.allocations());
+        assert!(
+            node.allocations().is_empty(),
+            "[{version}] {:?}",
+            node.allocations()
+        );
     }
 }
 
@@ -167,7 +209,10 @@ fn check_passes_then_fails_when_a_filter_is_removed() {
         let host = host_veth(&result);
         node.output("tc", &["filter", "del", "dev", &host, "ingress"]);
         let msg = node.check(&conf, &pod, &result).err(104);
-        assert!(msg.contains("ingress") && msg.contains(&host), "[{version}] {msg}");
+        assert!(
+            msg.contains("ingress") && msg.contains(&host),
+            "[{version}] {msg}"
+        );
 
         // ADD again is refused while the attachment exists; DEL then cleans up.
         node.del(&conf, &pod).ok();
@@ -191,7 +236,12 @@ fn check_notices_a_missing_route() {
 
 #[test]
 fn version_lists_supported_versions() {
-    for (asked, answered) in [("1.0.0", "1.0.0"), ("1.1.0", "1.1.0"), ("0.4.0", "0.4.0"), ("7.0.0", "1.1.0")] {
+    for (asked, answered) in [
+        ("1.0.0", "1.0.0"),
+        ("1.1.0", "1.1.0"),
+        ("0.4.0", "0.4.0"),
+        ("7.0.0", "1.1.0"),
+    ] {
         let stdin = json!({ "cniVersion": asked }).to_string();
         let reply = run_plugin(None, &[("CNI_COMMAND", "VERSION")], stdin.as_bytes()).ok();
         assert_eq!(reply["cniVersion"], answered);
@@ -229,11 +279,17 @@ fn gc_removes_stale_attachments() {
 
     let mut gc = conf.clone();
     gc["cni.dev/valid-attachments"] = json!([{ "containerID": keep.id, "ifname": "eth0" }]);
-    node.exec(&[("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_PATH)], gc.to_string().as_bytes())
-        .ok();
+    node.exec(
+        &[("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_PATH)],
+        gc.to_string().as_bytes(),
+    )
+    .ok();
 
     let links = node.links();
-    assert!(!links.contains(&host_veth(&gone)), "stale veth survived GC: {links:?}");
+    assert!(
+        !links.contains(&host_veth(&gone)),
+        "stale veth survived GC: {links:?}"
+    );
     assert!(!node.allocated(&pod_ip(&gone)), "stale address not released");
     assert!(links.contains(&host_veth(&kept)), "valid veth removed: {links:?}");
     assert!(node.allocated(&pod_ip(&kept)), "valid address released");
@@ -251,8 +307,16 @@ fn failure_after_ipam_rolls_back() {
     conf["pinDir"] = json!(node.data_dir.join("pins"));
     let msg = node.add(&conf, &pod).err(100);
     assert!(msg.contains("bpf"), "{msg}");
-    assert!(node.allocations().is_empty(), "allocation kept: {:?}", node.allocations());
-    assert!(!node.links().iter().any(|l| l.starts_with("ebc")), "veth kept: {:?}", node.links());
+    assert!(
+        node.allocations().is_empty(),
+        "allocation kept: {:?}",
+        node.allocations()
+    );
+    assert!(
+        !node.links().iter().any(|l| l.starts_with("ebc")),
+        "veth kept: {:?}",
+        node.links()
+    );
     assert!(!String::from_utf8_lossy(&pod.ns.ip(&["link"]).stdout).contains("eth0"));
 }
 
@@ -303,7 +367,10 @@ fn parallel_adds_and_dels() {
         for id in [attached.ingress.unwrap(), attached.egress.unwrap()] {
             let info = ebpfcni::program_info(id).unwrap();
             assert_eq!(info.name, PROGRAM_NAME);
-            assert!(map_ids.iter().all(|m| info.map_ids.contains(m)), "{host}: {info:?}");
+            assert!(
+                map_ids.iter().all(|m| info.map_ids.contains(m)),
+                "{host}: {info:?}"
+            );
         }
     }
 
@@ -313,6 +380,10 @@ fn parallel_adds_and_dels() {
             h.join().unwrap().ok();
         }
     });
-    assert!(!node.links().iter().any(|l| l.starts_with("ebc")), "{:?}", node.links());
+    assert!(
+        !node.links().iter().any(|l| l.starts_with("ebc")),
+        "{:?}",
+        node.links()
+    );
     assert!(node.allocations().is_empty(), "{:?}", node.allocations());
 }

@@ -94,7 +94,14 @@ impl Node {
         run_plugin(Some(&self.ns), env, stdin)
     }
 
-    pub fn call(&self, command: &str, conf: &Value, container_id: &str, netns: &str, ifname: &str) -> Outcome {
+    pub fn call(
+        &self,
+        command: &str,
+        conf: &Value,
+        container_id: &str,
+        netns: &str,
+        ifname: &str,
+    ) -> Outcome {
         self.exec(
             &[
                 ("CNI_COMMAND", command),
@@ -119,7 +126,13 @@ impl Node {
     pub fn check(&self, conf: &Value, pod: &Pod, prev: &Value) -> Outcome {
         let mut conf = conf.clone();
         conf["prevResult"] = prev.clone();
-        self.call("CHECK", &conf, &pod.id, &pod.ns.path().display().to_string(), "eth0")
+        self.call(
+            "CHECK",
+            &conf,
+            &pod.id,
+            &pod.ns.path().display().to_string(),
+            "eth0",
+        )
     }
 
     /// Whether host-local holds an allocation for `ip`.
@@ -130,7 +143,9 @@ impl Node {
     /// Addresses host-local has handed out on this network.
     pub fn allocations(&self) -> Vec<String> {
         let dir = self.data_dir.join(&self.network);
-        let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
         entries
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
             .filter(|n| n.parse::<std::net::Ipv4Addr>().is_ok())
@@ -150,7 +165,11 @@ impl Node {
     /// Output of a command run in the node namespace (nsenter).
     pub fn output(&self, program: &str, args: &[&str]) -> String {
         let out = self.ns.command(program).args(args).output().expect("spawn");
-        assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -177,7 +196,10 @@ pub struct Pod {
 
 impl Pod {
     pub fn new(tag: &str) -> Self {
-        Self { ns: Netns::new(tag), id: unique_name("ctr") }
+        Self {
+            ns: Netns::new(tag),
+            id: unique_name("ctr"),
+        }
     }
 }
 
@@ -189,7 +211,14 @@ pub fn run_plugin(node: Option<&Netns>, env: &[(&str, &str)], stdin: &[u8]) -> O
         Some(ns) => ns.command(bin),
         None => Command::new(bin),
     };
-    for var in ["CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH", "CNI_ARGS"] {
+    for var in [
+        "CNI_COMMAND",
+        "CNI_CONTAINERID",
+        "CNI_NETNS",
+        "CNI_IFNAME",
+        "CNI_PATH",
+        "CNI_ARGS",
+    ] {
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().copied())
@@ -197,7 +226,12 @@ pub fn run_plugin(node: Option<&Netns>, env: &[(&str, &str)], stdin: &[u8]) -> O
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn the plugin");
-    child.stdin.take().expect("piped").write_all(stdin).expect("write stdin");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(stdin)
+        .expect("write stdin");
     let out = child.wait_with_output().expect("wait for the plugin");
     Outcome {
         success: out.status.success(),
@@ -214,7 +248,10 @@ pub fn pod_ip(result: &Value) -> String {
 
 /// The host veth's name from an ADD result.
 pub fn host_veth(result: &Value) -> String {
-    result["interfaces"][0]["name"].as_str().expect("interfaces[0].name").to_string()
+    result["interfaces"][0]["name"]
+        .as_str()
+        .expect("interfaces[0].name")
+        .to_string()
 }
 
 pub fn path_str(p: &Path) -> String {

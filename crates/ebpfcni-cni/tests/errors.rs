@@ -1,0 +1,178 @@
+//! Malformed input: every error path answers with a CNI error JSON on
+//! stdout, the right code, a non-zero exit, and leaves nothing behind.
+
+mod common;
+
+use common::{Node, Pod, CNI_PATH, VERSIONS};
+use ebpfcni_testutil::require_root;
+use serde_json::json;
+
+/// Runs ADD with `conf` (raw stdin) and the standard environment minus `drop`.
+fn add_raw(node: &Node, pod: &Pod, stdin: &[u8], drop: &[&str]) -> common::Outcome {
+    let netns = pod.ns.path().display().to_string();
+    let env: Vec<(&str, &str)> = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", pod.id.as_str()),
+        ("CNI_NETNS", netns.as_str()),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", CNI_PATH),
+    ]
+    .into_iter()
+    .filter(|(k, _)| !drop.contains(k))
+    .collect();
+    node.exec(&env, stdin)
+}
+
+fn assert_nothing_left(node: &Node, pod: &Pod, what: &str) {
+    assert!(
+        node.allocations().is_empty(),
+        "{what}: allocation kept: {:?}",
+        node.allocations()
+    );
+    assert!(
+        !node.links().iter().any(|l| l.starts_with("ebc")),
+        "{what}: veth kept"
+    );
+    let pod_links = String::from_utf8_lossy(&pod.ns.ip(&["-o", "link"]).stdout).into_owned();
+    assert!(!pod_links.contains("eth0"), "{what}: eth0 in the pod");
+}
+
+#[test]
+fn malformed_config_is_rejected_with_the_right_code() {
+    require_root!();
+    for version in VERSIONS {
+        let node = Node::new("badconf");
+        let pod = Pod::new("badconf-pod");
+        let good = node.config(version);
+
+        let msg = add_raw(&node, &pod, b"{ not json", &[]).err(6);
+        assert!(msg.contains("decode"), "{msg}");
+        add_raw(&node, &pod, b"[1, 2]", &[]).err(6);
+
+        for field in ["type", "name", "cniVersion"] {
+            let mut conf = good.clone();
+            conf.as_object_mut().unwrap().remove(field);
+            let msg = add_raw(&node, &pod, conf.to_string().as_bytes(), &[]).err(7);
+            assert!(msg.contains(field), "[{version}] missing {field}: {msg}");
+        }
+        let mut conf = good.clone();
+        conf["type"] = json!("ptp");
+        add_raw(&node, &pod, conf.to_string().as_bytes(), &[]).err(7);
+        let mut conf = good.clone();
+        conf["name"] = json!("bad name!");
+        add_raw(&node, &pod, conf.to_string().as_bytes(), &[]).err(7);
+        let mut conf = good.clone();
+        conf["mtu"] = json!("big");
+        add_raw(&node, &pod, conf.to_string().as_bytes(), &[]).err(7);
+        let mut conf = good.clone();
+        conf.as_object_mut().unwrap().remove("ipam");
+        add_raw(&node, &pod, conf.to_string().as_bytes(), &[]).err(7);
+
+        let mut conf = good.clone();
+        conf["cniVersion"] = json!("9.9.9");
+        let out = add_raw(&node, &pod, conf.to_string().as_bytes(), &[]);
+        assert_eq!(
+            out.json()["cniVersion"],
+            "1.1.0",
+            "errors answer in a version we speak"
+        );
+        let msg = out.err(1);
+        assert!(msg.contains("9.9.9"), "{msg}");
+
+        let mut conf = good.clone();
+        conf["ipam"]["type"] = json!("no-such-ipam");
+        let msg = add_raw(&node, &pod, conf.to_string().as_bytes(), &[]).err(7);
+        assert!(msg.contains("no-such-ipam"), "{msg}");
+
+        assert_nothing_left(&node, &pod, version);
+    }
+}
+
+#[test]
+fn bad_environment_is_rejected_with_code_4() {
+    require_root!();
+    for version in VERSIONS {
+        let node = Node::new("badenv");
+        let pod = Pod::new("badenv-pod");
+        let conf = node.config(version).to_string();
+        for var in [
+            "CNI_COMMAND",
+            "CNI_CONTAINERID",
+            "CNI_NETNS",
+            "CNI_IFNAME",
+            "CNI_PATH",
+        ] {
+            let out = add_raw(&node, &pod, conf.as_bytes(), &[var]);
+            assert_eq!(
+                out.json()["cniVersion"],
+                version,
+                "errors answer in the config's version"
+            );
+            let msg = out.err(4);
+            assert!(msg.contains(var), "[{version}] without {var}: {msg}");
+        }
+        let netns = pod.ns.path().display().to_string();
+        let with = |k: &'static str, v: &'static str| {
+            let mut env = vec![
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", pod.id.as_str()),
+                ("CNI_NETNS", netns.as_str()),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", CNI_PATH),
+            ];
+            env.retain(|(key, _)| *key != k);
+            env.push((k, v));
+            node.exec(&env, conf.as_bytes())
+        };
+        let msg = with("CNI_NETNS", "/run/netns/ebpfcni-no-such-netns").err(4);
+        assert!(msg.contains("ebpfcni-no-such-netns"), "{msg}");
+        with("CNI_NETNS", "/etc/hostname").err(4);
+        with("CNI_IFNAME", "much-too-long-ifname").err(4);
+        with("CNI_IFNAME", "a/b").err(4);
+        with("CNI_CONTAINERID", "bad id").err(4);
+        with("CNI_COMMAND", "FROB").err(4);
+        with("CNI_ARGS", "novalue").err(4);
+        assert_nothing_left(&node, &pod, version);
+    }
+}
+
+#[test]
+fn podman_style_cni_args_are_accepted() {
+    require_root!();
+    let node = Node::new("args");
+    let pod = Pod::new("args-pod");
+    let conf = node.config("1.0.0");
+    let netns = pod.ns.path().display().to_string();
+    let env = |command| {
+        [
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", pod.id.as_str()),
+            ("CNI_NETNS", netns.as_str()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", CNI_PATH),
+            (
+                "CNI_ARGS",
+                "IgnoreUnknown=1;K8S_POD_NAME=web;K8S_POD_NAMESPACE=default",
+            ),
+        ]
+    };
+    node.exec(&env("ADD"), conf.to_string().as_bytes()).ok();
+    node.exec(&env("DEL"), conf.to_string().as_bytes()).ok();
+}
+
+#[test]
+fn diagnostics_go_to_the_log_file_not_stdout() {
+    require_root!();
+    let node = Node::new("log");
+    let pod = Pod::new("log-pod");
+    let mut conf = node.config("1.0.0");
+    let log = node.data_dir.join("plugin.log");
+    conf["logFile"] = json!(log);
+    let out = node.add(&conf, &pod);
+    assert!(out.stderr.is_empty(), "stderr: {}", out.stderr);
+    let result = out.ok();
+    assert!(result["interfaces"].is_array());
+    let text = std::fs::read_to_string(&log).expect("log file written");
+    assert!(text.contains("ADD") && text.contains(&pod.id), "{text}");
+    node.del(&conf, &pod).ok();
+}
