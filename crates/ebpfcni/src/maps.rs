@@ -574,6 +574,10 @@ pub struct ConfigMap {
 const CONFIG_KEY: [u8; 4] = 0u32.to_ne_bytes();
 
 impl ConfigMap {
+    pub(crate) fn new(map: MapHandle) -> Self {
+        Self { map }
+    }
+
     pub fn trace_level(&self) -> Result<TraceLevel> {
         let value = self
             .map

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, OpenMapMut, ProgramHandle, TcHook, TcHookBuilder, TC_EGRESS, TC_INGRESS};
+use libbpf_rs::{MapHandle, OpenMapMut, ProgramHandle, TcHook, TcHookBuilder, TC_EGRESS, TC_INGRESS};
 
 use crate::bpffs::{self, PinDirLock};
 use crate::error::{Error, Result};
-use crate::maps::{self, MapSpec, TraceLevel, CONFIG_MAP, PINNED_MAPS};
+use crate::maps::{self, ConfigMap, MapSpec, TraceLevel, CONFIG_MAP, PINNED_MAPS};
 use crate::skel::{types, EbpfcniSkelBuilder, OpenEbpfcniMaps};
 
 /// Our filter's handle and priority on both clsact hooks. Fixed, so that
@@ -104,19 +104,9 @@ impl Program {
             )
         })?;
         if config_created {
-            let config = types::ebpfcni_config {
-                trace_level: types::ebpfcni_trace_level::EBPFCNI_TRACE_DROPS,
-            };
-            debug_assert_eq!(TraceLevel::Drops.to_string(), "drops");
-            // SAFETY-free byte view: ebpfcni_config is one u32.
-            skel.maps
-                .config_map
-                .update(
-                    &0u32.to_ne_bytes(),
-                    &config.trace_level.0.to_ne_bytes(),
-                    MapFlags::ANY,
-                )
-                .map_err(|e| Error::bpf(format!("initialise {CONFIG_MAP}"), e))?;
+            let config = MapHandle::try_from(&skel.maps.config_map)
+                .map_err(|e| Error::bpf(format!("open {CONFIG_MAP}"), e))?;
+            ConfigMap::new(config).set_trace_level(TraceLevel::Drops)?;
         }
         let handle = ProgramHandle::try_from(&skel.progs.process_tc)
             .map_err(|e| Error::bpf("keep the loaded program", e))?;
