@@ -46,15 +46,23 @@ macro_rules! exit_status_help {
 #[derive(Args, Debug, Clone)]
 pub struct Common {
     /// Directory on the bpf filesystem holding the pinned maps; the maps are created there when missing
-    #[arg(long, value_name = "DIR", default_value = ebpfcni::DEFAULT_PIN_DIR, global = true)]
+    #[arg(long, value_name = "DIR", default_value = ebpfcni::DEFAULT_PIN_DIR, global = true, display_order = 100)]
     pub pin_dir: PathBuf,
 
     /// After a change, print only what changed, not the map's state
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, display_order = 101)]
     pub quiet: bool,
 
     /// Output format of listings and of the state printed after a change
-    #[arg(short, long, value_enum, value_name = "FORMAT", default_value_t = Format::Table, global = true)]
+    #[arg(
+        short,
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = Format::Table,
+        global = true,
+        display_order = 102
+    )]
     pub output: Format,
 }
 

@@ -222,7 +222,7 @@ fn apply_fills_the_policy_map_and_the_next_rule_fails_cleanly() {
         1,
     );
     assert!(
-        err.contains("policy_map is full: capacity 65536 entries, 65537 needed"),
+        err.contains("failed to apply 65537 rules from stdin: policy_map is full: capacity 65536 entries, 65537 needed"),
         "{err}"
     );
     assert_eq!(

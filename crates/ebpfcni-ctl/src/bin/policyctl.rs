@@ -216,7 +216,7 @@ fn run(cli: Cli) -> CmdResult {
             let rules = applied.expect("read before the maps were opened");
             let new = policy.allow_all(&rules).map_err(|e| {
                 Failure::runtime(
-                    format_args!("apply {} rules from {}", rules.len(), file.display()),
+                    format_args!("apply {} rules from {}", rules.len(), source_name(&file)),
                     e,
                 )
             })?;
