@@ -1,0 +1,127 @@
+//! ADD+DEL latency of `ebpfcni` beside the reference ptp plugin
+//! (/usr/lib/cni/ptp), both with host-local IPAM, in one run, interleaved.
+//!
+//! `cargo bench -p ebpfcni-cni --bench add_del [-- ROUNDS]` (root; default 50
+//! rounds). Both plugins run from a throwaway node namespace that this
+//! process enters (setns), against one throwaway pod namespace; the time of
+//! one round is spawn-to-exit of ADD plus spawn-to-exit of DEL.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ebpfcni_testutil::{unique_name, Netns, TestPinDir};
+use nix::sched::{setns, CloneFlags};
+use serde_json::{json, Value};
+
+struct Plugin {
+    label: &'static str,
+    binary: String,
+    config: Value,
+}
+
+fn call(plugin: &Plugin, command: &str, pod: &Netns, id: &str) -> Duration {
+    let start = Instant::now();
+    let mut child = Command::new(&plugin.binary)
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", pod.path())
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn plugin");
+    let stdin = plugin.config.to_string();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let elapsed = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{} {command} failed: {}{}",
+        plugin.label,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    elapsed
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("add_del bench needs root; skipped");
+        return;
+    }
+    let rounds: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(50);
+    let node = Netns::new("bench-node");
+    let pod = Netns::new("bench-pod");
+    let pins = TestPinDir::new("bench");
+    let data = std::env::temp_dir().join(unique_name("ebpfcni-bench-"));
+    let ipam = |subnet: &str, dir: &str| {
+        json!({ "type": "host-local", "dataDir": data.join(dir), "ranges": [[{ "subnet": subnet }]] })
+    };
+    let plugins = [
+        Plugin {
+            label: "ebpfcni",
+            binary: env!("CARGO_BIN_EXE_ebpfcni").to_string(),
+            config: json!({
+                "cniVersion": "1.0.0", "name": "benchebpfcni", "type": "ebpfcni",
+                "pinDir": pins.path(), "ipam": ipam("10.13.7.0/24", "ebpfcni"),
+            }),
+        },
+        Plugin {
+            label: "ptp",
+            binary: "/usr/lib/cni/ptp".to_string(),
+            config: json!({
+                "cniVersion": "1.0.0", "name": "benchptp", "type": "ptp",
+                "ipam": ipam("10.13.8.0/24", "ptp"),
+            }),
+        },
+    ];
+    // Children inherit this thread's network namespace: the node's.
+    let netns = File::open(node.path()).unwrap();
+    setns(netns.as_fd(), CloneFlags::CLONE_NEWNET).expect("enter the node namespace");
+
+    let mut add = vec![Vec::new(), Vec::new()];
+    let mut del = vec![Vec::new(), Vec::new()];
+    let mut total = vec![Vec::new(), Vec::new()];
+    for round in 0..rounds + 3 {
+        for (i, plugin) in plugins.iter().enumerate() {
+            let id = format!("bench{round}");
+            let a = call(plugin, "ADD", &pod, &id);
+            let d = call(plugin, "DEL", &pod, &id);
+            if round >= 3 {
+                add[i].push(a);
+                del[i].push(d);
+                total[i].push(a + d);
+            }
+        }
+    }
+    println!("ADD+DEL latency, median of {rounds} rounds (after 3 warm-up), host-local IPAM, interleaved:");
+    for (i, plugin) in plugins.iter().enumerate() {
+        println!(
+            "  {:8} ADD {:>9}  DEL {:>9}  ADD+DEL {:>9}",
+            plugin.label,
+            ms(median(add[i].clone())),
+            ms(median(del[i].clone())),
+            ms(median(total[i].clone()))
+        );
+    }
+    let (ours, theirs) = (median(total[0].clone()), median(total[1].clone()));
+    println!("  ebpfcni / ptp = {:.2}", ours.as_secs_f64() / theirs.as_secs_f64());
+    let _ = std::fs::remove_dir_all(&data);
+}
