@@ -1,0 +1,162 @@
+//! What sits in the node's forwarding path in each scenario, installed and
+//! removed inside the node namespace only.
+//!
+//! Every filter allows exactly the pod A <-> pod B pair (both directions,
+//! statelessly, as ebpfcni does) and drops the rest; "full" variants carry
+//! as many other entries as ebpfcni's maps hold.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::Stdio;
+
+use ebpfcni::{Identity, Maps, PolicyRule, Program, TraceLevel};
+use ebpfcni_testutil::TestPinDir;
+
+use crate::topology::{Topology, POD_A, POD_B};
+use crate::Result;
+
+/// Capacities of endpoint_map and policy_map.
+pub const FULL_ENDPOINTS: u32 = 16_384;
+pub const FULL_RULES: u32 = 65_536;
+
+const NFT_TABLE: &str = "ebpfcni_bench";
+
+fn id(n: u32) -> Identity {
+    Identity::new(n).expect("non-zero identity")
+}
+
+/// Filler addresses (10.14.0.0 upwards), never the pods'.
+fn filler_ip(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0x0a0e_0000 + i)
+}
+
+/// The i-th filler pair of indexes: distinct for i < 65,536.
+fn filler_pair(i: u32) -> (u32, u32) {
+    (i / 256, 256 + i % 256)
+}
+
+/// ebpfcni loaded against a private pin directory.
+pub struct Ebpfcni {
+    pub pins: TestPinDir,
+    program: Program,
+}
+
+impl Ebpfcni {
+    /// Pods A and B as identities 1 and 2, allowed both ways. With `full`,
+    /// both maps are then filled to capacity with other entries.
+    pub fn new(name: &str, full: bool) -> Result<Self> {
+        let pins = TestPinDir::new(name);
+        let program = Program::load(pins.path())?;
+        let maps = Maps::open(pins.path())?;
+        maps.config.set_trace_level(TraceLevel::Off)?;
+        maps.endpoints.upsert_batch(&[(POD_A, id(1)), (POD_B, id(2))])?;
+        let pair = PolicyRule::new(id(1), id(2));
+        maps.policy.allow_all(&[pair, pair.reverse()])?;
+        if full {
+            let endpoints: Vec<_> = (0..FULL_ENDPOINTS - 2)
+                .map(|i| (filler_ip(i), id(1000 + i)))
+                .collect();
+            maps.endpoints.upsert_batch(&endpoints)?;
+            let rules: Vec<_> = (0..FULL_RULES - 2)
+                .map(|i| {
+                    let (s, d) = filler_pair(i);
+                    PolicyRule::new(id(1000 + s), id(1000 + d))
+                })
+                .collect();
+            maps.policy.allow_all(&rules)?;
+        }
+        Ok(Self { pins, program })
+    }
+
+    pub fn install(&self, topo: &Topology) -> Result<()> {
+        topo.node.run_in(|| {
+            self.program.attach(topo.ifindex_a)?;
+            self.program.attach(topo.ifindex_b)
+        })?;
+        Ok(())
+    }
+
+    pub fn remove(topo: &Topology) -> Result<()> {
+        topo.node.run_in(|| {
+            let a = ebpfcni::detach(topo.ifindex_a);
+            let b = ebpfcni::detach(topo.ifindex_b);
+            a.and(b)
+        })?;
+        Ok(())
+    }
+}
+
+/// An nftables ruleset for the node's forward hook, policy drop.
+pub struct Nft {
+    script: String,
+}
+
+impl Nft {
+    /// `ip saddr . ip daddr @allowed`: one hash lookup per packet. `elements`
+    /// includes the two pod pairs.
+    pub fn set(elements: u32) -> Self {
+        let mut pairs = vec![format!("{POD_A} . {POD_B}"), format!("{POD_B} . {POD_A}")];
+        pairs.extend((0..elements.saturating_sub(2)).map(|i| {
+            let (s, d) = filler_pair(i);
+            format!("{} . {}", filler_ip(s), filler_ip(d))
+        }));
+        let script = format!(
+            "table ip {NFT_TABLE} {{\n\
+             \tset allowed {{\n\t\ttype ipv4_addr . ipv4_addr\n\t\telements = {{ {} }}\n\t}}\n\
+             \tchain forward {{\n\t\ttype filter hook forward priority filter; policy drop;\n\
+             \t\tip saddr . ip daddr @allowed accept\n\t}}\n}}\n",
+            pairs.join(",\n\t\t\t")
+        );
+        Self { script }
+    }
+
+    /// One `ip saddr X ip daddr Y accept` rule per pair, `rules` in all, the
+    /// pods' two pairs last: every packet walks the whole chain.
+    pub fn linear(rules: u32) -> Self {
+        let mut script = format!(
+            "table ip {NFT_TABLE} {{\n\tchain forward {{\n\
+             \t\ttype filter hook forward priority filter; policy drop;\n"
+        );
+        for i in 0..rules.saturating_sub(2) {
+            let (s, d) = filler_pair(i);
+            script += &format!("\t\tip saddr {} ip daddr {} accept\n", filler_ip(s), filler_ip(d));
+        }
+        script += &format!("\t\tip saddr {POD_A} ip daddr {POD_B} accept\n");
+        script += &format!("\t\tip saddr {POD_B} ip daddr {POD_A} accept\n\t}}\n}}\n");
+        Self { script }
+    }
+
+    pub fn install(&self, topo: &Topology) -> Result<()> {
+        let mut child = topo
+            .node
+            .command("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("run nft (is nftables installed?): {e}"))?;
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(self.script.as_bytes())
+            .map_err(|e| format!("write to nft: {e}"))?;
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("wait for nft: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("nft -f: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(())
+    }
+
+    /// Deletes our table; a missing table is fine.
+    pub fn remove(topo: &Topology) {
+        let _ = topo
+            .node
+            .command("nft")
+            .args(["delete", "table", "ip", NFT_TABLE])
+            .stderr(Stdio::null())
+            .status();
+    }
+}

@@ -1,0 +1,317 @@
+//! ebpfcni-bench: pod-to-pod traffic through a node namespace, side by side
+//! with no filter, ebpfcni, and nftables (set lookup and linear chains), plus
+//! the kernel memory of ebpfcni's maps. Run through `bench/run.sh` (which
+//! also runs the per-packet and control-plane benches); needs root.
+//!
+//! Everything happens between namespaces this process creates, and is
+//! removed when it ends, on error, panic or Ctrl-C alike.
+
+mod filters;
+mod memory;
+mod topology;
+mod traffic;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::Parser;
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+
+use filters::{Ebpfcni, Nft, FULL_ENDPOINTS, FULL_RULES};
+use topology::{root_ip_forward, Topology, POD_B};
+use traffic::{EchoServer, Iperf3Server};
+
+pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+#[derive(Parser, Debug)]
+#[command(about = "Pod-to-pod throughput and request/response rate: no filter vs ebpfcni vs nftables")]
+struct Args {
+    /// Seconds of each iperf3 run (plus one warm-up second) and of each
+    /// request/response run
+    #[arg(long, default_value_t = 5)]
+    seconds: u32,
+    /// Rounds; each round measures every scenario once, interleaved, and the
+    /// median over rounds is reported
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Request and response size in bytes
+    #[arg(long, default_value_t = 64)]
+    message_size: usize,
+    /// Only these scenarios (comma-separated keys; "plain" is always run)
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// libbpf's messages, minus the one every attach to an interface that already
+/// has a clsact qdisc prints (the library treats that as success).
+fn libbpf_print(_: libbpf_rs::PrintLevel, msg: String) {
+    if !msg.contains("Exclusivity flag on") {
+        eprint!("{msg}");
+    }
+}
+
+extern "C" fn on_signal(_: i32) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// Errors once SIGINT or SIGTERM arrived, so that main returns normally and
+/// every guard (namespaces, pins, servers) is dropped.
+fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        return Err("interrupted".into());
+    }
+    Ok(())
+}
+
+enum Filter<'a> {
+    None,
+    Ebpfcni(&'a Ebpfcni),
+    Nft(&'a Nft),
+}
+
+struct Scenario<'a> {
+    key: &'static str,
+    label: &'static str,
+    filter: Filter<'a>,
+    throughput: Vec<f64>,
+    transactions: Vec<f64>,
+}
+
+impl<'a> Scenario<'a> {
+    fn new(key: &'static str, label: &'static str, filter: Filter<'a>) -> Self {
+        Self {
+            key,
+            label,
+            filter,
+            throughput: Vec::new(),
+            transactions: Vec::new(),
+        }
+    }
+
+    fn install(&self, topo: &Topology) -> Result<()> {
+        match self.filter {
+            Filter::None => Ok(()),
+            Filter::Ebpfcni(e) => e.install(topo),
+            Filter::Nft(n) => n.install(topo),
+        }
+    }
+
+    fn remove(&self, topo: &Topology) -> Result<()> {
+        match self.filter {
+            Filter::None => Ok(()),
+            Filter::Ebpfcni(_) => Ebpfcni::remove(topo),
+            Filter::Nft(_) => {
+                Nft::remove(topo);
+                Ok(())
+            }
+        }
+    }
+
+    /// Installs the filter, checks it is in the path, measures, removes it.
+    fn measure(&mut self, topo: &Topology, args: &Args) -> Result<()> {
+        self.install(topo)?;
+        let outcome = (|| -> Result<(f64, f64)> {
+            let filtering = !matches!(self.filter, Filter::None);
+            if topo.enforced() != filtering {
+                return Err(format!(
+                    "{}: expected the stranger address to be {} (is the filter in the path?)",
+                    self.key,
+                    if filtering { "dropped" } else { "routed" }
+                )
+                .into());
+            }
+            check_interrupted()?;
+            let bps = traffic::throughput(&topo.pod_a, POD_B, args.seconds)?;
+            check_interrupted()?;
+            let tps = traffic::transactions(&topo.pod_a, POD_B, args.message_size, args.seconds)?;
+            Ok((bps, tps))
+        })();
+        let removed = self.remove(topo);
+        let (bps, tps) = outcome?;
+        removed?;
+        eprintln!(
+            "  {:<18} {:>7.2} Gbit/s {:>9.0} transactions/s",
+            self.key,
+            bps / 1e9,
+            tps
+        );
+        self.throughput.push(bps);
+        self.transactions.push(tps);
+        Ok(())
+    }
+}
+
+fn median(samples: &[f64]) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("ebpfcni-bench: needs root (network namespaces, BPF, nftables)");
+        std::process::exit(2);
+    }
+    let handler = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { sigaction(signal, &handler) }.expect("install signal handler");
+    }
+
+    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Warn, libbpf_print)));
+
+    let forward_before = root_ip_forward();
+    let result = run(&args);
+    let forward_after = root_ip_forward();
+    if forward_after != forward_before {
+        eprintln!(
+            "ebpfcni-bench: BUG: root net.ipv4.ip_forward changed from {forward_before} to {forward_after}"
+        );
+        std::process::exit(3);
+    }
+    if let Err(e) = result {
+        eprintln!("ebpfcni-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    let wanted = |key: &str| key == "plain" || args.only.is_empty() || args.only.iter().any(|k| k == key);
+
+    eprintln!("setting up: node and pod namespaces, ebpfcni maps, nftables rulesets");
+    let topo = Topology::new();
+    let ebpf_one = Ebpfcni::new("bench_one", false)?;
+    let ebpf_full = Ebpfcni::new("bench_full", true)?;
+    let nft_set_one = Nft::set(2);
+    let nft_set_full = Nft::set(FULL_RULES);
+    let nft_linear_1k = Nft::linear(1_000);
+    let nft_linear_10k = Nft::linear(10_000);
+    let mut scenarios: Vec<Scenario> = [
+        Scenario::new("plain", "a. plain routing, no filter", Filter::None),
+        Scenario::new("ebpfcni-1", "b. ebpfcni, 1 rule", Filter::Ebpfcni(&ebpf_one)),
+        Scenario::new(
+            "ebpfcni-full",
+            "b. ebpfcni, full maps",
+            Filter::Ebpfcni(&ebpf_full),
+        ),
+        Scenario::new("nft-set-1", "c. nftables set, 1 rule", Filter::Nft(&nft_set_one)),
+        Scenario::new(
+            "nft-set-full",
+            "c. nftables set, 65,536 pairs",
+            Filter::Nft(&nft_set_full),
+        ),
+        Scenario::new(
+            "nft-linear-1000",
+            "d. nftables chain, 1,000 rules",
+            Filter::Nft(&nft_linear_1k),
+        ),
+        Scenario::new(
+            "nft-linear-10000",
+            "d. nftables chain, 10,000 rules",
+            Filter::Nft(&nft_linear_10k),
+        ),
+    ]
+    .into_iter()
+    .filter(|s| wanted(s.key))
+    .collect();
+
+    let _iperf3 = Iperf3Server::start(&topo.pod_b, POD_B)?;
+    let _echo = EchoServer::start(&topo.pod_b, POD_B, args.message_size)?;
+
+    for round in 1..=args.rounds {
+        eprintln!("round {round}/{}", args.rounds);
+        // Start each round at a different scenario, so that slow drift of
+        // the machine's load does not always favour the same one.
+        let n = scenarios.len();
+        for i in 0..n {
+            check_interrupted()?;
+            scenarios[(i + round as usize - 1) % n].measure(&topo, args)?;
+        }
+    }
+
+    print_traffic(&scenarios, args);
+    print_memory(&ebpf_full)?;
+    Ok(())
+}
+
+fn print_traffic(scenarios: &[Scenario], args: &Args) {
+    let base_bps = median(&scenarios[0].throughput);
+    let base_tps = median(&scenarios[0].transactions);
+    println!();
+    println!(
+        "Pod A -> pod B through a node namespace; median of {} interleaved rounds; iperf3 TCP {} s \
+         (after 1 s warm-up); request/response: one TCP connection, {}-byte messages, {} s",
+        args.rounds, args.seconds, args.message_size, args.seconds
+    );
+    println!();
+    println!(
+        "| {:<32} | {:>12} | {:>8} | {:>18} | {:>8} |",
+        "scenario", "TCP Gbit/s", "vs a", "transactions/s", "vs a"
+    );
+    println!("|{:-<34}|{:->14}|{:->10}|{:->20}|{:->10}|", "", "", "", "", "");
+    for s in scenarios {
+        let (bps, tps) = (median(&s.throughput), median(&s.transactions));
+        println!(
+            "| {:<32} | {:>12.2} | {:>8.3} | {:>18.0} | {:>8.3} |",
+            s.label,
+            bps / 1e9,
+            bps / base_bps,
+            tps,
+            tps / base_tps
+        );
+    }
+    println!();
+
+    let get = |key: &str| scenarios.iter().find(|s| s.key == key);
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
+    for b in ["ebpfcni-1", "ebpfcni-full"].iter().filter_map(|k| get(k)) {
+        let (r_bps, r_tps) = (
+            median(&b.throughput) / base_bps,
+            median(&b.transactions) / base_tps,
+        );
+        println!(
+            "goal: {} within 5% of plain routing: throughput {:+.1}%, transactions {:+.1}%: {}",
+            b.key,
+            (r_bps - 1.0) * 100.0,
+            (r_tps - 1.0) * 100.0,
+            met(r_bps >= 0.95 && r_tps >= 0.95)
+        );
+        for other in scenarios.iter().filter(|s| s.key.starts_with("nft-")) {
+            let ahead_bps = median(&b.throughput) / median(&other.throughput);
+            let ahead_tps = median(&b.transactions) / median(&other.transactions);
+            println!(
+                "goal: {} ahead of {}: throughput x{:.3}, transactions x{:.3}: {}",
+                b.key,
+                other.key,
+                ahead_bps,
+                ahead_tps,
+                met(ahead_bps >= 1.0 && ahead_tps >= 1.0)
+            );
+        }
+    }
+}
+
+fn print_memory(full: &Ebpfcni) -> Result<()> {
+    let maps = memory::pinned_maps(full.pins.path())?;
+    println!();
+    println!(
+        "Kernel memory of ebpfcni's maps (memlock from fdinfo; hash maps are preallocated, so the \
+         same with {FULL_ENDPOINTS} endpoints and {FULL_RULES} rules as when empty)"
+    );
+    println!();
+    println!("| {:<16} | {:>12} |", "map", "bytes");
+    println!("|{:-<18}|{:->14}|", "", "");
+    for (name, bytes) in &maps {
+        println!("| {name:<16} | {bytes:>12} |");
+    }
+    let total: u64 = maps.iter().map(|(_, b)| b).sum();
+    println!("| {:<16} | {:>12} |", "total", total);
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! Traffic from pod A to pod B: TCP stream throughput with iperf3, and a
+//! request/response rate with a small TCP ping-pong of our own.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ebpfcni_testutil::Netns;
+use nix::sched::{setns, CloneFlags};
+
+use crate::Result;
+
+pub const IPERF3_PORT: u16 = 5201;
+pub const ECHO_PORT: u16 = 7007;
+
+/// `iperf3 -s` inside a namespace, killed (by its pid) on drop. It also dies
+/// with this process (PR_SET_PDEATHSIG) if we are killed outright.
+pub struct Iperf3Server {
+    child: Child,
+}
+
+impl Iperf3Server {
+    pub fn start(ns: &Netns, addr: Ipv4Addr) -> Result<Self> {
+        let mut cmd = ns.command("iperf3");
+        cmd.args(["-s", "-B", &addr.to_string(), "-p", &IPERF3_PORT.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: prctl is async-signal-safe; nothing else runs before exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(Into::into)
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("start iperf3 -s (is iperf3 installed?): {e}"))?;
+        Ok(Self { child })
+    }
+}
+
+impl Drop for Iperf3Server {
+    fn drop(&mut self) {
+        // nsenter execs iperf3 in place: this pid is the server's.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// TCP throughput from `client` to `server`:IPERF3_PORT in bits/s, first
+/// second left out (`-O 1`). Retries while the server is starting.
+pub fn throughput(client: &Netns, server: Ipv4Addr, seconds: u32) -> Result<f64> {
+    let mut last_error = String::new();
+    for _ in 0..5 {
+        let out = client
+            .command("iperf3")
+            .args(["-c", &server.to_string(), "-p", &IPERF3_PORT.to_string()])
+            .args(["-t", &seconds.to_string(), "-O", "1", "-J"])
+            .output()
+            .map_err(|e| format!("run iperf3 -c: {e}"))?;
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+            format!(
+                "iperf3 printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        if let Some(bps) = report["end"]["sum_received"]["bits_per_second"].as_f64() {
+            if out.status.success() {
+                return Ok(bps);
+            }
+        }
+        last_error = report["error"].as_str().unwrap_or("no result").to_owned();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    Err(format!("iperf3 -c {server}: {last_error}").into())
+}
+
+/// Echoes fixed-size messages back, one connection at a time, on a thread
+/// that entered the server's namespace. Stopped and joined on drop.
+pub struct EchoServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EchoServer {
+    pub fn start(ns: &Netns, addr: Ipv4Addr, size: usize) -> Result<Self> {
+        let netns = File::open(ns.path()).map_err(|e| format!("open {}: {e}", ns.path().display()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let listener = setns(netns.as_fd(), CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| format!("setns: {e}"))
+                    .and_then(|()| {
+                        TcpListener::bind((addr, ECHO_PORT)).map_err(|e| format!("bind {addr}: {e}"))
+                    })
+                    .and_then(|l| {
+                        l.set_nonblocking(true).map_err(|e| e.to_string())?;
+                        Ok(l)
+                    });
+                let listener = match listener {
+                    Ok(l) => {
+                        let _ = ready_tx.send(Ok(()));
+                        l
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                serve(&listener, &stop, size);
+            })
+        };
+        let server = Self {
+            stop,
+            thread: Some(thread),
+        };
+        ready_rx
+            .recv()
+            .map_err(|_| "echo server thread died")?
+            .map_err(|e| format!("echo server: {e}"))?;
+        Ok(server)
+    }
+}
+
+fn serve(listener: &TcpListener, stop: &AtomicBool, size: usize) {
+    let mut buf = vec![0u8; size];
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((mut conn, _)) => {
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_nodelay(true);
+                // Until the client hangs up (or anything fails).
+                while conn.read_exact(&mut buf).is_ok() && conn.write_all(&buf).is_ok() {}
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Request/response transactions per second from `client` to the echo
+/// server at `server`: one connection, `size`-byte messages, one in flight.
+pub fn transactions(client: &Netns, server: Ipv4Addr, size: usize, seconds: u32) -> Result<f64> {
+    let addr = SocketAddr::from((server, ECHO_PORT));
+    let run = move || -> std::result::Result<f64, String> {
+        let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .map_err(|e| format!("connect to {addr}: {e}"))?;
+        conn.set_nodelay(true).map_err(|e| e.to_string())?;
+        conn.set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| e.to_string())?;
+        let mut msg = vec![0x5a; size];
+        let duration = Duration::from_secs(seconds.into());
+        let start = Instant::now();
+        let mut done = 0u64;
+        while start.elapsed() < duration {
+            conn.write_all(&msg).map_err(|e| format!("send: {e}"))?;
+            conn.read_exact(&mut msg).map_err(|e| format!("receive: {e}"))?;
+            done += 1;
+        }
+        Ok(done as f64 / start.elapsed().as_secs_f64())
+    };
+    client.run_in(run).map_err(Into::into)
+}
