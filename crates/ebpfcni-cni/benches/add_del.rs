@@ -71,9 +71,7 @@ fn main() {
     let pod = Netns::new("bench-pod");
     let pins = TestPinDir::new("bench");
     let data = std::env::temp_dir().join(unique_name("ebpfcni-bench-"));
-    let ipam = |subnet: &str, dir: &str| {
-        json!({ "type": "host-local", "dataDir": data.join(dir), "ranges": [[{ "subnet": subnet }]] })
-    };
+    let ipam = |subnet: &str, dir: &str| json!({ "type": "host-local", "dataDir": data.join(dir), "ranges": [[{ "subnet": subnet }]] });
     let plugins = [
         Plugin {
             label: "ebpfcni",
@@ -122,6 +120,9 @@ fn main() {
         );
     }
     let (ours, theirs) = (median(total[0].clone()), median(total[1].clone()));
-    println!("  ebpfcni / ptp = {:.2}", ours.as_secs_f64() / theirs.as_secs_f64());
+    println!(
+        "  ebpfcni / ptp = {:.2}",
+        ours.as_secs_f64() / theirs.as_secs_f64()
+    );
     let _ = std::fs::remove_dir_all(&data);
 }

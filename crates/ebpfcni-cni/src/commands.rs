@@ -227,21 +227,39 @@ pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> CniResult<IpamResult> {
         ));
     }
 
-    let leased = ipam.add(&CallEnv::default())?;
-    diag!("IPAM {} gave {:?}", ipam.plugin, leased.ips);
-    let mut veth_created = false;
-    let outcome = setup(
-        conf,
-        env,
-        &netns_file,
-        &mut host,
-        &mut container,
-        &leased,
-        &mut veth_created,
-    );
-    match outcome {
-        Ok(result) => Ok(result),
-        Err(e) => {
+    // The two slow steps are independent of the veth: the IPAM plugin (a
+    // child process) and loading the program (the verifier) run beside this
+    // thread, which creates the pair meanwhile.
+    let pin_dir = conf.pin_dir();
+    std::thread::scope(|s| {
+        let loader = s.spawn(|| Program::load(&pin_dir));
+        let leasing = s.spawn(|| ipam.add(&CallEnv::default()));
+        let mut veth_created = false;
+        let pair = plumb(
+            conf,
+            env,
+            &netns_file,
+            &mut host,
+            &mut container,
+            &mut veth_created,
+        );
+        let leased = leasing
+            .join()
+            .unwrap_or_else(|_| Err(CniError::new(IPAM, "IPAM thread panicked")));
+        let outcome = match (pair, &leased) {
+            (Ok((pod, host_end)), Ok(leased)) => {
+                diag!("IPAM {} gave {:?}", ipam.plugin, leased.ips);
+                let load = || {
+                    loader.join().unwrap_or_else(|_| {
+                        Err(ebpfcni::Error::Bpffs("program loader thread panicked".into()))
+                    })
+                };
+                setup(conf, env, &mut host, &mut container, leased, pod, host_end, load)
+            }
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(e)) => Err(e.clone()),
+        };
+        outcome.inspect_err(|e| {
             diag!("ADD failed, rolling back: {e}");
             if veth_created {
                 let undo = host
@@ -251,24 +269,24 @@ pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> CniResult<IpamResult> {
                     diag!("rollback: failed to delete {host_name}: {undo}");
                 }
             }
-            if let Err(undo) = ipam.del(&CallEnv::default()) {
-                diag!("rollback: failed to release the IPAM allocation: {undo}");
+            if leased.is_ok() {
+                if let Err(undo) = ipam.del(&CallEnv::default()) {
+                    diag!("rollback: failed to release the IPAM allocation: {undo}");
+                }
             }
-            Err(e)
-        }
-    }
+        })
+    })
 }
 
-fn setup(
+/// Creates the veth pair and finds both ends through the kernel.
+fn plumb(
     conf: &NetConf,
     env: &Env,
     netns_file: &File,
     host: &mut Netlink,
     container: &mut Netlink,
-    leased: &IpamResult,
     veth_created: &mut bool,
-) -> CniResult<IpamResult> {
-    let lease = allocation(&leased.ips, None)?;
+) -> CniResult<(Link, Link)> {
     let host_name = host_veth_name(&env.container_id, &env.ifname);
     host.create_veth(&host_name, &env.ifname, netns_file.as_raw_fd(), conf.mtu)
         .map_err(nl(format!("create veth {host_name} <-> {}", env.ifname)))?;
@@ -283,6 +301,23 @@ fn setup(
             ),
         ));
     }
+    Ok((pod, host_end))
+}
+
+/// Addresses, routes, forwarding and the program, then the result.
+#[allow(clippy::too_many_arguments)]
+fn setup(
+    conf: &NetConf,
+    env: &Env,
+    host: &mut Netlink,
+    container: &mut Netlink,
+    leased: &IpamResult,
+    pod: Link,
+    host_end: Link,
+    load: impl FnOnce() -> ebpfcni::Result<Program>,
+) -> CniResult<IpamResult> {
+    let lease = allocation(&leased.ips, None)?;
+    let host_name = host_end.name.clone();
 
     // Pod side: address without a prefix route, gateway on-link, routes via it.
     container
@@ -315,7 +350,7 @@ fn setup(
 
     // The program on both hooks of the host end.
     let pin_dir = conf.pin_dir();
-    let program = Program::load(&pin_dir).map_err(fail(
+    let program = load().map_err(fail(
         BPF,
         format!("load the program (maps in {})", pin_dir.display()),
     ))?;
@@ -368,10 +403,29 @@ fn setup(
 /// earlier one failed; all failures are reported together.
 pub fn del(conf: &NetConf, env: &Env, stdin: &[u8]) -> CniResult<()> {
     let ipam = ipam(conf, env, stdin)?;
+    // The IPAM plugin (a child process) runs while this thread deletes.
+    std::thread::scope(|s| {
+        let releasing = s.spawn(|| ipam.del(&CallEnv::default()));
+        let mut errors = remove_veth(env);
+        match releasing.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.insert(0, e.msg),
+            Err(_) => errors.insert(0, "IPAM thread panicked".into()),
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(CniError::new(
+                TEARDOWN,
+                format!("DEL failed: {}", errors.join("; ")),
+            ))
+        }
+    })
+}
+
+/// Deletes the attachment's veth; returns what failed.
+fn remove_veth(env: &Env) -> Vec<String> {
     let mut errors = Vec::new();
-    if let Err(e) = ipam.del(&CallEnv::default()) {
-        errors.push(e.msg);
-    }
     let host_name = host_veth_name(&env.container_id, &env.ifname);
     match Netlink::open() {
         Err(e) => errors.push(format!("failed to open a netlink socket: {e}")),
@@ -403,14 +457,7 @@ pub fn del(conf: &NetConf, env: &Env, stdin: &[u8]) -> CniResult<()> {
             }
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(CniError::new(
-            TEARDOWN,
-            format!("DEL failed: {}", errors.join("; ")),
-        ))
-    }
+    errors
 }
 
 pub fn check(conf: &NetConf, env: &Env, stdin: &[u8]) -> CniResult<()> {

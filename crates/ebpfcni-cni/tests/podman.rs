@@ -58,7 +58,11 @@ impl<'a> Podman<'a> {
         plugin.as_object_mut().unwrap().remove("name");
         plugin["logFile"] = json!(dir.join("ebpfcni.log"));
         let conflist = json!({ "cniVersion": "1.0.0", "name": node.network, "plugins": [plugin] });
-        std::fs::write(confdir.join(format!("{}.conflist", node.network)), conflist.to_string()).unwrap();
+        std::fs::write(
+            confdir.join(format!("{}.conflist", node.network)),
+            conflist.to_string(),
+        )
+        .unwrap();
         std::fs::write(
             dir.join("containers.conf"),
             format!(
@@ -69,7 +73,11 @@ impl<'a> Podman<'a> {
             ),
         )
         .unwrap();
-        Self { node, dir, containers: Vec::new() }
+        Self {
+            node,
+            dir,
+            containers: Vec::new(),
+        }
     }
 
     fn podman(&self, args: &[&str]) -> Output {
@@ -97,11 +105,24 @@ impl<'a> Podman<'a> {
         let name = unique_name("ebpfcni-pod");
         let rootfs = self.dir.join("rootfs").display().to_string();
         self.ok(&[
-            "run", "-d", "--name", &name, "--network", &self.node.network, "--cap-add", "NET_RAW",
-            "--rootfs", &rootfs, "sleep", "600",
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            &self.node.network,
+            "--cap-add",
+            "NET_RAW",
+            "--rootfs",
+            &rootfs,
+            "sleep",
+            "600",
         ]);
         self.containers.push(name.clone());
-        let format = format!("{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}", self.node.network);
+        let format = format!(
+            "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
+            self.node.network
+        );
         self.ok(&["inspect", "-f", &format, &name])
     }
 
@@ -140,7 +161,10 @@ fn podman_containers_ping_when_allowed_and_leave_no_veth() {
     maps.endpoints.upsert(a.parse().unwrap(), id(300)).unwrap();
     maps.endpoints.upsert(b.parse().unwrap(), id(400)).unwrap();
     assert!(!podman.pings(0, &b), "denied by default");
-    let rule = PolicyRule { src: id(300), dst: id(400) };
+    let rule = PolicyRule {
+        src: id(300),
+        dst: id(400),
+    };
     maps.policy.allow_all(&[rule, rule.reverse()]).unwrap();
     assert!(podman.pings(0, &b), "allowed both ways");
     assert!(podman.pings(1, &a), "allowed both ways");
@@ -150,7 +174,15 @@ fn podman_containers_ping_when_allowed_and_leave_no_veth() {
     for name in std::mem::take(&mut podman.containers) {
         podman.ok(&["rm", "-f", "-t", "0", &name]);
     }
-    let left: Vec<_> = node.links().into_iter().filter(|l| l.starts_with("ebc")).collect();
+    let left: Vec<_> = node
+        .links()
+        .into_iter()
+        .filter(|l| l.starts_with("ebc"))
+        .collect();
     assert!(left.is_empty(), "podman rm left veths: {left:?}");
-    assert!(node.allocations().is_empty(), "podman rm left allocations: {:?}", node.allocations());
+    assert!(
+        node.allocations().is_empty(),
+        "podman rm left allocations: {:?}",
+        node.allocations()
+    );
 }
