@@ -94,9 +94,9 @@ fn main() {
     let netns = File::open(node.path()).unwrap();
     setns(netns.as_fd(), CloneFlags::CLONE_NEWNET).expect("enter the node namespace");
 
-    let mut add = vec![Vec::new(), Vec::new()];
-    let mut del = vec![Vec::new(), Vec::new()];
-    let mut total = vec![Vec::new(), Vec::new()];
+    let mut add = [Vec::new(), Vec::new()];
+    let mut del = [Vec::new(), Vec::new()];
+    let mut total = [Vec::new(), Vec::new()];
     for round in 0..rounds + 3 {
         for (i, plugin) in plugins.iter().enumerate() {
             let id = format!("bench{round}");
