@@ -88,6 +88,7 @@ fn open_netns(path: &str) -> CniResult<File> {
 }
 
 /// The pod's IPv4 allocation out of an IPAM (or previous) result.
+#[derive(Debug)]
 struct Allocation {
     /// The address as IPAM wrote it ("10.13.1.2/24").
     cidr: String,
@@ -504,6 +505,12 @@ pub fn check(conf: &NetConf, env: &Env, stdin: &[u8]) -> CniResult<()> {
         if !link.up {
             return Err(missing(format!("{name} is down")));
         }
+        if let Some(mtu) = conf.mtu.filter(|m| *m != link.mtu) {
+            return Err(missing(format!(
+                "{name} has mtu {}, the config says {mtu}",
+                link.mtu
+            )));
+        }
     }
 
     let pod_addrs = container
@@ -674,5 +681,74 @@ pub fn gc(conf: &NetConf, env: &Env, stdin: &[u8]) -> CniResult<()> {
             TEARDOWN,
             format!("GC failed: {}", errors.join("; ")),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_veth_names_are_stable_short_and_distinct() {
+        let a = host_veth_name("4f2c9d0e1a", "eth0");
+        assert_eq!(a, host_veth_name("4f2c9d0e1a", "eth0"));
+        assert_eq!(a.len(), 15);
+        assert!(a.starts_with(HOST_VETH_PREFIX) && a[3..].chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, host_veth_name("4f2c9d0e1a", "eth1"));
+        assert_ne!(a, host_veth_name("4f2c9d0e1b", "eth0"));
+        // The separator keeps "ab"+"c" apart from "a"+"bc".
+        assert_ne!(host_veth_name("ab", "c"), host_veth_name("a", "bc"));
+    }
+
+    #[test]
+    fn pod_routes_add_a_default_route_unless_ipam_has_one() {
+        let gw = Ipv4Addr::new(10, 13, 1, 1);
+        let routes = pod_routes(&[], gw);
+        assert_eq!(routes.len(), 1);
+        assert_eq!(
+            (routes[0].0, routes[0].1, routes[0].2),
+            (Ipv4Addr::UNSPECIFIED, 0, gw)
+        );
+
+        let ipam = [RouteEntry {
+            dst: "10.99.0.7/16".into(),
+            ..Default::default()
+        }];
+        let routes = pod_routes(&ipam, gw);
+        assert_eq!(routes.len(), 2);
+        assert_eq!((routes[0].0, routes[0].1), (Ipv4Addr::new(10, 99, 0, 0), 16));
+        assert_eq!(routes[0].3.gw.as_deref(), Some("10.13.1.1"));
+
+        let ipam = [RouteEntry {
+            dst: "0.0.0.0/0".into(),
+            gw: Some("10.13.1.254".into()),
+            ..Default::default()
+        }];
+        let routes = pod_routes(&ipam, gw);
+        assert_eq!(routes.len(), 1);
+        assert_eq!(routes[0].2, Ipv4Addr::new(10, 13, 1, 254));
+    }
+
+    #[test]
+    fn allocation_takes_the_ipam_gateway_or_the_link_local_one() {
+        let ip = |address: &str, gateway: Option<&str>| IpConfig {
+            address: address.into(),
+            gateway: gateway.map(str::to_string),
+            ..Default::default()
+        };
+        let lease = allocation(&[ip("10.13.1.5/24", Some("10.13.1.1"))], None).unwrap();
+        assert_eq!(
+            (lease.ip, lease.prefix, lease.gateway),
+            ("10.13.1.5".parse().unwrap(), 24, "10.13.1.1".parse().unwrap())
+        );
+        let lease = allocation(&[ip("fd00::5/64", None), ip("10.13.1.5/32", None)], None).unwrap();
+        assert_eq!(lease.gateway, FALLBACK_GATEWAY);
+        assert_eq!(
+            allocation(&[ip("10.13.1.1/24", Some("10.13.1.1"))], None)
+                .unwrap_err()
+                .code,
+            IPAM
+        );
+        assert_eq!(allocation(&[], None).unwrap_err().code, IPAM);
     }
 }

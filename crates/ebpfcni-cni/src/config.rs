@@ -257,3 +257,52 @@ fn validate_args(args: &str) -> CniResult<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(stdin: &str) -> u32 {
+        parse(stdin.as_bytes()).unwrap_err().code
+    }
+
+    #[test]
+    fn config_errors_have_the_spec_codes() {
+        let ok = r#"{"cniVersion":"1.0.0","name":"n","type":"ebpfcni","ipam":{"type":"host-local"}}"#;
+        let conf = parse(ok.as_bytes()).unwrap();
+        assert_eq!(conf.pin_dir(), PathBuf::from(ebpfcni::DEFAULT_PIN_DIR));
+        assert_eq!(code("{"), DECODE);
+        assert_eq!(code("42"), DECODE);
+        assert_eq!(
+            code(r#"{"cniVersion":"2.0.0","name":"n","type":"ebpfcni"}"#),
+            INCOMPATIBLE_VERSION
+        );
+        assert_eq!(code(r#"{"cniVersion":"1.0.0","type":"ebpfcni"}"#), INVALID_CONFIG);
+        assert_eq!(code(r#"{"cniVersion":"1.0.0","name":"n"}"#), INVALID_CONFIG);
+        assert_eq!(
+            code(r#"{"cniVersion":"1.0.0","name":"-n","type":"ebpfcni"}"#),
+            INVALID_CONFIG
+        );
+        assert_eq!(
+            code(r#"{"cniVersion":"1.0.0","name":"n","type":"ebpfcni","mtu":20}"#),
+            INVALID_CONFIG
+        );
+        assert_eq!(
+            code(r#"{"cniVersion":"1.0.0","name":"n","type":"ebpfcni","ipam":{"type":"../x"}}"#),
+            INVALID_CONFIG
+        );
+    }
+
+    #[test]
+    fn names_and_args_follow_the_spec() {
+        assert!(validate_container_id("abc-1.2_3").is_ok());
+        assert!(validate_container_id("-abc").is_err());
+        assert!(validate_container_id("").is_err());
+        assert!(validate_ifname("eth0").is_ok());
+        assert!(validate_ifname("0123456789abcdef").is_err());
+        assert!(validate_ifname("..").is_err());
+        assert!(validate_ifname("a:b").is_err());
+        assert!(validate_args("IgnoreUnknown=1;K8S_POD_NAME=web;").is_ok());
+        assert!(validate_args("=1").is_err());
+    }
+}

@@ -79,6 +79,9 @@ impl Ipam<'_> {
                 let mut config: Value = serde_json::from_slice(self.stdin)
                     .map_err(|e| CniError::new(IPAM, format!("re-encode config for IPAM: {e}")))?;
                 config["cniVersion"] = Value::String(version.clone());
+                if let Some(prev) = config.get_mut("prevResult").and_then(Value::as_object_mut) {
+                    prev.insert("cniVersion".into(), Value::String(version.clone()));
+                }
                 diag!(
                     "IPAM plugin {} does not speak our version; retrying with {version}",
                     self.plugin

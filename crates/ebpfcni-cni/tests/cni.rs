@@ -387,3 +387,53 @@ fn parallel_adds_and_dels() {
     );
     assert!(node.allocations().is_empty(), "{:?}", node.allocations());
 }
+
+/// A config with Debian's static IPAM giving `address` (and `gateway`).
+fn static_config(node: &Node, version: &str, address: &str, gateway: Option<&str>) -> Value {
+    let mut conf = node.config(version);
+    let mut entry = json!({ "address": address });
+    if let Some(gw) = gateway {
+        entry["gateway"] = json!(gw);
+    }
+    conf["ipam"] = json!({ "type": "static", "addresses": [entry] });
+    conf
+}
+
+#[test]
+fn static_ipam_with_and_without_gateway() {
+    require_root!();
+    for version in VERSIONS {
+        let node = Node::new("static");
+        let (pa, pb) = (Pod::new("static-a"), Pod::new("static-b"));
+        // With a gateway from IPAM.
+        let ca = static_config(&node, version, "10.13.2.10/24", Some("10.13.2.1"));
+        let ra = node.add(&ca, &pa).ok();
+        assert_eq!(ra["ips"][0]["address"], "10.13.2.10/24");
+        assert_eq!(ra["ips"][0]["gateway"], "10.13.2.1");
+        node.check(&ca, &pa, &ra).ok();
+        // Without: the link-local gateway every host veth holds.
+        let cb = static_config(&node, version, "10.13.2.20/32", None);
+        let rb = node.add(&cb, &pb).ok();
+        assert_eq!(rb["ips"][0]["gateway"], "169.254.1.1");
+        node.check(&cb, &pb, &rb).ok();
+
+        let rule = PolicyRule {
+            src: id(100),
+            dst: id(200),
+        };
+        seed(&node, "10.13.2.10", "10.13.2.20", &[rule, rule.reverse()]);
+        assert!(pa.ns.ping("10.13.2.20", 2), "[{version}] static pods must ping");
+        assert!(
+            pb.ns.ping("10.13.2.10", 2),
+            "[{version}] static pods must ping back"
+        );
+
+        node.del(&ca, &pa).ok();
+        node.del(&cb, &pb).ok();
+        assert!(
+            !node.links().iter().any(|l| l.starts_with("ebc")),
+            "{:?}",
+            node.links()
+        );
+    }
+}
