@@ -6,7 +6,7 @@
 //! VERSION, STATUS, GC. The runtime passes the network config on stdin and
 //! CNI_* in the environment; the plugin prints the result (or a CNI error,
 //! see [`error`] for the codes) on stdout and diagnostics on stderr or in
-//! `logFile`.
+//! `logFile`. On failure the exit status is the error's code.
 //!
 //! Config fields besides the standard ones: `pinDir` (where the maps are
 //! pinned, default /sys/fs/bpf/tc/globals), `mtu`, `logFile`.
