@@ -31,7 +31,7 @@ struct Args {
     seconds: u32,
     /// Rounds; each round measures every scenario once, interleaved, and the
     /// median over rounds is reported
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     rounds: u32,
     /// Request and response size in bytes
     #[arg(long, default_value_t = 64)]
@@ -153,6 +153,16 @@ fn median(samples: &[f64]) -> f64 {
     }
 }
 
+/// Half the range of `samples` relative to their median, e.g. "±4.2%".
+fn spread(samples: &[f64]) -> String {
+    let (min, max) = samples
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        });
+    format!("±{:.1}%", (max - min) / 2.0 / median(samples) * 100.0)
+}
+
 fn main() {
     let args = Args::parse();
     if !nix::unistd::geteuid().is_root() {
@@ -252,21 +262,29 @@ fn print_traffic(scenarios: &[Scenario], args: &Args) {
     );
     println!();
     println!(
-        "| {:<32} | {:>12} | {:>8} | {:>18} | {:>8} |",
-        "scenario", "TCP Gbit/s", "vs a", "transactions/s", "vs a"
+        "| {:<32} | {:>10} | {:>6} | {:>6} | {:>14} | {:>6} | {:>6} |",
+        "scenario", "TCP Gbit/s", "spread", "vs a", "transactions/s", "spread", "vs a"
     );
-    println!("|{:-<34}|{:->14}|{:->10}|{:->20}|{:->10}|", "", "", "", "", "");
+    println!(
+        "|{:-<34}|{:->12}|{:->8}|{:->8}|{:->16}|{:->8}|{:->8}|",
+        "", "", "", "", "", "", ""
+    );
     for s in scenarios {
         let (bps, tps) = (median(&s.throughput), median(&s.transactions));
         println!(
-            "| {:<32} | {:>12.2} | {:>8.3} | {:>18.0} | {:>8.3} |",
+            "| {:<32} | {:>10.2} | {:>6} | {:>6.3} | {:>14.0} | {:>6} | {:>6.3} |",
             s.label,
             bps / 1e9,
+            spread(&s.throughput),
             bps / base_bps,
             tps,
+            spread(&s.transactions),
             tps / base_tps
         );
     }
+    println!();
+    println!("spread: half the range of the rounds, relative to the median; differences smaller than");
+    println!("the spread are noise on this machine.");
     println!();
 
     let get = |key: &str| scenarios.iter().find(|s| s.key == key);

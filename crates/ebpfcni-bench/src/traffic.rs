@@ -13,12 +13,32 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ebpfcni_testutil::Netns;
-use nix::sched::{setns, CloneFlags};
+use nix::sched::{sched_setaffinity, setns, CloneFlags, CpuSet};
+use nix::unistd::Pid;
 
 use crate::Result;
 
 pub const IPERF3_PORT: u16 = 5201;
 pub const ECHO_PORT: u16 = 7007;
+
+/// CPUs the client and the server side are pinned to, so that every run
+/// places them alike (run-to-run variance is otherwise dominated by where the
+/// scheduler happened to put them). Separate CPUs when there are two.
+fn client_cpu() -> usize {
+    0
+}
+
+fn server_cpu() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    usize::from(cpus > 1)
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_thread(cpu: usize) -> std::result::Result<(), String> {
+    let mut set = CpuSet::new();
+    set.set(cpu).map_err(|e| format!("cpu {cpu}: {e}"))?;
+    sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| format!("pin to cpu {cpu}: {e}"))
+}
 
 /// `iperf3 -s` inside a namespace, killed (by its pid) on drop. It also dies
 /// with this process (PR_SET_PDEATHSIG) if we are killed outright.
@@ -30,6 +50,7 @@ impl Iperf3Server {
     pub fn start(ns: &Netns, addr: Ipv4Addr) -> Result<Self> {
         let mut cmd = ns.command("iperf3");
         cmd.args(["-s", "-B", &addr.to_string(), "-p", &IPERF3_PORT.to_string()])
+            .args(["-A", &server_cpu().to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         // SAFETY: prctl is async-signal-safe; nothing else runs before exec.
@@ -62,6 +83,7 @@ pub fn throughput(client: &Netns, server: Ipv4Addr, seconds: u32) -> Result<f64>
             .command("iperf3")
             .args(["-c", &server.to_string(), "-p", &IPERF3_PORT.to_string()])
             .args(["-t", &seconds.to_string(), "-O", "1", "-J"])
+            .args(["-A", &client_cpu().to_string()])
             .output()
             .map_err(|e| format!("run iperf3 -c: {e}"))?;
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
@@ -98,6 +120,7 @@ impl EchoServer {
             std::thread::spawn(move || {
                 let listener = setns(netns.as_fd(), CloneFlags::CLONE_NEWNET)
                     .map_err(|e| format!("setns: {e}"))
+                    .and_then(|()| pin_thread(server_cpu()))
                     .and_then(|()| {
                         TcpListener::bind((addr, ECHO_PORT)).map_err(|e| format!("bind {addr}: {e}"))
                     })
@@ -162,6 +185,7 @@ impl Drop for EchoServer {
 pub fn transactions(client: &Netns, server: Ipv4Addr, size: usize, seconds: u32) -> Result<f64> {
     let addr = SocketAddr::from((server, ECHO_PORT));
     let run = move || -> std::result::Result<f64, String> {
+        pin_thread(client_cpu())?;
         let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
             .map_err(|e| format!("connect to {addr}: {e}"))?;
         conn.set_nodelay(true).map_err(|e| e.to_string())?;

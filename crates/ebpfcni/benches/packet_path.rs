@@ -4,9 +4,11 @@
 //! `cargo bench -p ebpfcni --bench packet_path` (root: loads programs, pins
 //! maps in private pin directories under /sys/fs/bpf, removed at the end).
 //!
-//! Each row runs with nearly empty maps (the two endpoints and the one rule
+//! Each row runs with nearly empty maps (the three endpoints and the one rule
 //! the frames need) and with full maps (16,384 endpoints, 65,536 policy
-//! entries). The machine is shared and noisy, so every measurement is taken
+//! entries). The frames' entries are written first, so in full maps they sit
+//! at the end of their hash bucket's chain (the kernel adds at the head): the
+//! worst case, not the average. The machine is shared and noisy, so every measurement is taken
 //! ROUNDS times, the rows interleaved within a round, and the median is
 //! reported.
 //!
@@ -14,7 +16,7 @@
 //! nearly empty.
 //!
 //! Environment: `EBPFCNI_BENCH_REPEAT` (default 1,000,000 runs per
-//! measurement), `EBPFCNI_BENCH_ROUNDS` (default 5).
+//! measurement), `EBPFCNI_BENCH_ROUNDS` (default 9).
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -215,7 +217,7 @@ fn main() {
         return;
     }
     let repeat = env_u32("EBPFCNI_BENCH_REPEAT", 1_000_000);
-    let rounds = env_u32("EBPFCNI_BENCH_ROUNDS", 5).max(1);
+    let rounds = env_u32("EBPFCNI_BENCH_ROUNDS", 9).max(1);
 
     let noop = Noop::build();
     let empty = Datapath::new("bench_empty");
