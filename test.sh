@@ -3,10 +3,17 @@
 # unit tests, the datapath tests (BPF_PROG_TEST_RUN, pinned maps, real
 # veths), the CLI tests, the CNI plugin tests (real netns, podman) and the
 # end-to-end demo. Under CI=true, tests that cannot get root or BPF fail
-# instead of skipping.
+# instead of skipping. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")"
 [[ -x "$HOME/.cargo/bin/cargo" ]] && export PATH="$HOME/.cargo/bin:$PATH"
 
 scripts/install-deps.sh test
-cargo test --workspace --locked "$@"
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked --lib --bins --tests "$@" 2>&1 | tee "$log" || status=$?
+sum() { grep -Eo "[0-9]+ $1" "$log" | awk '{ n += $1 } END { print n + 0 }'; }
+echo "tests: $(sum passed) passed, $(sum failed) failed"
+exit "$status"
