@@ -14,6 +14,6 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --locked --lib --bins --tests "$@" 2>&1 | tee "$log" || status=$?
-sum() { grep -Eo "[0-9]+ $1" "$log" | awk '{ n += $1 } END { print n + 0 }'; }
+sum() { grep "^test result:" "$log" | grep -Eo "[0-9]+ $1" | awk '{ n += $1 } END { print n + 0 }'; }
 echo "tests: $(sum passed) passed, $(sum failed) failed"
 exit "$status"
