@@ -5,6 +5,7 @@
 #
 #   1. per-packet cost through BPF_PROG_TEST_RUN  (cargo bench -p ebpfcni --bench packet_path)
 #   2. control plane: endpointctl / policyctl      (cargo bench -p ebpfcni-ctl --bench cli_latency)
+#      and CNI ADD+DEL beside the reference ptp     (cargo bench -p ebpfcni-cni --bench add_del)
 #   3. pod-to-pod traffic and map memory           (ebpfcni-bench)
 #
 # Everything runs in namespaces and pin directories the suite creates and
@@ -35,6 +36,11 @@ if [ -f crates/ebpfcni-ctl/benches/cli_latency.rs ]; then
     cargo bench -p ebpfcni-ctl --bench cli_latency || echo "(control-plane bench failed; skipped)"
 else
     echo "(endpointctl/policyctl not in this tree; skipped)"
+fi
+if [ -f crates/ebpfcni-cni/benches/add_del.rs ]; then
+    cargo bench -p ebpfcni-cni --bench add_del || echo "(CNI ADD+DEL bench failed; skipped)"
+else
+    echo "(CNI plugin not in this tree; skipped)"
 fi
 
 echo "== 3. pod-to-pod traffic, map memory"

@@ -153,16 +153,6 @@ fn median(samples: &[f64]) -> f64 {
     }
 }
 
-/// Half the range of `samples` relative to their median, e.g. "±4.2%".
-fn spread(samples: &[f64]) -> String {
-    let (min, max) = samples
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
-            (lo.min(x), hi.max(x))
-        });
-    format!("±{:.1}%", (max - min) / 2.0 / median(samples) * 100.0)
-}
-
 fn main() {
     let args = Args::parse();
     if !nix::unistd::geteuid().is_root() {
@@ -251,66 +241,95 @@ fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// The per-round ratios x[i] / y[i] of two scenarios: measured within the
+/// same round, so slow changes of the machine's load cancel out.
+struct Ratio {
+    median: f64,
+    /// Half the range of the per-round ratios: how far noise moved them.
+    noise: f64,
+}
+
+impl Ratio {
+    fn of(x: &[f64], y: &[f64]) -> Self {
+        let r: Vec<f64> = x.iter().zip(y).map(|(a, b)| a / b).collect();
+        let (min, max) = r.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+        Self {
+            median: median(&r),
+            noise: (max - min) / 2.0,
+        }
+    }
+
+    /// "1.012±0.034"
+    fn show(&self) -> String {
+        format!("{:.3}±{:.3}", self.median, self.noise)
+    }
+
+    /// Whether the ratio is at least `threshold`, telling apart what the
+    /// noise of this run can and cannot decide.
+    fn at_least(&self, threshold: f64) -> &'static str {
+        match (self.median >= threshold, self.median - self.noise >= threshold) {
+            (true, true) => "met",
+            (true, false) => "met (within noise)",
+            (false, _) if self.median + self.noise >= threshold => "not shown (within noise)",
+            (false, _) => "NOT met",
+        }
+    }
+}
+
 fn print_traffic(scenarios: &[Scenario], args: &Args) {
-    let base_bps = median(&scenarios[0].throughput);
-    let base_tps = median(&scenarios[0].transactions);
+    let base = &scenarios[0];
     println!();
     println!(
-        "Pod A -> pod B through a node namespace; median of {} interleaved rounds; iperf3 TCP {} s \
-         (after 1 s warm-up); request/response: one TCP connection, {}-byte messages, {} s",
+        "Pod A -> pod B through a node namespace; {} interleaved rounds; iperf3 TCP {} s (after 1 s \
+         warm-up); request/response: one TCP connection, {}-byte messages, {} s",
         args.rounds, args.seconds, args.message_size, args.seconds
     );
     println!();
     println!(
-        "| {:<32} | {:>10} | {:>6} | {:>6} | {:>14} | {:>6} | {:>6} |",
-        "scenario", "TCP Gbit/s", "spread", "vs a", "transactions/s", "spread", "vs a"
+        "| {:<32} | {:>10} | {:>13} | {:>14} | {:>13} |",
+        "scenario", "TCP Gbit/s", "vs a", "transactions/s", "vs a"
     );
-    println!(
-        "|{:-<34}|{:->12}|{:->8}|{:->8}|{:->16}|{:->8}|{:->8}|",
-        "", "", "", "", "", "", ""
-    );
+    println!("|{:-<34}|{:->12}|{:->15}|{:->16}|{:->15}|", "", "", "", "", "");
     for s in scenarios {
-        let (bps, tps) = (median(&s.throughput), median(&s.transactions));
         println!(
-            "| {:<32} | {:>10.2} | {:>6} | {:>6.3} | {:>14.0} | {:>6} | {:>6.3} |",
+            "| {:<32} | {:>10.2} | {:>13} | {:>14.0} | {:>13} |",
             s.label,
-            bps / 1e9,
-            spread(&s.throughput),
-            bps / base_bps,
-            tps,
-            spread(&s.transactions),
-            tps / base_tps
+            median(&s.throughput) / 1e9,
+            Ratio::of(&s.throughput, &base.throughput).show(),
+            median(&s.transactions),
+            Ratio::of(&s.transactions, &base.transactions).show(),
         );
     }
     println!();
-    println!("spread: half the range of the rounds, relative to the median; differences smaller than");
-    println!("the spread are noise on this machine.");
+    println!("Absolute figures: medians over the rounds. Ratios: median of the per-round ratios to a,");
+    println!("± half their range (the run-to-run noise of this machine).");
     println!();
 
     let get = |key: &str| scenarios.iter().find(|s| s.key == key);
-    let met = |ok: bool| if ok { "met" } else { "NOT met" };
     for b in ["ebpfcni-1", "ebpfcni-full"].iter().filter_map(|k| get(k)) {
-        let (r_bps, r_tps) = (
-            median(&b.throughput) / base_bps,
-            median(&b.transactions) / base_tps,
-        );
+        let bps = Ratio::of(&b.throughput, &base.throughput);
+        let tps = Ratio::of(&b.transactions, &base.transactions);
         println!(
-            "goal: {} within 5% of plain routing: throughput {:+.1}%, transactions {:+.1}%: {}",
+            "goal: {} within 5% of plain routing: throughput {}: {}; transactions {}: {}",
             b.key,
-            (r_bps - 1.0) * 100.0,
-            (r_tps - 1.0) * 100.0,
-            met(r_bps >= 0.95 && r_tps >= 0.95)
+            bps.show(),
+            bps.at_least(0.95),
+            tps.show(),
+            tps.at_least(0.95)
         );
         for other in scenarios.iter().filter(|s| s.key.starts_with("nft-")) {
-            let ahead_bps = median(&b.throughput) / median(&other.throughput);
-            let ahead_tps = median(&b.transactions) / median(&other.transactions);
+            let bps = Ratio::of(&b.throughput, &other.throughput);
+            let tps = Ratio::of(&b.transactions, &other.transactions);
             println!(
-                "goal: {} ahead of {}: throughput x{:.3}, transactions x{:.3}: {}",
+                "goal: {} ahead of {}: throughput x{}: {}; transactions x{}: {}",
                 b.key,
                 other.key,
-                ahead_bps,
-                ahead_tps,
-                met(ahead_bps >= 1.0 && ahead_tps >= 1.0)
+                bps.show(),
+                bps.at_least(1.0),
+                tps.show(),
+                tps.at_least(1.0)
             );
         }
     }
