@@ -1,6 +1,7 @@
 #!/bin/sh
-# The ebpfcni benchmark suite (see BENCHMARKS.md). Needs root; run on an idle
-# machine if you can, it takes a few minutes. Arguments go to ebpfcni-bench
+# The ebpfcni benchmark suite (see BENCHMARKS.md). Needs root; installs what is
+# missing through scripts/install-deps.sh bench. Run it on an idle
+# machine if you can; it takes about 10 minutes. Arguments go to ebpfcni-bench
 # (e.g. --rounds 5 --seconds 10; --help lists them).
 #
 #   1. per-packet cost through BPF_PROG_TEST_RUN  (cargo bench -p ebpfcni --bench packet_path)
@@ -13,17 +14,14 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-missing=""
-for tool in iperf3 nft ping nsenter sysctl ip clang-19; do
-    command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
-done
-if [ -n "$missing" ]; then
-    echo "bench/run.sh: missing:$missing (bench/install-deps.sh installs them)" >&2
-    exit 2
-fi
 if [ "$(id -u)" -ne 0 ]; then
     echo "bench/run.sh: needs root (BPF, network namespaces, nftables)" >&2
     exit 2
+fi
+# Installs only what is missing (iperf3, nftables, clang-19, ...).
+scripts/install-deps.sh bench
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    PATH="$HOME/.cargo/bin:$PATH"
 fi
 
 cargo build --release -p ebpfcni-bench
