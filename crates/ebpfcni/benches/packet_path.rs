@@ -145,8 +145,9 @@ impl Datapath {
         }
     }
 
-    /// Entries of a pinned map, counted key by key. (Not through
-    /// `list()`/`len()`: their batched dump stops early on big hash maps.)
+    /// Entries of a pinned map, counted key by key through its pin:
+    /// independent of the library's batched `list()`/`len()`, which once
+    /// stopped early on big hash maps.
     fn count(&self, map: &str) -> usize {
         let path = self._pins.path().join(map);
         let handle =
