@@ -102,9 +102,14 @@ impl Noop {
         Self { object }
     }
 
-    /// Mean ns per run, with the same syscall and options as Program::test_run.
-    fn run(&self, frame: &[u8], repeat: u32) -> f64 {
-        let prog = self.object.progs().next().expect("noop program");
+    /// Mean ns per run of the program `name` (`noop` or `trace_check`),
+    /// with the same syscall and options as Program::test_run.
+    fn run(&self, name: &str, frame: &[u8], repeat: u32) -> f64 {
+        let prog = self
+            .object
+            .progs()
+            .find(|p| p.name() == name)
+            .unwrap_or_else(|| panic!("program {name} in noop.bpf.c"));
         // SAFETY: zeroed is a valid bpf_test_run_opts; sz set below.
         let mut opts: libbpf_sys::bpf_test_run_opts = unsafe { std::mem::zeroed() };
         opts.sz = size_of::<libbpf_sys::bpf_test_run_opts>() as _;
@@ -113,7 +118,7 @@ impl Noop {
         opts.repeat = repeat as i32;
         // SAFETY: opts points at live buffers for the duration of the call.
         let rc = unsafe { libbpf_sys::bpf_prog_test_run_opts(prog.as_fd().as_raw_fd(), &mut opts) };
-        assert_eq!(rc, 0, "BPF_PROG_TEST_RUN of the no-op failed");
+        assert_eq!(rc, 0, "BPF_PROG_TEST_RUN of {name} failed");
         assert_eq!(opts.retval as i32, TC_ACT_OK);
         f64::from(opts.duration)
     }
@@ -261,10 +266,12 @@ fn main() {
 
     // samples[case][setup], noop separately; interleaved round by round.
     let mut noop_samples = Vec::new();
+    let mut trace_check_samples = Vec::new();
     let mut samples = vec![[Vec::new(), Vec::new()]; cases.len()];
     for round in 0..rounds {
         eprintln!("packet_path: round {}/{rounds}", round + 1);
-        noop_samples.push(noop.run(&allow, repeat));
+        noop_samples.push(noop.run("noop", &allow, repeat));
+        trace_check_samples.push(noop.run("trace_check", &allow, repeat));
         for (case, out) in cases.iter().zip(&mut samples) {
             for (slot, (_, dp)) in out.iter_mut().zip(&setups) {
                 slot.push(dp.run(&case.frame, case.trace, case.repeat, case.verdict));
@@ -279,6 +286,7 @@ fn main() {
     }
 
     let noop_ns = median(&mut noop_samples);
+    let trace_check_ns = median(&mut trace_check_samples);
     println!();
     println!(
         "BPF_PROG_TEST_RUN, median of {rounds} interleaved rounds, {repeat} runs each (traced row: {}), ns per packet",
@@ -294,6 +302,14 @@ fn main() {
     println!(
         "| {:<30} | {:>12.1} | {:>9} | {:>10} | {:>14} |",
         "no-op program (baseline)", noop_ns, "-", "-", "-"
+    );
+    println!(
+        "| {:<30} | {:>12.1} | {:>9} | {:>10} | {:>14.1} |",
+        "trace-level check alone (off)",
+        trace_check_ns,
+        "-",
+        "-",
+        trace_check_ns - noop_ns
     );
     let mut results = Vec::new();
     for (case, out) in cases.iter().zip(&mut samples) {
