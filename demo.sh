@@ -57,6 +57,10 @@ if compgen -G "$PIN_DIR/*_map" >/dev/null; then
   exit 1
 fi
 
+# The topmost directory of PIN_DIR that does not exist yet: removed again at the end.
+created_dir='' d=$PIN_DIR
+while [[ ! -e $d ]]; do created_dir=$d; d=$(dirname "$d"); done
+
 suffix=$$
 node=ebpfcni-demo-node-$suffix frontend=ebpfcni-demo-frontend-$suffix backend=ebpfcni-demo-backend-$suffix
 work=$(mktemp -d /tmp/ebpfcni-demo.XXXXXX)
@@ -69,6 +73,7 @@ cni() { # cni COMMAND CONTAINER_ID NETNS: runs the plugin from the node namespac
 
 cleanup() {
   trap - EXIT INT TERM
+  exec 1>&3 2>&4 # a signal may have arrived inside a redirected command
   step "cleaning up"
   [[ -n $httpd_pid ]] && kill "$httpd_pid" 2>/dev/null
   [[ -n $trace_pid ]] && kill "$trace_pid" 2>/dev/null
@@ -81,13 +86,17 @@ cleanup() {
   done
   # The maps were created by this demo (it refuses to start otherwise).
   for m in endpoint_map policy_map config_map drop_counters; do rm -f "$PIN_DIR/$m"; done
-  rmdir "$PIN_DIR" 2>/dev/null
+  d=$PIN_DIR
+  while [[ -n $created_dir ]] && rmdir "$d" 2>/dev/null && [[ $d != "$created_dir" ]]; do
+    d=$(dirname "$d")
+  done
   [[ -n $mounted_tracefs ]] && umount "$mounted_tracefs"
   rm -rf "$work"
   echo "removed namespaces, veths, IPAM state and pinned maps"
 }
+exec 3>&1 4>&2
 trap cleanup EXIT
-trap 'echo interrupted; exit 130' INT TERM
+trap 'echo interrupted >&3; exit 130' INT TERM
 
 cat >"$work/net.conflist.json" <<JSON
 {
