@@ -252,7 +252,10 @@ pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> CniResult<IpamResult> {
                 diag!("IPAM {} gave {:?}", ipam.plugin, leased.ips);
                 let load = || {
                     loader.join().unwrap_or_else(|_| {
-                        Err(ebpfcni::Error::Bpffs("program loader thread panicked".into()))
+                        Err(ebpfcni::Error::Io {
+                            context: "load the program".into(),
+                            source: std::io::Error::other("the loader thread panicked"),
+                        })
                     })
                 };
                 setup(conf, env, &mut host, &mut container, leased, pod, host_end, load)

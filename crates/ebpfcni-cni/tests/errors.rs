@@ -95,13 +95,7 @@ fn bad_environment_is_rejected_with_code_4() {
         let node = Node::new("badenv");
         let pod = Pod::new("badenv-pod");
         let conf = node.config(version).to_string();
-        for var in [
-            "CNI_COMMAND",
-            "CNI_CONTAINERID",
-            "CNI_NETNS",
-            "CNI_IFNAME",
-            "CNI_PATH",
-        ] {
+        for var in common::REQUIRED_CNI_ENV {
             let out = add_raw(&node, &pod, conf.as_bytes(), &[var]);
             assert_eq!(
                 out.json()["cniVersion"],

@@ -203,6 +203,15 @@ impl Pod {
     }
 }
 
+/// The CNI_* variables ADD cannot do without.
+pub const REQUIRED_CNI_ENV: [&str; 5] = [
+    "CNI_COMMAND",
+    "CNI_CONTAINERID",
+    "CNI_NETNS",
+    "CNI_IFNAME",
+    "CNI_PATH",
+];
+
 /// Runs the plugin binary, in `node` when given (else where the test runs:
 /// only for commands that touch no network, like VERSION).
 pub fn run_plugin(node: Option<&Netns>, env: &[(&str, &str)], stdin: &[u8]) -> Outcome {
@@ -211,14 +220,7 @@ pub fn run_plugin(node: Option<&Netns>, env: &[(&str, &str)], stdin: &[u8]) -> O
         Some(ns) => ns.command(bin),
         None => Command::new(bin),
     };
-    for var in [
-        "CNI_COMMAND",
-        "CNI_CONTAINERID",
-        "CNI_NETNS",
-        "CNI_IFNAME",
-        "CNI_PATH",
-        "CNI_ARGS",
-    ] {
+    for var in REQUIRED_CNI_ENV.iter().chain(&["CNI_ARGS"]) {
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().copied())
