@@ -7,12 +7,11 @@
 //! one round is spawn-to-exit of ADD plus spawn-to-exit of DEL.
 
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::AsFd;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ebpfcni_testutil::{unique_name, Netns, TestPinDir};
+use ebpfcni_testutil::{output_with_stdin, unique_name, Netns, TestPinDir};
 use nix::sched::{setns, CloneFlags};
 use serde_json::{json, Value};
 
@@ -23,21 +22,15 @@ struct Plugin {
 }
 
 fn call(plugin: &Plugin, command: &str, pod: &Netns, id: &str) -> Duration {
-    let start = Instant::now();
-    let mut child = Command::new(&plugin.binary)
-        .env("CNI_COMMAND", command)
+    let mut cmd = Command::new(&plugin.binary);
+    cmd.env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", id)
         .env("CNI_NETNS", pod.path())
         .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/usr/lib/cni")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn plugin");
+        .env("CNI_PATH", "/usr/lib/cni");
     let stdin = plugin.config.to_string();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let start = Instant::now();
+    let out = output_with_stdin(&mut cmd, stdin.as_bytes());
     let elapsed = start.elapsed();
     assert!(
         out.status.success(),
@@ -49,9 +42,9 @@ fn call(plugin: &Plugin, command: &str, pod: &Netns, id: &str) -> Duration {
     elapsed
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
+fn median(v: &[Duration]) -> Duration {
+    let secs: Vec<f64> = v.iter().map(Duration::as_secs_f64).collect();
+    Duration::from_secs_f64(ebpfcni_testutil::median(&secs))
 }
 
 fn ms(d: Duration) -> String {
@@ -114,12 +107,12 @@ fn main() {
         println!(
             "  {:8} ADD {:>9}  DEL {:>9}  ADD+DEL {:>9}",
             plugin.label,
-            ms(median(add[i].clone())),
-            ms(median(del[i].clone())),
-            ms(median(total[i].clone()))
+            ms(median(&add[i])),
+            ms(median(&del[i])),
+            ms(median(&total[i]))
         );
     }
-    let (ours, theirs) = (median(total[0].clone()), median(total[1].clone()));
+    let (ours, theirs) = (median(&total[0]), median(&total[1]));
     println!(
         "  ebpfcni / ptp = {:.2}",
         ours.as_secs_f64() / theirs.as_secs_f64()

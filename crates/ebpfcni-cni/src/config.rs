@@ -1,11 +1,11 @@
-//! The network configuration (stdin) and the CNI_* environment.
+//! The network configuration, as the runtime passes it on stdin.
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::error::{CniError, CniResult, DECODE, INCOMPATIBLE_VERSION, INVALID_CONFIG, INVALID_ENV};
+use crate::error::{Error, Result};
 use crate::result::{Dns, IpamResult};
 use crate::SUPPORTED_VERSIONS;
 
@@ -60,10 +60,10 @@ impl NetConf {
     }
 
     /// The IPAM section, which every command but VERSION needs.
-    pub fn ipam(&self) -> CniResult<&IpamConf> {
+    pub fn ipam(&self) -> Result<&IpamConf> {
         self.ipam
             .as_ref()
-            .ok_or_else(|| CniError::new(INVALID_CONFIG, "invalid network config: missing \"ipam\" section"))
+            .ok_or_else(|| Error::config("missing \"ipam\" section"))
     }
 }
 
@@ -75,71 +75,50 @@ pub fn version_of(stdin: &[u8]) -> Option<String> {
 }
 
 /// Parses and validates a network configuration.
-pub fn parse(stdin: &[u8]) -> CniResult<NetConf> {
-    let value: Value = serde_json::from_slice(stdin)
-        .map_err(|e| CniError::new(DECODE, format!("failed to decode network config: {e}")))?;
+pub fn parse(stdin: &[u8]) -> Result<NetConf> {
+    let value: Value = serde_json::from_slice(stdin).map_err(|e| Error::Decode(e.to_string()))?;
     let Some(object) = value.as_object() else {
-        return Err(CniError::new(
-            DECODE,
-            "failed to decode network config: not a JSON object",
-        ));
+        return Err(Error::Decode("not a JSON object".into()));
     };
-    let field = |name: &str| -> CniResult<&str> {
+    let field = |name: &str| -> Result<&str> {
         match object.get(name) {
-            None => Err(CniError::new(
-                INVALID_CONFIG,
-                format!("invalid network config: missing \"{name}\""),
-            )),
-            Some(v) => v.as_str().ok_or_else(|| {
-                CniError::new(
-                    INVALID_CONFIG,
-                    format!("invalid network config: \"{name}\" must be a string"),
-                )
-            }),
+            None => Err(Error::config(format!("missing \"{name}\""))),
+            Some(v) => v
+                .as_str()
+                .ok_or_else(|| Error::config(format!("\"{name}\" must be a string"))),
         }
     };
     let version = field("cniVersion")?;
     if !SUPPORTED_VERSIONS.contains(&version) {
-        return Err(CniError::new(
-            INCOMPATIBLE_VERSION,
-            format!("incompatible CNI version {version:?}"),
-        )
-        .with_details(format!("supported versions: {}", SUPPORTED_VERSIONS.join(", "))));
+        return Err(Error::IncompatibleVersion {
+            version: version.to_string(),
+        });
     }
     let name = field("name")?;
     if !valid_network_name(name) {
-        return Err(CniError::new(
-            INVALID_CONFIG,
-            format!("invalid network config: invalid network name {name:?}"),
-        )
-        .with_details(
-            "a network name starts with a letter or digit and has only letters, digits, '_', '.', '-'",
-        ));
+        return Err(Error::InvalidConfig {
+            msg: format!("invalid network name {name:?}"),
+            details:
+                "a network name starts with a letter or digit and has only letters, digits, '_', '.', '-'"
+                    .into(),
+        });
     }
     let plugin_type = field("type")?;
     if plugin_type != PLUGIN_TYPE {
-        return Err(CniError::new(
-            INVALID_CONFIG,
-            format!("invalid network config: type is {plugin_type:?}, this plugin is {PLUGIN_TYPE:?}"),
-        ));
+        return Err(Error::config(format!(
+            "type is {plugin_type:?}, this plugin is {PLUGIN_TYPE:?}"
+        )));
     }
-    let conf: NetConf = serde_json::from_value(value)
-        .map_err(|e| CniError::new(INVALID_CONFIG, format!("invalid network config: {e}")))?;
+    let conf: NetConf = serde_json::from_value(value).map_err(|e| Error::config(e.to_string()))?;
     if let Some(ipam) = &conf.ipam {
         if ipam.plugin_type.is_empty() || ipam.plugin_type.contains('/') || ipam.plugin_type.starts_with('.')
         {
-            return Err(CniError::new(
-                INVALID_CONFIG,
-                format!("invalid network config: bad ipam type {:?}", ipam.plugin_type),
-            ));
+            return Err(Error::config(format!("bad ipam type {:?}", ipam.plugin_type)));
         }
     }
     if let Some(mtu) = conf.mtu {
         if !(68..=65535).contains(&mtu) {
-            return Err(CniError::new(
-                INVALID_CONFIG,
-                format!("invalid network config: mtu {mtu} outside 68..=65535"),
-            ));
+            return Err(Error::config(format!("mtu {mtu} outside 68..=65535")));
         }
     }
     Ok(conf)
@@ -151,119 +130,13 @@ fn valid_network_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-/// The CNI_* environment of one invocation.
-#[derive(Debug, Clone, Default)]
-pub struct Env {
-    pub command: String,
-    pub container_id: String,
-    pub netns: String,
-    pub ifname: String,
-    pub path: String,
-}
-
-/// Which variables a command requires.
-pub struct Needs {
-    pub container_id: bool,
-    pub netns: bool,
-    pub ifname: bool,
-    pub path: bool,
-}
-
-impl Env {
-    /// Reads CNI_COMMAND only (everything else depends on it).
-    pub fn command() -> CniResult<String> {
-        match std::env::var("CNI_COMMAND") {
-            Ok(c) if !c.is_empty() => Ok(c),
-            _ => Err(CniError::new(
-                INVALID_ENV,
-                "required environment variable CNI_COMMAND is missing",
-            )),
-        }
-    }
-
-    /// Reads and validates the variables `needs` asks for.
-    pub fn read(command: String, needs: Needs) -> CniResult<Self> {
-        let var = |name: &str, required: bool| -> CniResult<String> {
-            let value = std::env::var(name).unwrap_or_default();
-            if required && value.is_empty() {
-                return Err(CniError::new(
-                    INVALID_ENV,
-                    format!("required environment variable {name} is missing"),
-                ));
-            }
-            Ok(value)
-        };
-        let env = Self {
-            container_id: var("CNI_CONTAINERID", needs.container_id)?,
-            netns: var("CNI_NETNS", needs.netns)?,
-            ifname: var("CNI_IFNAME", needs.ifname)?,
-            path: var("CNI_PATH", needs.path)?,
-            command,
-        };
-        if needs.container_id {
-            validate_container_id(&env.container_id)?;
-        }
-        if needs.ifname {
-            validate_ifname(&env.ifname)?;
-        }
-        validate_args(&std::env::var("CNI_ARGS").unwrap_or_default())?;
-        Ok(env)
-    }
-}
-
-/// The spec's container id rule: alphanumerics, then also '_', '.', '-'.
-pub fn validate_container_id(id: &str) -> CniResult<()> {
-    let mut chars = id.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(CniError::new(
-            INVALID_ENV,
-            format!("invalid CNI_CONTAINERID {id:?}"),
-        ))
-    }
-}
-
-/// The spec's interface name rule: 1..=15 bytes, not "." or "..", no '/',
-/// ':' or whitespace.
-pub fn validate_ifname(name: &str) -> CniResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 15
-        && name != "."
-        && name != ".."
-        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
-    if ok {
-        Ok(())
-    } else {
-        Err(CniError::new(INVALID_ENV, format!("invalid CNI_IFNAME {name:?}")))
-    }
-}
-
-/// CNI_ARGS is "K=V;K=V". We use no keys, so every key is accepted (as with
-/// IgnoreUnknown=1), but the shape must be right.
-fn validate_args(args: &str) -> CniResult<()> {
-    for pair in args.split(';').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some((k, _)) if !k.is_empty() => {}
-            _ => {
-                return Err(CniError::new(
-                    INVALID_ENV,
-                    format!("invalid CNI_ARGS pair {pair:?}"),
-                ))
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{DECODE, INCOMPATIBLE_VERSION, INVALID_CONFIG};
 
     fn code(stdin: &str) -> u32 {
-        parse(stdin.as_bytes()).unwrap_err().code
+        parse(stdin.as_bytes()).unwrap_err().code()
     }
 
     #[test]
@@ -291,18 +164,5 @@ mod tests {
             code(r#"{"cniVersion":"1.0.0","name":"n","type":"ebpfcni","ipam":{"type":"../x"}}"#),
             INVALID_CONFIG
         );
-    }
-
-    #[test]
-    fn names_and_args_follow_the_spec() {
-        assert!(validate_container_id("abc-1.2_3").is_ok());
-        assert!(validate_container_id("-abc").is_err());
-        assert!(validate_container_id("").is_err());
-        assert!(validate_ifname("eth0").is_ok());
-        assert!(validate_ifname("0123456789abcdef").is_err());
-        assert!(validate_ifname("..").is_err());
-        assert!(validate_ifname("a:b").is_err());
-        assert!(validate_args("IgnoreUnknown=1;K8S_POD_NAME=web;").is_ok());
-        assert!(validate_args("=1").is_err());
     }
 }

@@ -1,4 +1,6 @@
-//! CNI errors: what the plugin prints on stdout when it fails.
+//! The plugin's errors. Inside the plugin they are typed and keep their
+//! causes; only at the edge (main) does one become the spec's error JSON
+//! ([`Error::to_wire`]) with its code.
 //!
 //! Codes below 100 are the spec's; codes from 100 up are ours:
 //!
@@ -7,7 +9,7 @@
 //! | 1    | incompatible CNI version (cniVersion not in [`crate::SUPPORTED_VERSIONS`]) |
 //! | 4    | invalid environment: a CNI_* variable is missing or malformed, or CNI_NETNS is not a network namespace |
 //! | 6    | the network configuration on stdin is not JSON |
-//! | 7    | invalid network configuration (missing or wrong field, IPAM plugin not found on CNI_PATH) |
+//! | 7    | invalid network configuration (missing or wrong field, IPAM plugin not found on CNI_PATH, unusable prevResult) |
 //! | 11   | try again later (also passed through from the IPAM plugin) |
 //! | 50   | STATUS: the plugin is not ready (bpffs, program or IPAM plugin unusable) |
 //! | 100  | BPF: the maps could not be pinned/opened or the program not loaded |
@@ -18,7 +20,11 @@
 //! | 105  | sysctl: enabling IPv4 forwarding in the plugin's namespace failed |
 //! | 106  | DEL or GC failed part way (every failure is listed) |
 
+use std::io;
+
 use serde::Serialize;
+
+use crate::netlink::NlError;
 
 pub const INCOMPATIBLE_VERSION: u32 = 1;
 pub const INVALID_ENV: u32 = 4;
@@ -34,45 +40,169 @@ pub const CHECK: u32 = 104;
 pub const SYSCTL: u32 = 105;
 pub const TEARDOWN: u32 = 106;
 
-#[derive(Debug, Clone, Serialize)]
-pub struct CniError {
-    pub code: u32,
-    pub msg: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub details: String,
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("incompatible CNI version {version:?}")]
+    IncompatibleVersion { version: String },
+
+    /// A CNI_* variable is missing or malformed.
+    #[error("{0}")]
+    InvalidEnv(String),
+
+    #[error("failed to decode network config: {0}")]
+    Decode(String),
+
+    #[error("invalid network config: {msg}")]
+    InvalidConfig { msg: String, details: String },
+
+    #[error("failed to {context}: {source}")]
+    Netlink {
+        context: String,
+        #[source]
+        source: NlError,
+    },
+
+    /// The interfaces are not as the plugin needs them (a missing or
+    /// foreign veth, an existing interface of the same name).
+    #[error("{0}")]
+    Plumbing(String),
+
+    /// The IPAM plugin failed (with its own code when it gave a spec code)
+    /// or answered with something we cannot use.
+    #[error("{msg}")]
+    Ipam { code: u32, msg: String, details: String },
+
+    #[error("failed to {context}: {source}")]
+    Bpf {
+        context: String,
+        #[source]
+        source: ebpfcni::Error,
+    },
+
+    #[error("failed to {context}: {source}")]
+    Attach {
+        context: String,
+        #[source]
+        source: ebpfcni::Error,
+    },
+
+    /// CHECK found something other than what ADD set up.
+    #[error("{0}")]
+    CheckFailed(String),
+
+    #[error("failed to {context}: {source}")]
+    Sysctl {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// DEL or GC went on after failures; each one is here.
+    #[error("{command} failed: {}", list(.errors))]
+    Teardown {
+        command: &'static str,
+        errors: Vec<Error>,
+    },
+
+    /// STATUS: not ready to add pods.
+    #[error("{0}")]
+    NotReady(String),
 }
 
-impl CniError {
-    pub fn new(code: u32, msg: impl Into<String>) -> Self {
-        Self {
-            code,
+fn list(errors: &[Error]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn config(msg: impl Into<String>) -> Self {
+        Error::InvalidConfig {
             msg: msg.into(),
             details: String::new(),
         }
     }
 
-    pub fn with_details(mut self, details: impl Into<String>) -> Self {
-        self.details = details.into();
-        self
+    /// A `map_err` closure for netlink calls: "failed to {context}: {cause}".
+    pub fn netlink(context: impl Into<String>) -> impl FnOnce(NlError) -> Self {
+        let context = context.into();
+        move |source| Error::Netlink { context, source }
     }
-}
 
-impl std::fmt::Display for CniError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "code {}: {}", self.code, self.msg)?;
-        if !self.details.is_empty() {
-            write!(f, " ({})", self.details)?;
+    /// A `map_err` closure for the library's BPF calls.
+    pub fn bpf(context: impl Into<String>) -> impl FnOnce(ebpfcni::Error) -> Self {
+        let context = context.into();
+        move |source| Error::Bpf { context, source }
+    }
+
+    /// An IPAM failure of ours (not the plugin's own code).
+    pub fn ipam(msg: impl Into<String>) -> Self {
+        Error::Ipam {
+            code: IPAM,
+            msg: msg.into(),
+            details: String::new(),
         }
-        Ok(())
+    }
+
+    /// The CNI error code.
+    pub fn code(&self) -> u32 {
+        match self {
+            Error::IncompatibleVersion { .. } => INCOMPATIBLE_VERSION,
+            Error::InvalidEnv(_) => INVALID_ENV,
+            Error::Decode(_) => DECODE,
+            Error::InvalidConfig { .. } => INVALID_CONFIG,
+            // The kernel says busy: the runtime may retry.
+            Error::Netlink { source, .. }
+                if matches!(source.errno(), Some(nix::libc::EAGAIN | nix::libc::EBUSY)) =>
+            {
+                TRY_AGAIN_LATER
+            }
+            Error::Netlink { .. } | Error::Plumbing(_) => NETLINK,
+            Error::Ipam { code, .. } => *code,
+            Error::Bpf { .. } => BPF,
+            Error::Attach { .. } => ATTACH,
+            Error::CheckFailed(_) => CHECK,
+            Error::Sysctl { .. } => SYSCTL,
+            Error::Teardown { .. } => TEARDOWN,
+            Error::NotReady(_) => NOT_AVAILABLE,
+        }
+    }
+
+    /// The spec's `details`: more context for a person.
+    pub fn details(&self) -> String {
+        match self {
+            Error::IncompatibleVersion { .. } => {
+                format!("supported versions: {}", crate::SUPPORTED_VERSIONS.join(", "))
+            }
+            Error::InvalidConfig { details, .. } | Error::Ipam { details, .. } => details.clone(),
+            _ => String::new(),
+        }
+    }
+
+    /// The error as the spec's JSON object, in `cni_version`.
+    pub fn to_wire(&self, cni_version: &str) -> WireError {
+        WireError {
+            cni_version: cni_version.to_string(),
+            code: self.code(),
+            msg: self.to_string(),
+            details: self.details(),
+        }
     }
 }
 
-pub type CniResult<T> = Result<T, CniError>;
-
-/// Builds a `map_err` closure: "failed to <what>: <cause>" with `code`.
-pub fn fail<E: std::fmt::Display>(code: u32, what: impl Into<String>) -> impl FnOnce(E) -> CniError {
-    let what = what.into();
-    move |e| CniError::new(code, format!("failed to {what}: {e}"))
+/// The spec's error result, printed on stdout.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireError {
+    pub cni_version: String,
+    pub code: u32,
+    pub msg: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub details: String,
 }
 
 /// The exit status for an error: its code when it fits, else 1.

@@ -8,9 +8,9 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::error::{CniError, CniResult, INCOMPATIBLE_VERSION, INVALID_CONFIG, IPAM};
+use crate::error::{Error, Result, INCOMPATIBLE_VERSION, IPAM};
 use crate::result::IpamResult;
-use crate::{diag, SUPPORTED_VERSIONS};
+use crate::SUPPORTED_VERSIONS;
 
 /// Overrides of the inherited CNI_* environment for one call.
 #[derive(Debug, Default, Clone)]
@@ -37,52 +37,47 @@ impl Ipam<'_> {
             .find(|p| p.is_file())
     }
 
-    fn binary(&self) -> CniResult<PathBuf> {
-        self.find().ok_or_else(|| {
-            CniError::new(
-                INVALID_CONFIG,
-                format!("failed to find IPAM plugin {:?} on CNI_PATH", self.plugin),
-            )
-            .with_details(format!("CNI_PATH={}", self.cni_path))
+    fn binary(&self) -> Result<PathBuf> {
+        self.find().ok_or_else(|| Error::InvalidConfig {
+            msg: format!("IPAM plugin {:?} not found on CNI_PATH", self.plugin),
+            details: format!("CNI_PATH={}", self.cni_path),
         })
     }
 
-    pub fn add(&self, env: &CallEnv) -> CniResult<IpamResult> {
+    pub fn add(&self, env: &CallEnv) -> Result<IpamResult> {
         let out = self.call("ADD", env)?;
-        serde_json::from_slice(&out).map_err(|e| {
-            CniError::new(
-                IPAM,
-                format!("failed to decode the result of IPAM plugin {}: {e}", self.plugin),
-            )
-            .with_details(String::from_utf8_lossy(&out).into_owned())
+        serde_json::from_slice(&out).map_err(|e| Error::Ipam {
+            code: IPAM,
+            msg: format!("failed to decode the result of IPAM plugin {}: {e}", self.plugin),
+            details: String::from_utf8_lossy(&out).into_owned(),
         })
     }
 
-    pub fn del(&self, env: &CallEnv) -> CniResult<()> {
+    pub fn del(&self, env: &CallEnv) -> Result<()> {
         self.call("DEL", env).map(drop)
     }
 
-    pub fn check(&self, env: &CallEnv) -> CniResult<()> {
+    pub fn check(&self, env: &CallEnv) -> Result<()> {
         self.call("CHECK", env).map(drop)
     }
 
     /// Runs `command`; when the plugin says our cniVersion is too new for it,
     /// asks it for its versions and retries once with the newest it supports
     /// among ours (1.0.0 and 1.1.0 results have the same shape).
-    fn call(&self, command: &str, env: &CallEnv) -> CniResult<Vec<u8>> {
+    fn call(&self, command: &str, env: &CallEnv) -> Result<Vec<u8>> {
         let binary = self.binary()?;
         match self.exec(&binary, command, env, self.stdin) {
-            Err(e) if e.code == INCOMPATIBLE_VERSION => {
+            Err(e) if e.code() == INCOMPATIBLE_VERSION => {
                 let Some(version) = self.best_version(&binary)? else {
                     return Err(e);
                 };
                 let mut config: Value = serde_json::from_slice(self.stdin)
-                    .map_err(|e| CniError::new(IPAM, format!("re-encode config for IPAM: {e}")))?;
+                    .map_err(|e| Error::ipam(format!("re-encode config for IPAM: {e}")))?;
                 config["cniVersion"] = Value::String(version.clone());
                 if let Some(prev) = config.get_mut("prevResult").and_then(Value::as_object_mut) {
                     prev.insert("cniVersion".into(), Value::String(version.clone()));
                 }
-                diag!(
+                log::info!(
                     "IPAM plugin {} does not speak our version; retrying with {version}",
                     self.plugin
                 );
@@ -93,7 +88,7 @@ impl Ipam<'_> {
         }
     }
 
-    fn best_version(&self, binary: &PathBuf) -> CniResult<Option<String>> {
+    fn best_version(&self, binary: &PathBuf) -> Result<Option<String>> {
         let out = self.exec(
             binary,
             "VERSION",
@@ -112,7 +107,7 @@ impl Ipam<'_> {
             .map(|v| v.to_string()))
     }
 
-    fn exec(&self, binary: &PathBuf, command: &str, env: &CallEnv, stdin: &[u8]) -> CniResult<Vec<u8>> {
+    fn exec(&self, binary: &PathBuf, command: &str, env: &CallEnv, stdin: &[u8]) -> Result<Vec<u8>> {
         let mut cmd = Command::new(binary);
         cmd.env("CNI_COMMAND", command)
             .stdin(Stdio::piped())
@@ -127,24 +122,18 @@ impl Ipam<'_> {
         if let Some(netns) = &env.netns {
             cmd.env("CNI_NETNS", netns);
         }
-        let mut child = cmd.spawn().map_err(|e| {
-            CniError::new(
-                IPAM,
-                format!("failed to run IPAM plugin {}: {e}", binary.display()),
-            )
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::ipam(format!("failed to run IPAM plugin {}: {e}", binary.display())))?;
         let mut pipe = child.stdin.take().expect("stdin is piped");
         // A plugin may exit before reading its input; its verdict matters, not EPIPE.
         let _ = pipe.write_all(stdin);
         drop(pipe);
-        let out = child.wait_with_output().map_err(|e| {
-            CniError::new(
-                IPAM,
-                format!("failed to wait for IPAM plugin {}: {e}", self.plugin),
-            )
-        })?;
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::ipam(format!("failed to wait for IPAM plugin {}: {e}", self.plugin)))?;
         if !out.stderr.is_empty() {
-            diag!(
+            log::info!(
                 "IPAM {} {command} stderr: {}",
                 self.plugin,
                 String::from_utf8_lossy(&out.stderr).trim()
@@ -173,6 +162,6 @@ impl Ipam<'_> {
         } else {
             format!("IPAM plugin {} {command} failed: {msg}", self.plugin)
         };
-        Err(CniError::new(code, msg).with_details(details))
+        Err(Error::Ipam { code, msg, details })
     }
 }

@@ -13,22 +13,27 @@
 //!
 //! The plugin never writes map entries: identities and policy belong to
 //! the operator (endpointctl, policyctl).
+//!
+//! This file is the edge: it reads the environment and stdin, runs the
+//! command, and turns a typed error into the spec's JSON.
 
-mod commands;
+mod addressing;
+mod command;
 mod config;
+mod diagnostics;
+mod env;
 mod error;
 mod ipam;
-mod log;
 mod netlink;
 mod netns;
 mod result;
+mod sysctl;
+mod veth;
 
 use std::io::{Read, Write};
 
-use serde_json::json;
-
-use crate::config::{Env, Needs};
-use crate::error::{exit_status, CniError, CniResult, INVALID_ENV};
+use crate::env::{Command, Env};
+use crate::error::{exit_status, Result};
 
 /// Spec versions this plugin speaks, oldest first.
 pub const SUPPORTED_VERSIONS: &[&str] = &["0.4.0", "1.0.0", "1.1.0"];
@@ -37,6 +42,7 @@ pub const SUPPORTED_VERSIONS: &[&str] = &["0.4.0", "1.0.0", "1.1.0"];
 const LATEST: &str = "1.1.0";
 
 fn main() {
+    diagnostics::init();
     let mut stdin = Vec::new();
     // An unreadable stdin is an empty config; parsing then reports it.
     let _ = std::io::stdin().read_to_end(&mut stdin);
@@ -48,71 +54,47 @@ fn main() {
         }
         Ok(None) => {}
         Err(e) => {
-            diag!("error: {e}");
+            log::error!("{e}");
             let version = config::version_of(&stdin).unwrap_or_else(|| LATEST.to_string());
-            let reply = json!({
-                "cniVersion": version,
-                "code": e.code,
-                "msg": e.msg,
-                "details": e.details,
-            });
-            let _ = writeln!(stdout, "{reply}");
+            let wire = e.to_wire(&version);
+            let _ = writeln!(
+                stdout,
+                "{}",
+                serde_json::to_string(&wire).expect("errors serialise")
+            );
             let _ = stdout.flush();
-            std::process::exit(exit_status(e.code));
+            std::process::exit(exit_status(wire.code));
         }
     }
 }
 
 /// Runs the command named by CNI_COMMAND; returns the JSON to print, if any.
-fn run(stdin: &[u8]) -> CniResult<Option<String>> {
-    let command = Env::command()?;
-    if command == "VERSION" {
-        return Ok(Some(commands::version(stdin).to_string()));
+fn run(stdin: &[u8]) -> Result<Option<String>> {
+    let command = Command::from_env()?;
+    if command == Command::Version {
+        return Ok(Some(command::version(stdin).to_string()));
     }
-    let needs = match command.as_str() {
-        "ADD" | "CHECK" => Needs {
-            container_id: true,
-            netns: true,
-            ifname: true,
-            path: true,
-        },
-        "DEL" => Needs {
-            container_id: true,
-            netns: false,
-            ifname: true,
-            path: true,
-        },
-        "STATUS" | "GC" => Needs {
-            container_id: false,
-            netns: false,
-            ifname: false,
-            path: true,
-        },
-        other => {
-            return Err(
-                CniError::new(INVALID_ENV, format!("unknown CNI_COMMAND {other:?}"))
-                    .with_details("known: ADD, DEL, CHECK, VERSION, STATUS, GC"),
-            )
-        }
-    };
     let conf = config::parse(stdin)?;
     if let Some(path) = &conf.log_file {
-        log::to_file(path);
+        diagnostics::to_file(path);
     }
-    let env = Env::read(command, needs)?;
-    log::set_tag(
+    let env = Env::read(command)?;
+    diagnostics::set_tag(
         format!("{} {} {}", env.command, env.container_id, env.ifname)
             .trim()
             .to_string(),
     );
-    let reply = match env.command.as_str() {
-        "ADD" => Some(serde_json::to_string(&commands::add(&conf, &env, stdin)?).expect("results serialise")),
-        "DEL" => commands::del(&conf, &env, stdin).map(|()| None)?,
-        "CHECK" => commands::check(&conf, &env, stdin).map(|()| None)?,
-        "STATUS" => commands::status(&conf, &env).map(|()| None)?,
-        "GC" => commands::gc(&conf, &env, stdin).map(|()| None)?,
-        _ => unreachable!("commands were matched above"),
+    let reply = match command {
+        Command::Add => {
+            let result = command::add(&conf, &env, stdin)?;
+            Some(serde_json::to_string(&result).expect("results serialise"))
+        }
+        Command::Del => command::del(&conf, &env, stdin).map(|()| None)?,
+        Command::Check => command::check(&conf, &env, stdin).map(|()| None)?,
+        Command::Status => command::status(&conf, &env).map(|()| None)?,
+        Command::Gc => command::gc(&conf, &env, stdin).map(|()| None)?,
+        Command::Version => unreachable!("answered before the config is read"),
     };
-    diag!("done");
+    log::info!("done");
     Ok(reply)
 }

@@ -110,6 +110,24 @@ impl Route {
             scope: RouteScope::Universe,
         }
     }
+
+    /// Whether this route (as the kernel reports it) is `want`: same
+    /// destination, gateway and device, and scope link when `want` is.
+    pub fn satisfies(&self, want: &Route) -> bool {
+        self.dst == want.dst
+            && self.prefix == want.prefix
+            && self.gateway == want.gateway
+            && self.oif == want.oif
+            && (want.scope != RouteScope::Link || self.scope == RouteScope::Link)
+    }
+
+    /// The route as `ip route` would show it, on device `dev`.
+    pub fn describe(&self, dev: &str) -> String {
+        match self.gateway {
+            Some(gw) => format!("{}/{} via {gw} dev {dev}", self.dst, self.prefix),
+            None => format!("{}/{} dev {dev} scope link", self.dst, self.prefix),
+        }
+    }
 }
 
 pub struct Netlink {

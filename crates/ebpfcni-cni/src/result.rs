@@ -1,8 +1,6 @@
 //! The CNI result format: what IPAM plugins return, what ADD prints, what
 //! CHECK receives as prevResult.
 
-use std::net::Ipv4Addr;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -75,18 +73,4 @@ impl Dns {
             && self.search.is_empty()
             && self.options.is_empty()
     }
-}
-
-/// Parses "a.b.c.d/len" (IPv4 only).
-pub fn parse_cidr(cidr: &str) -> Option<(Ipv4Addr, u8)> {
-    let (ip, len) = cidr.split_once('/')?;
-    let len: u8 = len.parse().ok()?;
-    (len <= 32).then_some(())?;
-    Some((ip.parse().ok()?, len))
-}
-
-/// The network address of `ip/len`.
-pub fn network(ip: Ipv4Addr, len: u8) -> Ipv4Addr {
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    Ipv4Addr::from(u32::from(ip) & mask)
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::{host_veth, pod_ip, run_plugin, Node, Pod, CNI_PATH, VERSIONS};
+use common::{for_each_version, host_veth, pod_ip, run_plugin, Node, Pod, CNI_PATH};
 use ebpfcni::{Identity, Maps, PolicyRule, PROGRAM_NAME};
 use ebpfcni_testutil::require_root;
 use serde_json::{json, Value};
@@ -16,88 +16,86 @@ fn is_mac(s: &str) -> bool {
             .all(|b| b.len() == 2 && u8::from_str_radix(b, 16).is_ok())
 }
 
-#[test]
-fn add_result_fields_and_datapath_setup() {
+fn add_result_fields_and_datapath_setup(version: &str) {
     require_root!();
-    for version in VERSIONS {
-        let node = Node::new("addres");
-        let pod = Pod::new("addres-pod");
-        let mut conf = node.config(version);
-        conf["mtu"] = json!(1400);
-        conf["dns"] = json!({ "nameservers": ["10.13.1.53"], "search": ["pods.test"] });
-        let result = node.add(&conf, &pod).ok();
+    let node = Node::new("addres");
+    let pod = Pod::new("addres-pod");
+    let mut conf = node.config(version);
+    conf["mtu"] = json!(1400);
+    conf["dns"] = json!({ "nameservers": ["10.13.1.53"], "search": ["pods.test"] });
+    let result = node.add(&conf, &pod).ok();
 
-        assert_eq!(result["cniVersion"], version, "[{version}] {result}");
-        let ifaces = result["interfaces"].as_array().expect("interfaces");
-        assert_eq!(ifaces.len(), 2, "[{version}] {result}");
-        let host = ifaces[0]["name"].as_str().unwrap();
-        assert!(
-            host.starts_with("ebc") && host.len() == 15,
-            "[{version}] host veth {host}"
-        );
-        assert!(is_mac(ifaces[0]["mac"].as_str().unwrap()), "[{version}] {result}");
-        assert!(
-            ifaces[0].get("sandbox").is_none(),
-            "[{version}] host end has no sandbox"
-        );
-        assert_eq!(ifaces[1]["name"], "eth0");
-        assert_eq!(ifaces[1]["sandbox"], pod.ns.path().display().to_string());
-        let pod_mac = ifaces[1]["mac"].as_str().unwrap();
-        assert!(is_mac(pod_mac), "[{version}] {result}");
-        let ips = result["ips"].as_array().expect("ips");
-        assert_eq!(ips.len(), 1);
-        assert_eq!(ips[0]["address"], "10.13.1.2/24");
-        assert_eq!(ips[0]["gateway"], "10.13.1.1");
-        assert_eq!(ips[0]["interface"], 1);
-        assert!(ips[0].get("version").is_none(), "no 'version' after 0.4.0");
-        assert_eq!(
-            result["routes"],
-            json!([{ "dst": "0.0.0.0/0", "gw": "10.13.1.1" }])
-        );
-        assert_eq!(result["dns"], conf["dns"]);
+    assert_eq!(result["cniVersion"], version, "[{version}] {result}");
+    let ifaces = result["interfaces"].as_array().expect("interfaces");
+    assert_eq!(ifaces.len(), 2, "[{version}] {result}");
+    let host = ifaces[0]["name"].as_str().unwrap();
+    assert!(
+        host.starts_with("ebc") && host.len() == 15,
+        "[{version}] host veth {host}"
+    );
+    assert!(is_mac(ifaces[0]["mac"].as_str().unwrap()), "[{version}] {result}");
+    assert!(
+        ifaces[0].get("sandbox").is_none(),
+        "[{version}] host end has no sandbox"
+    );
+    assert_eq!(ifaces[1]["name"], "eth0");
+    assert_eq!(ifaces[1]["sandbox"], pod.ns.path().display().to_string());
+    let pod_mac = ifaces[1]["mac"].as_str().unwrap();
+    assert!(is_mac(pod_mac), "[{version}] {result}");
+    let ips = result["ips"].as_array().expect("ips");
+    assert_eq!(ips.len(), 1);
+    assert_eq!(ips[0]["address"], "10.13.1.2/24");
+    assert_eq!(ips[0]["gateway"], "10.13.1.1");
+    assert_eq!(ips[0]["interface"], 1);
+    assert!(ips[0].get("version").is_none(), "no 'version' after 0.4.0");
+    assert_eq!(
+        result["routes"],
+        json!([{ "dst": "0.0.0.0/0", "gw": "10.13.1.1" }])
+    );
+    assert_eq!(result["dns"], conf["dns"]);
 
-        // What the kernel holds matches the result.
-        let link = String::from_utf8(pod.ns.ip(&["-o", "link", "show", "eth0"]).stdout).unwrap();
-        assert!(
-            link.contains(pod_mac) && link.contains("mtu 1400") && link.contains("UP"),
-            "{link}"
-        );
-        let addr = String::from_utf8(pod.ns.ip(&["-o", "-4", "addr", "show", "eth0"]).stdout).unwrap();
-        assert!(
-            addr.contains("10.13.1.2/24") && addr.contains("noprefixroute"),
-            "{addr}"
-        );
-        let routes = String::from_utf8(pod.ns.ip(&["-4", "route", "show"]).stdout).unwrap();
-        assert!(routes.contains("default via 10.13.1.1 dev eth0"), "{routes}");
-        assert!(
-            routes.contains("10.13.1.1 dev eth0") && routes.contains("scope link"),
-            "{routes}"
-        );
-        let host_link = node.output("ip", &["-o", "link", "show", host]);
-        assert!(
-            host_link.contains("mtu 1400") && host_link.contains("UP"),
-            "{host_link}"
-        );
-        let host_routes = node.output("ip", &["-4", "route", "show"]);
-        assert!(
-            host_routes.contains(&format!("10.13.1.2 dev {host}")),
-            "{host_routes}"
-        );
-        let host_addr = node.output("ip", &["-o", "-4", "addr", "show", host]);
-        assert!(host_addr.contains("10.13.1.1/32"), "{host_addr}");
-        assert_eq!(node.output("cat", &["/proc/sys/net/ipv4/ip_forward"]).trim(), "1");
-        assert_eq!(node.filters(host, "ingress"), 1);
-        assert_eq!(node.filters(host, "egress"), 1);
-        assert!(node.allocated("10.13.1.2"));
+    // What the kernel holds matches the result.
+    let link = String::from_utf8(pod.ns.ip(&["-o", "link", "show", "eth0"]).stdout).unwrap();
+    assert!(
+        link.contains(pod_mac) && link.contains("mtu 1400") && link.contains("UP"),
+        "{link}"
+    );
+    let addr = String::from_utf8(pod.ns.ip(&["-o", "-4", "addr", "show", "eth0"]).stdout).unwrap();
+    assert!(
+        addr.contains("10.13.1.2/24") && addr.contains("noprefixroute"),
+        "{addr}"
+    );
+    let routes = String::from_utf8(pod.ns.ip(&["-4", "route", "show"]).stdout).unwrap();
+    assert!(routes.contains("default via 10.13.1.1 dev eth0"), "{routes}");
+    assert!(
+        routes.contains("10.13.1.1 dev eth0") && routes.contains("scope link"),
+        "{routes}"
+    );
+    let host_link = node.output("ip", &["-o", "link", "show", host]);
+    assert!(
+        host_link.contains("mtu 1400") && host_link.contains("UP"),
+        "{host_link}"
+    );
+    let host_routes = node.output("ip", &["-4", "route", "show"]);
+    assert!(
+        host_routes.contains(&format!("10.13.1.2 dev {host}")),
+        "{host_routes}"
+    );
+    let host_addr = node.output("ip", &["-o", "-4", "addr", "show", host]);
+    assert!(host_addr.contains("10.13.1.1/32"), "{host_addr}");
+    assert_eq!(node.output("cat", &["/proc/sys/net/ipv4/ip_forward"]).trim(), "1");
+    assert_eq!(node.filters(host, "ingress"), 1);
+    assert_eq!(node.filters(host, "egress"), 1);
+    assert!(node.allocated("10.13.1.2"));
 
-        node.del(&conf, &pod).ok();
-        assert!(
-            !node.links().contains(&host.to_string()),
-            "[{version}] host veth left behind"
-        );
-        assert!(!node.allocated("10.13.1.2"), "[{version}] address not released");
-    }
+    node.del(&conf, &pod).ok();
+    assert!(
+        !node.links().contains(&host.to_string()),
+        "[{version}] host veth left behind"
+    );
+    assert!(!node.allocated("10.13.1.2"), "[{version}] address not released");
 }
+for_each_version!(add_result_fields_and_datapath_setup);
 
 #[test]
 fn add_result_in_spec_0_4_0_has_ip_versions() {
@@ -125,101 +123,95 @@ fn id(n: u32) -> Identity {
     n.to_string().parse().unwrap()
 }
 
-#[test]
-fn two_pods_ping_only_under_symmetric_policy() {
+fn two_pods_ping_only_under_symmetric_policy(version: &str) {
     require_root!();
-    for version in VERSIONS {
-        let node = Node::new("ping");
-        let (pa, pb) = (Pod::new("ping-a"), Pod::new("ping-b"));
-        let conf = node.config(version);
-        let (ra, rb) = (node.add(&conf, &pa).ok(), node.add(&conf, &pb).ok());
-        let (a, b) = (pod_ip(&ra), pod_ip(&rb));
-        let forward = PolicyRule {
-            src: id(100),
-            dst: id(200),
-        };
+    let node = Node::new("ping");
+    let (pa, pb) = (Pod::new("ping-a"), Pod::new("ping-b"));
+    let conf = node.config(version);
+    let (ra, rb) = (node.add(&conf, &pa).ok(), node.add(&conf, &pb).ok());
+    let (a, b) = (pod_ip(&ra), pod_ip(&rb));
+    let forward = PolicyRule {
+        src: id(100),
+        dst: id(200),
+    };
 
-        seed(&node, &a, &b, &[]);
-        assert!(!pa.ns.ping(&b, 1), "[{version}] no policy: must not ping");
-        seed(&node, &a, &b, &[forward]);
-        assert!(
-            !pa.ns.ping(&b, 1),
-            "[{version}] one-way policy: replies must drop"
-        );
-        seed(&node, &a, &b, &[forward, forward.reverse()]);
-        assert!(pa.ns.ping(&b, 2), "[{version}] symmetric policy: must ping");
-        assert!(pb.ns.ping(&a, 2), "[{version}] symmetric policy: must ping back");
+    seed(&node, &a, &b, &[]);
+    assert!(!pa.ns.ping(&b, 1), "[{version}] no policy: must not ping");
+    seed(&node, &a, &b, &[forward]);
+    assert!(
+        !pa.ns.ping(&b, 1),
+        "[{version}] one-way policy: replies must drop"
+    );
+    seed(&node, &a, &b, &[forward, forward.reverse()]);
+    assert!(pa.ns.ping(&b, 2), "[{version}] symmetric policy: must ping");
+    assert!(pb.ns.ping(&a, 2), "[{version}] symmetric policy: must ping back");
 
-        node.del(&conf, &pa).ok();
-        node.del(&conf, &pb).ok();
-    }
+    node.del(&conf, &pa).ok();
+    node.del(&conf, &pb).ok();
 }
+for_each_version!(two_pods_ping_only_under_symmetric_policy);
 
-#[test]
-fn del_is_idempotent() {
+fn del_is_idempotent(version: &str) {
     require_root!();
-    for version in VERSIONS {
-        let node = Node::new("del");
-        let conf = node.config(version);
+    let node = Node::new("del");
+    let conf = node.config(version);
 
-        // Twice.
-        let pod = Pod::new("del-twice");
-        let host = host_veth(&node.add(&conf, &pod).ok());
-        node.del(&conf, &pod).ok();
-        node.del(&conf, &pod).ok();
-        assert!(!node.links().contains(&host));
+    // Twice.
+    let pod = Pod::new("del-twice");
+    let host = host_veth(&node.add(&conf, &pod).ok());
+    node.del(&conf, &pod).ok();
+    node.del(&conf, &pod).ok();
+    assert!(!node.links().contains(&host));
 
-        // With an empty CNI_NETNS: still releases the address and the veth.
-        let pod = Pod::new("del-nonetns");
-        let result = node.add(&conf, &pod).ok();
-        node.call("DEL", &conf, &pod.id, "", "eth0").ok();
-        assert!(
-            !node.links().contains(&host_veth(&result)),
-            "[{version}] veth left"
-        );
-        assert!(!node.allocated(&pod_ip(&result)), "[{version}] address left");
+    // With an empty CNI_NETNS: still releases the address and the veth.
+    let pod = Pod::new("del-nonetns");
+    let result = node.add(&conf, &pod).ok();
+    node.call("DEL", &conf, &pod.id, "", "eth0").ok();
+    assert!(
+        !node.links().contains(&host_veth(&result)),
+        "[{version}] veth left"
+    );
+    assert!(!node.allocated(&pod_ip(&result)), "[{version}] address left");
 
-        // After the namespace is gone.
-        let pod = Pod::new("del-gone");
-        let result = node.add(&conf, &pod).ok();
-        let netns = pod.ns.path().display().to_string();
-        let id = pod.id.clone();
-        drop(pod);
-        node.call("DEL", &conf, &id, &netns, "eth0").ok();
-        node.call("DEL", &conf, &id, &netns, "eth0").ok();
-        assert!(!node.allocated(&pod_ip(&result)), "[{version}] address left");
-        assert!(
-            node.allocations().is_empty(),
-            "[{version}] {:?}",
-            node.allocations()
-        );
-    }
+    // After the namespace is gone.
+    let pod = Pod::new("del-gone");
+    let result = node.add(&conf, &pod).ok();
+    let netns = pod.ns.path().display().to_string();
+    let id = pod.id.clone();
+    drop(pod);
+    node.call("DEL", &conf, &id, &netns, "eth0").ok();
+    node.call("DEL", &conf, &id, &netns, "eth0").ok();
+    assert!(!node.allocated(&pod_ip(&result)), "[{version}] address left");
+    assert!(
+        node.allocations().is_empty(),
+        "[{version}] {:?}",
+        node.allocations()
+    );
 }
+for_each_version!(del_is_idempotent);
 
-#[test]
-fn check_passes_then_fails_when_a_filter_is_removed() {
+fn check_passes_then_fails_when_a_filter_is_removed(version: &str) {
     require_root!();
-    for version in VERSIONS {
-        let node = Node::new("check");
-        let pod = Pod::new("check-pod");
-        let conf = node.config(version);
-        let result = node.add(&conf, &pod).ok();
-        node.check(&conf, &pod, &result).ok();
+    let node = Node::new("check");
+    let pod = Pod::new("check-pod");
+    let conf = node.config(version);
+    let result = node.add(&conf, &pod).ok();
+    node.check(&conf, &pod, &result).ok();
 
-        let host = host_veth(&result);
-        node.output("tc", &["filter", "del", "dev", &host, "ingress"]);
-        let msg = node.check(&conf, &pod, &result).err(104);
-        assert!(
-            msg.contains("ingress") && msg.contains(&host),
-            "[{version}] {msg}"
-        );
+    let host = host_veth(&result);
+    node.output("tc", &["filter", "del", "dev", &host, "ingress"]);
+    let msg = node.check(&conf, &pod, &result).err(104);
+    assert!(
+        msg.contains("ingress") && msg.contains(&host),
+        "[{version}] {msg}"
+    );
 
-        // ADD again is refused while the attachment exists; DEL then cleans up.
-        node.del(&conf, &pod).ok();
-        let msg = node.check(&conf, &pod, &result).err(104);
-        assert!(msg.contains("eth0"), "[{version}] {msg}");
-    }
+    // After DEL, CHECK reports the interface as missing.
+    node.del(&conf, &pod).ok();
+    let msg = node.check(&conf, &pod, &result).err(104);
+    assert!(msg.contains("eth0"), "[{version}] {msg}");
 }
+for_each_version!(check_passes_then_fails_when_a_filter_is_removed);
 
 #[test]
 fn check_notices_a_missing_route() {
@@ -354,7 +346,10 @@ fn parallel_adds_and_dels() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     pins.sort();
-    let mut expected: Vec<String> = ebpfcni::PINNED_MAPS.iter().map(|s| s.to_string()).collect();
+    let mut expected: Vec<String> = ebpfcni::PinnedMap::ALL
+        .iter()
+        .map(|m| m.name().to_string())
+        .collect();
     expected.sort();
     assert_eq!(pins, expected);
     let map_ids = Maps::open(node.pins.path()).unwrap().ids().unwrap();
@@ -399,41 +394,39 @@ fn static_config(node: &Node, version: &str, address: &str, gateway: Option<&str
     conf
 }
 
-#[test]
-fn static_ipam_with_and_without_gateway() {
+fn static_ipam_with_and_without_gateway(version: &str) {
     require_root!();
-    for version in VERSIONS {
-        let node = Node::new("static");
-        let (pa, pb) = (Pod::new("static-a"), Pod::new("static-b"));
-        // With a gateway from IPAM.
-        let ca = static_config(&node, version, "10.13.2.10/24", Some("10.13.2.1"));
-        let ra = node.add(&ca, &pa).ok();
-        assert_eq!(ra["ips"][0]["address"], "10.13.2.10/24");
-        assert_eq!(ra["ips"][0]["gateway"], "10.13.2.1");
-        node.check(&ca, &pa, &ra).ok();
-        // Without: the link-local gateway every host veth holds.
-        let cb = static_config(&node, version, "10.13.2.20/32", None);
-        let rb = node.add(&cb, &pb).ok();
-        assert_eq!(rb["ips"][0]["gateway"], "169.254.1.1");
-        node.check(&cb, &pb, &rb).ok();
+    let node = Node::new("static");
+    let (pa, pb) = (Pod::new("static-a"), Pod::new("static-b"));
+    // With a gateway from IPAM.
+    let ca = static_config(&node, version, "10.13.2.10/24", Some("10.13.2.1"));
+    let ra = node.add(&ca, &pa).ok();
+    assert_eq!(ra["ips"][0]["address"], "10.13.2.10/24");
+    assert_eq!(ra["ips"][0]["gateway"], "10.13.2.1");
+    node.check(&ca, &pa, &ra).ok();
+    // Without: the link-local gateway every host veth holds.
+    let cb = static_config(&node, version, "10.13.2.20/32", None);
+    let rb = node.add(&cb, &pb).ok();
+    assert_eq!(rb["ips"][0]["gateway"], "169.254.1.1");
+    node.check(&cb, &pb, &rb).ok();
 
-        let rule = PolicyRule {
-            src: id(100),
-            dst: id(200),
-        };
-        seed(&node, "10.13.2.10", "10.13.2.20", &[rule, rule.reverse()]);
-        assert!(pa.ns.ping("10.13.2.20", 2), "[{version}] static pods must ping");
-        assert!(
-            pb.ns.ping("10.13.2.10", 2),
-            "[{version}] static pods must ping back"
-        );
+    let rule = PolicyRule {
+        src: id(100),
+        dst: id(200),
+    };
+    seed(&node, "10.13.2.10", "10.13.2.20", &[rule, rule.reverse()]);
+    assert!(pa.ns.ping("10.13.2.20", 2), "[{version}] static pods must ping");
+    assert!(
+        pb.ns.ping("10.13.2.10", 2),
+        "[{version}] static pods must ping back"
+    );
 
-        node.del(&ca, &pa).ok();
-        node.del(&cb, &pb).ok();
-        assert!(
-            !node.links().iter().any(|l| l.starts_with("ebc")),
-            "{:?}",
-            node.links()
-        );
-    }
+    node.del(&ca, &pa).ok();
+    node.del(&cb, &pb).ok();
+    assert!(
+        !node.links().iter().any(|l| l.starts_with("ebc")),
+        "{:?}",
+        node.links()
+    );
 }
+for_each_version!(static_ipam_with_and_without_gateway);

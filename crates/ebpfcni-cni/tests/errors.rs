@@ -3,13 +3,13 @@
 
 mod common;
 
-use common::{Node, Pod, CNI_PATH, VERSIONS};
+use common::{for_each_version, Node, Pod, CNI_PATH};
 use ebpfcni_testutil::require_root;
 use serde_json::json;
 
 /// Runs ADD with `conf` (raw stdin) and the standard environment minus `drop`.
 fn add_raw(node: &Node, pod: &Pod, stdin: &[u8], drop: &[&str]) -> common::Outcome {
-    let netns = pod.ns.path().display().to_string();
+    let netns = pod.ns.path_string();
     let env: Vec<(&str, &str)> = [
         ("CNI_COMMAND", "ADD"),
         ("CNI_CONTAINERID", pod.id.as_str()),
@@ -37,98 +37,94 @@ fn assert_nothing_left(node: &Node, pod: &Pod, what: &str) {
     assert!(!pod_links.contains("eth0"), "{what}: eth0 in the pod");
 }
 
-#[test]
-fn malformed_config_is_rejected_with_the_right_code() {
+fn malformed_config_is_rejected_with_the_right_code(version: &str) {
     require_root!();
-    for version in VERSIONS {
-        let node = Node::new("badconf");
-        let pod = Pod::new("badconf-pod");
-        let good = node.config(version);
+    let node = Node::new("badconf");
+    let pod = Pod::new("badconf-pod");
+    let good = node.config(version);
 
-        let msg = add_raw(&node, &pod, b"{ not json", &[]).err(6);
-        assert!(msg.contains("decode"), "{msg}");
-        add_raw(&node, &pod, b"[1, 2]", &[]).err(6);
+    let msg = add_raw(&node, &pod, b"{ not json", &[]).err(6);
+    assert!(msg.contains("decode"), "{msg}");
+    add_raw(&node, &pod, b"[1, 2]", &[]).err(6);
 
-        for field in ["type", "name", "cniVersion"] {
-            let mut conf = good.clone();
-            conf.as_object_mut().unwrap().remove(field);
-            let msg = add_raw(&node, &pod, conf.to_string().as_bytes(), &[]).err(7);
-            assert!(msg.contains(field), "[{version}] missing {field}: {msg}");
-        }
+    for field in ["type", "name", "cniVersion"] {
         let mut conf = good.clone();
-        conf["type"] = json!("ptp");
-        add_raw(&node, &pod, conf.to_string().as_bytes(), &[]).err(7);
-        let mut conf = good.clone();
-        conf["name"] = json!("bad name!");
-        add_raw(&node, &pod, conf.to_string().as_bytes(), &[]).err(7);
-        let mut conf = good.clone();
-        conf["mtu"] = json!("big");
-        add_raw(&node, &pod, conf.to_string().as_bytes(), &[]).err(7);
-        let mut conf = good.clone();
-        conf.as_object_mut().unwrap().remove("ipam");
-        add_raw(&node, &pod, conf.to_string().as_bytes(), &[]).err(7);
+        conf.as_object_mut().unwrap().remove(field);
+        let msg = add_raw(&node, &pod, conf.to_string().as_bytes(), &[]).err(7);
+        assert!(msg.contains(field), "[{version}] missing {field}: {msg}");
+    }
+    let mut conf = good.clone();
+    conf["type"] = json!("ptp");
+    add_raw(&node, &pod, conf.to_string().as_bytes(), &[]).err(7);
+    let mut conf = good.clone();
+    conf["name"] = json!("bad name!");
+    add_raw(&node, &pod, conf.to_string().as_bytes(), &[]).err(7);
+    let mut conf = good.clone();
+    conf["mtu"] = json!("big");
+    add_raw(&node, &pod, conf.to_string().as_bytes(), &[]).err(7);
+    let mut conf = good.clone();
+    conf.as_object_mut().unwrap().remove("ipam");
+    add_raw(&node, &pod, conf.to_string().as_bytes(), &[]).err(7);
 
-        let mut conf = good.clone();
-        conf["cniVersion"] = json!("9.9.9");
-        let out = add_raw(&node, &pod, conf.to_string().as_bytes(), &[]);
+    let mut conf = good.clone();
+    conf["cniVersion"] = json!("9.9.9");
+    let out = add_raw(&node, &pod, conf.to_string().as_bytes(), &[]);
+    assert_eq!(
+        out.json()["cniVersion"],
+        "1.1.0",
+        "errors answer in a version we speak"
+    );
+    let msg = out.err(1);
+    assert!(msg.contains("9.9.9"), "{msg}");
+
+    let mut conf = good.clone();
+    conf["ipam"]["type"] = json!("no-such-ipam");
+    let msg = add_raw(&node, &pod, conf.to_string().as_bytes(), &[]).err(7);
+    assert!(msg.contains("no-such-ipam"), "{msg}");
+
+    assert_nothing_left(&node, &pod, version);
+}
+for_each_version!(malformed_config_is_rejected_with_the_right_code);
+
+fn bad_environment_is_rejected_with_code_4(version: &str) {
+    require_root!();
+    let node = Node::new("badenv");
+    let pod = Pod::new("badenv-pod");
+    let conf = node.config(version).to_string();
+    for var in common::REQUIRED_CNI_ENV {
+        let out = add_raw(&node, &pod, conf.as_bytes(), &[var]);
         assert_eq!(
             out.json()["cniVersion"],
-            "1.1.0",
-            "errors answer in a version we speak"
+            version,
+            "errors answer in the config's version"
         );
-        let msg = out.err(1);
-        assert!(msg.contains("9.9.9"), "{msg}");
-
-        let mut conf = good.clone();
-        conf["ipam"]["type"] = json!("no-such-ipam");
-        let msg = add_raw(&node, &pod, conf.to_string().as_bytes(), &[]).err(7);
-        assert!(msg.contains("no-such-ipam"), "{msg}");
-
-        assert_nothing_left(&node, &pod, version);
+        let msg = out.err(4);
+        assert!(msg.contains(var), "[{version}] without {var}: {msg}");
     }
+    let netns = pod.ns.path_string();
+    let with = |k: &'static str, v: &'static str| {
+        let mut env = vec![
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", pod.id.as_str()),
+            ("CNI_NETNS", netns.as_str()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", CNI_PATH),
+        ];
+        env.retain(|(key, _)| *key != k);
+        env.push((k, v));
+        node.exec(&env, conf.as_bytes())
+    };
+    let msg = with("CNI_NETNS", "/run/netns/ebpfcni-no-such-netns").err(4);
+    assert!(msg.contains("ebpfcni-no-such-netns"), "{msg}");
+    with("CNI_NETNS", "/etc/hostname").err(4);
+    with("CNI_IFNAME", "much-too-long-ifname").err(4);
+    with("CNI_IFNAME", "a/b").err(4);
+    with("CNI_CONTAINERID", "bad id").err(4);
+    with("CNI_COMMAND", "FROB").err(4);
+    with("CNI_ARGS", "novalue").err(4);
+    assert_nothing_left(&node, &pod, version);
 }
-
-#[test]
-fn bad_environment_is_rejected_with_code_4() {
-    require_root!();
-    for version in VERSIONS {
-        let node = Node::new("badenv");
-        let pod = Pod::new("badenv-pod");
-        let conf = node.config(version).to_string();
-        for var in common::REQUIRED_CNI_ENV {
-            let out = add_raw(&node, &pod, conf.as_bytes(), &[var]);
-            assert_eq!(
-                out.json()["cniVersion"],
-                version,
-                "errors answer in the config's version"
-            );
-            let msg = out.err(4);
-            assert!(msg.contains(var), "[{version}] without {var}: {msg}");
-        }
-        let netns = pod.ns.path().display().to_string();
-        let with = |k: &'static str, v: &'static str| {
-            let mut env = vec![
-                ("CNI_COMMAND", "ADD"),
-                ("CNI_CONTAINERID", pod.id.as_str()),
-                ("CNI_NETNS", netns.as_str()),
-                ("CNI_IFNAME", "eth0"),
-                ("CNI_PATH", CNI_PATH),
-            ];
-            env.retain(|(key, _)| *key != k);
-            env.push((k, v));
-            node.exec(&env, conf.as_bytes())
-        };
-        let msg = with("CNI_NETNS", "/run/netns/ebpfcni-no-such-netns").err(4);
-        assert!(msg.contains("ebpfcni-no-such-netns"), "{msg}");
-        with("CNI_NETNS", "/etc/hostname").err(4);
-        with("CNI_IFNAME", "much-too-long-ifname").err(4);
-        with("CNI_IFNAME", "a/b").err(4);
-        with("CNI_CONTAINERID", "bad id").err(4);
-        with("CNI_COMMAND", "FROB").err(4);
-        with("CNI_ARGS", "novalue").err(4);
-        assert_nothing_left(&node, &pod, version);
-    }
-}
+for_each_version!(bad_environment_is_rejected_with_code_4);
 
 #[test]
 fn podman_style_cni_args_are_accepted() {
@@ -136,7 +132,7 @@ fn podman_style_cni_args_are_accepted() {
     let node = Node::new("args");
     let pod = Pod::new("args-pod");
     let conf = node.config("1.0.0");
-    let netns = pod.ns.path().display().to_string();
+    let netns = pod.ns.path_string();
     let env = |command| {
         [
             ("CNI_COMMAND", command),

@@ -8,27 +8,15 @@
 mod common;
 
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 
 use common::Node;
 use ebpfcni::{Identity, Maps, PolicyRule};
-use ebpfcni_testutil::{require_root, unique_name};
+use ebpfcni_testutil::{require_root, tools_present, unique_name};
 use serde_json::json;
 
 const TOOLS: [&str; 3] = ["/usr/bin/podman", "/usr/sbin/runc", "/usr/bin/busybox"];
-
-fn tools_present() -> bool {
-    let missing: Vec<_> = TOOLS.iter().filter(|t| !Path::new(t).exists()).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("podman test needs {missing:?} and CI=true forbids skipping (apt-get install podman runc busybox-static)");
-    }
-    eprintln!("SKIPPED podman test: {missing:?} not installed");
-    false
-}
 
 /// Podman's world for one test: containers.conf, the conflist, a plugin
 /// directory with our binary beside the reference plugins, a busybox rootfs.
@@ -147,7 +135,7 @@ fn id(n: u32) -> Identity {
 #[test]
 fn podman_containers_ping_when_allowed_and_leave_no_veth() {
     require_root!();
-    if !tools_present() {
+    if !tools_present("podman", &TOOLS) {
         return;
     }
     let mut node = Node::new("podman");

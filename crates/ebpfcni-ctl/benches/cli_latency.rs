@@ -8,35 +8,23 @@
 //! Needs root; prints a note and does nothing otherwise.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use ebpfcni_testutil::{median, output_with_stdin, quantile};
 
 const ENDPOINTCTL: &str = env!("CARGO_BIN_EXE_endpointctl");
 const POLICYCTL: &str = env!("CARGO_BIN_EXE_policyctl");
 
+/// Spawn-to-exit time of one run, which must succeed.
 fn run(bin: &str, args: &[&str], stdin: Option<&[u8]>) -> Duration {
+    let mut cmd = Command::new(bin);
+    cmd.args(args).stdout(Stdio::null());
     let start = Instant::now();
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input)
-            .expect("write stdin");
-    }
-    let out = child.wait_with_output().expect("wait");
+    let out = match stdin {
+        Some(input) => output_with_stdin(&mut cmd, input),
+        None => cmd.stderr(Stdio::piped()).output().expect("spawn"),
+    };
     let elapsed = start.elapsed();
     assert!(
         out.status.success(),
@@ -46,17 +34,15 @@ fn run(bin: &str, args: &[&str], stdin: Option<&[u8]>) -> Duration {
     elapsed
 }
 
-fn summary(name: &str, mut samples: Vec<Duration>) {
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+fn summary(name: &str, samples: Vec<Duration>) {
+    let ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
     println!(
         "{name}: n={} min {:.1} ms, median {:.1} ms, p90 {:.1} ms, max {:.1} ms",
-        samples.len(),
-        ms(samples[0]),
-        ms(pick(0.5)),
-        ms(pick(0.9)),
-        ms(samples[samples.len() - 1])
+        ms.len(),
+        quantile(&ms, 0.0),
+        median(&ms),
+        quantile(&ms, 0.9),
+        quantile(&ms, 1.0)
     );
 }
 
@@ -66,8 +52,7 @@ fn main() {
     }
     // Private pin directory; removed at the end (also its pins).
     let pin = ebpfcni_testutil::TestPinDir::new("bench_cli");
-    let pin_dir = pin.path().to_str().expect("UTF-8").to_owned();
-    let common = ["--pin-dir", pin_dir.as_str()];
+    let common = ["--pin-dir", pin.as_str()];
 
     // First run creates the maps: measured separately.
     let first = run(
@@ -93,8 +78,9 @@ fn main() {
         .collect();
     summary("endpointctl add (state printed)", adds);
 
+    let capacity = ebpfcni::Maps::open(pin.path()).expect("maps").policy.capacity();
     let mut text = String::new();
-    for i in 0..65_536u32 {
+    for i in 0..capacity {
         writeln!(text, "{} {}", i / 256 + 1, i % 256 + 1).unwrap();
     }
     let applies: Vec<Duration> = (0..5)
@@ -107,5 +93,8 @@ fn main() {
             )
         })
         .collect();
-    summary("policyctl apply of 65,536 rules into an empty map", applies);
+    summary(
+        &format!("policyctl apply of {capacity} rules into an empty map"),
+        applies,
+    );
 }

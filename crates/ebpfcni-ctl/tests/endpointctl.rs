@@ -79,7 +79,11 @@ fn state_after_a_change_is_sorted_capped_and_quiet_hides_it() {
         .collect();
     let expected: Vec<String> = (1..=20).map(|h| format!("10.13.0.{h}")).collect();
     assert_eq!(rows, expected, "{out}");
-    assert!(out.contains("endpoint_map: 26 of 16384 entries"), "{out}");
+    let cap = ebpfcni::PinnedMap::Endpoints.capacity();
+    assert!(
+        out.contains(&format!("endpoint_map: 26 of {cap} entries")),
+        "{out}"
+    );
     assert!(out.contains("... and 6 more; see `endpointctl list`"), "{out}");
 
     let listed = ok(ctl.endpointctl(&["list"]));

@@ -60,7 +60,16 @@ fn endpointctl_help_shows_examples_for_every_command() {
 fn policyctl_help_shows_examples_for_every_command() {
     check(
         POLICYCTL,
-        &["allow", "deny", "list", "flush", "apply", "trace", "completions"],
+        &[
+            "allow",
+            "deny",
+            "list",
+            "flush",
+            "apply",
+            "trace",
+            "pins",
+            "completions",
+        ],
     );
 }
 

@@ -3,34 +3,26 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 use common::{fails, json, ok, Ctl};
+use ebpfcni::PinnedMap;
 use ebpfcni_testutil::require_root;
 use serde_json::{json, Value};
 
-/// The policy map's capacity (EBPFCNI_POLICY_MAP_CAPACITY).
-const CAPACITY: usize = 65_536;
-
-/// A file in the temp directory, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(contents: &str) -> Self {
-        let path = std::env::temp_dir().join(ebpfcni_testutil::unique_name("ebpfcni_ctl_rules_"));
-        std::fs::write(&path, contents).expect("write rules file");
-        Self(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("UTF-8 temp path")
-    }
+/// The policy map's capacity in this build.
+fn capacity() -> usize {
+    PinnedMap::Policy.capacity() as usize
 }
 
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+/// A rules file in the temp directory, removed on drop.
+fn rules_file(contents: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().expect("create rules file");
+    std::io::Write::write_all(&mut file, contents.as_bytes()).expect("write rules file");
+    file
+}
+
+fn path(file: &tempfile::NamedTempFile) -> &str {
+    file.path().to_str().expect("UTF-8 temp path")
 }
 
 /// `count` distinct rules in the text format: 1 1, 1 2, ..., 256 256, then 257 1, ...
@@ -126,12 +118,12 @@ fn apply_reads_text_and_json_from_files_and_stdin() {
     require_root!();
     let ctl = Ctl::new("pol_apply_formats");
     let text = "# web <-> db\n100 200\n\n200\t100   # replies\n  300 400\n";
-    let file = TempFile::new(text);
-    let out = ok(ctl.policyctl(&["apply", "-f", file.path()]));
+    let file = rules_file(text);
+    let out = ok(ctl.policyctl(&["apply", "-f", path(&file)]));
     assert!(
         out.contains(&format!(
             "applied 3 rules from {}: 3 new, 0 already allowed",
-            file.path()
+            path(&file)
         )),
         "{out}"
     );
@@ -197,32 +189,36 @@ fn apply_with_a_bad_line_names_it_and_writes_nothing() {
         assert!(err.contains("nothing was written"), "{err}");
         assert_eq!(ctl.rules(), before, "a refused file changed the map: {err}");
     }
-    let file = TempFile::new("1 3\n3 x\n");
-    let err = fails(ctl.policyctl(&["apply", "-f", file.path()]), 2);
+    let file = rules_file("1 3\n3 x\n");
+    let err = fails(ctl.policyctl(&["apply", "-f", path(&file)]), 2);
     assert!(
-        err.contains(&format!("{}: line 2: invalid identity \"x\"", file.path())),
+        err.contains(&format!("{}: line 2: invalid identity \"x\"", path(&file))),
         "{err}"
     );
 
-    let missing = format!("{}_missing", file.path());
+    let missing = format!("{}_missing", path(&file));
     let err = fails(ctl.policyctl(&["apply", "-f", &missing]), 1);
     assert!(err.contains(&format!("failed to read {missing}")), "{err}");
     assert_eq!(ctl.rules(), before);
 }
 
-/// Fills the map to capacity with one apply; the 65,537th rule then fails
+/// Fills the map to capacity with one apply; one more rule then fails
 /// with exit 1 and a message naming the map and its capacity, and nothing
 /// changes. A file that does not fit is refused whole.
 #[test]
 fn apply_fills_the_policy_map_and_the_next_rule_fails_cleanly() {
     require_root!();
     let ctl = Ctl::new("pol_full");
+    let cap = capacity();
     let err = fails(
-        ctl.policyctl_stdin(&["apply", "-f", "-"], &rules_text(CAPACITY + 1)),
+        ctl.policyctl_stdin(&["apply", "-f", "-"], &rules_text(cap + 1)),
         1,
     );
+    let more = cap + 1;
     assert!(
-        err.contains("failed to apply 65537 rules from stdin: policy_map is full: capacity 65536 entries, 65537 needed"),
+        err.contains(&format!(
+            "failed to apply {more} rules from stdin: policy_map is full: capacity {cap} entries, {more} needed"
+        )),
         "{err}"
     );
     assert_eq!(
@@ -231,16 +227,21 @@ fn apply_fills_the_policy_map_and_the_next_rule_fails_cleanly() {
         "a file that does not fit was partly written"
     );
 
-    let out = ok(ctl.policyctl_stdin(&["apply", "-f", "-", "--quiet"], &rules_text(CAPACITY)));
-    assert!(out.contains("applied 65536 rules from stdin: 65536 new"), "{out}");
+    let out = ok(ctl.policyctl_stdin(&["apply", "-f", "-", "--quiet"], &rules_text(cap)));
+    assert!(
+        out.contains(&format!("applied {cap} rules from stdin: {cap} new")),
+        "{out}"
+    );
     let full = ctl.rules();
-    assert_eq!(count(&full), CAPACITY);
+    assert_eq!(count(&full), cap);
     assert_eq!(full[0], rule(1, 1, true));
-    assert_eq!(full[CAPACITY - 1], rule(256, 256, true));
+    assert_eq!(full[cap - 1], rule(256, 256, true));
 
     let err = fails(ctl.policyctl(&["allow", "--src", "1000", "--dst", "1"]), 1);
     assert!(
-        err.contains("failed to allow 1000 -> 1: policy_map is full: capacity 65536"),
+        err.contains(&format!(
+            "failed to allow 1000 -> 1: policy_map is full: capacity {cap} entries, {more} needed"
+        )),
         "{err}"
     );
     assert!(
@@ -261,7 +262,8 @@ fn apply_fills_the_policy_map_and_the_next_rule_fails_cleanly() {
 fn symmetric_allow_that_does_not_fit_writes_neither_rule() {
     require_root!();
     let ctl = Ctl::new("pol_half");
-    ok(ctl.policyctl_stdin(&["apply", "-f", "-", "-q"], &rules_text(CAPACITY - 1)));
+    let cap = capacity();
+    ok(ctl.policyctl_stdin(&["apply", "-f", "-", "-q"], &rules_text(cap - 1)));
     let err = fails(
         ctl.policyctl(&["allow", "--src", "1000", "--dst", "2000", "--symmetric"]),
         1,
@@ -270,9 +272,12 @@ fn symmetric_allow_that_does_not_fit_writes_neither_rule() {
         err.contains("failed to allow 1000 -> 2000 and 2000 -> 1000"),
         "{err}"
     );
-    assert!(err.contains("capacity 65536 entries, 65537 needed"), "{err}");
+    assert!(
+        err.contains(&format!("capacity {cap} entries, {} needed", cap + 1)),
+        "{err}"
+    );
     let rules = ctl.rules();
-    assert_eq!(count(&rules), CAPACITY - 1);
+    assert_eq!(count(&rules), cap - 1);
     assert!(!rules
         .as_array()
         .unwrap()
@@ -280,7 +285,7 @@ fn symmetric_allow_that_does_not_fit_writes_neither_rule() {
         .any(|r| r["src"] == 1000 || r["src"] == 2000));
 
     ok(ctl.policyctl(&["allow", "--src", "1000", "--dst", "2000", "-q"]));
-    assert_eq!(count(&ctl.rules()), CAPACITY);
+    assert_eq!(count(&ctl.rules()), cap);
 }
 
 #[test]
@@ -364,4 +369,25 @@ fn bad_input_exits_2_names_the_value_and_changes_nothing() {
         assert!(err.contains(names), "{args:?}: {err}");
     }
     assert_eq!(ctl.rules(), before);
+}
+
+/// `pins` lists exactly the pinned maps, one path a line, and creates
+/// nothing where there are none.
+#[test]
+fn pins_lists_the_pinned_maps_and_creates_nothing() {
+    require_root!();
+    let ctl = Ctl::new("pol_pins");
+    assert_eq!(ok(ctl.policyctl(&["pins"])), "", "no maps yet");
+    assert_eq!(
+        std::fs::read_dir(ctl.pin.path()).unwrap().count(),
+        0,
+        "pins created something"
+    );
+    ok(ctl.policyctl(&["list"]));
+    let listed = ok(ctl.policyctl(&["pins"]));
+    let expected: Vec<String> = PinnedMap::ALL
+        .iter()
+        .map(|m| m.path(ctl.pin.path()).display().to_string())
+        .collect();
+    assert_eq!(listed.lines().collect::<Vec<_>>(), expected);
 }

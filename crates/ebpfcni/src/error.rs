@@ -4,6 +4,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::object::PinnedMap;
+
 /// Result alias used across the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -33,12 +35,12 @@ pub enum Error {
 
     /// A map holds a value this build cannot have written.
     #[error("{map} holds an invalid entry: {detail}")]
-    CorruptEntry { map: &'static str, detail: String },
+    CorruptEntry { map: PinnedMap, detail: String },
 
     /// A map has no room for the new entries; nothing was written.
     #[error("{map} is full: capacity {capacity} entries, {needed} needed")]
     MapFull {
-        map: &'static str,
+        map: PinnedMap,
         capacity: u32,
         needed: usize,
     },

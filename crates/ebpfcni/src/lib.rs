@@ -1,31 +1,27 @@
 //! The ebpfcni datapath: the only code that knows about bpffs, pin paths,
 //! map layouts and attaching.
 //!
-//! - [`Program`] loads the identity-policy tc program (compiled from
-//!   `bpf/kernel/ebpfcni.bpf.c` and embedded at build time) against the maps
-//!   pinned under a pin directory, and attaches it to an interface.
+//! - [`object`] holds the table of pinned maps ([`PinnedMap`]) and loads the
+//!   embedded BPF object against a pin directory.
+//! - [`Program`] is the identity-policy tc program (compiled from
+//!   `bpf/kernel/ebpfcni.bpf.c` and embedded at build time), loaded against
+//!   the pinned maps; [`tc`] attaches it to an interface.
 //! - [`Maps`] opens (or creates) the pinned maps and offers typed
 //!   operations: [`EndpointMap`], [`PolicyMap`], [`ConfigMap`], [`DropCounters`].
 //! - Shared layouts come from `bpf/include/ebpfcni.h` through the BTF of the
 //!   compiled object ([`types`]); the policy precedence is documented there.
+//!
+//! Imports run one way: `maps` and `program` use `object`, which uses
+//! `bpffs` and the generated `skel`; nothing lower imports anything higher.
 
 pub mod bpffs;
 mod error;
 mod identity;
 mod maps;
+pub mod object;
 mod program;
-
-mod skel {
-    #![allow(
-        clippy::all,
-        clippy::pedantic,
-        non_camel_case_types,
-        non_snake_case,
-        dead_code,
-        unused_imports
-    )]
-    include!(concat!(env!("OUT_DIR"), "/ebpfcni.skel.rs"));
-}
+mod skel;
+pub mod tc;
 
 /// Rust types generated from the BTF of `bpf/include/ebpfcni.h`.
 pub use skel::types;
@@ -33,11 +29,9 @@ pub use skel::types;
 pub use bpffs::DEFAULT_PIN_DIR;
 pub use error::{Error, Result};
 pub use identity::{parse_endpoint_ip, Identity, ParseEndpointIpError, ParseIdentityError, PolicyRule};
-pub use maps::{
-    drop_reason_name, ConfigMap, DropCounters, EndpointMap, Maps, PolicyMap, TraceLevel, CONFIG_MAP,
-    DROP_COUNTERS, ENDPOINT_MAP, PINNED_MAPS, POLICY_MAP,
-};
+pub use maps::{drop_reason_name, ConfigMap, DropCounters, EndpointMap, Maps, PolicyMap, TraceLevel};
+pub use object::PinnedMap;
 pub use program::{
-    attachment, detach, program_info, Attachment, Program, ProgramInfo, TestContext, TestRun, PROGRAM_NAME,
-    TC_ACT_OK, TC_ACT_SHOT, TC_HANDLE, TC_PRIORITY,
+    program_info, Program, ProgramInfo, TestContext, TestRun, PROGRAM_NAME, TC_ACT_OK, TC_ACT_SHOT,
 };
+pub use tc::{attachment, detach, Attachment, TC_HANDLE, TC_PRIORITY};

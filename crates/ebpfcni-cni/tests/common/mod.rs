@@ -5,15 +5,37 @@
 
 #![allow(dead_code)]
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 
-use ebpfcni_testutil::{unique_name, Netns, TestPinDir};
+use ebpfcni_testutil::{output_with_stdin, text, unique_name, Netns, TestPinDir};
 use serde_json::{json, Value};
+use tempfile::TempDir;
 
-pub const VERSIONS: [&str; 2] = ["1.0.0", "1.1.0"];
 pub const CNI_PATH: &str = "/usr/lib/cni";
+
+/// One test per spec version, as the reference plugins have:
+/// `for_each_version!(scenario);` makes the tests `scenario::v1_0_0` and
+/// `scenario::v1_1_0`, each calling `scenario(version)`, so that one
+/// version's failure does not hide another's.
+#[allow(unused_macros)] // not every test file has per-version tests
+macro_rules! for_each_version {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[test]
+            fn v1_0_0() {
+                super::$scenario("1.0.0")
+            }
+
+            #[test]
+            fn v1_1_0() {
+                super::$scenario("1.1.0")
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use for_each_version;
 
 /// What one plugin run printed and returned.
 #[derive(Debug)]
@@ -56,19 +78,24 @@ impl Outcome {
 pub struct Node {
     pub ns: Netns,
     pub pins: TestPinDir,
+    /// host-local's data directory and other files of the test; removed on drop.
     pub data_dir: PathBuf,
+    _data: TempDir,
     pub network: String,
     pub subnet: String,
 }
 
 impl Node {
     pub fn new(tag: &str) -> Self {
-        let data_dir = std::env::temp_dir().join(unique_name(&format!("ebpfcni-cni-{tag}-")));
-        std::fs::create_dir_all(&data_dir).expect("create IPAM data dir");
+        let data = tempfile::Builder::new()
+            .prefix(&format!("ebpfcni-cni-{tag}-"))
+            .tempdir()
+            .expect("create IPAM data dir");
         Self {
             ns: Netns::new(&format!("{tag}-node")),
             pins: TestPinDir::new(tag),
-            data_dir,
+            data_dir: data.path().to_owned(),
+            _data: data,
             network: unique_name("net"),
             subnet: "10.13.1.0/24".into(),
         }
@@ -115,24 +142,18 @@ impl Node {
     }
 
     pub fn add(&self, conf: &Value, pod: &Pod) -> Outcome {
-        self.call("ADD", conf, &pod.id, &pod.ns.path().display().to_string(), "eth0")
+        self.call("ADD", conf, &pod.id, &pod.ns.path_string(), "eth0")
     }
 
     pub fn del(&self, conf: &Value, pod: &Pod) -> Outcome {
-        self.call("DEL", conf, &pod.id, &pod.ns.path().display().to_string(), "eth0")
+        self.call("DEL", conf, &pod.id, &pod.ns.path_string(), "eth0")
     }
 
     /// CHECK with `prev` as prevResult.
     pub fn check(&self, conf: &Value, pod: &Pod, prev: &Value) -> Outcome {
         let mut conf = conf.clone();
         conf["prevResult"] = prev.clone();
-        self.call(
-            "CHECK",
-            &conf,
-            &pod.id,
-            &pod.ns.path().display().to_string(),
-            "eth0",
-        )
+        self.call("CHECK", &conf, &pod.id, &pod.ns.path_string(), "eth0")
     }
 
     /// Whether host-local holds an allocation for `ip`.
@@ -154,12 +175,7 @@ impl Node {
 
     /// Names of the node's links.
     pub fn links(&self) -> Vec<String> {
-        let out = self.ns.ip(&["-o", "link", "show"]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap_or(n).to_string())
-            .collect()
+        self.ns.links()
     }
 
     /// Output of a command run in the node namespace (nsenter).
@@ -179,12 +195,6 @@ impl Node {
             .lines()
             .filter(|l| l.contains("bpf") && l.contains("process_tc"))
             .count()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
@@ -223,22 +233,12 @@ pub fn run_plugin(node: Option<&Netns>, env: &[(&str, &str)], stdin: &[u8]) -> O
     for var in REQUIRED_CNI_ENV.iter().chain(&["CNI_ARGS"]) {
         cmd.env_remove(var);
     }
-    cmd.envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn the plugin");
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(stdin)
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait for the plugin");
+    cmd.envs(env.iter().copied());
+    let out = output_with_stdin(&mut cmd, stdin);
     Outcome {
         success: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stdout: text(&out.stdout),
+        stderr: text(&out.stderr),
     }
 }
 
@@ -254,8 +254,4 @@ pub fn host_veth(result: &Value) -> String {
         .as_str()
         .expect("interfaces[0].name")
         .to_string()
-}
-
-pub fn path_str(p: &Path) -> String {
-    p.display().to_string()
 }

@@ -1,13 +1,13 @@
 //! policyctl: which identity may talk to which, in the pinned policy_map the
 //! datapath reads on every packet, and the datapath's trace level.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
-use ebpfcni::{Identity, PolicyRule, TraceLevel};
+use ebpfcni::{Identity, PinnedMap, PolicyRule, TraceLevel};
 use ebpfcni_ctl::{exit_status_help, open_maps, parse_rules, CmdResult, Common, Failure, Format, Out, View};
 use serde::Serialize;
 
@@ -103,6 +103,12 @@ enum Command {
         level: Option<TraceLevel>,
     },
 
+    /// List the datapath's pinned objects under --pin-dir, one path a line (creates nothing)
+    #[command(after_help = "Examples:\n  \
+                            policyctl pins\n  \
+                            policyctl --pin-dir /sys/fs/bpf/test pins | xargs -r rm   # remove everything ebpfcni pinned there")]
+    Pins,
+
     /// Print a shell completion script on stdout
     #[command(after_help = "Examples:\n  \
                             policyctl completions bash > /etc/bash_completion.d/policyctl\n  \
@@ -163,6 +169,7 @@ fn run(cli: Cli) -> CmdResult {
     // are opened (which may create them).
     let applied = match &cli.command {
         Command::Completions { shell } => return ebpfcni_ctl::print_completions::<Cli>(*shell),
+        Command::Pins => return print_pins(&cli.common.pin_dir),
         Command::Apply { file } => Some(read_rules(file)?),
         _ => None,
     };
@@ -259,11 +266,24 @@ fn run(cli: Cli) -> CmdResult {
             }
             false
         }
-        Command::Completions { .. } => unreachable!("handled before the maps are opened"),
+        Command::Completions { .. } | Command::Pins => unreachable!("handled before the maps are opened"),
     };
     if changed {
         let rules = policy.list().map_err(|e| Failure::runtime("list rules", e))?;
         out.policy(&rules, policy.capacity(), View::State)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Prints the paths of the pins that exist under `pin_dir`.
+fn print_pins(pin_dir: &std::path::Path) -> CmdResult {
+    let mut out = std::io::stdout().lock();
+    for map in PinnedMap::ALL {
+        let path = map.path(pin_dir);
+        if path.exists() {
+            writeln!(out, "{}", path.display())?;
+        }
     }
     out.flush()?;
     Ok(())

@@ -2,10 +2,9 @@
 
 #![allow(dead_code)] // each test file uses part of this
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use ebpfcni_testutil::TestPinDir;
+use ebpfcni_testutil::{output_with_stdin, TestPinDir};
 use serde_json::Value;
 
 pub const ENDPOINTCTL: &str = env!("CARGO_BIN_EXE_endpointctl");
@@ -24,7 +23,7 @@ impl Ctl {
     }
 
     pub fn pin_dir(&self) -> &str {
-        self.pin.path().to_str().expect("UTF-8 pin dir")
+        self.pin.as_str()
     }
 
     pub fn endpointctl(&self, args: &[&str]) -> Output {
@@ -53,22 +52,10 @@ impl Ctl {
 fn run_with(bin: &str, pin_dir: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(bin);
     cmd.arg("--pin-dir").arg(pin_dir).args(args);
-    let Some(input) = stdin else {
-        return cmd.output().unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
-    };
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
-    let mut pipe = child.stdin.take().expect("stdin");
-    let input = input.to_owned();
-    // Write from a thread: a large input must not deadlock against output.
-    let writer = std::thread::spawn(move || pipe.write_all(input.as_bytes()));
-    let out = child.wait_with_output().expect("wait");
-    writer.join().expect("writer").expect("write stdin");
-    out
+    match stdin {
+        None => cmd.output().unwrap_or_else(|e| panic!("spawn {bin}: {e}")),
+        Some(input) => output_with_stdin(&mut cmd, input.as_bytes()),
+    }
 }
 
 pub fn stdout(out: &Output) -> String {

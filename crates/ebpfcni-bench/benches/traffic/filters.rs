@@ -10,14 +10,13 @@ use std::net::Ipv4Addr;
 use std::process::Stdio;
 
 use ebpfcni::{Identity, Maps, PolicyRule, Program, TraceLevel};
-use ebpfcni_testutil::TestPinDir;
+use ebpfcni_bench::{fill_maps, filler_ip, filler_pair};
+use ebpfcni_testutil::{TestPinDir, TwoPods};
 
-use crate::topology::{Topology, POD_A, POD_B};
 use crate::Result;
 
-/// Capacities of endpoint_map and policy_map.
-pub const FULL_ENDPOINTS: u32 = 16_384;
-pub const FULL_RULES: u32 = 65_536;
+const POD_A: Ipv4Addr = TwoPods::POD_A;
+const POD_B: Ipv4Addr = TwoPods::POD_B;
 
 const NFT_TABLE: &str = "ebpfcni_bench";
 
@@ -25,20 +24,12 @@ fn id(n: u32) -> Identity {
     Identity::new(n).expect("non-zero identity")
 }
 
-/// Filler addresses (10.14.0.0 upwards), never the pods'.
-fn filler_ip(i: u32) -> Ipv4Addr {
-    Ipv4Addr::from(0x0a0e_0000 + i)
-}
-
-/// The i-th filler pair of indexes: distinct for i < 65,536.
-fn filler_pair(i: u32) -> (u32, u32) {
-    (i / 256, 256 + i % 256)
-}
-
 /// ebpfcni loaded against a private pin directory.
 pub struct Ebpfcni {
     pub pins: TestPinDir,
     program: Program,
+    /// Entries in endpoint_map and policy_map.
+    pub entries: (usize, usize),
 }
 
 impl Ebpfcni {
@@ -52,23 +43,15 @@ impl Ebpfcni {
         maps.endpoints.upsert_batch(&[(POD_A, id(1)), (POD_B, id(2))])?;
         let pair = PolicyRule::new(id(1), id(2));
         maps.policy.allow_all(&[pair, pair.reverse()])?;
-        if full {
-            let endpoints: Vec<_> = (0..FULL_ENDPOINTS - 2)
-                .map(|i| (filler_ip(i), id(1000 + i)))
-                .collect();
-            maps.endpoints.upsert_batch(&endpoints)?;
-            let rules: Vec<_> = (0..FULL_RULES - 2)
-                .map(|i| {
-                    let (s, d) = filler_pair(i);
-                    PolicyRule::new(id(1000 + s), id(1000 + d))
-                })
-                .collect();
-            maps.policy.allow_all(&rules)?;
-        }
-        Ok(Self { pins, program })
+        let entries = if full { fill_maps(&maps)? } else { (2, 2) };
+        Ok(Self {
+            pins,
+            program,
+            entries,
+        })
     }
 
-    pub fn install(&self, topo: &Topology) -> Result<()> {
+    pub fn install(&self, topo: &TwoPods) -> Result<()> {
         topo.node.run_in(|| {
             self.program.attach(topo.ifindex_a)?;
             self.program.attach(topo.ifindex_b)
@@ -76,7 +59,7 @@ impl Ebpfcni {
         Ok(())
     }
 
-    pub fn remove(topo: &Topology) -> Result<()> {
+    pub fn remove(topo: &TwoPods) -> Result<()> {
         topo.node.run_in(|| {
             let a = ebpfcni::detach(topo.ifindex_a);
             let b = ebpfcni::detach(topo.ifindex_b);
@@ -126,7 +109,7 @@ impl Nft {
         Self { script }
     }
 
-    pub fn install(&self, topo: &Topology) -> Result<()> {
+    pub fn install(&self, topo: &TwoPods) -> Result<()> {
         let mut child = topo
             .node
             .command("nft")
@@ -151,7 +134,7 @@ impl Nft {
     }
 
     /// Deletes our table; a missing table is fine.
-    pub fn remove(topo: &Topology) {
+    pub fn remove(topo: &TwoPods) {
         let _ = topo
             .node
             .command("nft")

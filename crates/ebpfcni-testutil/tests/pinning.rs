@@ -1,19 +1,15 @@
 //! Pinned maps: shared between processes, checked before reuse, created once
 //! under concurrency, and kept across program upgrades.
 //!
-//! "Another process" is this test binary run again (`child` below), with
-//! the work it should do in EBPFCNI_TEST_CHILD.
+//! "Another process" is the `ebpfcni-test-helper` binary of this crate.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
-use ebpfcni::{Error, Identity, Maps, PolicyRule, Program};
+use ebpfcni::{Error, Identity, Maps, PinnedMap, PolicyRule, Program};
 use ebpfcni_testutil::{require_root, TestPinDir};
 use libbpf_rs::{MapCore as _, MapFlags, MapHandle, MapType};
-
-const CHILD_ENV: &str = "EBPFCNI_TEST_CHILD";
-const PIN_DIR_ENV: &str = "EBPFCNI_TEST_PIN_DIR";
 
 fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 13, 0, last)
@@ -23,57 +19,28 @@ fn id(n: u32) -> Identity {
     Identity::new(n).unwrap()
 }
 
-/// Runs `child_entry` in a new process with `task`; returns its stdout.
-fn spawn_child(task: &str, pin_dir: &Path) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_entry",
-            "--nocapture",
-            "--test-threads=1",
-            "--quiet",
-        ])
-        .env(CHILD_ENV, task)
-        .env(PIN_DIR_ENV, pin_dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
+/// Starts the helper with `task` on `pin_dir`; its stdout is piped.
+fn spawn_helper(task: &str, pin_dir: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ebpfcni-test-helper"))
+        .arg(task)
+        .arg(pin_dir)
+        .stdout(Stdio::piped())
         .spawn()
-        .expect("spawn child test process")
+        .expect("spawn ebpfcni-test-helper")
 }
 
-fn run_child(task: &str, pin_dir: &Path) -> String {
-    let out = spawn_child(task, pin_dir).wait_with_output().unwrap();
-    assert!(out.status.success(), "child {task} failed");
+fn run_helper(task: &str, pin_dir: &Path) -> String {
+    let out = spawn_helper(task, pin_dir).wait_with_output().unwrap();
+    assert!(out.status.success(), "helper {task} failed");
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// Entry point of the child processes; does nothing in a normal run.
-#[test]
-fn child_entry() {
-    let Ok(task) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let pin_dir = std::path::PathBuf::from(std::env::var(PIN_DIR_ENV).unwrap());
-    match task.as_str() {
-        "write" => {
-            let maps = Maps::open_or_create(&pin_dir).unwrap();
-            maps.endpoints.upsert(ip(2), id(1001)).unwrap();
-            maps.policy.allow(PolicyRule::new(id(1001), id(1002))).unwrap();
-        }
-        "open" => {
-            let maps = Maps::open_or_create(&pin_dir).unwrap();
-            println!("IDS {:?}", maps.ids().unwrap());
-        }
-        other => panic!("unknown child task {other}"),
-    }
 }
 
 #[test]
 fn a_second_process_sees_what_the_first_wrote() {
     require_root!();
     let pins = TestPinDir::new("second_process");
-    run_child("write", pins.path());
-    let maps = Maps::open(pins.path()).expect("maps pinned by the child");
+    run_helper("write", pins.path());
+    let maps = Maps::open(pins.path()).expect("maps pinned by the helper");
     assert_eq!(maps.endpoints.list().unwrap(), vec![(ip(2), id(1001))]);
     assert_eq!(
         maps.policy.list().unwrap(),
@@ -85,7 +52,7 @@ fn a_second_process_sees_what_the_first_wrote() {
 fn eight_concurrent_openers_end_with_one_map_of_each_kind() {
     require_root!();
     let pins = TestPinDir::new("concurrent");
-    let children: Vec<_> = (0..8).map(|_| spawn_child("open", pins.path())).collect();
+    let children: Vec<_> = (0..8).map(|_| spawn_helper("open", pins.path())).collect();
     let ids: Vec<String> = children
         .into_iter()
         .map(|c| {
@@ -107,7 +74,7 @@ fn eight_concurrent_openers_end_with_one_map_of_each_kind() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(pinned.len(), ebpfcni::PINNED_MAPS.len(), "pins: {pinned:?}");
+    assert_eq!(pinned.len(), PinnedMap::ALL.len(), "pins: {pinned:?}");
 }
 
 #[test]
@@ -115,7 +82,7 @@ fn an_incompatible_pinned_map_is_an_error_and_is_kept() {
     require_root!();
     let pins = TestPinDir::new("incompatible");
     // A policy_map from an imagined older build: 4-byte keys.
-    let path = pins.path().join(ebpfcni::POLICY_MAP);
+    let path = PinnedMap::Policy.path(pins.path());
     let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
         sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
         ..Default::default()
@@ -154,7 +121,7 @@ fn open_without_create_names_the_missing_pins() {
     require_root!();
     let pins = TestPinDir::new("missing");
     match Maps::open(pins.path()) {
-        Err(Error::MapsNotPinned { missing }) => assert_eq!(missing.len(), 4),
+        Err(Error::MapsNotPinned { missing }) => assert_eq!(missing.len(), PinnedMap::ALL.len()),
         other => panic!("expected MapsNotPinned, got {other:?}"),
     }
 }
@@ -202,7 +169,7 @@ fn policy_key_layout_agrees_with_the_object() {
     let pins = TestPinDir::new("layout");
     let maps = Maps::open_or_create(pins.path()).unwrap();
     drop(maps);
-    let policy = MapHandle::from_pinned_path(pins.path().join(ebpfcni::POLICY_MAP)).unwrap();
+    let policy = MapHandle::from_pinned_path(PinnedMap::Policy.path(pins.path())).unwrap();
     assert_eq!(
         policy.key_size() as usize,
         std::mem::size_of::<ebpfcni::types::policy_key>()
@@ -210,7 +177,7 @@ fn policy_key_layout_agrees_with_the_object() {
     assert_eq!(std::mem::size_of::<ebpfcni::types::policy_key>(), 8);
     assert_eq!(policy.value_size(), 1);
     assert_eq!(policy.max_entries(), 65536);
-    let endpoints = MapHandle::from_pinned_path(pins.path().join(ebpfcni::ENDPOINT_MAP)).unwrap();
+    let endpoints = MapHandle::from_pinned_path(PinnedMap::Endpoints.path(pins.path())).unwrap();
     assert_eq!(
         (
             endpoints.key_size(),
@@ -233,8 +200,12 @@ fn full_maps_are_an_error_that_names_the_map() {
     maps.endpoints.upsert_batch(&all).unwrap();
     match maps.endpoints.upsert(Ipv4Addr::new(10, 200, 0, 1), id(1)) {
         Err(e @ Error::MapFull { .. }) => {
+            // "needed" is the total the map would have held, as for batches.
             let msg = e.to_string();
-            assert!(msg.contains("endpoint_map") && msg.contains("16384"), "{msg}");
+            assert!(
+                msg.contains("endpoint_map is full: capacity 16384 entries, 16385 needed"),
+                "{msg}"
+            );
         }
         other => panic!("expected MapFull, got {other:?}"),
     }

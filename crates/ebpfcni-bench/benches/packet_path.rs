@@ -1,8 +1,8 @@
 //! Per-packet cost of process_tc through BPF_PROG_TEST_RUN, beside a no-op tc
 //! program run by the same harness (the kernel's own loop and timer).
 //!
-//! `cargo bench -p ebpfcni --bench packet_path` (root: loads programs, pins
-//! maps in private pin directories under /sys/fs/bpf, removed at the end).
+//! `cargo bench -p ebpfcni-bench --bench packet_path` (root: loads programs,
+//! pins maps in private pin directories under /sys/fs/bpf, removed at the end).
 //!
 //! Each row runs with nearly empty maps (the three endpoints and the one rule
 //! the frames need) and with full maps (16,384 endpoints, 65,536 policy
@@ -22,17 +22,18 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 
-use ebpfcni::{
-    Identity, Maps, PolicyRule, Program, TraceLevel, ENDPOINT_MAP, POLICY_MAP, TC_ACT_OK, TC_ACT_SHOT,
-};
-use ebpfcni_testutil::TestPinDir;
+use ebpfcni::{Identity, Maps, PinnedMap, PolicyRule, Program, TraceLevel, TC_ACT_OK, TC_ACT_SHOT};
+use ebpfcni_bench::fill_maps;
+use ebpfcni_testutil::frames::{arp, ipv4_udp};
+use ebpfcni_testutil::{median, TestPinDir};
 use std::os::fd::{AsFd, AsRawFd};
 
 use libbpf_rs::{libbpf_sys, MapCore, MapHandle, Object, ObjectBuilder};
 
 /// The deny row traced at level "drops" writes one trace_pipe line per run
-/// (bpf_printk, ~0.4 us each); 1,000,000 of them would flood the trace buffer
-/// every other user of this machine reads. It runs this many times instead.
+/// (bpf_printk; what a line costs is this bench's own figure, in
+/// BENCHMARKS.md); 1,000,000 of them would flood the trace buffer every
+/// other user of this machine reads. It runs this many times instead.
 const TRACED_REPEAT: u32 = 10_000;
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 13, 0, 2);
@@ -48,30 +49,6 @@ fn env_u32(name: &str, default: u32) -> u32 {
 
 fn id(n: u32) -> Identity {
     Identity::new(n).expect("non-zero identity")
-}
-
-/// A 64-byte Ethernet + IPv4 + UDP frame.
-fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00];
-    f.extend_from_slice(&[0x45, 0, 0, 50, 0, 1, 0, 0, 64, 17, 0, 0]);
-    f.extend_from_slice(&src.octets());
-    f.extend_from_slice(&dst.octets());
-    f.extend_from_slice(&[0x30, 0x39, 0x1f, 0x90, 0, 30, 0, 0]); // UDP 12345 -> 8080
-    f.resize(64, 0);
-    f
-}
-
-/// A 60-byte ARP request (EtherType 0x0806).
-fn arp() -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01, 0x08, 0x06]);
-    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
-    f.extend_from_slice(&CLIENT.octets());
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&SERVER.octets());
-    f.resize(60, 0);
-    f
 }
 
 /// benches/noop.bpf.c compiled by clang-19 and loaded.
@@ -153,36 +130,22 @@ impl Datapath {
     /// Entries of a pinned map, counted key by key through its pin:
     /// independent of the library's batched `list()`/`len()`, which once
     /// stopped early on big hash maps.
-    fn count(&self, map: &str) -> usize {
-        let path = self._pins.path().join(map);
+    fn count(&self, map: PinnedMap) -> usize {
+        let path = map.path(self._pins.path());
         let handle =
             MapHandle::from_pinned_path(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
         handle.keys().count()
     }
 
-    /// Fills both maps to capacity with entries the frames never hit.
+    /// Fills both maps to capacity with entries the frames never hit, and
+    /// checks through the pins that they are full.
     fn fill(&self) {
-        let free = self.maps.endpoints.capacity() as usize - self.count(ENDPOINT_MAP);
-        // 10.14.0.0/16 upwards: never one of the frames' addresses.
-        let endpoints: Vec<(Ipv4Addr, Identity)> = (0..free as u32)
-            .map(|i| (Ipv4Addr::from(0x0a0e_0000 + i), id(1000 + i)))
-            .collect();
-        self.maps
-            .endpoints
-            .upsert_batch(&endpoints)
-            .expect("fill endpoint_map");
-
-        let free = self.maps.policy.capacity() as usize - self.count(POLICY_MAP);
-        let rules: Vec<PolicyRule> = (0..free as u32)
-            .map(|i| PolicyRule::new(id(1000 + i / 256), id(1000 + i % 256 + 256)))
-            .collect();
-        self.maps.policy.allow_all(&rules).expect("fill policy_map");
-
+        fill_maps(&self.maps).expect("fill the maps");
         for (map, capacity) in [
-            (ENDPOINT_MAP, self.maps.endpoints.capacity()),
-            (POLICY_MAP, self.maps.policy.capacity()),
+            (PinnedMap::Endpoints, self.maps.endpoints.capacity()),
+            (PinnedMap::Policy, self.maps.policy.capacity()),
         ] {
-            assert_eq!(self.count(map), capacity as usize, "{map} full");
+            assert_eq!(self.count(map), capacity as usize, "{} full", map.name());
         }
     }
 
@@ -200,16 +163,6 @@ struct Case {
     trace: TraceLevel,
     repeat: u32,
     verdict: i32,
-}
-
-fn median(samples: &mut [f64]) -> f64 {
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let n = samples.len();
-    if n % 2 == 1 {
-        samples[n / 2]
-    } else {
-        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
-    }
 }
 
 fn main() {
@@ -232,7 +185,7 @@ fn main() {
     full.fill();
     let setups: [(&str, &Datapath); 2] = [("nearly empty", &empty), ("full", &full)];
 
-    let allow = ipv4_udp(CLIENT, SERVER);
+    let allow = ipv4_udp(CLIENT, SERVER, 12345, 8080);
     let cases = [
         Case {
             name: "allow",
@@ -243,21 +196,21 @@ fn main() {
         },
         Case {
             name: "deny (no policy), trace off",
-            frame: ipv4_udp(SERVER, OUTSIDER),
+            frame: ipv4_udp(SERVER, OUTSIDER, 8080, 12345),
             trace: TraceLevel::Off,
             repeat,
             verdict: TC_ACT_SHOT,
         },
         Case {
             name: "deny (no policy), trace drops",
-            frame: ipv4_udp(SERVER, OUTSIDER),
+            frame: ipv4_udp(SERVER, OUTSIDER, 8080, 12345),
             trace: TraceLevel::Drops,
             repeat: TRACED_REPEAT.min(repeat),
             verdict: TC_ACT_SHOT,
         },
         Case {
             name: "non-IPv4 (ARP)",
-            frame: arp(),
+            frame: arp(CLIENT, SERVER),
             trace: TraceLevel::Off,
             repeat,
             verdict: TC_ACT_OK,
@@ -285,8 +238,8 @@ fn main() {
             .expect("restore trace level");
     }
 
-    let noop_ns = median(&mut noop_samples);
-    let trace_check_ns = median(&mut trace_check_samples);
+    let noop_ns = median(&noop_samples);
+    let trace_check_ns = median(&trace_check_samples);
     println!();
     println!(
         "BPF_PROG_TEST_RUN, median of {rounds} interleaved rounds, {repeat} runs each (traced row: {}), ns per packet",
@@ -313,8 +266,8 @@ fn main() {
     );
     let mut results = Vec::new();
     for (case, out) in cases.iter().zip(&mut samples) {
-        let e = median(&mut out[0]);
-        let f = median(&mut out[1]);
+        let e = median(&out[0]);
+        let f = median(&out[1]);
         println!(
             "| {:<30} | {:>12.1} | {:>9.1} | {:>10.3} | {:>14.1} |",
             case.name,

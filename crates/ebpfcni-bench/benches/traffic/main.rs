@@ -1,14 +1,14 @@
-//! ebpfcni-bench: pod-to-pod traffic through a node namespace, side by side
-//! with no filter, ebpfcni, and nftables (set lookup and linear chains), plus
-//! the kernel memory of ebpfcni's maps. Run through `bench/run.sh` (which
-//! also runs the per-packet and control-plane benches); needs root.
+//! Pod-to-pod traffic through a node namespace, side by side with no filter,
+//! ebpfcni, and nftables (set lookup and linear chains), plus the kernel
+//! memory of ebpfcni's maps. Run through `bench/run.sh` (which also runs the
+//! per-packet and control-plane benches), or
+//! `cargo bench -p ebpfcni-bench --bench traffic -- --rounds 5`; needs root.
 //!
 //! Everything happens between namespaces this process creates, and is
 //! removed when it ends, on error, panic or Ctrl-C alike.
 
 mod filters;
 mod memory;
-mod topology;
 mod traffic;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,9 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Parser;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
-use filters::{Ebpfcni, Nft, FULL_ENDPOINTS, FULL_RULES};
-use topology::{root_ip_forward, Topology, POD_B};
+use ebpfcni_testutil::{median, TwoPods};
+use filters::{Ebpfcni, Nft};
 use traffic::{EchoServer, Iperf3Server};
+
+const POD_B: std::net::Ipv4Addr = TwoPods::POD_B;
 
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -39,6 +41,9 @@ struct Args {
     /// Only these scenarios (comma-separated keys; "plain" is always run)
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Passed by `cargo bench`; ignored
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -89,7 +94,7 @@ impl<'a> Scenario<'a> {
         }
     }
 
-    fn install(&self, topo: &Topology) -> Result<()> {
+    fn install(&self, topo: &TwoPods) -> Result<()> {
         match self.filter {
             Filter::None => Ok(()),
             Filter::Ebpfcni(e) => e.install(topo),
@@ -97,7 +102,7 @@ impl<'a> Scenario<'a> {
         }
     }
 
-    fn remove(&self, topo: &Topology) -> Result<()> {
+    fn remove(&self, topo: &TwoPods) -> Result<()> {
         match self.filter {
             Filter::None => Ok(()),
             Filter::Ebpfcni(_) => Ebpfcni::remove(topo),
@@ -109,11 +114,11 @@ impl<'a> Scenario<'a> {
     }
 
     /// Installs the filter, checks it is in the path, measures, removes it.
-    fn measure(&mut self, topo: &Topology, args: &Args) -> Result<()> {
+    fn measure(&mut self, topo: &TwoPods, args: &Args) -> Result<()> {
         self.install(topo)?;
         let outcome = (|| -> Result<(f64, f64)> {
             let filtering = !matches!(self.filter, Filter::None);
-            if topo.enforced() != filtering {
+            if enforced(topo) != filtering {
                 return Err(format!(
                     "{}: expected the stranger address to be {} (is the filter in the path?)",
                     self.key,
@@ -142,15 +147,18 @@ impl<'a> Scenario<'a> {
     }
 }
 
-fn median(samples: &[f64]) -> f64 {
-    let mut s = samples.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
+/// Whether the allowed pair talks and pod A's second address, which no
+/// filter allows, does not: a filter that drops it is in the path.
+fn enforced(topo: &TwoPods) -> bool {
+    topo.reaches(TwoPods::POD_A) && !topo.reaches(TwoPods::POD_A2)
+}
+
+/// The root namespace's net.ipv4.ip_forward, read from this process (which
+/// stays in the root namespace).
+fn root_ip_forward() -> String {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|e| format!("unreadable ({e})"))
 }
 
 fn main() {
@@ -186,11 +194,14 @@ fn run(args: &Args) -> Result<()> {
     let wanted = |key: &str| key == "plain" || args.only.is_empty() || args.only.iter().any(|k| k == key);
 
     eprintln!("setting up: node and pod namespaces, ebpfcni maps, nftables rulesets");
-    let topo = Topology::new();
+    let topo = TwoPods::new("bench");
+    if !topo.reaches(TwoPods::POD_A) {
+        return Err("pod A cannot reach pod B through the node".into());
+    }
     let ebpf_one = Ebpfcni::new("bench_one", false)?;
     let ebpf_full = Ebpfcni::new("bench_full", true)?;
     let nft_set_one = Nft::set(2);
-    let nft_set_full = Nft::set(FULL_RULES);
+    let nft_set_full = Nft::set(ebpf_full.entries.1 as u32);
     let nft_linear_1k = Nft::linear(1_000);
     let nft_linear_10k = Nft::linear(10_000);
     let mut scenarios: Vec<Scenario> = [
@@ -337,10 +348,11 @@ fn print_traffic(scenarios: &[Scenario], args: &Args) {
 
 fn print_memory(full: &Ebpfcni) -> Result<()> {
     let maps = memory::pinned_maps(full.pins.path())?;
+    let (endpoints, rules) = full.entries;
     println!();
     println!(
         "Kernel memory of ebpfcni's maps (memlock from fdinfo; hash maps are preallocated, so the \
-         same with {FULL_ENDPOINTS} endpoints and {FULL_RULES} rules as when empty)"
+         same with {endpoints} endpoints and {rules} rules as when empty)"
     );
     println!();
     println!("| {:<16} | {:>12} |", "map", "bytes");

@@ -6,10 +6,8 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 
 use ebpfcni::{Identity, Maps, PolicyRule, Program};
+use ebpfcni_testutil::frames::send_raw_frame;
 use ebpfcni_testutil::{require_root, Netns, TestPinDir, VethPair};
-
-const CHILD_ENV: &str = "EBPFCNI_TEST_ATTACH_NETNS";
-const PIN_DIR_ENV: &str = "EBPFCNI_TEST_PIN_DIR";
 
 /// Filters on one hook of a device, as `tc` reads them back from the kernel.
 fn tc_filters(ns: &Netns, dev: &str, hook: &str) -> Vec<String> {
@@ -35,29 +33,12 @@ fn assert_one_filter_each_way(pair: &VethPair) {
     }
 }
 
-/// Entry point of the child process of `attachment_outlives_the_process`.
-#[test]
-fn child_entry() {
-    let Ok(netns) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let pin_dir = std::path::PathBuf::from(std::env::var(PIN_DIR_ENV).unwrap());
-    let file = std::fs::File::open(netns).unwrap();
-    nix::sched::setns(
-        std::os::fd::AsFd::as_fd(&file),
-        nix::sched::CloneFlags::CLONE_NEWNET,
-    )
-    .unwrap();
-    let ifindex = nix::net::if_::if_nametoindex("veth_host").unwrap();
-    Program::load(&pin_dir).unwrap().attach(ifindex).unwrap();
-}
-
 #[test]
 fn attaching_twice_leaves_one_filter_per_direction() {
     require_root!();
     let pins = TestPinDir::new("attach_twice");
     let pair = VethPair::new("att2", "10.13.0.1/24", "10.13.0.2/24");
-    let ifindex = pair.host.ifindex(pair.host_ifname);
+    let ifindex = pair.host_ifindex();
     let (first, second) = pair.host.run_in(|| {
         let first = Program::load(pins.path()).unwrap();
         first.attach(ifindex).unwrap();
@@ -90,15 +71,16 @@ fn attachment_outlives_the_process() {
     require_root!();
     let pins = TestPinDir::new("outlives");
     let pair = VethPair::new("attx", "10.13.0.1/24", "10.13.0.2/24");
-    let status = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_entry", "--test-threads=1"])
-        .env(CHILD_ENV, pair.host.path())
-        .env(PIN_DIR_ENV, pins.path())
+    let status = Command::new(env!("CARGO_BIN_EXE_ebpfcni-test-helper"))
+        .arg("attach")
+        .arg(pins.path())
+        .arg(pair.host.path())
+        .arg(pair.host_ifname)
         .status()
         .unwrap();
     assert!(status.success());
     assert_one_filter_each_way(&pair);
-    let ifindex = pair.host.ifindex(pair.host_ifname);
+    let ifindex = pair.host_ifindex();
     let attached = pair.host.run_in(|| ebpfcni::attachment(ifindex).unwrap());
     let info = ebpfcni::program_info(attached.ingress.expect("ingress attached")).unwrap();
     assert_eq!(info.name, ebpfcni::PROGRAM_NAME);
@@ -116,7 +98,7 @@ fn real_traffic_follows_the_maps() {
     require_root!();
     let pins = TestPinDir::new("traffic");
     let pair = VethPair::new("trf", "10.13.0.1/24", "10.13.0.2/24");
-    let ifindex = pair.host.ifindex(pair.host_ifname);
+    let ifindex = pair.host_ifindex();
     assert!(pair.pod.ping("10.13.0.1", 1), "no connectivity before attaching");
 
     pair.host
@@ -155,32 +137,6 @@ fn real_traffic_follows_the_maps() {
     assert!(neigh.contains("lladdr"), "ARP was answered: {neigh}");
 }
 
-/// Sends one raw Ethernet frame out of `ifname` with an AF_PACKET socket.
-fn send_raw_frame(ifname: &str, frame: &[u8]) {
-    let ifindex = nix::net::if_::if_nametoindex(ifname).unwrap();
-    // SAFETY: plain socket calls on a socket this function owns; the
-    // sockaddr_ll is fully initialised.
-    unsafe {
-        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
-        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_ifindex = ifindex as i32;
-        addr.sll_halen = 6;
-        let sent = libc::sendto(
-            fd,
-            frame.as_ptr().cast(),
-            frame.len(),
-            0,
-            (&addr as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        );
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        assert_eq!(sent, frame.len() as isize, "sendto: {err}");
-    }
-}
-
 /// Frames whose IPv4 header is cut short cannot go through
 /// BPF_PROG_TEST_RUN (the kernel refuses them), but a pod can send them:
 /// the program must drop them as malformed at the host veth's tc ingress.
@@ -189,7 +145,7 @@ fn truncated_ipv4_from_a_pod_is_dropped_as_malformed() {
     require_root!();
     let pins = TestPinDir::new("truncated");
     let pair = VethPair::new("trunc", "10.13.0.1/24", "10.13.0.2/24");
-    let ifindex = pair.host.ifindex(pair.host_ifname);
+    let ifindex = pair.host_ifindex();
     pair.host
         .run_in(|| Program::load(pins.path()).unwrap().attach(ifindex).unwrap());
     let maps = Maps::open(pins.path()).unwrap();
@@ -208,7 +164,9 @@ fn truncated_ipv4_from_a_pod_is_dropped_as_malformed() {
         let before = malformed();
         let mut f = frame.clone();
         f.extend_from_slice(&header[..cut]);
-        pair.pod.run_in(|| send_raw_frame(pair.pod_ifname, &f));
+        pair.pod
+            .run_in(|| send_raw_frame(pair.pod_ifname, &f))
+            .expect("send raw frame");
         assert_eq!(malformed(), before + 1, "{cut} bytes of IPv4 header");
     }
 }

@@ -1,0 +1,251 @@
+//! ADD: a veth pair into the pod, its addresses and routes (see
+//! [`crate::addressing`]), and the program on both hooks of the host end.
+//! Everything acquired is given back when a later step fails.
+
+use std::fs::File;
+use std::path::Path;
+
+use ebpfcni::Program;
+
+use crate::addressing::{pod_routes, Allocation, PodRoute};
+use crate::config::NetConf;
+use crate::env::Env;
+use crate::error::{Error, Result};
+use crate::ipam::{CallEnv, Ipam};
+use crate::netlink::{Link, Netlink, Route};
+use crate::result::{Interface, IpConfig, IpamResult};
+use crate::veth::{self, host_veth_name, Owner};
+use crate::{netns, sysctl};
+
+pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
+    let ipam = super::ipam(conf, env, stdin)?;
+    let netns_file = super::open_netns(&env.netns)?;
+    let mut setup = Setup {
+        conf,
+        env,
+        host_name: host_veth_name(&env.container_id, &env.ifname),
+        host: Netlink::open().map_err(Error::netlink("open a netlink socket"))?,
+        container: netns::socket_in(&netns_file)
+            .map_err(Error::netlink(format!("open a netlink socket in {}", env.netns)))?,
+        veth_created: false,
+    };
+    if setup
+        .container
+        .link_by_name(&env.ifname)
+        .map_err(Error::netlink(format!("look up {} in the container", env.ifname)))?
+        .is_some()
+    {
+        return Err(Error::Plumbing(format!(
+            "{} already exists in the container",
+            env.ifname
+        )));
+    }
+
+    // The two slow steps are independent of the veth: the IPAM plugin (a
+    // child process) and loading the program (the verifier) run beside this
+    // thread, which creates the pair meanwhile.
+    let pin_dir = conf.pin_dir();
+    std::thread::scope(|s| {
+        let loader = s.spawn(|| Program::load(&pin_dir));
+        let leasing = s.spawn(|| ipam.add(&CallEnv::default()));
+        let pair = setup.create_pair(&netns_file);
+        let leased = leasing
+            .join()
+            .unwrap_or_else(|_| Err(Error::ipam("the IPAM thread panicked")));
+        let leased_ok = leased.is_ok();
+        let outcome = match (pair, leased) {
+            (Ok(ends), Ok(leased)) => {
+                log::info!("IPAM {} gave {:?}", ipam.plugin, leased.ips);
+                let load = || {
+                    loader.join().unwrap_or_else(|_| {
+                        Err(ebpfcni::Error::Io {
+                            context: "load the program".into(),
+                            source: std::io::Error::other("the loader thread panicked"),
+                        })
+                    })
+                };
+                setup.configure(ends, &leased, &pin_dir, load)
+            }
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        };
+        outcome.inspect_err(|e| setup.roll_back(e, leased_ok.then_some(&ipam)))
+    })
+}
+
+/// One ADD in progress: what it knows and what it has created.
+struct Setup<'a> {
+    conf: &'a NetConf,
+    env: &'a Env,
+    host_name: String,
+    /// Netlink in the plugin's (host) namespace and in the container's.
+    host: Netlink,
+    container: Netlink,
+    veth_created: bool,
+}
+
+/// Both ends of the pod's veth: (pod end, host end).
+type Ends = (Link, Link);
+
+impl Setup<'_> {
+    /// Creates the veth pair and finds both ends through the kernel.
+    fn create_pair(&mut self, netns_file: &File) -> Result<Ends> {
+        let env = self.env;
+        veth::create(
+            &mut self.host,
+            &self.host_name,
+            &env.ifname,
+            netns_file,
+            self.conf.mtu,
+        )?;
+        self.veth_created = true;
+        let (pod, host_end) = veth::resolve_pair(&mut self.container, &mut self.host, &env.ifname)?;
+        if host_end.name != self.host_name {
+            return Err(Error::Plumbing(format!(
+                "the peer of {} is {}, expected {}",
+                env.ifname, host_end.name, self.host_name
+            )));
+        }
+        Ok((pod, host_end))
+    }
+
+    /// Addresses, routes, forwarding and the program; then the result.
+    fn configure(
+        &mut self,
+        (pod, host_end): Ends,
+        leased: &IpamResult,
+        pin_dir: &Path,
+        load: impl FnOnce() -> ebpfcni::Result<Program>,
+    ) -> Result<IpamResult> {
+        let (conf, env) = (self.conf, self.env);
+        let lease = Allocation::from_ips(&leased.ips, None)?;
+        let routes = pod_routes(&leased.routes, lease.gateway);
+        self.configure_pod(&pod, &lease, &routes)?;
+        self.configure_host(&host_end, &lease)?;
+        sysctl::enable_forwarding()?;
+
+        let program = load().map_err(Error::bpf(format!(
+            "load the program (maps in {})",
+            pin_dir.display()
+        )))?;
+        program.attach(host_end.index).map_err(|source| Error::Attach {
+            context: format!("attach the program to {}", self.host_name),
+            source,
+        })?;
+        log::info!(
+            "{} {} -> host {} (ifindex {}), program {}",
+            env.ifname,
+            lease.net,
+            self.host_name,
+            host_end.index,
+            program.id()
+        );
+        Ok(result(conf, env, &host_end, &pod, &lease, routes, leased))
+    }
+
+    /// Pod side: the address without a prefix route, the gateway on-link,
+    /// the routes via it.
+    fn configure_pod(&mut self, pod: &Link, lease: &Allocation, routes: &[PodRoute]) -> Result<()> {
+        let ifname = &self.env.ifname;
+        self.container
+            .set_up(pod.index, None)
+            .map_err(Error::netlink(format!("set {ifname} up")))?;
+        self.container
+            .add_address(pod.index, lease.ip(), lease.net.prefix_len(), false)
+            .map_err(Error::netlink(format!("add {} to {ifname}", lease.net)))?;
+        self.container
+            .add_route(&Route::link(lease.gateway, 32, pod.index))
+            .map_err(Error::netlink(format!(
+                "add route {}/32 dev {ifname}",
+                lease.gateway
+            )))?;
+        for r in routes {
+            self.container
+                .add_route(&Route::via(
+                    r.dst.addr(),
+                    r.dst.prefix_len(),
+                    r.gateway,
+                    pod.index,
+                ))
+                .map_err(Error::netlink(format!(
+                    "add route {} via {} in the container",
+                    r.dst, r.gateway
+                )))?;
+        }
+        Ok(())
+    }
+
+    /// Host side: up with the owner's alias, the gateway address, a /32
+    /// route to the pod.
+    fn configure_host(&mut self, host_end: &Link, lease: &Allocation) -> Result<()> {
+        let (conf, env, name) = (self.conf, self.env, &self.host_name);
+        let owner = Owner::new(&conf.name, &env.container_id, &env.ifname);
+        self.host
+            .set_up(host_end.index, Some(&owner.alias()))
+            .map_err(Error::netlink(format!("set {name} up")))?;
+        self.host
+            .add_address(host_end.index, lease.gateway, 32, true)
+            .map_err(Error::netlink(format!("add {}/32 to {name}", lease.gateway)))?;
+        self.host
+            .add_route(&Route::link(lease.ip(), 32, host_end.index))
+            .map_err(Error::netlink(format!("add route {}/32 dev {name}", lease.ip())))
+    }
+
+    /// Gives back what this ADD acquired: the veth pair (its pod end goes
+    /// with it) and, when it was taken, the IPAM allocation.
+    fn roll_back(&mut self, cause: &Error, leased: Option<&Ipam<'_>>) {
+        log::warn!("ADD failed, rolling back: {cause}");
+        if self.veth_created {
+            let undo = self
+                .host
+                .link_by_name(&self.host_name)
+                .and_then(|l| l.map_or(Ok(false), |l| self.host.delete_link(l.index)));
+            if let Err(undo) = undo {
+                log::warn!("rollback: failed to delete {}: {undo}", self.host_name);
+            }
+        }
+        if let Some(ipam) = leased {
+            if let Err(undo) = ipam.del(&CallEnv::default()) {
+                log::warn!("rollback: failed to release the IPAM allocation: {undo}");
+            }
+        }
+    }
+}
+
+/// The ADD result, appended to a chained prevResult when there is one.
+fn result(
+    conf: &NetConf,
+    env: &Env,
+    host_end: &Link,
+    pod: &Link,
+    lease: &Allocation,
+    routes: Vec<PodRoute>,
+    leased: &IpamResult,
+) -> IpamResult {
+    let mut result = conf.prev_result.clone().unwrap_or_default();
+    result.cni_version = conf.cni_version.clone();
+    let first = result.interfaces.len();
+    result.interfaces.push(Interface {
+        name: host_end.name.clone(),
+        mac: host_end.mac_string(),
+        ..Default::default()
+    });
+    result.interfaces.push(Interface {
+        name: env.ifname.clone(),
+        mac: pod.mac_string(),
+        sandbox: env.netns.clone(),
+        ..Default::default()
+    });
+    result.ips.push(IpConfig {
+        version: (conf.cni_version == "0.4.0").then(|| "4".to_string()),
+        address: lease.net.to_string(),
+        gateway: Some(lease.gateway.to_string()),
+        interface: Some(first + 1),
+    });
+    result.routes.extend(routes.into_iter().map(|r| r.entry));
+    result.dns = match &conf.dns {
+        Some(dns) if !dns.is_empty() => dns.clone(),
+        _ if !leased.dns.is_empty() => leased.dns.clone(),
+        _ => result.dns,
+    };
+    result
+}

@@ -1,0 +1,168 @@
+//! CHECK: the attachment is still what ADD set up (prevResult): the veth
+//! pair, its state, addresses and routes on both sides, and our program on
+//! both hooks of the host end, using the pinned maps. It never reads or
+//! writes map entries (identities and policy are the operator's). The IPAM
+//! plugin's own CHECK runs last, so that our findings name what is off.
+
+use ebpfcni::{Maps, PROGRAM_NAME};
+
+use crate::addressing::{pod_routes, Allocation};
+use crate::config::NetConf;
+use crate::env::Env;
+use crate::error::{Error, Result};
+use crate::ipam::CallEnv;
+use crate::netlink::{Link, Netlink, Route};
+use crate::netns;
+use crate::result::IpamResult;
+use crate::veth::{self, host_veth_name};
+
+pub fn check(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
+    let ipam = super::ipam(conf, env, stdin)?;
+    let prev = conf
+        .prev_result
+        .as_ref()
+        .ok_or_else(|| Error::config("CHECK needs prevResult"))?;
+    let netns_file = super::open_netns(&env.netns)?;
+    let host_name = host_veth_name(&env.container_id, &env.ifname);
+
+    let pod_index = prev
+        .interfaces
+        .iter()
+        .position(|i| i.name == env.ifname && !i.sandbox.is_empty())
+        .ok_or_else(|| {
+            Error::CheckFailed(format!(
+                "prevResult has no interface {} with a sandbox",
+                env.ifname
+            ))
+        })?;
+    let lease = Allocation::from_ips(&prev.ips, Some(pod_index))?;
+
+    let mut host = Netlink::open().map_err(Error::netlink("open a netlink socket"))?;
+    let mut container = netns::socket_in(&netns_file)
+        .map_err(Error::netlink(format!("open a netlink socket in {}", env.netns)))?;
+    let (pod, host_end) = veth::resolve_pair(&mut container, &mut host, &env.ifname)
+        .map_err(|e| Error::CheckFailed(e.to_string()))?;
+    if host_end.name != host_name {
+        return Err(Error::CheckFailed(format!(
+            "the peer of {} is {}, expected {host_name}",
+            env.ifname, host_end.name
+        )));
+    }
+    check_links(conf, env, prev, pod_index, &pod, &host_end)?;
+    check_pod_side(env, &mut container, &pod, &lease)?;
+    check_host_side(&mut host, &host_end, &lease)?;
+    check_program(conf, &host_end)?;
+    ipam.check(&CallEnv::default())
+}
+
+/// Both ends up, with the MAC of prevResult and the configured MTU.
+fn check_links(
+    conf: &NetConf,
+    env: &Env,
+    prev: &IpamResult,
+    pod_index: usize,
+    pod: &Link,
+    host_end: &Link,
+) -> Result<()> {
+    let expected_mac = &prev.interfaces[pod_index].mac;
+    if !expected_mac.is_empty() && !expected_mac.eq_ignore_ascii_case(&pod.mac_string()) {
+        return Err(Error::CheckFailed(format!(
+            "{} has mac {}, prevResult says {expected_mac}",
+            env.ifname,
+            pod.mac_string()
+        )));
+    }
+    for (name, link) in [(&env.ifname, pod), (&host_end.name, host_end)] {
+        if !link.up {
+            return Err(Error::CheckFailed(format!("{name} is down")));
+        }
+        if let Some(mtu) = conf.mtu.filter(|m| *m != link.mtu) {
+            return Err(Error::CheckFailed(format!(
+                "{name} has mtu {}, the config says {mtu}",
+                link.mtu
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The pod's address, its on-link route to the gateway and the routes via it.
+fn check_pod_side(env: &Env, container: &mut Netlink, pod: &Link, lease: &Allocation) -> Result<()> {
+    let addrs = container
+        .addresses(pod.index)
+        .map_err(Error::netlink("list the pod's addresses"))?;
+    if !addrs.contains(&(lease.ip(), lease.net.prefix_len())) {
+        return Err(Error::CheckFailed(format!(
+            "address {} missing on {}",
+            lease.net, env.ifname
+        )));
+    }
+    let present = container
+        .routes()
+        .map_err(Error::netlink("list the pod's routes"))?;
+    let want = std::iter::once(Route::link(lease.gateway, 32, pod.index)).chain(
+        pod_routes(&[], lease.gateway)
+            .into_iter()
+            .map(|r| Route::via(r.dst.addr(), r.dst.prefix_len(), r.gateway, pod.index)),
+    );
+    for route in want {
+        if !present.iter().any(|r| r.satisfies(&route)) {
+            return Err(Error::CheckFailed(format!(
+                "route {} missing in the container",
+                route.describe(&env.ifname)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The gateway address on the host end and the host's /32 route to the pod.
+fn check_host_side(host: &mut Netlink, host_end: &Link, lease: &Allocation) -> Result<()> {
+    let name = &host_end.name;
+    let addrs = host
+        .addresses(host_end.index)
+        .map_err(Error::netlink("list the host veth's addresses"))?;
+    if !addrs.contains(&(lease.gateway, 32)) {
+        return Err(Error::CheckFailed(format!(
+            "gateway address {}/32 missing on {name}",
+            lease.gateway
+        )));
+    }
+    let route = Route::link(lease.ip(), 32, host_end.index);
+    let routes = host.routes().map_err(Error::netlink("list the host's routes"))?;
+    if !routes.iter().any(|r| r.satisfies(&route)) {
+        return Err(Error::CheckFailed(format!(
+            "host route {} missing",
+            route.describe(name)
+        )));
+    }
+    Ok(())
+}
+
+/// Our program on both hooks of the host end, using the pinned maps.
+fn check_program(conf: &NetConf, host_end: &Link) -> Result<()> {
+    let (pin_dir, name) = (conf.pin_dir(), &host_end.name);
+    let maps = Maps::open(&pin_dir).map_err(Error::bpf(format!("open the maps in {}", pin_dir.display())))?;
+    let map_ids = maps
+        .ids()
+        .map_err(Error::bpf("read the ids of the pinned maps"))?;
+    let attached =
+        ebpfcni::attachment(host_end.index).map_err(Error::bpf(format!("query the filters of {name}")))?;
+    for (hook, id) in [("ingress", attached.ingress), ("egress", attached.egress)] {
+        let id = id.ok_or_else(|| Error::CheckFailed(format!("no ebpfcni filter on tc {hook} of {name}")))?;
+        let info = ebpfcni::program_info(id).map_err(Error::bpf(format!("read program {id}")))?;
+        if info.name != PROGRAM_NAME {
+            return Err(Error::CheckFailed(format!(
+                "tc {hook} of {name} runs program {:?} (id {id}), not {PROGRAM_NAME}",
+                info.name
+            )));
+        }
+        if let Some(absent) = map_ids.iter().find(|m| !info.map_ids.contains(m)) {
+            return Err(Error::CheckFailed(format!(
+                "the program on tc {hook} of {name} (id {id}) does not use map {absent} pinned in {}",
+                pin_dir.display()
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! One module per CNI command. Each takes the parsed config and environment
+//! and returns what to print on success; errors are typed ([`crate::error`]).
+
+mod add;
+mod check;
+mod del;
+mod gc;
+mod status;
+mod version;
+
+use std::fs::File;
+use std::path::Path;
+
+pub use add::add;
+pub use check::check;
+pub use del::del;
+pub use gc::gc;
+pub use status::status;
+pub use version::version;
+
+use crate::config::NetConf;
+use crate::env::Env;
+use crate::error::{Error, Result};
+use crate::ipam::Ipam;
+use crate::netns;
+
+/// The IPAM plugin the config names, found on CNI_PATH.
+fn ipam<'a>(conf: &'a NetConf, env: &'a Env, stdin: &'a [u8]) -> Result<Ipam<'a>> {
+    Ok(Ipam {
+        plugin: &conf.ipam()?.plugin_type,
+        cni_path: &env.path,
+        stdin,
+    })
+}
+
+/// Opens CNI_NETNS, which must be a network namespace.
+fn open_netns(path: &str) -> Result<File> {
+    netns::open(Path::new(path))
+        .map_err(|e| Error::InvalidEnv(format!("CNI_NETNS {path} is not a usable network namespace: {e}")))
+}

@@ -1,0 +1,23 @@
+//! STATUS: whether the plugin is ready to add pods.
+
+use crate::config::NetConf;
+use crate::env::Env;
+use crate::error::{Error, Result};
+
+/// Ready when bpffs is usable, the program loads against the pinned maps,
+/// and the IPAM plugin is on CNI_PATH.
+pub fn status(conf: &NetConf, env: &Env) -> Result<()> {
+    let ipam = super::ipam(conf, env, &[])?;
+    let pin_dir = conf.pin_dir();
+    ebpfcni::bpffs::prepare_pin_dir(&pin_dir)
+        .map_err(|e| Error::NotReady(format!("bpffs not usable at {}: {e}", pin_dir.display())))?;
+    ebpfcni::Program::load(&pin_dir)
+        .map_err(|e| Error::NotReady(format!("the program does not load: {e}")))?;
+    if ipam.find().is_none() {
+        return Err(Error::NotReady(format!(
+            "IPAM plugin {:?} not found on CNI_PATH {}",
+            ipam.plugin, env.path
+        )));
+    }
+    Ok(())
+}

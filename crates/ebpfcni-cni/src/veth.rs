@@ -1,0 +1,135 @@
+//! The pod's veth pair: its host end's name and alias, creating the pair,
+//! and finding both ends through the kernel.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+
+use crate::error::{Error, Result};
+use crate::netlink::{Link, Netlink};
+use crate::netns;
+
+/// Prefix of host veth names: "ebc" + 12 hex digits.
+pub const HOST_VETH_PREFIX: &str = "ebc";
+
+/// Prefix of the alias ADD sets on each host veth:
+/// "ebpfcni/<network>/<container id>/<ifname>". DEL and GC read it back to
+/// know which attachment a veth belongs to.
+const ALIAS_PREFIX: &str = "ebpfcni/";
+
+/// The host veth's name for an attachment: stable, at most 15 characters.
+/// FNV-1a (64 bits, truncated to 48) of "container id/ifname".
+pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in container_id.bytes().chain([b'/']).chain(ifname.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{HOST_VETH_PREFIX}{:012x}", hash & 0xffff_ffff_ffff)
+}
+
+/// Which attachment a host veth belongs to, as its alias records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+}
+
+impl Owner {
+    pub fn new(network: &str, container_id: &str, ifname: &str) -> Self {
+        Self {
+            network: network.into(),
+            container_id: container_id.into(),
+            ifname: ifname.into(),
+        }
+    }
+
+    /// The alias that records this owner.
+    pub fn alias(&self) -> String {
+        format!(
+            "{ALIAS_PREFIX}{}/{}/{}",
+            self.network, self.container_id, self.ifname
+        )
+    }
+
+    /// The owner an alias records; `None` for aliases we did not write.
+    /// Network names and container ids cannot hold '/', so the split is exact.
+    pub fn from_alias(alias: &str) -> Option<Self> {
+        let mut parts = alias.strip_prefix(ALIAS_PREFIX)?.splitn(3, '/');
+        let (network, container_id, ifname) = (parts.next()?, parts.next()?, parts.next()?);
+        Some(Self::new(network, container_id, ifname))
+    }
+}
+
+/// Creates the pair: `host_name` in our namespace, `ifname` in `netns`.
+pub fn create(
+    host: &mut Netlink,
+    host_name: &str,
+    ifname: &str,
+    netns: &File,
+    mtu: Option<u32>,
+) -> Result<()> {
+    host.create_veth(host_name, ifname, netns.as_raw_fd(), mtu)
+        .map_err(Error::netlink(format!("create veth {host_name} <-> {ifname}")))
+}
+
+/// Finds the host end of the pod's veth as the kernel knows it: the
+/// container end's IFLA_LINK, checked to lie in our namespace through
+/// IFLA_LINK_NETNSID. Returns (pod end, host end).
+pub fn resolve_pair(container: &mut Netlink, host: &mut Netlink, ifname: &str) -> Result<(Link, Link)> {
+    let pod = container
+        .link_by_name(ifname)
+        .map_err(Error::netlink(format!("look up {ifname} in the container")))?
+        .ok_or_else(|| Error::Plumbing(format!("interface {ifname} not found in the container")))?;
+    if pod.kind.as_deref() != Some("veth") {
+        return Err(Error::Plumbing(format!(
+            "{ifname} in the container is not a veth"
+        )));
+    }
+    let peer = pod
+        .peer_index
+        .ok_or_else(|| Error::Plumbing(format!("{ifname} in the container has no peer")))?;
+    let here = netns::current().map_err(|e| Error::Netlink {
+        context: "open the plugin's netns".into(),
+        source: e.into(),
+    })?;
+    let here_id = container
+        .nsid_of(here.as_raw_fd())
+        .map_err(Error::netlink("read the id of the plugin's netns"))?;
+    if here_id.is_none() || pod.link_netnsid != here_id {
+        return Err(Error::Plumbing(format!(
+            "the peer of {ifname} is not in the plugin's network namespace"
+        )));
+    }
+    let host_end = host
+        .link_by_index(peer)
+        .map_err(Error::netlink(format!("look up ifindex {peer}")))?
+        .ok_or_else(|| Error::Plumbing(format!("the peer of {ifname} (ifindex {peer}) is gone")))?;
+    Ok((pod, host_end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_veth_names_are_stable_short_and_distinct() {
+        let a = host_veth_name("4f2c9d0e1a", "eth0");
+        assert_eq!(a, host_veth_name("4f2c9d0e1a", "eth0"));
+        assert_eq!(a.len(), 15);
+        assert!(a.starts_with(HOST_VETH_PREFIX) && a[3..].chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, host_veth_name("4f2c9d0e1a", "eth1"));
+        assert_ne!(a, host_veth_name("4f2c9d0e1b", "eth0"));
+        // The separator keeps "ab"+"c" apart from "a"+"bc".
+        assert_ne!(host_veth_name("ab", "c"), host_veth_name("a", "bc"));
+    }
+
+    #[test]
+    fn aliases_round_trip_their_owner() {
+        let owner = Owner::new("net-1.a", "ctr_9", "eth0");
+        assert_eq!(owner.alias(), "ebpfcni/net-1.a/ctr_9/eth0");
+        assert_eq!(Owner::from_alias(&owner.alias()), Some(owner));
+        assert_eq!(Owner::from_alias("someone else's"), None);
+        assert_eq!(Owner::from_alias("ebpfcni/net/ctr"), None);
+    }
+}

@@ -1,0 +1,249 @@
+//! What the CLIs print: tables for people, JSON for programs, and the
+//! one-line notes that say what a command did.
+
+use std::collections::HashSet;
+use std::fmt::Display;
+use std::io::{self, BufWriter, StdoutLock, Write};
+use std::net::Ipv4Addr;
+
+use clap::ValueEnum;
+use ebpfcni::{Identity, PinnedMap, PolicyRule};
+use serde::{Deserialize, Serialize};
+
+use crate::Common;
+
+/// Rows of the state table printed after a change; `list` prints them all.
+pub const STATE_ROWS: usize = 20;
+
+/// How listings and map states are printed.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned columns, sorted
+    Table,
+    /// One JSON document on stdout; the one-line notes go to stderr
+    Json,
+}
+
+/// Where a command's output goes, honouring `--quiet` and `-o`.
+pub struct Out {
+    format: Format,
+    quiet: bool,
+    stdout: BufWriter<StdoutLock<'static>>,
+}
+
+/// How much of a map a printer shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    /// The state after a change: at most [`STATE_ROWS`] rows; nothing with `--quiet`.
+    State,
+    /// A listing: every row.
+    Full,
+}
+
+impl Out {
+    pub fn new(common: &Common) -> Self {
+        Self {
+            format: common.output,
+            quiet: common.quiet,
+            stdout: BufWriter::new(io::stdout().lock()),
+        }
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// A one-line account of what a command did: on stdout with tables, on
+    /// stderr with `-o json` so that stdout stays one JSON document.
+    pub fn note(&mut self, note: impl Display) -> io::Result<()> {
+        match self.format {
+            Format::Table => writeln!(self.stdout, "{note}"),
+            Format::Json => {
+                self.stdout.flush()?;
+                writeln!(io::stderr(), "{note}")
+            }
+        }
+    }
+
+    /// Prints `value` as pretty JSON on stdout.
+    pub fn json(&mut self, value: &impl Serialize) -> io::Result<()> {
+        serde_json::to_writer_pretty(&mut self.stdout, value)?;
+        writeln!(self.stdout)
+    }
+
+    /// Prints the endpoints (sorted by address) as a table or a JSON array
+    /// of `{"ip", "identity"}`.
+    pub fn endpoints(
+        &mut self,
+        entries: &[(Ipv4Addr, Identity)],
+        capacity: u32,
+        view: View,
+    ) -> io::Result<()> {
+        if self.skips(view) {
+            return Ok(());
+        }
+        if self.format == Format::Json {
+            let rows: Vec<EndpointRow> = entries
+                .iter()
+                .map(|&(ip, id)| EndpointRow {
+                    ip,
+                    identity: id.get(),
+                })
+                .collect();
+            return self.json(&rows);
+        }
+        writeln!(
+            self.stdout,
+            "{}: {} of {capacity} entries",
+            PinnedMap::Endpoints.name(),
+            entries.len()
+        )?;
+        let rows = entries
+            .iter()
+            .map(|(ip, id)| vec![ip.to_string(), id.to_string()]);
+        let more = "endpointctl list";
+        write_table(
+            &mut self.stdout,
+            &["IP", "IDENTITY"],
+            rows,
+            entries.len(),
+            view,
+            more,
+        )
+    }
+
+    /// Prints the policy rules (sorted by source, destination) as a table or
+    /// a JSON array of `{"src", "dst", "reverse"}`. `reverse` tells whether
+    /// `dst -> src` is allowed too, so a one-way rule stands out.
+    pub fn policy(&mut self, rules: &[PolicyRule], capacity: u32, view: View) -> io::Result<()> {
+        if self.skips(view) {
+            return Ok(());
+        }
+        let present: HashSet<PolicyRule> = rules.iter().copied().collect();
+        let reverse = |r: &PolicyRule| present.contains(&r.reverse());
+        if self.format == Format::Json {
+            let rows: Vec<RuleRow> = rules
+                .iter()
+                .map(|r| RuleRow {
+                    src: r.src.get(),
+                    dst: r.dst.get(),
+                    reverse: Some(reverse(r)),
+                })
+                .collect();
+            return self.json(&rows);
+        }
+        writeln!(
+            self.stdout,
+            "{}: {} of {capacity} rules (anything not listed is denied)",
+            PinnedMap::Policy.name(),
+            rules.len()
+        )?;
+        let rows = rules.iter().map(|r| {
+            let back = if r.src == r.dst {
+                "self"
+            } else if reverse(r) {
+                "yes"
+            } else {
+                "MISSING"
+            };
+            vec![r.src.to_string(), r.dst.to_string(), back.to_owned()]
+        });
+        let more = "policyctl list";
+        write_table(
+            &mut self.stdout,
+            &["SRC", "DST", "REVERSE"],
+            rows,
+            rules.len(),
+            view,
+            more,
+        )
+    }
+
+    /// Prints rows under headers in aligned columns (tables only).
+    pub fn table(&mut self, headers: &[&str], rows: Vec<Vec<String>>) -> io::Result<()> {
+        let total = rows.len();
+        write_table(&mut self.stdout, headers, rows.into_iter(), total, View::Full, "")
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.stdout.flush()
+    }
+
+    fn skips(&self, view: View) -> bool {
+        view == View::State && self.quiet
+    }
+}
+
+/// One endpoint in JSON output.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointRow {
+    pub ip: Ipv4Addr,
+    pub identity: u32,
+}
+
+/// One policy rule in JSON output, and in JSON apply files (where
+/// `reverse` may be left out and is ignored, so `list -o json` output can
+/// be applied again).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleRow {
+    pub src: u32,
+    pub dst: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse: Option<bool>,
+}
+
+/// Writes aligned columns; a [`View::State`] shows at most [`STATE_ROWS`]
+/// rows and then points at the command that lists the rest.
+fn write_table(
+    w: &mut impl Write,
+    headers: &[&str],
+    rows: impl Iterator<Item = Vec<String>>,
+    total: usize,
+    view: View,
+    list_command: &str,
+) -> io::Result<()> {
+    let shown: Vec<Vec<String>> = match view {
+        View::State => rows.take(STATE_ROWS).collect(),
+        View::Full => rows.collect(),
+    };
+    if shown.is_empty() {
+        return writeln!(w, "  (none)");
+    }
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &shown {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let line = |w: &mut dyn Write, cells: &mut dyn Iterator<Item = &str>| -> io::Result<()> {
+        let text: Vec<String> = cells
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        writeln!(w, "  {}", text.join("  ").trim_end())
+    };
+    line(w, &mut headers.iter().copied())?;
+    for row in &shown {
+        line(w, &mut row.iter().map(String::as_str))?;
+    }
+    if total > shown.len() {
+        writeln!(w, "  ... and {} more; see `{list_command}`", total - shown.len())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_table_is_capped() {
+        let rows = (0..25).map(|i| vec![i.to_string()]);
+        let mut buf = Vec::new();
+        write_table(&mut buf, &["N"], rows, 25, View::State, "x list").unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(text.lines().count(), 1 + STATE_ROWS + 1);
+        assert!(text.ends_with("  ... and 5 more; see `x list`\n"), "{text}");
+    }
+}

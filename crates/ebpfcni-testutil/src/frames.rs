@@ -1,0 +1,111 @@
+//! Frames for BPF_PROG_TEST_RUN and raw sockets: Ethernet, IPv4 (with
+//! options), UDP, ARP. Checksums are left zero: the program does not read them.
+
+use std::net::Ipv4Addr;
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_LLDP: u16 = 0x88cc;
+pub const ETH_P_8021Q: u16 = 0x8100;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// An Ethernet header (locally administered MACs) with EtherType `proto`.
+pub fn eth(proto: u16) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01];
+    f.extend_from_slice(&proto.to_be_bytes());
+    f
+}
+
+/// An IPv4 header of `ihl` words (options filled with NOPs) carrying
+/// `protocol`, with fragment field `frag`, followed by `payload` zero bytes.
+pub fn ipv4_header(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ihl: u8,
+    frag: u16,
+    protocol: u8,
+    payload: usize,
+) -> Vec<u8> {
+    let hdr_len = usize::from(ihl.max(5)) * 4;
+    let total = (hdr_len + payload) as u16;
+    let mut h = vec![0x40 | ihl, 0];
+    h.extend_from_slice(&total.to_be_bytes());
+    h.extend_from_slice(&[0, 1]); // id
+    h.extend_from_slice(&frag.to_be_bytes());
+    h.extend_from_slice(&[64, protocol, 0, 0]); // ttl, protocol, checksum
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    h.resize(hdr_len, 1); // options: NOP
+    h.resize(hdr_len + payload, 0);
+    h
+}
+
+/// Ethernet + a 20-byte IPv4 header (ICMP) + 8 bytes of payload.
+pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let mut f = eth(ETH_P_IP);
+    f.extend(ipv4_header(src, dst, 5, 0, IPPROTO_ICMP, 8));
+    f
+}
+
+/// A 64-byte Ethernet + IPv4 + UDP frame from `sport` to `dport`.
+pub fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+    let mut f = eth(ETH_P_IP);
+    let payload = 64 - 14 - 20;
+    f.extend(ipv4_header(src, dst, 5, 0, IPPROTO_UDP, payload));
+    let udp = &mut f[14 + 20..];
+    udp[0..2].copy_from_slice(&sport.to_be_bytes());
+    udp[2..4].copy_from_slice(&dport.to_be_bytes());
+    udp[4..6].copy_from_slice(&(payload as u16).to_be_bytes());
+    f
+}
+
+/// A 60-byte ARP request from `sender` for `target`.
+pub fn arp(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    f.extend_from_slice(&ETH_P_ARP.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    f.extend_from_slice(&sender.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    f.resize(60, 0);
+    f
+}
+
+/// Sends one raw Ethernet frame out of `ifname` (in the calling thread's
+/// namespace) through an AF_PACKET socket: how a pod with NET_RAW can put
+/// any frame on its veth.
+pub fn send_raw_frame(ifname: &str, frame: &[u8]) -> std::io::Result<()> {
+    use nix::sys::socket::{
+        sendto, socket, AddressFamily, LinkAddr, MsgFlags, SockFlag, SockType, SockaddrLike,
+    };
+    use std::os::fd::AsRawFd;
+
+    let ifindex = nix::net::if_::if_nametoindex(ifname)?;
+    let fd = socket(AddressFamily::Packet, SockType::Raw, SockFlag::SOCK_CLOEXEC, None)?;
+    // SAFETY: sockaddr_ll is a plain C struct; all-zero is valid.
+    let mut ll: nix::libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    ll.sll_family = nix::libc::AF_PACKET as u16;
+    ll.sll_ifindex = ifindex as i32;
+    ll.sll_halen = 6;
+    // SAFETY: ll is a valid, fully initialised sockaddr_ll of the given length.
+    let addr = unsafe {
+        LinkAddr::from_raw(
+            (&ll as *const nix::libc::sockaddr_ll).cast(),
+            Some(std::mem::size_of::<nix::libc::sockaddr_ll>() as u32),
+        )
+    }
+    .ok_or_else(|| std::io::Error::other("sockaddr_ll"))?;
+    let sent = sendto(fd.as_raw_fd(), frame, &addr, MsgFlags::empty())?;
+    if sent != frame.len() {
+        return Err(std::io::Error::other(format!(
+            "sent {sent} of {} bytes",
+            frame.len()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! drop_counters: packets dropped per reason, per CPU.
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use crate::error::{Error, Result};
+use crate::object::PinnedMap;
+use crate::skel::types;
+
+const MAP: PinnedMap = PinnedMap::DropCounters;
+
+/// Names of the drop reasons, as the program prints them in traces.
+/// `None` for values that are not a drop reason.
+pub fn drop_reason_name(reason: types::ebpfcni_drop_reason) -> Option<&'static str> {
+    use types::ebpfcni_drop_reason as R;
+    Some(match reason {
+        R::EBPFCNI_DROP_MALFORMED => "malformed",
+        R::EBPFCNI_DROP_UNKNOWN_SRC => "unknown-source",
+        R::EBPFCNI_DROP_UNKNOWN_DST => "unknown-destination",
+        R::EBPFCNI_DROP_NO_POLICY => "no-policy",
+        _ => return None,
+    })
+}
+
+#[derive(Debug)]
+pub struct DropCounters {
+    pub(super) map: MapHandle,
+}
+
+impl DropCounters {
+    pub(super) fn new(map: MapHandle) -> Self {
+        Self { map }
+    }
+
+    /// Packets dropped for `reason` since the map was created, summed over CPUs.
+    pub fn get(&self, reason: types::ebpfcni_drop_reason) -> Result<u64> {
+        let per_cpu = self
+            .map
+            .lookup_percpu(&reason.0.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|e| Error::bpf(format!("read {MAP}"), e))?
+            .unwrap_or_default();
+        Ok(per_cpu
+            .iter()
+            .map(|v| bytemuck::pod_read_unaligned::<types::ebpfcni_drop_count>(v).packets)
+            .sum())
+    }
+
+    /// (reason name, packets) for every reason.
+    pub fn all(&self) -> Result<Vec<(&'static str, u64)>> {
+        (1..types::ebpfcni_drop_reason::EBPFCNI_DROP_REASON_MAX.0)
+            .map(types::ebpfcni_drop_reason)
+            .map(|r| Ok((drop_reason_name(r).unwrap_or("unnamed"), self.get(r)?)))
+            .collect()
+    }
+}

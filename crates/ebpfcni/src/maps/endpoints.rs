@@ -1,0 +1,119 @@
+//! endpoint_map: IPv4 address (host byte order) -> security identity.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use super::{dump, insert_error};
+use crate::error::{Error, Result};
+use crate::identity::Identity;
+use crate::object::PinnedMap;
+
+const MAP: PinnedMap = PinnedMap::Endpoints;
+
+#[derive(Debug)]
+pub struct EndpointMap {
+    pub(super) map: MapHandle,
+}
+
+fn key(ip: Ipv4Addr) -> [u8; 4] {
+    u32::from(ip).to_ne_bytes()
+}
+
+fn identity_from(bytes: &[u8]) -> Result<Identity> {
+    let raw = u32::from_ne_bytes(bytes.try_into().expect("endpoint_map value is 4 bytes"));
+    Identity::new(raw).ok_or_else(|| Error::CorruptEntry {
+        map: MAP,
+        detail: "identity 0".into(),
+    })
+}
+
+impl EndpointMap {
+    pub(super) fn new(map: MapHandle) -> Self {
+        Self { map }
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.map.max_entries()
+    }
+
+    /// Sets the identity of `ip`. Returns the identity it replaced.
+    pub fn upsert(&self, ip: Ipv4Addr, id: Identity) -> Result<Option<Identity>> {
+        let previous = self.get(ip)?;
+        self.map
+            .update(&key(ip), &id.get().to_ne_bytes(), MapFlags::ANY)
+            .map_err(|e| {
+                // Only a new address can overflow the map: it needed one more.
+                let needed = dump(&self.map, MAP).map_or(self.capacity() as usize, |d| d.len()) + 1;
+                insert_error(MAP, self.capacity(), needed, e)
+            })?;
+        Ok(previous)
+    }
+
+    /// Sets many identities at once: all of them, or none when the map lacks
+    /// room for the new addresses.
+    pub fn upsert_batch(&self, entries: &[(Ipv4Addr, Identity)]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let present: HashSet<Ipv4Addr> = self.list()?.into_iter().map(|(ip, _)| ip).collect();
+        let new: HashSet<Ipv4Addr> = entries
+            .iter()
+            .map(|(ip, _)| *ip)
+            .filter(|ip| !present.contains(ip))
+            .collect();
+        let needed = present.len() + new.len();
+        if needed > self.capacity() as usize {
+            return Err(Error::MapFull {
+                map: MAP,
+                capacity: self.capacity(),
+                needed,
+            });
+        }
+        let keys: Vec<u8> = entries.iter().flat_map(|(ip, _)| key(*ip)).collect();
+        let values: Vec<u8> = entries
+            .iter()
+            .flat_map(|(_, id)| id.get().to_ne_bytes())
+            .collect();
+        self.map
+            .update_batch(&keys, &values, entries.len() as u32, MapFlags::ANY, MapFlags::ANY)
+            .map_err(|e| insert_error(MAP, self.capacity(), needed, e))
+    }
+
+    /// Removes `ip`. Returns the identity it had, `None` when it was absent.
+    pub fn delete(&self, ip: Ipv4Addr) -> Result<Option<Identity>> {
+        match self.map.lookup_and_delete(&key(ip)) {
+            Ok(previous) => previous.as_deref().map(identity_from).transpose(),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::bpf(format!("delete {ip} from {MAP}"), e)),
+        }
+    }
+
+    pub fn get(&self, ip: Ipv4Addr) -> Result<Option<Identity>> {
+        self.map
+            .lookup(&key(ip), MapFlags::ANY)
+            .map_err(|e| Error::bpf(format!("look up {ip} in {MAP}"), e))?
+            .as_deref()
+            .map(identity_from)
+            .transpose()
+    }
+
+    /// Every endpoint, sorted by address.
+    pub fn list(&self) -> Result<Vec<(Ipv4Addr, Identity)>> {
+        let mut entries = dump(&self.map, MAP)?
+            .into_iter()
+            .map(|(k, v)| {
+                let ip = Ipv4Addr::from(u32::from_ne_bytes(k.as_slice().try_into().expect("4-byte key")));
+                Ok((ip, identity_from(&v)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        entries.sort_unstable();
+        Ok(entries)
+    }
+
+    /// Removes every endpoint. Returns how many there were.
+    pub fn clear(&self) -> Result<usize> {
+        super::clear(&self.map, MAP)
+    }
+}

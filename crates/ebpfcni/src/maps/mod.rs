@@ -1,0 +1,185 @@
+//! Typed access to the pinned maps. Binaries never see byte slices: they call
+//! [`EndpointMap::upsert`], [`PolicyMap::allow`] and friends.
+//!
+//! Every map is opened from its pin under a pin directory and checked
+//! against the layout compiled into this build before it is used.
+
+mod config;
+mod drops;
+mod endpoints;
+mod policy;
+
+use std::mem::size_of;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::Path;
+
+use libbpf_rs::libbpf_sys;
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use crate::error::{Error, Result};
+use crate::object::{self, PinnedMap};
+
+pub use config::{ConfigMap, TraceLevel};
+pub use drops::{drop_reason_name, DropCounters};
+pub use endpoints::EndpointMap;
+pub use policy::PolicyMap;
+
+/// All of the datapath's pinned maps, opened and checked.
+#[derive(Debug)]
+pub struct Maps {
+    pub endpoints: EndpointMap,
+    pub policy: PolicyMap,
+    pub config: ConfigMap,
+    pub drops: DropCounters,
+}
+
+impl Maps {
+    /// Opens the maps pinned under `pin_dir`, creating and pinning those
+    /// that are missing (mounting bpffs if needed). Safe to call from many
+    /// processes at once: they end with one map of each kind.
+    pub fn open_or_create(pin_dir: &Path) -> Result<Self> {
+        match Self::open(pin_dir) {
+            Err(Error::MapsNotPinned { .. }) => {
+                // Loading the object creates and pins what is missing,
+                // under the pin directory lock; the program is not kept.
+                object::load(pin_dir, |_| Ok(()))?;
+                Self::open(pin_dir)
+            }
+            other => other,
+        }
+    }
+
+    /// Opens the maps pinned under `pin_dir` without creating anything.
+    /// [`Error::MapsNotPinned`] when any is missing.
+    pub fn open(pin_dir: &Path) -> Result<Self> {
+        let specs = object::specs()?;
+        let mut handles = Vec::with_capacity(PinnedMap::ALL.len());
+        let mut missing = Vec::new();
+        for (map, spec) in PinnedMap::ALL.into_iter().zip(&specs) {
+            let path = map.path(pin_dir);
+            match object::open_pinned(&path, spec)? {
+                Some(handle) => handles.push(handle),
+                None => missing.push(path),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(Error::MapsNotPinned { missing });
+        }
+        let mut handles = handles.into_iter();
+        let mut next = || handles.next().expect("one handle per pinned map");
+        Ok(Self {
+            endpoints: EndpointMap::new(next()),
+            policy: PolicyMap::new(next()),
+            config: ConfigMap::new(next()),
+            drops: DropCounters::new(next()),
+        })
+    }
+
+    /// Kernel ids of the maps, in [`PinnedMap::ALL`] order.
+    pub fn ids(&self) -> Result<[u32; PinnedMap::ALL.len()]> {
+        Ok([
+            map_id(&self.endpoints.map)?,
+            map_id(&self.policy.map)?,
+            map_id(&self.config.map)?,
+            map_id(&self.drops.map)?,
+        ])
+    }
+}
+
+fn map_id(map: &MapHandle) -> Result<u32> {
+    Ok(map
+        .info()
+        .map_err(|e| Error::bpf(format!("read info of {}", map.name().to_string_lossy()), e))?
+        .info
+        .id)
+}
+
+/// Maps a failed insert to [`Error::MapFull`] when the map had no room.
+/// `needed` is the number of entries the map would have held.
+fn insert_error(map: PinnedMap, capacity: u32, needed: usize, e: libbpf_rs::Error) -> Error {
+    if e.kind() == libbpf_rs::ErrorKind::TooBig {
+        Error::MapFull {
+            map,
+            capacity,
+            needed,
+        }
+    } else {
+        Error::bpf(format!("update {map}"), e)
+    }
+}
+
+/// How many entries a batch lookup asks the kernel for at once.
+const BATCH: usize = 4096;
+
+/// Reads a whole hash map with batched lookups (BPF_MAP_LOOKUP_BATCH).
+///
+/// Written here rather than using libbpf-rs's `lookup_batch` iterator: that
+/// iterator (0.27) takes a short batch for the last one, but the kernel ends
+/// hash batches at bucket boundaries, so it stops early on large maps (it
+/// listed 8,190 of 16,384 entries). Only ENOENT means the walk is complete.
+fn dump(map: &MapHandle, name: PinnedMap) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let (key_size, value_size) = (map.key_size() as usize, map.value_size() as usize);
+    let mut keys = vec![0u8; key_size * BATCH];
+    let mut values = vec![0u8; value_size * BATCH];
+    // The batch token is opaque (a u32 bucket index for hash maps).
+    let mut token = [0u8; 8];
+    let mut next_token = [0u8; 8];
+    let mut first = true;
+    let mut entries = Vec::new();
+    let opts = libbpf_sys::bpf_map_batch_opts {
+        sz: size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+        ..Default::default()
+    };
+    loop {
+        let mut count = BATCH as u32;
+        let in_batch = if first {
+            std::ptr::null_mut()
+        } else {
+            token.as_mut_ptr().cast()
+        };
+        // SAFETY: the buffers hold BATCH keys and values and a token larger
+        // than the kernel's; count says how many entries fit.
+        let rc = unsafe {
+            libbpf_sys::bpf_map_lookup_batch(
+                map.as_fd().as_raw_fd(),
+                in_batch,
+                next_token.as_mut_ptr().cast(),
+                keys.as_mut_ptr().cast(),
+                values.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        let done = rc == -(nix::errno::Errno::ENOENT as i32);
+        if rc != 0 && !done {
+            return Err(Error::bpf(
+                format!("read {name}"),
+                libbpf_rs::Error::from_raw_os_error(-rc),
+            ));
+        }
+        let count = count as usize;
+        entries.extend(
+            keys.chunks_exact(key_size)
+                .zip(values.chunks_exact(value_size))
+                .take(count)
+                .map(|(k, v)| (k.to_vec(), v.to_vec())),
+        );
+        if done {
+            return Ok(entries);
+        }
+        token = next_token;
+        first = false;
+    }
+}
+
+/// Removes every entry of a hash map. Returns how many there were.
+fn clear(map: &MapHandle, name: PinnedMap) -> Result<usize> {
+    let entries = dump(map, name)?;
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    let keys: Vec<u8> = entries.iter().flat_map(|(k, _)| k.iter().copied()).collect();
+    map.delete_batch(&keys, entries.len() as u32, MapFlags::ANY, MapFlags::ANY)
+        .map_err(|e| Error::bpf(format!("clear {name}"), e))?;
+    Ok(entries.len())
+}

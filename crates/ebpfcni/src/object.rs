@@ -1,0 +1,219 @@
+//! The embedded BPF object and what it shares through a pin directory: the one
+//! table of pinned maps ([`PinnedMap`]), their layouts as compiled into this
+//! build ([`MapSpec`]), and loading the object against a pin directory
+//! ([`load`]), which reuses the pins that exist (after checking their layout)
+//! and creates the ones that are missing.
+//!
+//! [`crate::program`] (which keeps the loaded program) and [`crate::maps`]
+//! (which only needs the pins to exist) both come here; this module imports
+//! neither.
+
+use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenMapMut};
+
+use crate::bpffs::{self, PinDirLock};
+use crate::error::{Error, Result};
+use crate::skel::{types, EbpfcniSkel, EbpfcniSkelBuilder, OpenEbpfcniMaps, OpenEbpfcniSkel};
+
+/// A map the program shares with userspace through the pin directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PinnedMap {
+    /// IPv4 address -> security identity.
+    Endpoints,
+    /// (source identity, destination identity) -> allow.
+    Policy,
+    /// Run-time settings read on every packet (the trace level).
+    Config,
+    /// Dropped packets per reason, per CPU.
+    DropCounters,
+}
+
+impl PinnedMap {
+    /// Every pinned map, in the order [`crate::Maps::ids`] reports them.
+    pub const ALL: [PinnedMap; 4] = [
+        PinnedMap::Endpoints,
+        PinnedMap::Policy,
+        PinnedMap::Config,
+        PinnedMap::DropCounters,
+    ];
+
+    /// The pin's file name under a pin directory; also the map's name in
+    /// the kernel (`bpftool map show`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            PinnedMap::Endpoints => "endpoint_map",
+            PinnedMap::Policy => "policy_map",
+            PinnedMap::Config => "config_map",
+            PinnedMap::DropCounters => "drop_counters",
+        }
+    }
+
+    /// How many entries the map holds in this build (the capacities are
+    /// written once, in bpf/include/ebpfcni.h).
+    pub fn capacity(self) -> u32 {
+        static SPECS: OnceLock<[MapSpec; PinnedMap::ALL.len()]> = OnceLock::new();
+        let specs = SPECS.get_or_init(|| specs().expect("the embedded BPF object parses"));
+        let index = PinnedMap::ALL
+            .iter()
+            .position(|m| *m == self)
+            .expect("listed in ALL");
+        specs[index].max_entries
+    }
+
+    /// Where this map is pinned under `pin_dir`.
+    pub fn path(self, pin_dir: &Path) -> PathBuf {
+        pin_dir.join(self.name())
+    }
+
+    /// This map in an opened (not yet loaded) object.
+    fn in_object<'a, 'obj>(self, maps: &'a mut OpenEbpfcniMaps<'obj>) -> &'a mut OpenMapMut<'obj> {
+        match self {
+            PinnedMap::Endpoints => &mut maps.endpoint_map,
+            PinnedMap::Policy => &mut maps.policy_map,
+            PinnedMap::Config => &mut maps.config_map,
+            PinnedMap::DropCounters => &mut maps.drop_counters,
+        }
+    }
+}
+
+impl std::fmt::Display for PinnedMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The layout of a map: what must agree between a pin and this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MapSpec {
+    pub map_type: MapType,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+impl MapSpec {
+    fn of(map: &impl MapCore) -> Self {
+        Self {
+            map_type: map.map_type(),
+            key_size: map.key_size(),
+            value_size: map.value_size(),
+            max_entries: map.max_entries(),
+        }
+    }
+
+    /// The layout a map of the opened (not yet loaded) object will be created with.
+    fn of_open(map: &OpenMapMut<'_>) -> Self {
+        Self {
+            map_type: map.map_type(),
+            key_size: map.key_size(),
+            value_size: map.value_size(),
+            max_entries: map.max_entries(),
+        }
+    }
+
+    /// Describes how `self` (a pinned map) differs from `expected`.
+    fn mismatch(&self, expected: &Self) -> Option<String> {
+        let mut diffs = Vec::new();
+        if self.map_type != expected.map_type {
+            diffs.push(format!(
+                "type is {:?}, expected {:?}",
+                self.map_type, expected.map_type
+            ));
+        }
+        for (what, found, want) in [
+            ("key size", self.key_size, expected.key_size),
+            ("value size", self.value_size, expected.value_size),
+            ("capacity", self.max_entries, expected.max_entries),
+        ] {
+            if found != want {
+                diffs.push(format!("{what} is {found}, expected {want}"));
+            }
+        }
+        (!diffs.is_empty()).then(|| diffs.join(", "))
+    }
+}
+
+/// Opens the embedded object (parses it; loads nothing into the kernel).
+fn open_object(storage: &mut MaybeUninit<libbpf_rs::OpenObject>) -> Result<OpenEbpfcniSkel<'_>> {
+    EbpfcniSkelBuilder::default()
+        .open(storage)
+        .map_err(|e| Error::bpf("open the embedded BPF object", e))
+}
+
+/// The layouts of the pinned maps as compiled into this build, in
+/// [`PinnedMap::ALL`] order.
+pub(crate) fn specs() -> Result<[MapSpec; PinnedMap::ALL.len()]> {
+    let mut storage = MaybeUninit::uninit();
+    let mut open = open_object(&mut storage)?;
+    Ok(PinnedMap::ALL.map(|map| MapSpec::of_open(map.in_object(&mut open.maps))))
+}
+
+/// Opens the pin at `path` and checks it against `spec`. `Ok(None)` when
+/// nothing is pinned there. An incompatible pin is an error and is left as
+/// it is: replacing it would lose the operator's entries.
+pub(crate) fn open_pinned(path: &Path, spec: &MapSpec) -> Result<Option<MapHandle>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let map = MapHandle::from_pinned_path(path)
+        .map_err(|e| Error::bpf(format!("open pinned map {}", path.display()), e))?;
+    match MapSpec::of(&map).mismatch(spec) {
+        None => Ok(Some(map)),
+        Some(mismatch) => Err(Error::IncompatibleMap {
+            path: path.to_owned(),
+            mismatch,
+        }),
+    }
+}
+
+/// Loads the embedded object with its maps pinned under `pin_dir` and hands
+/// the loaded skeleton to `keep`, which takes what it wants to outlive the
+/// call (the program) before the skeleton is dropped. Pins that exist are
+/// reused after their layout is checked; missing ones are created and pinned;
+/// a config map created here starts from [`default_config`]. Concurrent
+/// loaders serialise on a lock of `pin_dir` and end with one map of each kind.
+pub(crate) fn load<R>(pin_dir: &Path, keep: impl FnOnce(&EbpfcniSkel<'_>) -> Result<R>) -> Result<R> {
+    bpffs::prepare_pin_dir(pin_dir)?;
+    let _lock = PinDirLock::acquire(pin_dir)?;
+
+    let mut storage = MaybeUninit::uninit();
+    let mut open = open_object(&mut storage)?;
+    let mut config_created = false;
+    for map in PinnedMap::ALL {
+        let path = map.path(pin_dir);
+        let open_map = map.in_object(&mut open.maps);
+        if open_pinned(&path, &MapSpec::of_open(open_map))?.is_none() {
+            config_created |= map == PinnedMap::Config;
+        }
+        open_map
+            .set_pin_path(&path)
+            .map_err(|e| Error::bpf(format!("set pin path {}", path.display()), e))?;
+    }
+    let skel = open.load().map_err(|e| {
+        Error::bpf(
+            format!("load the BPF program with maps in {}", pin_dir.display()),
+            e,
+        )
+    })?;
+    if config_created {
+        skel.maps
+            .config_map
+            .update(&CONFIG_KEY, bytemuck::bytes_of(&default_config()), MapFlags::ANY)
+            .map_err(|e| Error::bpf(format!("initialise {}", PinnedMap::Config.name()), e))?;
+    }
+    keep(&skel)
+}
+
+/// The only key of the config map (a one-entry array).
+pub(crate) const CONFIG_KEY: [u8; 4] = 0u32.to_ne_bytes();
+
+/// The settings of a freshly created config map: trace level "drops".
+pub(crate) fn default_config() -> types::ebpfcni_config {
+    types::ebpfcni_config {
+        trace_level: types::ebpfcni_trace_level::EBPFCNI_TRACE_DROPS,
+    }
+}

@@ -1,0 +1,48 @@
+//! The skeleton that build.rs generates from `bpf/kernel/ebpfcni.bpf.c`:
+//! the embedded object, its maps and programs, and (in [`types`]) the Rust
+//! types of `bpf/include/ebpfcni.h`, taken from the object's BTF.
+//!
+//! Generated code and its lint allowances stay in this module. The byte views
+//! of the shared types (what map keys and values are made of) are declared
+//! here too, next to the asserts that keep their sizes honest.
+
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    non_camel_case_types,
+    non_snake_case,
+    dead_code,
+    unused_imports
+)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/ebpfcni.skel.rs"));
+}
+
+pub use generated::*;
+
+use std::mem::size_of;
+
+// The key layout is guarded in C by _Static_assert; guard the Rust side too.
+const _: () = assert!(size_of::<types::policy_key>() == 8);
+const _: () = assert!(size_of::<types::ebpfcni_policy_action>() == 1);
+const _: () = assert!(size_of::<types::ebpfcni_config>() == 4);
+const _: () = assert!(size_of::<types::ebpfcni_drop_count>() == 8);
+
+/// Declares shared types as plain old data: `#[repr(C)]`, no padding (the
+/// sizes are asserted above), every bit pattern a valid value.
+macro_rules! plain_old_data {
+    ($($ty:ty),* $(,)?) => {$(
+        // SAFETY: see the macro's comment; the generated type is a
+        // #[repr(C)] struct of integers with no padding.
+        unsafe impl bytemuck::Zeroable for $ty {}
+        // SAFETY: as above; the generated types are Copy and 'static.
+        unsafe impl bytemuck::Pod for $ty {}
+    )*};
+}
+
+plain_old_data!(
+    types::policy_key,
+    types::ebpfcni_policy_action,
+    types::ebpfcni_config,
+    types::ebpfcni_drop_count,
+);
