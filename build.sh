@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 [[ -x "$HOME/.cargo/bin/cargo" ]] && export PATH="$HOME/.cargo/bin:$PATH"
 
 scripts/install-deps.sh build
-cargo build --release --locked --bins
+cargo build --release --locked -p ebpfcni-cni -p ebpfcni-ctl --bins
 mkdir -p bin
 for b in ebpfcni endpointctl policyctl; do
   install -m 0755 "target/release/$b" "bin/$b"

@@ -52,7 +52,7 @@ fi
 endpointctl() { "$BIN_DIR/endpointctl" --pin-dir "$PIN_DIR" "$@"; }
 policyctl() { "$BIN_DIR/policyctl" --pin-dir "$PIN_DIR" "$@"; }
 
-if compgen -G "$PIN_DIR/*_map" >/dev/null; then
+if [[ -n $(policyctl pins) ]]; then
   echo "maps are already pinned in $PIN_DIR; run the demo with PIN_DIR=/sys/fs/bpf/ebpfcni_demo" >&2
   exit 1
 fi
@@ -64,7 +64,7 @@ while [[ ! -e $d ]]; do created_dir=$d; d=$(dirname "$d"); done
 suffix=$$
 node=ebpfcni-demo-node-$suffix frontend=ebpfcni-demo-frontend-$suffix backend=ebpfcni-demo-backend-$suffix
 work=$(mktemp -d /tmp/ebpfcni-demo.XXXXXX)
-httpd_pid='' trace_pid='' mounted_tracefs=''
+httpd_pid='' mounted_tracefs=''
 
 cni() { # cni COMMAND CONTAINER_ID NETNS: runs the plugin from the node namespace, as a runtime would
   CNI_COMMAND=$1 CNI_CONTAINERID=$2 CNI_NETNS=${3:+/run/netns/$3} CNI_IFNAME=eth0 CNI_PATH=$CNI_PATH \
@@ -76,7 +76,6 @@ cleanup() {
   exec 1>&3 2>&4 # a signal may have arrived inside a redirected command
   step "cleaning up"
   [[ -n $httpd_pid ]] && kill "$httpd_pid" 2>/dev/null
-  [[ -n $trace_pid ]] && kill "$trace_pid" 2>/dev/null
   if [[ -e /run/netns/$node ]]; then
     cni DEL frontend "$frontend" >/dev/null 2>&1 || echo "warning: CNI DEL frontend failed"
     cni DEL backend "$backend" >/dev/null 2>&1 || echo "warning: CNI DEL backend failed"
@@ -85,7 +84,7 @@ cleanup() {
     [[ -e /run/netns/$ns ]] && ip netns del "$ns"
   done
   # The maps were created by this demo (it refuses to start otherwise).
-  for m in endpoint_map policy_map config_map drop_counters; do rm -f "$PIN_DIR/$m"; done
+  policyctl pins | xargs -r rm -f
   d=$PIN_DIR
   while [[ -n $created_dir ]] && rmdir "$d" 2>/dev/null && [[ $d != "$created_dir" ]]; do
     d=$(dirname "$d")
@@ -157,14 +156,15 @@ if [[ ! -e $trace_dir/trace_pipe ]]; then
   fi
 fi
 show policyctl deny --src 1002 --dst 1001
-: >"$trace_dir/trace" # start from an empty trace buffer
-timeout 8 cat "$trace_dir/trace_pipe" >"$work/trace" 2>/dev/null &
-trace_pid=$!
-sleep 0.3
+# The trace buffer is the machine's, shared with everyone who reads it: it
+# is neither cleared nor consumed (trace_pipe would take lines from other
+# readers). A marker line says where the demo's part starts; the buffer is
+# read through the non-consuming `trace` file afterwards.
+marker="ebpfcni-demo-$suffix-$RANDOM"
+echo "$marker" >"$trace_dir/trace_marker"
 expect fail "ping frontend -> backend (replies dropped)" ping_backend
 expect fail "curl http://$BACKEND_IP:8080/ (replies dropped)" curl_backend
-sleep 0.5
-kill "$trace_pid" 2>/dev/null; wait "$trace_pid" 2>/dev/null; trace_pid=''
+sed -n "/$marker/,\$p" "$trace_dir/trace" >"$work/trace"
 
 # --- 6. the trace ------------------------------------------------------------
 step "6. the verdicts in the trace: cat $trace_dir/trace_pipe"

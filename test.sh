@@ -13,7 +13,7 @@ scripts/install-deps.sh test
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --exclude ebpfcni-testutil --locked --lib --bins --tests "$@" 2>&1 | tee "$log" || status=$?
+cargo test --workspace --locked --lib --bins --tests "$@" 2>&1 | tee "$log" || status=$?
 sum() { grep "^test result:" "$log" | grep -Eo "[0-9]+ $1" | awk '{ n += $1 } END { print n + 0 }'; }
 echo "tests: $(sum passed) passed, $(sum failed) failed"
 exit "$status"
