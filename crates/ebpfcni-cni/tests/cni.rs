@@ -226,6 +226,30 @@ fn check_notices_a_missing_route() {
     node.del(&conf, &pod).ok();
 }
 
+/// CHECK expects the routes ADD made from the IPAM result: here an extra
+/// IPAM route, which it notices when it goes missing.
+#[test]
+fn check_follows_the_routes_add_made_from_ipam() {
+    require_root!();
+    let node = Node::new("checkipamrt");
+    let pod = Pod::new("checkipamrt-pod");
+    let mut conf = static_config(&node, "1.1.0", "10.13.3.10/24", Some("10.13.3.1"));
+    conf["ipam"]["routes"] = json!([{ "dst": "10.99.0.0/16" }, { "dst": "0.0.0.0/0", "gw": "10.13.3.1" }]);
+    let result = node.add(&conf, &pod).ok();
+    assert_eq!(
+        result["routes"],
+        json!([
+            { "dst": "10.99.0.0/16", "gw": "10.13.3.1" },
+            { "dst": "0.0.0.0/0", "gw": "10.13.3.1" }
+        ])
+    );
+    node.check(&conf, &pod, &result).ok();
+    pod.ns.ip(&["route", "del", "10.99.0.0/16"]);
+    let msg = node.check(&conf, &pod, &result).err(104);
+    assert!(msg.contains("10.99.0.0/16 via 10.13.3.1"), "{msg}");
+    node.del(&conf, &pod).ok();
+}
+
 #[test]
 fn version_lists_supported_versions() {
     for (asked, answered) in [
@@ -248,6 +272,14 @@ fn status_ready_and_not_ready() {
     let conf = node.config("1.1.0");
     let env = [("CNI_COMMAND", "STATUS"), ("CNI_PATH", CNI_PATH)];
     assert_eq!(node.exec(&env, conf.to_string().as_bytes()).ok(), Value::Null);
+    // A probe changes nothing: no maps pinned, no directory made.
+    let pinned: Vec<_> = std::fs::read_dir(node.pins.path()).unwrap().collect();
+    assert!(pinned.is_empty(), "STATUS pinned {pinned:?}");
+    let mut fresh = conf.clone();
+    let absent = node.pins.path().join("not_yet");
+    fresh["pinDir"] = json!(absent);
+    assert_eq!(node.exec(&env, fresh.to_string().as_bytes()).ok(), Value::Null);
+    assert!(!absent.exists(), "STATUS created {}", absent.display());
 
     let mut no_ipam = conf.clone();
     no_ipam["ipam"]["type"] = json!("no-such-ipam");

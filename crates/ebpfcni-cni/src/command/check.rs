@@ -49,7 +49,7 @@ pub fn check(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
         )));
     }
     check_links(conf, env, prev, pod_index, &pod, &host_end)?;
-    check_pod_side(env, &mut container, &pod, &lease)?;
+    check_pod_side(env, prev, &mut container, &pod, &lease)?;
     check_host_side(&mut host, &host_end, &lease)?;
     check_program(conf, &host_end)?;
     ipam.check(&CallEnv::default())
@@ -87,7 +87,13 @@ fn check_links(
 }
 
 /// The pod's address, its on-link route to the gateway and the routes via it.
-fn check_pod_side(env: &Env, container: &mut Netlink, pod: &Link, lease: &Allocation) -> Result<()> {
+fn check_pod_side(
+    env: &Env,
+    prev: &IpamResult,
+    container: &mut Netlink,
+    pod: &Link,
+    lease: &Allocation,
+) -> Result<()> {
     let addrs = container
         .addresses(pod.index)
         .map_err(Error::netlink("list the pod's addresses"))?;
@@ -100,11 +106,13 @@ fn check_pod_side(env: &Env, container: &mut Netlink, pod: &Link, lease: &Alloca
     let present = container
         .routes()
         .map_err(Error::netlink("list the pod's routes"))?;
-    let want = std::iter::once(Route::link(lease.gateway, 32, pod.index)).chain(
-        pod_routes(&[], lease.gateway)
-            .into_iter()
-            .map(|r| Route::via(r.dst.addr(), r.dst.prefix_len(), r.gateway, pod.index)),
-    );
+    // The routes ADD made are those it reported in the result (prevResult
+    // here) via our gateway; a chain's other plugins may report more.
+    let ours = pod_routes(&prev.routes, lease.gateway)
+        .into_iter()
+        .filter(|r| r.gateway == lease.gateway);
+    let want = std::iter::once(Route::link(lease.gateway, 32, pod.index))
+        .chain(ours.map(|r| Route::via(r.dst.addr(), r.dst.prefix_len(), r.gateway, pod.index)));
     for route in want {
         if !present.iter().any(|r| r.satisfies(&route)) {
             return Err(Error::CheckFailed(format!(
