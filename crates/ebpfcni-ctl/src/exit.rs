@@ -43,8 +43,10 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// "failed to {action}: {error}", with a hint for errors an operator can fix.
-    pub fn runtime(action: impl Display, error: ebpfcni::Error) -> Self {
+    /// "failed to {action}: {error}", with a hint for errors an operator can
+    /// fix. A pin directory that can never work is bad input (exit 2); any
+    /// other library error is a failed operation (exit 1).
+    pub fn failed(action: impl Display, error: ebpfcni::Error) -> Self {
         let hint = match &error {
             ebpfcni::Error::MapFull { map, .. } => {
                 let free = match map {
@@ -56,7 +58,11 @@ impl Failure {
             }
             _ => String::new(),
         };
-        Failure::Runtime(format!("failed to {action}: {error}{hint}"))
+        let message = format!("failed to {action}: {error}{hint}");
+        match error {
+            ebpfcni::Error::BadPinDir { .. } => Failure::Usage(message),
+            _ => Failure::Runtime(message),
+        }
     }
 }
 

@@ -45,7 +45,7 @@ pub struct Common {
 /// that policy can be loaded before the first pod exists.
 pub fn open_maps(common: &Common) -> Result<ebpfcni::Maps, Failure> {
     ebpfcni::Maps::open_or_create(&common.pin_dir).map_err(|e| {
-        Failure::runtime(
+        Failure::failed(
             format_args!("open the maps under {}", common.pin_dir.display()),
             e,
         )

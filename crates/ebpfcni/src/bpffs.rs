@@ -1,8 +1,15 @@
-//! The bpf filesystem: mounting it when missing, preparing pin directories,
-//! and the lock that serialises map creation between processes.
+//! The bpf filesystem: checking and preparing pin directories (mounting
+//! bpffs when missing), and the lock that serialises map creation between
+//! processes.
+//!
+//! A pin directory is checked before anything is created ([`check_pin_dir`]),
+//! and [`prepare_pin_dir`] removes again what it created when a later step
+//! fails, so a refused directory leaves nothing behind.
 
+use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use nix::mount::{mount, MsFlags};
@@ -16,6 +23,9 @@ pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
 /// Where ebpfcni pins its maps unless told otherwise (shared with iproute2's
 /// `tc` object pinning convention).
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/tc/globals";
+
+/// The longest file name the kernel takes (NAME_MAX).
+const NAME_MAX: usize = 255;
 
 /// True when `path` lies on a bpf filesystem.
 pub fn is_bpffs(path: &Path) -> Result<bool> {
@@ -47,20 +57,101 @@ pub fn ensure_mounted() -> Result<()> {
     .map_err(|e| Error::errno(format!("mount bpffs at {BPFFS_ROOT}"), e))
 }
 
-/// Makes `pin_dir` exist on a bpf filesystem, mounting bpffs first when the
-/// directory is under [`BPFFS_ROOT`] and nothing is mounted there.
+/// What [`check_pin_dir`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinDirPlan {
+    /// bpffs must be mounted at [`BPFFS_ROOT`] first.
+    pub mount: bool,
+    /// The directories to create, outermost first (empty: it exists).
+    pub create: Vec<PathBuf>,
+}
+
+/// Checks, without changing anything, that `pin_dir` is or can be made a
+/// directory on a bpf filesystem: an absolute path whose names the kernel
+/// takes, under an existing directory on bpffs (or under [`BPFFS_ROOT`],
+/// where bpffs is mounted when missing). Says what preparing it would do.
+pub fn check_pin_dir(pin_dir: &Path) -> Result<PinDirPlan> {
+    let bad = |reason: String| Error::BadPinDir {
+        path: pin_dir.to_owned(),
+        reason,
+    };
+    if !pin_dir.is_absolute() {
+        return Err(bad("not an absolute path".into()));
+    }
+    for component in pin_dir.components() {
+        match component {
+            Component::RootDir => {}
+            Component::Normal(name) if name.len() > NAME_MAX => {
+                return Err(bad(format!(
+                    "the name {} is {} bytes long (at most {NAME_MAX})",
+                    shorten(name),
+                    name.len()
+                )))
+            }
+            Component::Normal(_) => {}
+            _ => return Err(bad("'.' and '..' are not allowed in a pin directory".into())),
+        }
+    }
+    // The nearest ancestor that exists, and what is missing below it.
+    let mut create = Vec::new();
+    let mut existing = pin_dir;
+    while !existing.exists() {
+        create.push(existing.to_owned());
+        existing = existing.parent().expect("an absolute path ends at /");
+    }
+    create.reverse();
+    if !existing.is_dir() {
+        return Err(bad(format!("{} is not a directory", existing.display())));
+    }
+    if let Some(dotted) = create.iter().filter_map(|p| p.file_name()).find(|n| n.as_bytes().contains(&b'.')) {
+        return Err(bad(format!(
+            "bpffs refuses names with '.' ({})",
+            dotted.to_string_lossy()
+        )));
+    }
+    let under_root = pin_dir.starts_with(BPFFS_ROOT);
+    let mount = under_root && !is_bpffs(Path::new(BPFFS_ROOT))?;
+    if !mount && !is_bpffs(existing)? {
+        return Err(Error::Bpffs(format!(
+            "pin directory {} is not on a bpf filesystem ({} is not bpffs; mount one with `mount -t bpf bpf {BPFFS_ROOT}`)",
+            pin_dir.display(),
+            existing.display()
+        )));
+    }
+    Ok(PinDirPlan { mount, create })
+}
+
+/// At most 40 characters of a long name, for messages.
+fn shorten(name: &OsStr) -> String {
+    let name = name.to_string_lossy();
+    match name.char_indices().nth(40) {
+        Some((cut, _)) => format!("{:?}...", &name[..cut]),
+        None => format!("{name:?}"),
+    }
+}
+
+/// Makes `pin_dir` exist on a bpf filesystem: checks it first
+/// ([`check_pin_dir`]), mounts bpffs when needed, then creates the missing
+/// directories. When creating fails part way, the directories it made are
+/// removed again.
 pub fn prepare_pin_dir(pin_dir: &Path) -> Result<()> {
-    if pin_dir.starts_with(BPFFS_ROOT) {
+    let plan = check_pin_dir(pin_dir)?;
+    if plan.mount {
         ensure_mounted()?;
     }
-    fs::create_dir_all(pin_dir)
-        .map_err(|e| Error::io(format!("create pin directory {}", pin_dir.display()), e))?;
-    if !is_bpffs(pin_dir)? {
-        return Err(Error::Bpffs(format!(
-            "pin directory {} is not on a bpf filesystem (mount one with `mount -t bpf bpf {}`)",
-            pin_dir.display(),
-            BPFFS_ROOT
-        )));
+    let mut made: Vec<&PathBuf> = Vec::new();
+    for dir in &plan.create {
+        match fs::create_dir(dir) {
+            Ok(()) => made.push(dir),
+            // A concurrent preparer made it: fine.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                for dir in made.iter().rev() {
+                    let _ = fs::remove_dir(dir);
+                }
+                return Err(Error::io(format!("create pin directory {}", dir.display()), e));
+            }
+        }
     }
     Ok(())
 }
@@ -79,5 +170,29 @@ impl PinDirLock {
         let lock = Flock::lock(dir, FlockArg::LockExclusive)
             .map_err(|(_, e)| Error::errno(format!("lock pin directory {}", pin_dir.display()), e))?;
         Ok(Self { _lock: lock })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(path: &str) -> String {
+        match check_pin_dir(Path::new(path)) {
+            Err(Error::BadPinDir { reason, .. }) => reason,
+            other => panic!("{path}: expected BadPinDir, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_pin_dirs_are_named_before_anything_is_touched() {
+        assert!(reason("sys/fs/bpf/x").contains("absolute"));
+        assert!(reason("/sys/fs/bpf/../x").contains("'..'"));
+        let long = format!("/sys/fs/bpf/{}", "n".repeat(300));
+        let why = reason(&long);
+        assert!(why.contains("300 bytes") && why.contains("..."), "{why}");
+        assert!(why.len() < 120, "the name is not echoed whole: {why}");
+        assert!(reason("/sys/fs/bpf/ebpfcni_no_such/a.b").contains("'.'"));
+        assert!(reason("/etc/hostname/x").contains("not a directory"));
     }
 }

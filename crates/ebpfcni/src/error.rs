@@ -17,6 +17,11 @@ pub enum Error {
     )]
     PermissionDenied { context: String },
 
+    /// A pin directory that cannot be one whatever the system's state
+    /// (relative, a name too long, '.' in a name on bpffs...).
+    #[error("invalid pin directory {}: {reason}", path.display())]
+    BadPinDir { path: PathBuf, reason: String },
+
     /// The bpf filesystem is missing or a path is not on it.
     #[error("bpf filesystem: {0}")]
     Bpffs(String),

@@ -208,6 +208,28 @@ pub(crate) fn load<R>(pin_dir: &Path, keep: impl FnOnce(&EbpfcniSkel<'_>) -> Res
     keep(&skel)
 }
 
+/// Loads the embedded object as [`load`] would, without changing anything:
+/// the maps pinned under `pin_dir` are reused (after checking their layout),
+/// missing ones are created for the check only, unpinned, and everything
+/// goes when the call returns. Nothing is mounted, created or pinned.
+/// Tells whether the kernel accepts the program with these maps.
+pub(crate) fn verify(pin_dir: &Path) -> Result<()> {
+    let mut storage = MaybeUninit::uninit();
+    let mut open = open_object(&mut storage)?;
+    for map in PinnedMap::ALL {
+        let path = map.path(pin_dir);
+        let open_map = map.in_object(&mut open.maps);
+        if open_pinned(&path, &MapSpec::of_open(open_map))?.is_some() {
+            open_map
+                .set_pin_path(&path)
+                .map_err(|e| Error::bpf(format!("set pin path {}", path.display()), e))?;
+        }
+    }
+    open.load()
+        .map(drop)
+        .map_err(|e| Error::bpf("load the BPF program", e))
+}
+
 /// The only key of the config map (a one-entry array).
 pub(crate) const CONFIG_KEY: [u8; 4] = 0u32.to_ne_bytes();
 

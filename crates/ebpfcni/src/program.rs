@@ -59,6 +59,13 @@ impl Program {
         })
     }
 
+    /// Whether the program would load against the maps pinned under
+    /// `pin_dir`, changing nothing (see [`crate::object`]): for readiness
+    /// probes.
+    pub fn verify(pin_dir: &Path) -> Result<()> {
+        object::verify(pin_dir)
+    }
+
     /// The kernel's id of this instance.
     pub fn id(&self) -> u32 {
         self.handle.id()

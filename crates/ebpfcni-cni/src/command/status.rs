@@ -1,17 +1,19 @@
-//! STATUS: whether the plugin is ready to add pods.
+//! STATUS: whether the plugin is ready to add pods. A probe: it changes
+//! nothing (no mount, no directory, no pin).
 
 use crate::config::NetConf;
 use crate::env::Env;
 use crate::error::{Error, Result};
 
-/// Ready when bpffs is usable, the program loads against the pinned maps,
-/// and the IPAM plugin is on CNI_PATH.
+/// Ready when the pin directory is (or can be made) a directory on bpffs,
+/// the kernel accepts the program with the pinned maps, and the IPAM plugin
+/// is on CNI_PATH.
 pub fn status(conf: &NetConf, env: &Env) -> Result<()> {
     let ipam = super::ipam(conf, env, &[])?;
     let pin_dir = conf.pin_dir();
-    ebpfcni::bpffs::prepare_pin_dir(&pin_dir)
+    ebpfcni::bpffs::check_pin_dir(&pin_dir)
         .map_err(|e| Error::NotReady(format!("bpffs not usable at {}: {e}", pin_dir.display())))?;
-    ebpfcni::Program::load(&pin_dir)
+    ebpfcni::Program::verify(&pin_dir)
         .map_err(|e| Error::NotReady(format!("the program does not load: {e}")))?;
     if ipam.find().is_none() {
         return Err(Error::NotReady(format!(

@@ -114,7 +114,7 @@ fn run(cli: Cli) -> CmdResult {
         } => {
             let previous = endpoints
                 .upsert(ip, identity)
-                .map_err(|e| Failure::runtime(format_args!("add {ip}"), e))?;
+                .map_err(|e| Failure::failed(format_args!("add {ip}"), e))?;
             match previous {
                 None => out.note(format_args!("added {ip} with identity {identity}"))?,
                 Some(old) if old == identity => {
@@ -127,7 +127,7 @@ fn run(cli: Cli) -> CmdResult {
         Command::Del { ip: IpArg { ip } } => {
             match endpoints
                 .delete(ip)
-                .map_err(|e| Failure::runtime(format_args!("delete {ip}"), e))?
+                .map_err(|e| Failure::failed(format_args!("delete {ip}"), e))?
             {
                 Some(old) => out.note(format_args!("deleted {ip} (identity {old})"))?,
                 None => out.note(format_args!("{ip} was not present; nothing to delete"))?,
@@ -137,7 +137,7 @@ fn run(cli: Cli) -> CmdResult {
         Command::Get { ip: IpArg { ip } } => {
             let identity = endpoints
                 .get(ip)
-                .map_err(|e| Failure::runtime(format_args!("look up {ip}"), e))?
+                .map_err(|e| Failure::failed(format_args!("look up {ip}"), e))?
                 .ok_or_else(|| {
                     Failure::Runtime(format!("{ip} is not an endpoint (see `endpointctl list`)"))
                 })?;
@@ -156,14 +156,14 @@ fn run(cli: Cli) -> CmdResult {
         Command::List => {
             let all = endpoints
                 .list()
-                .map_err(|e| Failure::runtime("list endpoints", e))?;
+                .map_err(|e| Failure::failed("list endpoints", e))?;
             out.endpoints(&all, endpoints.capacity(), View::Full)?;
             false
         }
         Command::Flush => {
             let n = endpoints
                 .clear()
-                .map_err(|e| Failure::runtime("flush endpoints", e))?;
+                .map_err(|e| Failure::failed("flush endpoints", e))?;
             out.note(format_args!("removed {n} endpoints"))?;
             true
         }
@@ -172,7 +172,7 @@ fn run(cli: Cli) -> CmdResult {
     if changed {
         let all = endpoints
             .list()
-            .map_err(|e| Failure::runtime("list endpoints", e))?;
+            .map_err(|e| Failure::failed("list endpoints", e))?;
         out.endpoints(&all, endpoints.capacity(), View::State)?;
     }
     out.flush()?;

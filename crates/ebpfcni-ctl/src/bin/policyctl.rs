@@ -183,10 +183,10 @@ fn run(cli: Cli) -> CmdResult {
                 .iter()
                 .map(|&r| policy.contains(r))
                 .collect::<Result<Vec<bool>, _>>()
-                .map_err(|e| Failure::runtime("read policy_map", e))?;
+                .map_err(|e| Failure::failed("read policy_map", e))?;
             policy
                 .allow_all(&rules)
-                .map_err(|e| Failure::runtime(format_args!("allow {}", describe(&rules)), e))?;
+                .map_err(|e| Failure::failed(format_args!("allow {}", describe(&rules)), e))?;
             for (rule, already) in rules.iter().zip(already) {
                 if already {
                     out.note(format_args!("{rule} was already allowed"))?;
@@ -200,7 +200,7 @@ fn run(cli: Cli) -> CmdResult {
             for rule in pair.rules() {
                 let removed = policy
                     .revoke(rule)
-                    .map_err(|e| Failure::runtime(format_args!("deny {rule}"), e))?;
+                    .map_err(|e| Failure::failed(format_args!("deny {rule}"), e))?;
                 if removed {
                     out.note(format_args!("denied {rule} (allow rule removed)"))?;
                 } else {
@@ -210,19 +210,19 @@ fn run(cli: Cli) -> CmdResult {
             true
         }
         Command::List => {
-            let rules = policy.list().map_err(|e| Failure::runtime("list rules", e))?;
+            let rules = policy.list().map_err(|e| Failure::failed("list rules", e))?;
             out.policy(&rules, policy.capacity(), View::Full)?;
             false
         }
         Command::Flush => {
-            let n = policy.clear().map_err(|e| Failure::runtime("flush rules", e))?;
+            let n = policy.clear().map_err(|e| Failure::failed("flush rules", e))?;
             out.note(format_args!("removed {n} rules"))?;
             true
         }
         Command::Apply { file } => {
             let rules = applied.expect("read before the maps were opened");
             let new = policy.allow_all(&rules).map_err(|e| {
-                Failure::runtime(
+                Failure::failed(
                     format_args!("apply {} rules from {}", rules.len(), source_name(&file)),
                     e,
                 )
@@ -239,7 +239,7 @@ fn run(cli: Cli) -> CmdResult {
             let config = &maps.config;
             let current = config
                 .trace_level()
-                .map_err(|e| Failure::runtime("read the trace level", e))?;
+                .map_err(|e| Failure::failed("read the trace level", e))?;
             let shown = match level {
                 None => {
                     if out.format() == Format::Table {
@@ -250,7 +250,7 @@ fn run(cli: Cli) -> CmdResult {
                 Some(level) => {
                     config
                         .set_trace_level(level)
-                        .map_err(|e| Failure::runtime(format_args!("set the trace level to {level}"), e))?;
+                        .map_err(|e| Failure::failed(format_args!("set the trace level to {level}"), e))?;
                     if level == current {
                         out.note(format_args!("trace level: {level} (unchanged)"))?;
                     } else {
@@ -269,7 +269,7 @@ fn run(cli: Cli) -> CmdResult {
         Command::Completions { .. } | Command::Pins => unreachable!("handled before the maps are opened"),
     };
     if changed {
-        let rules = policy.list().map_err(|e| Failure::runtime("list rules", e))?;
+        let rules = policy.list().map_err(|e| Failure::failed("list rules", e))?;
         out.policy(&rules, policy.capacity(), View::State)?;
     }
     out.flush()?;
