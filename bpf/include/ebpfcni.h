@@ -48,7 +48,7 @@ enum ebpfcni_policy_action : __u8 {
 enum ebpfcni_trace_level {
 	EBPFCNI_TRACE_OFF = 0,   /* nothing */
 	EBPFCNI_TRACE_DROPS = 1, /* one line per dropped packet (default) */
-	EBPFCNI_TRACE_ALL = 2,   /* one line per IPv4 packet: ~0.4 us each */
+	EBPFCNI_TRACE_ALL = 2,   /* one line per IPv4 packet (cost of a line: BENCHMARKS.md) */
 };
 
 /* config_map value (a one-entry array at key 0): run-time settings read by
