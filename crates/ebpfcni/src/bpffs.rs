@@ -103,7 +103,11 @@ pub fn check_pin_dir(pin_dir: &Path) -> Result<PinDirPlan> {
     if !existing.is_dir() {
         return Err(bad(format!("{} is not a directory", existing.display())));
     }
-    if let Some(dotted) = create.iter().filter_map(|p| p.file_name()).find(|n| n.as_bytes().contains(&b'.')) {
+    if let Some(dotted) = create
+        .iter()
+        .filter_map(|p| p.file_name())
+        .find(|n| n.as_bytes().contains(&b'.'))
+    {
         return Err(bad(format!(
             "bpffs refuses names with '.' ({})",
             dotted.to_string_lossy()
