@@ -17,6 +17,12 @@
  *   5. A (source identity, destination identity) pair with an allow entry in
  *      policy_map passes.
  *   6. Everything else is dropped (default deny).
+ *
+ * Entries the tools never write (by hand, or from a broken tool) count as
+ * absent: an endpoint_map entry with identity 0 is an unknown address (3, 4);
+ * a policy_map entry whose action is not EBPFCNI_POLICY_ALLOW, or with an
+ * identity 0, allows nothing (no packet has identity 0). A trace level above
+ * EBPFCNI_TRACE_ALL traces as EBPFCNI_TRACE_ALL.
  */
 #ifndef EBPFCNI_H
 #define EBPFCNI_H

@@ -186,13 +186,14 @@ static __always_inline int ebpfcni_lookup_identities(struct ebpfcni_flow *flow)
 	__u32 addr = bpf_ntohl(flow->saddr); /* endpoint_map keys are host order */
 	__u32 *id = bpf_map_lookup_elem(&endpoint_map, &addr);
 
-	if (!id)
+	/* Identity 0 is never written by the tools: such an entry is absent. */
+	if (!id || !*id)
 		return -EBPFCNI_DROP_UNKNOWN_SRC;
 	flow->src_id = *id;
 
 	addr = bpf_ntohl(flow->daddr);
 	id = bpf_map_lookup_elem(&endpoint_map, &addr);
-	if (!id)
+	if (!id || !*id)
 		return -EBPFCNI_DROP_UNKNOWN_DST;
 	flow->dst_id = *id;
 	return 0;

@@ -1,11 +1,16 @@
 //! How a command ends: the failure kinds, their exit codes, and the
-//! `{bin}: error: ...` line on stderr.
+//! `{bin}: error: ...` line on stderr. What each code promises about state:
 //!
-//! - 0: done;
+//! - 0: done (a change was made and reported; or the reader of stdout went
+//!   away, `| head`);
 //! - 1: the operation failed and nothing was changed (privilege, bpffs, an
-//!   incompatible pinned map, a full map, an unreadable file);
+//!   incompatible pinned map, a full map, an unreadable file, no maps pinned
+//!   for a read-only command);
 //! - 2: bad input, nothing was changed (clap's usage errors, an invalid
-//!   value, a bad line in an apply file).
+//!   value, a bad line in an apply file, an unusable --pin-dir);
+//! - 3: the change WAS made, but reporting it failed (stdout full or
+//!   unwritable, or the state after the change could not be read); `list`
+//!   shows where things stand.
 
 use std::fmt::Display;
 use std::io;
@@ -17,6 +22,8 @@ use ebpfcni::PinnedMap;
 pub const EXIT_FAILURE: u8 = 1;
 /// Bad input: nothing was attempted. (clap exits with 2 for its own errors too.)
 pub const EXIT_USAGE: u8 = 2;
+/// The change was made; reporting it failed.
+pub const EXIT_UNREPORTED: u8 = 3;
 
 /// The exit status paragraph both binaries end their `--help` with.
 #[macro_export]
@@ -27,7 +34,8 @@ macro_rules! exit_status_help {
          1  the operation failed, nothing was changed (not permitted, bpffs, incompatible pinned map,\n     \
             map full, unreadable file)\n  \
          2  bad input, nothing was changed (unknown or missing flag, invalid address or identity,\n     \
-            bad line in an apply file)"
+            bad line in an apply file, unusable --pin-dir)\n  \
+         3  the change was made, but printing what was done failed (e.g. stdout full)"
     };
 }
 
@@ -38,6 +46,8 @@ pub enum Failure {
     Usage(String),
     /// The operation failed; nothing was changed (exit 1).
     Runtime(String),
+    /// The change was made; reporting it failed (exit 3).
+    Unreported(String),
     /// Whoever read our stdout went away (`| head`): not worth an error.
     StdoutClosed,
 }
@@ -66,6 +76,19 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// What a failure while reporting a change that was made becomes: the
+    /// change stands, so it is not "nothing was changed".
+    pub fn after_change(self) -> Self {
+        match self {
+            Failure::Usage(m) | Failure::Runtime(m) | Failure::Unreported(m) => {
+                Failure::Unreported(format!("the change was made, but {m}"))
+            }
+            Failure::StdoutClosed => Failure::StdoutClosed,
+        }
+    }
+}
+
 impl From<io::Error> for Failure {
     fn from(e: io::Error) -> Self {
         if e.kind() == io::ErrorKind::BrokenPipe {
@@ -85,6 +108,7 @@ pub fn finish(bin: &str, result: CmdResult) -> ExitCode {
         Ok(()) | Err(Failure::StdoutClosed) => return ExitCode::SUCCESS,
         Err(Failure::Usage(m)) => (EXIT_USAGE, m),
         Err(Failure::Runtime(m)) => (EXIT_FAILURE, m),
+        Err(Failure::Unreported(m)) => (EXIT_UNREPORTED, m),
     };
     eprintln!("{bin}: error: {message}");
     ExitCode::from(code)

@@ -4,6 +4,7 @@
 //! Both binaries parse everything first and touch the maps last, so bad input
 //! never changes a map; [`exit`] says what each exit code promises.
 
+pub mod args;
 pub mod exit;
 pub mod output;
 pub mod rules_file;
@@ -13,14 +14,14 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory};
 
-pub use exit::{finish, CmdResult, Failure, EXIT_FAILURE, EXIT_USAGE};
+pub use exit::{finish, CmdResult, Failure, EXIT_FAILURE, EXIT_UNREPORTED, EXIT_USAGE};
 pub use output::{EndpointRow, Format, Out, RuleRow, View};
 pub use rules_file::parse_rules;
 
 /// Flags every subcommand takes.
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// Directory on the bpf filesystem holding the pinned maps; the maps are created there when missing
+    /// Directory on the bpf filesystem holding the pinned maps; commands that write create them there when missing
     #[arg(long, value_name = "DIR", default_value = ebpfcni::DEFAULT_PIN_DIR, global = true, display_order = 100)]
     pub pin_dir: PathBuf,
 
@@ -41,15 +42,57 @@ pub struct Common {
     pub output: Format,
 }
 
-/// Opens the maps pinned under `--pin-dir`, creating them when missing so
-/// that policy can be loaded before the first pod exists.
-pub fn open_maps(common: &Common) -> Result<ebpfcni::Maps, Failure> {
+/// What every binary does first: libbpf's own messages are shown only with
+/// EBPFCNI_DEBUG=1 (the error a command ends with says what failed).
+pub fn init() {
+    if std::env::var_os("EBPFCNI_DEBUG").is_some_and(|v| v == "1") {
+        ebpfcni::set_libbpf_log(Some(|msg| eprintln!("libbpf: {msg}")));
+    } else {
+        ebpfcni::set_libbpf_log(None);
+    }
+}
+
+/// Opens the maps pinned under `--pin-dir` for a command that writes,
+/// creating them when missing so that policy can be loaded before the first
+/// pod exists.
+pub fn open_maps_for_writing(common: &Common) -> Result<ebpfcni::Maps, Failure> {
     ebpfcni::Maps::open_or_create(&common.pin_dir).map_err(|e| {
         Failure::failed(
             format_args!("open the maps under {}", common.pin_dir.display()),
             e,
         )
     })
+}
+
+/// Opens the maps for a command that only reads: when nothing is pinned
+/// under `--pin-dir` it says so (exit 1) and creates nothing, so that a
+/// mistyped directory does not look like empty maps.
+pub fn open_maps_for_reading(common: &Common) -> Result<ebpfcni::Maps, Failure> {
+    ebpfcni::Maps::open_for_reading(&common.pin_dir).map_err(|e| {
+        Failure::failed(
+            format_args!("open the maps under {}", common.pin_dir.display()),
+            e,
+        )
+    })
+}
+
+/// Reports a change that was made: prints `notes` (one-line accounts of
+/// what was done), then whatever `state` prints, and flushes. Any failure
+/// here is [`Failure::Unreported`] (exit 3): the change stands.
+pub fn report_change(
+    out: &mut Out,
+    notes: &[String],
+    state: impl FnOnce(&mut Out) -> CmdResult,
+) -> CmdResult {
+    let reported = (|| {
+        for note in notes {
+            out.note(note)?;
+        }
+        state(out)?;
+        out.flush()?;
+        Ok(())
+    })();
+    reported.map_err(Failure::after_change)
 }
 
 /// Prints a completion script for `C` on stdout.

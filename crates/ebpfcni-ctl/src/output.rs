@@ -7,7 +7,7 @@ use std::io::{self, BufWriter, StdoutLock, Write};
 use std::net::Ipv4Addr;
 
 use clap::ValueEnum;
-use ebpfcni::{Identity, PinnedMap, PolicyRule};
+use ebpfcni::{PinnedMap, PolicyRule, Stored, StoredIdentity, StoredRule};
 use serde::{Deserialize, Serialize};
 
 use crate::Common;
@@ -72,10 +72,11 @@ impl Out {
     }
 
     /// Prints the endpoints (sorted by address) as a table or a JSON array
-    /// of `{"ip", "identity"}`.
+    /// of `{"ip", "identity"}`. Invalid entries are shown, marked, and
+    /// counted (`"invalid"` in JSON).
     pub fn endpoints(
         &mut self,
-        entries: &[(Ipv4Addr, Identity)],
+        entries: &[(Ipv4Addr, StoredIdentity)],
         capacity: u32,
         view: View,
     ) -> io::Result<()> {
@@ -85,78 +86,112 @@ impl Out {
         if self.format == Format::Json {
             let rows: Vec<EndpointRow> = entries
                 .iter()
-                .map(|&(ip, id)| EndpointRow {
-                    ip,
-                    identity: id.get(),
-                })
+                .map(|&(ip, id)| EndpointRow::from(ip, id))
                 .collect();
             return self.json(&rows);
         }
+        let invalid = entries.iter().filter(|(_, id)| !id.is_valid()).count();
         writeln!(
             self.stdout,
-            "{}: {} of {capacity} entries",
+            "{}: {} of {capacity} entries{}",
             PinnedMap::Endpoints.name(),
-            entries.len()
+            entries.len(),
+            invalid_count(invalid)
         )?;
-        let rows = entries
-            .iter()
-            .map(|(ip, id)| vec![ip.to_string(), id.to_string()]);
-        let more = "endpointctl list";
+        let rows = entries.iter().map(|(ip, id)| {
+            let identity = match id {
+                Stored::Valid(id) => id.to_string(),
+                Stored::Invalid { raw, problem } => format!("{raw} INVALID: {problem}"),
+            };
+            vec![ip.to_string(), identity]
+        });
         write_table(
             &mut self.stdout,
             &["IP", "IDENTITY"],
             rows,
             entries.len(),
             view,
-            more,
-        )
+            "endpointctl list",
+        )?;
+        if invalid > 0 {
+            writeln!(
+                self.stdout,
+                "  invalid entries count as absent; remove one with `endpointctl del --ip ADDR`"
+            )?;
+        }
+        Ok(())
     }
 
     /// Prints the policy rules (sorted by source, destination) as a table or
     /// a JSON array of `{"src", "dst", "reverse"}`. `reverse` tells whether
-    /// `dst -> src` is allowed too, so a one-way rule stands out.
-    pub fn policy(&mut self, rules: &[PolicyRule], capacity: u32, view: View) -> io::Result<()> {
+    /// `dst -> src` is allowed too, so a one-way rule stands out. Invalid
+    /// entries are shown, marked, and counted (`"invalid"` in JSON).
+    pub fn policy(&mut self, rules: &[StoredRule], capacity: u32, view: View) -> io::Result<()> {
         if self.skips(view) {
             return Ok(());
         }
-        let present: HashSet<PolicyRule> = rules.iter().copied().collect();
+        let present: HashSet<PolicyRule> = rules.iter().filter_map(|r| r.valid()).collect();
         let reverse = |r: &PolicyRule| present.contains(&r.reverse());
         if self.format == Format::Json {
             let rows: Vec<RuleRow> = rules
                 .iter()
-                .map(|r| RuleRow {
-                    src: r.src.get(),
-                    dst: r.dst.get(),
-                    reverse: Some(reverse(r)),
+                .map(|stored| match *stored {
+                    Stored::Valid(r) => RuleRow {
+                        src: r.src.get(),
+                        dst: r.dst.get(),
+                        reverse: Some(reverse(&r)),
+                        invalid: None,
+                    },
+                    Stored::Invalid { raw, problem } => RuleRow {
+                        src: raw.src,
+                        dst: raw.dst,
+                        reverse: None,
+                        invalid: Some(format!("{problem} (action {})", raw.action)),
+                    },
                 })
                 .collect();
             return self.json(&rows);
         }
+        let invalid = rules.len() - present.len();
         writeln!(
             self.stdout,
-            "{}: {} of {capacity} rules (anything not listed is denied)",
+            "{}: {} of {capacity} rules{} (anything not listed is denied)",
             PinnedMap::Policy.name(),
-            rules.len()
+            rules.len(),
+            invalid_count(invalid)
         )?;
-        let rows = rules.iter().map(|r| {
-            let back = if r.src == r.dst {
-                "self"
-            } else if reverse(r) {
-                "yes"
-            } else {
-                "MISSING"
-            };
-            vec![r.src.to_string(), r.dst.to_string(), back.to_owned()]
+        let rows = rules.iter().map(|stored| match *stored {
+            Stored::Valid(r) => {
+                let back = if r.src == r.dst {
+                    "self"
+                } else if reverse(&r) {
+                    "yes"
+                } else {
+                    "MISSING"
+                };
+                vec![r.src.to_string(), r.dst.to_string(), back.to_owned()]
+            }
+            Stored::Invalid { raw, problem } => vec![
+                raw.src.to_string(),
+                raw.dst.to_string(),
+                format!("INVALID: {problem} (action {})", raw.action),
+            ],
         });
-        let more = "policyctl list";
         write_table(
             &mut self.stdout,
             &["SRC", "DST", "REVERSE"],
             rows,
             rules.len(),
             view,
-            more,
-        )
+            "policyctl list",
+        )?;
+        if invalid > 0 {
+            writeln!(
+                self.stdout,
+                "  invalid entries allow nothing; remove one with `policyctl deny --src SRC --dst DST` (0 is accepted there)"
+            )?;
+        }
+        Ok(())
     }
 
     /// Prints rows under headers in aligned columns (tables only).
@@ -174,23 +209,54 @@ impl Out {
     }
 }
 
-/// One endpoint in JSON output.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+/// ", 1 invalid" (nothing when there are none).
+fn invalid_count(n: usize) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(", {n} invalid")
+    }
+}
+
+/// One endpoint in JSON output. `invalid` says why an entry the tools never
+/// write is invalid (and is absent for valid entries).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct EndpointRow {
     pub ip: Ipv4Addr,
     pub identity: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
+}
+
+impl EndpointRow {
+    pub fn from(ip: Ipv4Addr, id: StoredIdentity) -> Self {
+        match id {
+            Stored::Valid(id) => Self {
+                ip,
+                identity: id.get(),
+                invalid: None,
+            },
+            Stored::Invalid { raw, problem } => Self {
+                ip,
+                identity: raw,
+                invalid: Some(problem.to_string()),
+            },
+        }
+    }
 }
 
 /// One policy rule in JSON output, and in JSON apply files (where
 /// `reverse` may be left out and is ignored, so `list -o json` output can
 /// be applied again).
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct RuleRow {
     pub src: u32,
     pub dst: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reverse: Option<bool>,
+    /// Why an entry the tools never write is invalid (absent for valid rules).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
 }
 
 /// Writes aligned columns; a [`View::State`] shows at most [`STATE_ROWS`]

@@ -3,7 +3,8 @@
 use std::fmt::{self, Display};
 
 use ebpfcni::{Identity, PolicyRule};
-use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 /// Why an apply file was refused; names the line (1-based).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,26 +51,65 @@ fn parse_rule_line(content: &str) -> Result<PolicyRule, String> {
 }
 
 fn parse_json_rules(text: &str) -> Result<Vec<PolicyRule>, RulesError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct JsonRule {
-        #[serde(deserialize_with = "identity")]
-        src: Identity,
-        #[serde(deserialize_with = "identity")]
-        dst: Identity,
-        #[serde(default, rename = "reverse")]
-        _reverse: Option<bool>,
-    }
-    fn identity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Identity, D::Error> {
-        let raw = u32::deserialize(d)?;
-        Identity::new(raw)
-            .ok_or_else(|| serde::de::Error::custom("invalid identity 0: expected 1 to 4294967295"))
-    }
     let rules: Vec<JsonRule> = serde_json::from_str(text).map_err(|e| RulesError {
         line: e.line(),
         message: format!("invalid JSON rule list: {e}"),
     })?;
-    Ok(rules.into_iter().map(|r| PolicyRule::new(r.src, r.dst)).collect())
+    Ok(rules.into_iter().map(|r| r.0).collect())
+}
+
+/// One element of a JSON rule list: an object `{"src": ID, "dst": ID}`,
+/// with `"reverse"` (as `list -o json` prints it) ignored. Deserialized by
+/// hand so that only objects are taken (serde's derive would also take
+/// `[5, 6]`) and errors say what is expected in our words.
+struct JsonRule(PolicyRule);
+
+const FIELDS: &[&str] = &["src", "dst", "reverse"];
+
+impl<'de> Deserialize<'de> for JsonRule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(RuleVisitor)
+    }
+}
+
+struct RuleVisitor;
+
+impl<'de> Visitor<'de> for RuleVisitor {
+    type Value = JsonRule;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(r#"a rule object such as {"src": 100, "dst": 200}"#)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonRule, A::Error> {
+        let (mut src, mut dst) = (None, None);
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "src" => src = Some(identity(map.next_value()?)?),
+                "dst" => dst = Some(identity(map.next_value()?)?),
+                "reverse" => drop(map.next_value::<Option<bool>>()?),
+                "invalid" => {
+                    let why: String = map.next_value()?;
+                    return Err(de::Error::custom(format!(
+                        "this entry is listed as invalid ({why}) and cannot be applied"
+                    )));
+                }
+                other => return Err(de::Error::unknown_field(other, FIELDS)),
+            }
+        }
+        match (src, dst) {
+            (Some(src), Some(dst)) => Ok(JsonRule(PolicyRule::new(src, dst))),
+            (None, _) => Err(de::Error::missing_field("src")),
+            (_, None) => Err(de::Error::missing_field("dst")),
+        }
+    }
+}
+
+fn identity<E: de::Error>(raw: u64) -> Result<Identity, E> {
+    u32::try_from(raw)
+        .ok()
+        .and_then(Identity::new)
+        .ok_or_else(|| E::custom(format!("invalid identity {raw}: expected 1 to 4294967295")))
 }
 
 #[cfg(test)]
@@ -116,5 +156,25 @@ mod tests {
         ] {
             assert_eq!(parse_rules(text).unwrap_err().line, line, "{text:?}");
         }
+    }
+
+    #[test]
+    fn json_rules_must_be_objects_and_errors_say_so() {
+        for text in ["[[5, 6]]", "[[5, 6, true]]", "[[5]]", "[5]", "[\"5 6\"]"] {
+            let err = parse_rules(text).unwrap_err();
+            assert!(
+                err.message
+                    .contains(r#"expected a rule object such as {"src": 100, "dst": 200}"#),
+                "{text}: {err}"
+            );
+            assert!(
+                !err.message.contains("JsonRule"),
+                "{text}: internal name in {err}"
+            );
+        }
+        let err = parse_rules(r#"[{"src": 1, "dst": 2, "invalid": "identity 0"}]"#).unwrap_err();
+        assert!(err.message.contains("listed as invalid"), "{err}");
+        let err = parse_rules(r#"[{"src": 1}]"#).unwrap_err();
+        assert!(err.message.contains("missing field `dst`"), "{err}");
     }
 }

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use ebpfcni::{Error, Identity, Maps, PinnedMap, PolicyRule, Program};
+use ebpfcni::{Error, Identity, Maps, PinnedMap, PolicyRule, Program, Stored};
 use ebpfcni_testutil::{require_root, TestPinDir};
 use libbpf_rs::{MapCore as _, MapFlags, MapHandle, MapType};
 
@@ -41,10 +41,13 @@ fn a_second_process_sees_what_the_first_wrote() {
     let pins = TestPinDir::new("second_process");
     run_helper("write", pins.path());
     let maps = Maps::open(pins.path()).expect("maps pinned by the helper");
-    assert_eq!(maps.endpoints.list().unwrap(), vec![(ip(2), id(1001))]);
+    assert_eq!(
+        maps.endpoints.list().unwrap(),
+        vec![(ip(2), Stored::Valid(id(1001)))]
+    );
     assert_eq!(
         maps.policy.list().unwrap(),
-        vec![PolicyRule::new(id(1001), id(1002))]
+        vec![Stored::Valid(PolicyRule::new(id(1001), id(1002)))]
     );
 }
 
@@ -147,12 +150,18 @@ fn an_upgrade_keeps_every_entry() {
     );
     let maps = Maps::open(pins.path()).unwrap();
     assert_eq!(maps.ids().unwrap(), ids);
-    assert_eq!(maps.endpoints.list().unwrap(), vec![(ip(2), id(1001))]);
+    assert_eq!(
+        maps.endpoints.list().unwrap(),
+        vec![(ip(2), Stored::Valid(id(1001)))]
+    );
     assert_eq!(
         maps.policy.list().unwrap(),
-        vec![PolicyRule::new(id(1001), id(1002))]
+        vec![Stored::Valid(PolicyRule::new(id(1001), id(1002)))]
     );
-    assert_eq!(maps.config.trace_level().unwrap(), ebpfcni::TraceLevel::All);
+    assert_eq!(
+        maps.config.trace_level().unwrap(),
+        Stored::Valid(ebpfcni::TraceLevel::All)
+    );
 }
 
 #[test]
@@ -160,7 +169,10 @@ fn fresh_maps_start_at_trace_level_drops() {
     require_root!();
     let pins = TestPinDir::new("default_trace");
     let maps = Maps::open_or_create(pins.path()).unwrap();
-    assert_eq!(maps.config.trace_level().unwrap(), ebpfcni::TraceLevel::Drops);
+    assert_eq!(
+        maps.config.trace_level().unwrap(),
+        Stored::Valid(ebpfcni::TraceLevel::Drops)
+    );
 }
 
 #[test]
@@ -210,6 +222,9 @@ fn full_maps_are_an_error_that_names_the_map() {
         other => panic!("expected MapFull, got {other:?}"),
     }
     // Replacing an existing endpoint's identity still works when full.
-    assert_eq!(maps.endpoints.upsert(all[0].0, id(7)).unwrap(), Some(all[0].1));
+    assert_eq!(
+        maps.endpoints.upsert(all[0].0, id(7)).unwrap(),
+        Some(Stored::Valid(all[0].1))
+    );
     assert_eq!(maps.endpoints.list().unwrap().len(), cap as usize);
 }

@@ -5,11 +5,14 @@
 use std::net::Ipv4Addr;
 
 use ebpfcni::types::ebpfcni_drop_reason as Reason;
-use ebpfcni::{Identity, Maps, PolicyRule, Program, TestContext, TraceLevel, TC_ACT_OK, TC_ACT_SHOT};
+use ebpfcni::{
+    Identity, Maps, PinnedMap, PolicyRule, Program, TestContext, TraceLevel, TC_ACT_OK, TC_ACT_SHOT,
+};
 use ebpfcni_testutil::frames::{
     eth, ipv4, ipv4_header, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ETH_P_LLDP, IPPROTO_ICMP,
 };
 use ebpfcni_testutil::{require_root, TestPinDir};
+use libbpf_rs::{MapCore as _, MapFlags, MapHandle};
 
 const FRONTEND: Ipv4Addr = Ipv4Addr::new(10, 13, 0, 2);
 const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 13, 0, 3);
@@ -18,7 +21,7 @@ const STRANGER: Ipv4Addr = Ipv4Addr::new(10, 13, 0, 99);
 struct Fixture {
     program: Program,
     maps: Maps,
-    _pins: TestPinDir,
+    pins: TestPinDir,
 }
 
 /// frontend (1001) may send to backend (1002); nothing else is allowed.
@@ -31,11 +34,7 @@ fn fixture(test: &str) -> Fixture {
     maps.endpoints.upsert(BACKEND, be).unwrap();
     maps.policy.allow(PolicyRule::new(fe, be)).unwrap();
     maps.config.set_trace_level(TraceLevel::Off).unwrap();
-    Fixture {
-        program,
-        maps,
-        _pins: pins,
-    }
+    Fixture { program, maps, pins }
 }
 
 impl Fixture {
@@ -210,7 +209,10 @@ fn verdicts_do_not_depend_on_trace_level_or_hook() {
     let fx = fixture("trace_levels");
     for level in TraceLevel::ALL_LEVELS {
         fx.maps.config.set_trace_level(level).unwrap();
-        assert_eq!(fx.maps.config.trace_level().unwrap(), level);
+        assert_eq!(
+            fx.maps.config.trace_level().unwrap(),
+            ebpfcni::Stored::Valid(level)
+        );
         for ingress in [false, true] {
             // ifindex 1 (lo) exists in every namespace; ingress when the
             // packet was received by the device the program runs on.
@@ -257,6 +259,37 @@ fn endpoint_byte_order_matches_the_program() {
         .upsert(FRONTEND, Identity::new(1001).unwrap())
         .unwrap();
     fx.assert_pass("after upsert", &ipv4(FRONTEND, BACKEND));
+}
+
+/// Entries the tools never write count as absent (the precedence in
+/// ebpfcni.h): an endpoint with identity 0 is an unknown address, even when
+/// a rule names identity 0.
+#[test]
+fn an_endpoint_with_identity_0_is_unknown() {
+    require_root!();
+    let fx = fixture("identity_0");
+    let pinned = |map: PinnedMap| MapHandle::from_pinned_path(map.path(fx.pins.path())).unwrap();
+    let stranger = u32::from(STRANGER).to_ne_bytes();
+    pinned(PinnedMap::Endpoints)
+        .update(&stranger, &0u32.to_ne_bytes(), MapFlags::ANY)
+        .unwrap();
+    // Rules from and to identity 0 (written by hand; the tools refuse 0).
+    for (src, dst) in [(0u32, 1002u32), (1001, 0)] {
+        let key = [src.to_ne_bytes(), dst.to_ne_bytes()].concat();
+        pinned(PinnedMap::Policy)
+            .update(&key, &[1], MapFlags::ANY)
+            .unwrap();
+    }
+    fx.assert_drop(
+        "identity-0 source",
+        &ipv4(STRANGER, BACKEND),
+        Reason::EBPFCNI_DROP_UNKNOWN_SRC,
+    );
+    fx.assert_drop(
+        "identity-0 destination",
+        &ipv4(FRONTEND, STRANGER),
+        Reason::EBPFCNI_DROP_UNKNOWN_DST,
+    );
 }
 
 #[test]

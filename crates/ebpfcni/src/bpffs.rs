@@ -137,27 +137,44 @@ fn shorten(name: &OsStr) -> String {
 /// Makes `pin_dir` exist on a bpf filesystem: checks it first
 /// ([`check_pin_dir`]), mounts bpffs when needed, then creates the missing
 /// directories. When creating fails part way, the directories it made are
-/// removed again.
-pub fn prepare_pin_dir(pin_dir: &Path) -> Result<()> {
+/// removed again. The returned guard removes them too, when dropped before
+/// [`CreatedDirs::keep`]: a caller whose next step fails leaves nothing.
+pub fn prepare_pin_dir(pin_dir: &Path) -> Result<CreatedDirs> {
     let plan = check_pin_dir(pin_dir)?;
     if plan.mount {
         ensure_mounted()?;
     }
-    let mut made: Vec<&PathBuf> = Vec::new();
-    for dir in &plan.create {
-        match fs::create_dir(dir) {
-            Ok(()) => made.push(dir),
+    let mut made = CreatedDirs(Vec::new());
+    for dir in plan.create {
+        match fs::create_dir(&dir) {
+            Ok(()) => made.0.push(dir),
             // A concurrent preparer made it: fine.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                for dir in made.iter().rev() {
-                    let _ = fs::remove_dir(dir);
-                }
-                return Err(Error::io(format!("create pin directory {}", dir.display()), e));
-            }
+            Err(e) => return Err(Error::io(format!("create pin directory {}", dir.display()), e)),
         }
     }
-    Ok(())
+    Ok(made)
+}
+
+/// Directories [`prepare_pin_dir`] created, removed (when still empty) on
+/// drop unless kept.
+#[must_use = "dropping it removes the directories it created"]
+pub struct CreatedDirs(Vec<PathBuf>);
+
+impl CreatedDirs {
+    /// The directories stay.
+    pub fn keep(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for CreatedDirs {
+    fn drop(&mut self) {
+        for dir in self.0.iter().rev() {
+            // Only empty directories go: a concurrent user may have pinned there.
+            let _ = fs::remove_dir(dir);
+        }
+    }
 }
 
 /// An exclusive lock on a pin directory, held while maps are created so that

@@ -34,13 +34,22 @@ pub enum Error {
     )]
     IncompatibleMap { path: PathBuf, mismatch: String },
 
+    /// Something other than a pinned map sits at a map's pin path.
+    #[error("{} is {found}, not a pinned map; remove or rename it", path.display())]
+    NotAPin { path: PathBuf, found: &'static str },
+
+    /// No map of ours is pinned in the directory: nothing has been written
+    /// there (a read-only command does not create maps).
+    #[error(
+        "no ebpfcni maps are pinned in {}: nothing has been written there yet \
+         (check --pin-dir; adding an endpoint or a rule, or the CNI plugin's first pod, creates them)",
+        pin_dir.display()
+    )]
+    NothingPinned { pin_dir: PathBuf },
+
     /// Some of the maps are not pinned (and the caller asked not to create them).
     #[error("maps not pinned: {}", missing.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     MapsNotPinned { missing: Vec<PathBuf> },
-
-    /// A map holds a value this build cannot have written.
-    #[error("{map} holds an invalid entry: {detail}")]
-    CorruptEntry { map: PinnedMap, detail: String },
 
     /// A map has no room for the new entries; nothing was written.
     #[error("{map} is full: capacity {capacity} entries, {needed} needed")]
@@ -67,23 +76,33 @@ pub enum Error {
     },
 }
 
+/// EPERM/EACCES mean "not privileged" only for a caller that is not root;
+/// as root they have other causes, and the kernel's words are kept.
+fn lacks_privilege(kind: io::ErrorKind) -> bool {
+    kind == io::ErrorKind::PermissionDenied && !nix::unistd::geteuid().is_root()
+}
+
 impl Error {
-    /// Wraps a libbpf error, turning EPERM/EACCES into [`Error::PermissionDenied`].
+    /// Wraps a libbpf error, turning EPERM/EACCES of an unprivileged caller
+    /// into [`Error::PermissionDenied`].
     pub(crate) fn bpf(context: impl Into<String>, source: libbpf_rs::Error) -> Self {
         let context = context.into();
-        match source.kind() {
-            libbpf_rs::ErrorKind::PermissionDenied => Error::PermissionDenied { context },
-            _ => Error::Bpf { context, source },
+        if source.kind() == libbpf_rs::ErrorKind::PermissionDenied
+            && lacks_privilege(io::ErrorKind::PermissionDenied)
+        {
+            return Error::PermissionDenied { context };
         }
+        Error::Bpf { context, source }
     }
 
-    /// Wraps an I/O error, turning EPERM/EACCES into [`Error::PermissionDenied`].
+    /// Wraps an I/O error, turning EPERM/EACCES of an unprivileged caller
+    /// into [`Error::PermissionDenied`].
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
         let context = context.into();
-        match source.kind() {
-            io::ErrorKind::PermissionDenied => Error::PermissionDenied { context },
-            _ => Error::Io { context, source },
+        if lacks_privilege(source.kind()) {
+            return Error::PermissionDenied { context };
         }
+        Error::Io { context, source }
     }
 
     pub(crate) fn errno(context: impl Into<String>, errno: nix::errno::Errno) -> Self {

@@ -31,9 +31,19 @@ impl fmt::Display for Identity {
     }
 }
 
+/// `input` quoted for an error message: whole when short, else its first 32
+/// characters and its length, so that a huge argument is not echoed back.
+pub fn quote_input(input: &str) -> String {
+    const SHOWN: usize = 32;
+    match input.char_indices().nth(SHOWN) {
+        None => format!("{input:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &input[..cut], input.len()),
+    }
+}
+
 /// Why a string is not an [`Identity`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid identity {0:?}: expected a decimal integer from 1 to 4294967295")]
+#[error("invalid identity {}: expected a decimal integer from 1 to 4294967295", quote_input(.0))]
 pub struct ParseIdentityError(String);
 
 impl FromStr for Identity {
@@ -51,7 +61,7 @@ impl FromStr for Identity {
 
 /// Why a string is not an endpoint address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid endpoint address {input:?}: {reason}")]
+#[error("invalid endpoint address {}: {reason}", quote_input(input))]
 pub struct ParseEndpointIpError {
     input: String,
     reason: &'static str,
@@ -132,6 +142,15 @@ mod tests {
         ] {
             assert!(bad.parse::<Identity>().is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn long_input_is_not_echoed_whole() {
+        let long = "1".repeat(100_000);
+        let msg = parse_endpoint_ip(&long).unwrap_err().to_string();
+        assert!(msg.len() < 150 && msg.contains("(100000 bytes)"), "{msg}");
+        let msg = long.parse::<Identity>().unwrap_err().to_string();
+        assert!(msg.len() < 150 && msg.contains("(100000 bytes)"), "{msg}");
     }
 
     #[test]

@@ -23,13 +23,41 @@ mod program;
 mod skel;
 pub mod tc;
 
+/// Where libbpf's own messages go: to `sink` (warnings and worse), or
+/// nowhere with `None`. Without a call they go to stderr, which a CLI's
+/// user should not see before the error that explains them.
+/// "Exclusivity flag on", which libbpf says whenever an interface already
+/// has its clsact qdisc (success for us), is always left out.
+pub fn set_libbpf_log(sink: Option<fn(&str)>) {
+    static SINK: std::sync::OnceLock<fn(&str)> = std::sync::OnceLock::new();
+    fn forward(_: libbpf_rs::PrintLevel, msg: String) {
+        if let Some(sink) = SINK.get() {
+            if !msg.contains("Exclusivity flag on") {
+                sink(msg.trim_end());
+            }
+        }
+    }
+    match sink {
+        None => libbpf_rs::set_print(None),
+        Some(sink) => {
+            let _ = SINK.set(sink);
+            libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Warn, forward)))
+        }
+    };
+}
+
 /// Rust types generated from the BTF of `bpf/include/ebpfcni.h`.
 pub use skel::types;
 
 pub use bpffs::DEFAULT_PIN_DIR;
 pub use error::{Error, Result};
-pub use identity::{parse_endpoint_ip, Identity, ParseEndpointIpError, ParseIdentityError, PolicyRule};
-pub use maps::{drop_reason_name, ConfigMap, DropCounters, EndpointMap, Maps, PolicyMap, TraceLevel};
+pub use identity::{
+    parse_endpoint_ip, quote_input, Identity, ParseEndpointIpError, ParseIdentityError, PolicyRule,
+};
+pub use maps::{
+    drop_reason_name, ConfigMap, DropCounters, EndpointMap, Maps, PolicyMap, RawRule, Stored, StoredIdentity,
+    StoredRule, TraceLevel,
+};
 pub use object::PinnedMap;
 pub use program::{
     program_info, Program, ProgramInfo, TestContext, TestRun, PROGRAM_NAME, TC_ACT_OK, TC_ACT_SHOT,

@@ -156,8 +156,19 @@ pub(crate) fn specs() -> Result<[MapSpec; PinnedMap::ALL.len()]> {
 /// nothing is pinned there. An incompatible pin is an error and is left as
 /// it is: replacing it would lose the operator's entries.
 pub(crate) fn open_pinned(path: &Path, spec: &MapSpec) -> Result<Option<MapHandle>> {
-    if !path.exists() {
-        return Ok(None);
+    let found = match path.symlink_metadata() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("look at {}", path.display()), e)),
+        Ok(meta) if meta.is_dir() => Some("a directory"),
+        Ok(meta) if meta.file_type().is_symlink() => Some("a symbolic link"),
+        Ok(_) if !bpffs::is_bpffs(path.parent().unwrap_or(path))? => Some("a file outside bpffs"),
+        Ok(_) => None,
+    };
+    if let Some(found) = found {
+        return Err(Error::NotAPin {
+            path: path.to_owned(),
+            found,
+        });
     }
     let map = MapHandle::from_pinned_path(path)
         .map_err(|e| Error::bpf(format!("open pinned map {}", path.display()), e))?;
@@ -177,7 +188,7 @@ pub(crate) fn open_pinned(path: &Path, spec: &MapSpec) -> Result<Option<MapHandl
 /// a config map created here starts from [`default_config`]. Concurrent
 /// loaders serialise on a lock of `pin_dir` and end with one map of each kind.
 pub(crate) fn load<R>(pin_dir: &Path, keep: impl FnOnce(&EbpfcniSkel<'_>) -> Result<R>) -> Result<R> {
-    bpffs::prepare_pin_dir(pin_dir)?;
+    let created = bpffs::prepare_pin_dir(pin_dir)?;
     let _lock = PinDirLock::acquire(pin_dir)?;
 
     let mut storage = MaybeUninit::uninit();
@@ -205,7 +216,9 @@ pub(crate) fn load<R>(pin_dir: &Path, keep: impl FnOnce(&EbpfcniSkel<'_>) -> Res
             .update(&CONFIG_KEY, bytemuck::bytes_of(&default_config()), MapFlags::ANY)
             .map_err(|e| Error::bpf(format!("initialise {}", PinnedMap::Config.name()), e))?;
     }
-    keep(&skel)
+    let kept = keep(&skel)?;
+    created.keep();
+    Ok(kept)
 }
 
 /// Loads the embedded object as [`load`] would, without changing anything:

@@ -5,8 +5,11 @@ use std::net::Ipv4Addr;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ebpfcni::{parse_endpoint_ip, Identity};
-use ebpfcni_ctl::{exit_status_help, open_maps, CmdResult, Common, Failure, Format, Out, View};
+use ebpfcni::{Identity, Maps, Stored};
+use ebpfcni_ctl::{
+    args, exit_status_help, open_maps_for_reading, open_maps_for_writing, report_change, CmdResult, Common,
+    EndpointRow, Failure, Format, Out, View,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,7 +48,7 @@ enum Command {
         #[command(flatten)]
         ip: IpArg,
         /// Security identity, a decimal integer from 1 to 4294967295
-        #[arg(long, value_name = "ID", allow_negative_numbers = true)]
+        #[arg(long, value_name = "ID", allow_negative_numbers = true, value_parser = args::identity())]
         identity: Identity,
     },
 
@@ -92,89 +95,106 @@ enum Command {
 #[derive(clap::Args, Debug)]
 struct IpArg {
     /// Endpoint address: dotted IPv4 unicast, no prefix length
-    #[arg(long, value_name = "IPv4", value_parser = parse_endpoint_ip)]
+    #[arg(long, value_name = "IPv4", value_parser = args::endpoint_ip())]
     ip: Ipv4Addr,
 }
 
 fn main() -> ExitCode {
+    ebpfcni_ctl::init();
     ebpfcni_ctl::finish("endpointctl", run(Cli::parse()))
 }
 
 fn run(cli: Cli) -> CmdResult {
-    if let Command::Completions { shell } = cli.command {
-        return ebpfcni_ctl::print_completions::<Cli>(shell);
-    }
-    let maps = open_maps(&cli.common)?;
-    let endpoints = &maps.endpoints;
-    let mut out = Out::new(&cli.common);
-    let changed = match cli.command {
+    let common = &cli.common;
+    match cli.command {
+        Command::Completions { shell } => ebpfcni_ctl::print_completions::<Cli>(shell),
+        Command::Get { ip: IpArg { ip } } => get(common, ip),
+        Command::List => list(common),
         Command::Add {
             ip: IpArg { ip },
             identity,
-        } => {
-            let previous = endpoints
-                .upsert(ip, identity)
-                .map_err(|e| Failure::failed(format_args!("add {ip}"), e))?;
-            match previous {
-                None => out.note(format_args!("added {ip} with identity {identity}"))?,
-                Some(old) if old == identity => {
-                    out.note(format_args!("{ip} already had identity {identity}"))?
-                }
-                Some(old) => out.note(format_args!("{ip}: replaced identity {old} with {identity}"))?,
-            }
-            true
-        }
-        Command::Del { ip: IpArg { ip } } => {
-            match endpoints
-                .delete(ip)
-                .map_err(|e| Failure::failed(format_args!("delete {ip}"), e))?
-            {
-                Some(old) => out.note(format_args!("deleted {ip} (identity {old})"))?,
-                None => out.note(format_args!("{ip} was not present; nothing to delete"))?,
-            }
-            true
-        }
-        Command::Get { ip: IpArg { ip } } => {
-            let identity = endpoints
-                .get(ip)
-                .map_err(|e| Failure::failed(format_args!("look up {ip}"), e))?
-                .ok_or_else(|| {
-                    Failure::Runtime(format!("{ip} is not an endpoint (see `endpointctl list`)"))
-                })?;
-            match out.format() {
-                Format::Json => out.json(&ebpfcni_ctl::EndpointRow {
-                    ip,
-                    identity: identity.get(),
-                })?,
-                Format::Table => out.table(
-                    &["IP", "IDENTITY"],
-                    vec![vec![ip.to_string(), identity.to_string()]],
-                )?,
-            }
-            false
-        }
-        Command::List => {
-            let all = endpoints
-                .list()
-                .map_err(|e| Failure::failed("list endpoints", e))?;
-            out.endpoints(&all, endpoints.capacity(), View::Full)?;
-            false
-        }
-        Command::Flush => {
-            let n = endpoints
-                .clear()
-                .map_err(|e| Failure::failed("flush endpoints", e))?;
-            out.note(format_args!("removed {n} endpoints"))?;
-            true
-        }
-        Command::Completions { .. } => unreachable!("handled before the maps are opened"),
-    };
-    if changed {
-        let all = endpoints
+        } => change(common, |maps| add(maps, ip, identity)),
+        Command::Del { ip: IpArg { ip } } => change(common, |maps| del(maps, ip)),
+        Command::Flush => change(common, flush),
+    }
+}
+
+/// Opens the maps, makes a change with `make` (which returns what it did,
+/// one note a line), then reports it and the map's state (exit 3 when that
+/// fails: the change stands).
+fn change(common: &Common, make: impl FnOnce(&Maps) -> Result<Vec<String>, Failure>) -> CmdResult {
+    let maps = open_maps_for_writing(common)?;
+    let notes = make(&maps)?;
+    let mut out = Out::new(common);
+    report_change(&mut out, &notes, |out| {
+        let all = maps
+            .endpoints
             .list()
             .map_err(|e| Failure::failed("list endpoints", e))?;
-        out.endpoints(&all, endpoints.capacity(), View::State)?;
+        out.endpoints(&all, maps.endpoints.capacity(), View::State)?;
+        Ok(())
+    })
+}
+
+fn add(maps: &Maps, ip: Ipv4Addr, identity: Identity) -> Result<Vec<String>, Failure> {
+    let previous = maps
+        .endpoints
+        .upsert(ip, identity)
+        .map_err(|e| Failure::failed(format_args!("add {ip}"), e))?;
+    Ok(vec![match previous {
+        None => format!("added {ip} with identity {identity}"),
+        Some(Stored::Valid(old)) if old == identity => format!("{ip} already had identity {identity}"),
+        Some(Stored::Valid(old)) => format!("{ip}: replaced identity {old} with {identity}"),
+        Some(Stored::Invalid { raw, .. }) => {
+            format!("{ip}: replaced invalid identity {raw} with {identity}")
+        }
+    }])
+}
+
+fn del(maps: &Maps, ip: Ipv4Addr) -> Result<Vec<String>, Failure> {
+    let removed = maps
+        .endpoints
+        .delete(ip)
+        .map_err(|e| Failure::failed(format_args!("delete {ip}"), e))?;
+    Ok(vec![match removed {
+        Some(Stored::Valid(old)) => format!("deleted {ip} (identity {old})"),
+        Some(Stored::Invalid { raw, .. }) => format!("deleted {ip} (invalid identity {raw})"),
+        None => format!("{ip} was not present; nothing to delete"),
+    }])
+}
+
+fn flush(maps: &Maps) -> Result<Vec<String>, Failure> {
+    let n = maps
+        .endpoints
+        .clear()
+        .map_err(|e| Failure::failed("flush endpoints", e))?;
+    Ok(vec![format!("removed {n} endpoints")])
+}
+
+fn get(common: &Common, ip: Ipv4Addr) -> CmdResult {
+    let maps = open_maps_for_reading(common)?;
+    let identity = maps
+        .endpoints
+        .get(ip)
+        .map_err(|e| Failure::failed(format_args!("look up {ip}"), e))?
+        .ok_or_else(|| Failure::Runtime(format!("{ip} is not an endpoint (see `endpointctl list`)")))?;
+    let mut out = Out::new(common);
+    match out.format() {
+        Format::Json => out.json(&EndpointRow::from(ip, identity))?,
+        Format::Table => out.endpoints(&[(ip, identity)], maps.endpoints.capacity(), View::Full)?,
     }
+    out.flush()?;
+    Ok(())
+}
+
+fn list(common: &Common) -> CmdResult {
+    let maps = open_maps_for_reading(common)?;
+    let all = maps
+        .endpoints
+        .list()
+        .map_err(|e| Failure::failed("list endpoints", e))?;
+    let mut out = Out::new(common);
+    out.endpoints(&all, maps.endpoints.capacity(), View::Full)?;
     out.flush()?;
     Ok(())
 }

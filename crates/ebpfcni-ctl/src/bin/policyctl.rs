@@ -1,14 +1,18 @@
 //! policyctl: which identity may talk to which, in the pinned policy_map the
 //! datapath reads on every packet, and the datapath's trace level.
 
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
-use ebpfcni::{Identity, PinnedMap, PolicyRule, TraceLevel};
-use ebpfcni_ctl::{exit_status_help, open_maps, parse_rules, CmdResult, Common, Failure, Format, Out, View};
+use ebpfcni::{Identity, Maps, PinnedMap, PolicyRule, Stored, TraceLevel};
+use ebpfcni_ctl::{
+    args, exit_status_help, open_maps_for_reading, open_maps_for_writing, parse_rules, report_change,
+    CmdResult, Common, Failure, Format, Out, View,
+};
 use serde::Serialize;
 
 #[derive(Parser, Debug)]
@@ -53,11 +57,13 @@ enum Command {
     /// Remove the allow rule(s), so the traffic is denied
     ///
     /// Remove the allow rule SRC -> DST (and DST -> SRC with --symmetric). Policy is default deny,
-    /// so the traffic is then dropped. Removing a rule that is not there is not an error.
+    /// so the traffic is then dropped. Removing a rule that is not there is not an error. An
+    /// identity may be 0 here, to remove an entry `list` shows as INVALID.
     #[command(after_help = "Examples:\n  \
                             policyctl deny --src 100 --dst 200\n  \
-                            policyctl deny --src 100 --dst 200 --symmetric   # both directions")]
-    Deny(Pair),
+                            policyctl deny --src 100 --dst 200 --symmetric   # both directions\n  \
+                            policyctl deny --src 0 --dst 200                 # an invalid entry")]
+    Deny(StoredPair),
 
     /// List every allow rule, sorted by source then destination
     #[command(after_help = "Examples:\n  \
@@ -123,10 +129,10 @@ enum Command {
 #[derive(clap::Args, Debug)]
 struct Pair {
     /// Source identity, a decimal integer from 1 to 4294967295
-    #[arg(long, value_name = "ID", allow_negative_numbers = true)]
+    #[arg(long, value_name = "ID", allow_negative_numbers = true, value_parser = args::identity())]
     src: Identity,
     /// Destination identity, a decimal integer from 1 to 4294967295
-    #[arg(long, value_name = "ID", allow_negative_numbers = true)]
+    #[arg(long, value_name = "ID", allow_negative_numbers = true, value_parser = args::identity())]
     dst: Identity,
     /// Also the reverse rule DST -> SRC (needed for replies)
     #[arg(long)]
@@ -144,6 +150,30 @@ impl Pair {
     }
 }
 
+/// The identities of entries to remove, as stored: 0 names an invalid entry.
+#[derive(clap::Args, Debug)]
+struct StoredPair {
+    /// Source identity, a decimal integer from 0 to 4294967295
+    #[arg(long, value_name = "ID", allow_negative_numbers = true, value_parser = args::stored_identity())]
+    src: u32,
+    /// Destination identity, a decimal integer from 0 to 4294967295
+    #[arg(long, value_name = "ID", allow_negative_numbers = true, value_parser = args::stored_identity())]
+    dst: u32,
+    /// Also the reverse rule DST -> SRC
+    #[arg(long)]
+    symmetric: bool,
+}
+
+impl StoredPair {
+    fn keys(&self) -> Vec<(u32, u32)> {
+        if self.symmetric && self.src != self.dst {
+            vec![(self.src, self.dst), (self.dst, self.src)]
+        } else {
+            vec![(self.src, self.dst)]
+        }
+    }
+}
+
 fn trace_level_parser() -> impl TypedValueParser<Value = TraceLevel> {
     let values = TraceLevel::ALL_LEVELS.map(|level| {
         PossibleValue::new(level.name()).help(match level {
@@ -157,123 +187,168 @@ fn trace_level_parser() -> impl TypedValueParser<Value = TraceLevel> {
 
 #[derive(Serialize)]
 struct TraceJson {
-    trace_level: &'static str,
+    trace_level: String,
 }
 
 fn main() -> ExitCode {
+    ebpfcni_ctl::init();
     ebpfcni_ctl::finish("policyctl", run(Cli::parse()))
 }
 
 fn run(cli: Cli) -> CmdResult {
-    // Everything that can be refused is read and checked before the maps
-    // are opened (which may create them).
-    let applied = match &cli.command {
-        Command::Completions { shell } => return ebpfcni_ctl::print_completions::<Cli>(*shell),
-        Command::Pins => return print_pins(&cli.common.pin_dir),
-        Command::Apply { file } => Some(read_rules(file)?),
-        _ => None,
-    };
-    let maps = open_maps(&cli.common)?;
-    let policy = &maps.policy;
-    let mut out = Out::new(&cli.common);
-    let changed = match cli.command {
-        Command::Allow(pair) => {
-            let rules = pair.rules();
-            let already = rules
-                .iter()
-                .map(|&r| policy.contains(r))
-                .collect::<Result<Vec<bool>, _>>()
-                .map_err(|e| Failure::failed("read policy_map", e))?;
-            policy
-                .allow_all(&rules)
-                .map_err(|e| Failure::failed(format_args!("allow {}", describe(&rules)), e))?;
-            for (rule, already) in rules.iter().zip(already) {
-                if already {
-                    out.note(format_args!("{rule} was already allowed"))?;
-                } else {
-                    out.note(format_args!("allowed {rule}"))?;
-                }
-            }
-            true
-        }
-        Command::Deny(pair) => {
-            for rule in pair.rules() {
-                let removed = policy
-                    .revoke(rule)
-                    .map_err(|e| Failure::failed(format_args!("deny {rule}"), e))?;
-                if removed {
-                    out.note(format_args!("denied {rule} (allow rule removed)"))?;
-                } else {
-                    out.note(format_args!("{rule} was not allowed; nothing to remove"))?;
-                }
-            }
-            true
-        }
-        Command::List => {
-            let rules = policy.list().map_err(|e| Failure::failed("list rules", e))?;
-            out.policy(&rules, policy.capacity(), View::Full)?;
-            false
-        }
-        Command::Flush => {
-            let n = policy.clear().map_err(|e| Failure::failed("flush rules", e))?;
-            out.note(format_args!("removed {n} rules"))?;
-            true
-        }
+    let common = &cli.common;
+    match cli.command {
+        Command::Completions { shell } => ebpfcni_ctl::print_completions::<Cli>(shell),
+        Command::Pins => print_pins(&common.pin_dir),
+        Command::List => list(common),
+        Command::Trace { level: None } => show_trace_level(common),
+        Command::Trace { level: Some(level) } => set_trace_level(common, level),
+        Command::Allow(pair) => change(common, |maps| allow(maps, &pair.rules())),
+        Command::Deny(pair) => change(common, |maps| deny(maps, &pair.keys())),
+        Command::Flush => change(common, flush),
         Command::Apply { file } => {
-            let rules = applied.expect("read before the maps were opened");
-            let new = policy.allow_all(&rules).map_err(|e| {
-                Failure::failed(
-                    format_args!("apply {} rules from {}", rules.len(), source_name(&file)),
-                    e,
-                )
-            })?;
-            out.note(format_args!(
-                "applied {} rules from {}: {new} new, {} already allowed",
-                rules.len(),
-                source_name(&file),
-                rules.len() - new
-            ))?;
-            true
+            // Read and checked before the maps are opened (which may create them).
+            let rules = read_rules(&file)?;
+            change(common, |maps| apply(maps, &rules, &source_name(&file)))
         }
-        Command::Trace { level } => {
-            let config = &maps.config;
-            let current = config
-                .trace_level()
-                .map_err(|e| Failure::failed("read the trace level", e))?;
-            let shown = match level {
-                None => {
-                    if out.format() == Format::Table {
-                        out.note(format_args!("trace level: {current}"))?;
-                    }
-                    current
-                }
-                Some(level) => {
-                    config
-                        .set_trace_level(level)
-                        .map_err(|e| Failure::failed(format_args!("set the trace level to {level}"), e))?;
-                    if level == current {
-                        out.note(format_args!("trace level: {level} (unchanged)"))?;
-                    } else {
-                        out.note(format_args!("trace level: {current} -> {level}"))?;
-                    }
-                    level
-                }
-            };
-            if out.format() == Format::Json {
-                out.json(&TraceJson {
-                    trace_level: shown.name(),
-                })?;
+    }
+}
+
+/// Opens the maps, makes a change with `make` (which returns what it did,
+/// one note a line), then reports it and the policy's state (exit 3 when
+/// that fails: the change stands).
+fn change(common: &Common, make: impl FnOnce(&Maps) -> Result<Vec<String>, Failure>) -> CmdResult {
+    let maps = open_maps_for_writing(common)?;
+    let notes = make(&maps)?;
+    let mut out = Out::new(common);
+    report_change(&mut out, &notes, |out| {
+        let rules = maps.policy.list().map_err(|e| Failure::failed("list rules", e))?;
+        out.policy(&rules, maps.policy.capacity(), View::State)?;
+        Ok(())
+    })
+}
+
+fn allow(maps: &Maps, rules: &[PolicyRule]) -> Result<Vec<String>, Failure> {
+    let already = rules
+        .iter()
+        .map(|&r| maps.policy.contains(r))
+        .collect::<Result<Vec<bool>, _>>()
+        .map_err(|e| Failure::failed("read policy_map", e))?;
+    maps.policy
+        .allow_all(rules)
+        .map_err(|e| Failure::failed(format_args!("allow {}", describe(rules)), e))?;
+    Ok(rules
+        .iter()
+        .zip(already)
+        .map(|(rule, already)| {
+            if already {
+                format!("{rule} was already allowed")
+            } else {
+                format!("allowed {rule}")
             }
-            false
-        }
-        Command::Completions { .. } | Command::Pins => unreachable!("handled before the maps are opened"),
+        })
+        .collect())
+}
+
+fn deny(maps: &Maps, keys: &[(u32, u32)]) -> Result<Vec<String>, Failure> {
+    let mut notes = Vec::new();
+    for &(src, dst) in keys {
+        let removed = maps
+            .policy
+            .revoke_raw(src, dst)
+            .map_err(|e| Failure::failed(format_args!("deny {src} -> {dst}"), e))?;
+        notes.push(if removed {
+            format!("denied {src} -> {dst} (allow rule removed)")
+        } else {
+            format!("{src} -> {dst} was not allowed; nothing to remove")
+        });
+    }
+    Ok(notes)
+}
+
+fn flush(maps: &Maps) -> Result<Vec<String>, Failure> {
+    let n = maps
+        .policy
+        .clear()
+        .map_err(|e| Failure::failed("flush rules", e))?;
+    Ok(vec![format!("removed {n} rules")])
+}
+
+fn apply(maps: &Maps, rules: &[PolicyRule], source: &str) -> Result<Vec<String>, Failure> {
+    let new = maps
+        .policy
+        .allow_all(rules)
+        .map_err(|e| Failure::failed(format_args!("apply {} rules from {source}", rules.len()), e))?;
+    let distinct = rules.iter().collect::<HashSet<_>>().len();
+    let repeated = match rules.len() - distinct {
+        0 => String::new(),
+        n => format!(" ({n} listed more than once)"),
     };
-    if changed {
-        let rules = policy.list().map_err(|e| Failure::failed("list rules", e))?;
-        out.policy(&rules, policy.capacity(), View::State)?;
+    Ok(vec![format!(
+        "applied {} rules from {source}{repeated}: {new} new, {} already allowed",
+        rules.len(),
+        distinct - new
+    )])
+}
+
+fn list(common: &Common) -> CmdResult {
+    let maps = open_maps_for_reading(common)?;
+    let rules = maps.policy.list().map_err(|e| Failure::failed("list rules", e))?;
+    let mut out = Out::new(common);
+    out.policy(&rules, maps.policy.capacity(), View::Full)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// The trace level, "invalid (N)" for a value this build does not know.
+fn level_name(level: Stored<TraceLevel, u32>) -> String {
+    match level {
+        Stored::Valid(level) => level.name().to_owned(),
+        Stored::Invalid { raw, .. } => format!("invalid ({raw}, traces as all)"),
+    }
+}
+
+fn show_trace_level(common: &Common) -> CmdResult {
+    let maps = open_maps_for_reading(common)?;
+    let current = maps
+        .config
+        .trace_level()
+        .map_err(|e| Failure::failed("read the trace level", e))?;
+    let mut out = Out::new(common);
+    match out.format() {
+        Format::Table => out.note(format_args!("trace level: {}", level_name(current)))?,
+        Format::Json => out.json(&TraceJson {
+            trace_level: level_name(current),
+        })?,
     }
     out.flush()?;
     Ok(())
+}
+
+/// Sets the level; a current value that is invalid is overwritten.
+fn set_trace_level(common: &Common, level: TraceLevel) -> CmdResult {
+    let maps = open_maps_for_writing(common)?;
+    let current = maps
+        .config
+        .trace_level()
+        .map_err(|e| Failure::failed("read the trace level", e))?;
+    maps.config
+        .set_trace_level(level)
+        .map_err(|e| Failure::failed(format_args!("set the trace level to {level}"), e))?;
+    let note = if current == Stored::Valid(level) {
+        format!("trace level: {level} (unchanged)")
+    } else {
+        format!("trace level: {} -> {level}", level_name(current))
+    };
+    let mut out = Out::new(common);
+    report_change(&mut out, &[note], |out| {
+        if out.format() == Format::Json {
+            out.json(&TraceJson {
+                trace_level: level.name().to_owned(),
+            })?;
+        }
+        Ok(())
+    })
 }
 
 /// Prints the paths of the pins that exist under `pin_dir`.

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
+use super::Stored;
 use crate::error::{Error, Result};
 use crate::object::{PinnedMap, CONFIG_KEY};
 use crate::skel::types;
@@ -83,11 +84,17 @@ impl ConfigMap {
         Ok(bytemuck::pod_read_unaligned(&value))
     }
 
-    pub fn trace_level(&self) -> Result<TraceLevel> {
-        let config = self.read()?;
-        TraceLevel::from_raw(config.trace_level).ok_or_else(|| Error::CorruptEntry {
-            map: MAP,
-            detail: format!("trace level {}", config.trace_level.0),
+    /// The trace level; a value this build does not know is invalid (the
+    /// program then traces as at "all") and [`Self::set_trace_level`]
+    /// overwrites it.
+    pub fn trace_level(&self) -> Result<Stored<TraceLevel, u32>> {
+        let raw = self.read()?.trace_level;
+        Ok(match TraceLevel::from_raw(raw) {
+            Some(level) => Stored::Valid(level),
+            None => Stored::Invalid {
+                raw: raw.0,
+                problem: "unknown trace level",
+            },
         })
     }
 

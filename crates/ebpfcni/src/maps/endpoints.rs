@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::{dump, insert_error};
+use super::{dump, insert_error, Stored};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::object::PinnedMap;
@@ -21,12 +21,18 @@ fn key(ip: Ipv4Addr) -> [u8; 4] {
     u32::from(ip).to_ne_bytes()
 }
 
-fn identity_from(bytes: &[u8]) -> Result<Identity> {
+/// An endpoint's identity as stored: identity 0 is invalid.
+pub type StoredIdentity = Stored<Identity, u32>;
+
+fn identity_from(bytes: &[u8]) -> StoredIdentity {
     let raw = u32::from_ne_bytes(bytes.try_into().expect("endpoint_map value is 4 bytes"));
-    Identity::new(raw).ok_or_else(|| Error::CorruptEntry {
-        map: MAP,
-        detail: "identity 0".into(),
-    })
+    match Identity::new(raw) {
+        Some(id) => Stored::Valid(id),
+        None => Stored::Invalid {
+            raw,
+            problem: "identity 0 is not an identity",
+        },
+    }
 }
 
 impl EndpointMap {
@@ -38,8 +44,9 @@ impl EndpointMap {
         self.map.max_entries()
     }
 
-    /// Sets the identity of `ip`. Returns the identity it replaced.
-    pub fn upsert(&self, ip: Ipv4Addr, id: Identity) -> Result<Option<Identity>> {
+    /// Sets the identity of `ip`. Returns the identity it replaced (which may
+    /// be an invalid one: it is overwritten).
+    pub fn upsert(&self, ip: Ipv4Addr, id: Identity) -> Result<Option<StoredIdentity>> {
         let previous = self.get(ip)?;
         self.map
             .update(&key(ip), &id.get().to_ne_bytes(), MapFlags::ANY)
@@ -81,36 +88,38 @@ impl EndpointMap {
             .map_err(|e| insert_error(MAP, self.capacity(), needed, e))
     }
 
-    /// Removes `ip`. Returns the identity it had, `None` when it was absent.
-    pub fn delete(&self, ip: Ipv4Addr) -> Result<Option<Identity>> {
+    /// Removes `ip`. Returns the identity it had (valid or not), `None` when
+    /// it was absent.
+    pub fn delete(&self, ip: Ipv4Addr) -> Result<Option<StoredIdentity>> {
         match self.map.lookup_and_delete(&key(ip)) {
-            Ok(previous) => previous.as_deref().map(identity_from).transpose(),
+            Ok(previous) => Ok(previous.as_deref().map(identity_from)),
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::bpf(format!("delete {ip} from {MAP}"), e)),
         }
     }
 
-    pub fn get(&self, ip: Ipv4Addr) -> Result<Option<Identity>> {
-        self.map
+    pub fn get(&self, ip: Ipv4Addr) -> Result<Option<StoredIdentity>> {
+        Ok(self
+            .map
             .lookup(&key(ip), MapFlags::ANY)
             .map_err(|e| Error::bpf(format!("look up {ip} in {MAP}"), e))?
             .as_deref()
-            .map(identity_from)
-            .transpose()
+            .map(identity_from))
     }
 
-    /// Every endpoint, sorted by address.
-    pub fn list(&self) -> Result<Vec<(Ipv4Addr, Identity)>> {
-        let mut entries = dump(&self.map, MAP)?
+    /// Every endpoint, invalid ones included, sorted by address.
+    pub fn list(&self) -> Result<Vec<(Ipv4Addr, StoredIdentity)>> {
+        let mut entries: Vec<_> = dump(&self.map, MAP)?
             .into_iter()
             .map(|(k, v)| {
                 let ip = Ipv4Addr::from(u32::from_ne_bytes(k.as_slice().try_into().expect("4-byte key")));
-                Ok((ip, identity_from(&v)?))
+                (ip, identity_from(&v))
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect();
         entries.sort_unstable();
         Ok(entries)
     }
+
 
     /// Removes every endpoint. Returns how many there were.
     pub fn clear(&self) -> Result<usize> {

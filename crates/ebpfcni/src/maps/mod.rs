@@ -21,8 +21,32 @@ use crate::object::{self, PinnedMap};
 
 pub use config::{ConfigMap, TraceLevel};
 pub use drops::{drop_reason_name, DropCounters};
-pub use endpoints::EndpointMap;
-pub use policy::PolicyMap;
+pub use endpoints::{EndpointMap, StoredIdentity};
+pub use policy::{PolicyMap, RawRule, StoredRule};
+
+/// A map entry as it is stored. `Invalid` is an entry this build never
+/// writes (identity 0, an unknown action or level: written by hand or by a
+/// broken tool). It is kept raw, so that the tools show it instead of
+/// failing on it and can remove or overwrite it; the datapath treats it as
+/// absent (the precedence in bpf/include/ebpfcni.h says how).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stored<T, R> {
+    Valid(T),
+    Invalid { raw: R, problem: &'static str },
+}
+
+impl<T, R> Stored<T, R> {
+    pub fn valid(self) -> Option<T> {
+        match self {
+            Stored::Valid(v) => Some(v),
+            Stored::Invalid { .. } => None,
+        }
+    }
+
+    pub fn is_valid(&self) -> bool {
+        matches!(self, Stored::Valid(_))
+    }
+}
 
 /// All of the datapath's pinned maps, opened and checked.
 #[derive(Debug)]
@@ -47,6 +71,20 @@ impl Maps {
             }
             other => other,
         }
+    }
+
+    /// Opens the maps for a command that only reads: like [`Maps::open_or_create`]
+    /// when maps are pinned under `pin_dir` (completing a set pinned by an
+    /// older release keeps every entry), but [`Error::NothingPinned`] when
+    /// none is, so that a mistyped directory creates nothing and does not
+    /// look like an empty map.
+    pub fn open_for_reading(pin_dir: &Path) -> Result<Self> {
+        if !PinnedMap::ALL.iter().any(|m| m.path(pin_dir).exists()) {
+            return Err(Error::NothingPinned {
+                pin_dir: pin_dir.to_owned(),
+            });
+        }
+        Self::open_or_create(pin_dir)
     }
 
     /// Opens the maps pinned under `pin_dir` without creating anything.

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::{dump, insert_error};
+use super::{dump, insert_error, Stored};
 use crate::error::{Error, Result};
 use crate::identity::{Identity, PolicyRule};
 use crate::object::PinnedMap;
@@ -25,6 +25,38 @@ fn key(rule: PolicyRule) -> types::policy_key {
 }
 
 const ALLOW: [u8; 1] = [types::ebpfcni_policy_action::EBPFCNI_POLICY_ALLOW.0];
+
+/// A policy_map entry as its bytes say: source, destination, action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RawRule {
+    pub src: u32,
+    pub dst: u32,
+    pub action: u8,
+}
+
+/// A rule as stored: identity 0 on either side, or an action other than
+/// allow, is invalid.
+pub type StoredRule = Stored<PolicyRule, RawRule>;
+
+fn rule_from(key: &[u8], value: &[u8]) -> StoredRule {
+    let key: types::policy_key = bytemuck::pod_read_unaligned(key);
+    let raw = RawRule {
+        src: key.src_id,
+        dst: key.dst_id,
+        action: value[0],
+    };
+    match (Identity::new(raw.src), Identity::new(raw.dst)) {
+        _ if value != ALLOW => Stored::Invalid {
+            raw,
+            problem: "unknown action (allow is 1)",
+        },
+        (Some(src), Some(dst)) => Stored::Valid(PolicyRule::new(src, dst)),
+        _ => Stored::Invalid {
+            raw,
+            problem: "identity 0 is not an identity",
+        },
+    }
+}
 
 impl PolicyMap {
     pub(super) fn new(map: MapHandle) -> Self {
@@ -82,10 +114,20 @@ impl PolicyMap {
 
     /// Removes `rule`. Returns false when it was not there.
     pub fn revoke(&self, rule: PolicyRule) -> Result<bool> {
-        match self.map.delete(bytemuck::bytes_of(&key(rule))) {
+        self.revoke_raw(rule.src.get(), rule.dst.get())
+    }
+
+    /// Removes the entry with this key, valid or not (an identity may be 0
+    /// here, to remove an invalid entry). Returns false when it was not there.
+    pub fn revoke_raw(&self, src: u32, dst: u32) -> Result<bool> {
+        let key = types::policy_key {
+            src_id: src,
+            dst_id: dst,
+        };
+        match self.map.delete(bytemuck::bytes_of(&key)) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::bpf(format!("remove {rule} from {MAP}"), e)),
+            Err(e) => Err(Error::bpf(format!("remove {src} -> {dst} from {MAP}"), e)),
         }
     }
 
@@ -106,23 +148,16 @@ impl PolicyMap {
         Ok(self.map.keys().next().is_none())
     }
 
-    /// Every allow rule, sorted by (source, destination).
-    pub fn list(&self) -> Result<Vec<PolicyRule>> {
-        let mut rules = dump(&self.map, MAP)?
+    /// Every entry, invalid ones included, sorted by (source, destination).
+    pub fn list(&self) -> Result<Vec<StoredRule>> {
+        let mut rules: Vec<StoredRule> = dump(&self.map, MAP)?
             .into_iter()
-            .filter(|(_, v)| v.as_slice() == ALLOW)
-            .map(|(k, _)| {
-                let key: types::policy_key = bytemuck::pod_read_unaligned(&k);
-                match (Identity::new(key.src_id), Identity::new(key.dst_id)) {
-                    (Some(src), Some(dst)) => Ok(PolicyRule::new(src, dst)),
-                    _ => Err(Error::CorruptEntry {
-                        map: MAP,
-                        detail: format!("identity 0 in rule {} -> {}", key.src_id, key.dst_id),
-                    }),
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
-        rules.sort_unstable();
+            .map(|(k, v)| rule_from(&k, &v))
+            .collect();
+        rules.sort_unstable_by_key(|r| match r {
+            Stored::Valid(rule) => (rule.src.get(), rule.dst.get()),
+            Stored::Invalid { raw, .. } => (raw.src, raw.dst),
+        });
         Ok(rules)
     }
 

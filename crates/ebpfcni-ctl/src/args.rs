@@ -1,0 +1,66 @@
+//! Value parsers for the command line whose errors are ours: clap would
+//! echo a rejected value in full before our message (which names it too),
+//! so a 100,000-character `--ip` came back twice. Here the value is named
+//! once, shortened ([`ebpfcni::quote_input`]).
+
+use std::ffi::OsStr;
+use std::fmt::Display;
+use std::net::Ipv4Addr;
+
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
+use ebpfcni::{quote_input, Identity};
+
+/// A clap value parser from a parse function whose error names the value.
+#[derive(Clone, Copy)]
+pub struct Parser<T>(fn(&str) -> Result<T, String>);
+
+impl<T: Clone + Send + Sync + 'static> TypedValueParser for Parser<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        let flag = arg.map_or_else(|| "a value".to_owned(), |a| a.to_string());
+        let fail = |message: String| {
+            clap::Error::raw(ErrorKind::ValueValidation, format!("{flag}: {message}\n")).with_cmd(cmd)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| fail(format!("{} is not UTF-8", quote_input(&value.to_string_lossy()))))?;
+        (self.0)(text).map_err(fail)
+    }
+}
+
+fn with_display<T, E: Display>(result: Result<T, E>) -> Result<T, String> {
+    result.map_err(|e| e.to_string())
+}
+
+/// A security identity, 1..=4294967295.
+pub fn identity() -> Parser<Identity> {
+    Parser(|s| with_display(s.parse::<Identity>()))
+}
+
+/// An identity as stored, 0 included: `policyctl deny` takes 0 so that an
+/// invalid entry (which no valid identity can name) can be removed.
+pub fn stored_identity() -> Parser<u32> {
+    Parser(|s| {
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(n) = s.parse::<u32>() {
+                return Ok(n);
+            }
+        }
+        Err(format!(
+            "invalid identity {}: expected a decimal integer from 0 to 4294967295",
+            quote_input(s)
+        ))
+    })
+}
+
+/// An endpoint address: dotted IPv4 unicast.
+pub fn endpoint_ip() -> Parser<Ipv4Addr> {
+    Parser(|s| with_display(ebpfcni::parse_endpoint_ip(s)))
+}
