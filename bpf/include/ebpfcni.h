@@ -4,9 +4,9 @@
  *
  * The BPF program includes this header; the Rust library gets the same types
  * from the compiled object's BTF (libbpf-cargo's skeleton `types` module), so
- * there is no hand-kept mirror. Every type here is used by a map so that BTF
- * keeps it. Values of the enums are part of the pinned maps' contents and of
- * the trace output: never renumber them, only add.
+ * there is no hand-kept mirror. Every type here is used by a map or a global
+ * so that BTF keeps it. Values of the enums are part of the pinned maps'
+ * contents and of the trace output: never renumber them, only add.
  *
  * Policy precedence (the program applies these in order; code cites the step):
  *   1. A frame whose EtherType is not IPv4 passes untouched (ARP, IPv6, LLDP...).
@@ -32,6 +32,15 @@
 enum ebpfcni_capacity {
 	EBPFCNI_ENDPOINT_MAP_CAPACITY = 16384,
 	EBPFCNI_POLICY_MAP_CAPACITY = 65536,
+};
+
+/* Which tc hook a program instance runs on. Each has its own entry point,
+ * so a program knows its hook by construction. */
+enum ebpfcni_hook {
+	/* tc ingress of the host veth: what the pod sends. */
+	EBPFCNI_HOOK_FROM_POD = 1,
+	/* tc egress of the host veth: what the pod receives. */
+	EBPFCNI_HOOK_TO_POD = 2,
 };
 
 /* endpoint_map: key is an IPv4 address in host byte order (__u32),
@@ -64,16 +73,26 @@ struct ebpfcni_config {
 };
 
 /* Why a packet was dropped: the key of drop_counters and the reason printed
- * in traces. 0 is not a drop. Userspace mirror: none; Rust reads these
- * values from BTF and a test checks every variant has a name. Sized as a
- * __u32 so it can be a map key. */
+ * in traces, each with its name (what traces, counters and the CLIs say).
+ * X(NAME, value, "name", "what it means"); 0 is not a drop. The names are
+ * written here only: the program keeps them in .rodata
+ * (ebpfcni_drop_reason_names), where the Rust library reads them too. */
+#define EBPFCNI_DROP_REASONS(X)                                                              \
+	X(MALFORMED, 1, "malformed", "step 2: truncated or invalid IPv4 header")             \
+	X(UNKNOWN_SRC, 2, "unknown-source", "step 3: source address has no identity")        \
+	X(UNKNOWN_DST, 3, "unknown-destination", "step 4: destination address has no identity") \
+	X(NO_POLICY, 4, "no-policy", "step 6: no allow entry for the pair")
+
+/* Sized as a __u32 so it can be a map key. */
 enum ebpfcni_drop_reason {
-	EBPFCNI_DROP_MALFORMED = 1,   /* step 2: truncated or invalid IPv4 header */
-	EBPFCNI_DROP_UNKNOWN_SRC = 2, /* step 3: source address has no identity */
-	EBPFCNI_DROP_UNKNOWN_DST = 3, /* step 4: destination address has no identity */
-	EBPFCNI_DROP_NO_POLICY = 4,   /* step 6: no allow entry for the pair */
-	EBPFCNI_DROP_REASON_MAX,      /* size of drop_counters; keep last */
+#define EBPFCNI_DROP_ENUM(name, value, text, doc) EBPFCNI_DROP_##name = value,
+	EBPFCNI_DROP_REASONS(EBPFCNI_DROP_ENUM)
+#undef EBPFCNI_DROP_ENUM
+	EBPFCNI_DROP_REASON_MAX, /* size of drop_counters; keep last */
 };
+
+/* Room for a drop reason's name, with its NUL. */
+#define EBPFCNI_NAME_LEN 24
 
 /* drop_counters value (per CPU): packets dropped for the key's reason. */
 struct ebpfcni_drop_count {

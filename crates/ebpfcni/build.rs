@@ -28,6 +28,7 @@ fn main() {
             "-Wall".into(),
             "-Werror".into(),
             format!("-I{}", bpf_dir.join("include").display()),
+            format!("-I{}", bpf_dir.join("lib").display()),
             format!("-I/usr/include/{multiarch}"),
         ])
         .build_and_generate(out_dir.join("ebpfcni.skel.rs"))

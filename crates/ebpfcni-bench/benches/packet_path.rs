@@ -1,4 +1,4 @@
-//! Per-packet cost of process_tc through BPF_PROG_TEST_RUN, beside a no-op tc
+//! Per-packet cost of the program through BPF_PROG_TEST_RUN, beside a no-op tc
 //! program run by the same harness (the kernel's own loop and timer).
 //!
 //! `cargo bench -p ebpfcni-bench --bench packet_path` (root: loads programs,
@@ -22,7 +22,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 
-use ebpfcni::{Identity, Maps, PinnedMap, PolicyRule, Program, TraceLevel, TC_ACT_OK, TC_ACT_SHOT};
+use ebpfcni::{Hook, Identity, Maps, PinnedMap, PolicyRule, Program, TraceLevel, TC_ACT_OK, TC_ACT_SHOT};
 use ebpfcni_bench::fill_maps;
 use ebpfcni_testutil::frames::{arp, ipv4_udp};
 use ebpfcni_testutil::{median, TestPinDir};
@@ -151,7 +151,10 @@ impl Datapath {
 
     fn run(&self, frame: &[u8], trace: TraceLevel, repeat: u32, verdict: i32) -> f64 {
         self.maps.config.set_trace_level(trace).expect("set trace level");
-        let run = self.program.test_run(frame, None, repeat).expect("test run");
+        let run = self
+            .program
+            .test_run(Hook::ToPod, frame, None, repeat)
+            .expect("test run");
         assert_eq!(run.verdict, verdict, "unexpected verdict");
         run.duration.as_nanos() as f64
     }

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::{for_each_version, host_veth, pod_ip, run_plugin, Node, Pod, CNI_PATH};
-use ebpfcni::{Identity, Maps, PolicyRule, PROGRAM_NAME};
+use ebpfcni::{Hook, Identity, Maps, PolicyRule};
 use ebpfcni_testutil::require_root;
 use serde_json::{json, Value};
 
@@ -391,9 +391,12 @@ fn parallel_adds_and_dels() {
         assert_eq!(node.filters(&host, "egress"), 1, "{host}");
         let index = node.ns.ifindex(&host);
         let attached = node.ns.run_in(|| ebpfcni::attachment(index).unwrap());
-        for id in [attached.ingress.unwrap(), attached.egress.unwrap()] {
+        for (hook, id) in [
+            (Hook::FromPod, attached.ingress.unwrap()),
+            (Hook::ToPod, attached.egress.unwrap()),
+        ] {
             let info = ebpfcni::program_info(id).unwrap();
-            assert_eq!(info.name, PROGRAM_NAME);
+            assert_eq!(info.name, hook.program_name());
             assert!(
                 map_ids.iter().all(|m| info.map_ids.contains(m)),
                 "{host}: {info:?}"

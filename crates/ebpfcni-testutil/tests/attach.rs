@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use ebpfcni::{Identity, Maps, PolicyRule, Program};
+use ebpfcni::{Hook, Identity, Maps, PolicyRule, Program};
 use ebpfcni_testutil::frames::send_raw_frame;
 use ebpfcni_testutil::{require_root, Netns, TestPinDir, VethPair};
 
@@ -29,7 +29,11 @@ fn assert_one_filter_each_way(pair: &VethPair) {
     for hook in ["ingress", "egress"] {
         let filters = tc_filters(&pair.host, pair.host_ifname, hook);
         assert_eq!(filters.len(), 1, "{hook}: {filters:?}");
-        assert!(filters[0].contains("process_tc"), "{hook}: {filters:?}");
+        let program = match hook {
+            "ingress" => Hook::FromPod.program_name(),
+            _ => Hook::ToPod.program_name(),
+        };
+        assert!(filters[0].contains(program), "{hook}: {filters:?}");
     }
 }
 
@@ -45,17 +49,17 @@ fn attaching_twice_leaves_one_filter_per_direction() {
         first.attach(ifindex).unwrap();
         let second = Program::load(pins.path()).unwrap();
         second.attach(ifindex).unwrap();
-        (first.id(), second.id())
+        let ids = |p: &Program| (p.id(Hook::FromPod), p.id(Hook::ToPod));
+        (ids(&first), ids(&second))
     });
     assert_one_filter_each_way(&pair);
     let attached = pair.host.run_in(|| ebpfcni::attachment(ifindex).unwrap());
     assert_ne!(first, second);
     assert_eq!(
-        attached.ingress,
-        Some(second),
-        "the later program replaced the first"
+        (attached.ingress, attached.egress),
+        (Some(second.0), Some(second.1)),
+        "the later program replaced the first, each entry point on its hook"
     );
-    assert_eq!(attached.egress, Some(second));
 
     pair.host.run_in(|| ebpfcni::detach(ifindex).unwrap());
     assert!(tc_filters(&pair.host, pair.host_ifname, "ingress").is_empty());
@@ -83,7 +87,7 @@ fn attachment_outlives_the_process() {
     let ifindex = pair.host_ifindex();
     let attached = pair.host.run_in(|| ebpfcni::attachment(ifindex).unwrap());
     let info = ebpfcni::program_info(attached.ingress.expect("ingress attached")).unwrap();
-    assert_eq!(info.name, ebpfcni::PROGRAM_NAME);
+    assert_eq!(info.name, Hook::FromPod.program_name());
     let maps = Maps::open(pins.path()).unwrap();
     assert!(
         maps.ids().unwrap().iter().all(|id| info.map_ids.contains(id)),

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use ebpfcni::{Error, Identity, Maps, PinnedMap, PolicyRule, Program, Stored};
+use ebpfcni::{Error, Hook, Identity, Maps, PinnedMap, PolicyRule, Program, Stored};
 use ebpfcni_testutil::{require_root, TestPinDir};
 use libbpf_rs::{MapCore as _, MapFlags, MapHandle, MapType};
 
@@ -142,8 +142,12 @@ fn an_upgrade_keeps_every_entry() {
     drop(maps);
 
     let new = Program::load(pins.path()).unwrap();
-    assert_ne!(old.id(), new.id(), "a new program instance was loaded");
-    let info = ebpfcni::program_info(new.id()).unwrap();
+    assert_ne!(
+        old.id(Hook::FromPod),
+        new.id(Hook::FromPod),
+        "a new program instance was loaded"
+    );
+    let info = ebpfcni::program_info(new.id(Hook::FromPod)).unwrap();
     assert!(
         ids.iter().all(|m| info.map_ids.contains(m)),
         "new program uses the pinned maps"

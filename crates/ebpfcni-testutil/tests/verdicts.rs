@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use ebpfcni::types::ebpfcni_drop_reason as Reason;
 use ebpfcni::{
-    Identity, Maps, PinnedMap, PolicyRule, Program, TestContext, TraceLevel, TC_ACT_OK, TC_ACT_SHOT,
+    Hook, Identity, Maps, PinnedMap, PolicyRule, Program, TestContext, TraceLevel, TC_ACT_OK, TC_ACT_SHOT,
 };
 use ebpfcni_testutil::frames::{
     eth, ipv4, ipv4_header, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ETH_P_LLDP, IPPROTO_ICMP,
@@ -39,7 +39,10 @@ fn fixture(test: &str) -> Fixture {
 
 impl Fixture {
     fn verdict(&self, frame: &[u8]) -> i32 {
-        self.program.test_run(frame, None, 1).expect("test run").verdict
+        self.program
+            .test_run(Hook::ToPod, frame, None, 1)
+            .expect("test run")
+            .verdict
     }
 
     fn drops(&self, reason: Reason) -> u64 {
@@ -213,24 +216,12 @@ fn verdicts_do_not_depend_on_trace_level_or_hook() {
             fx.maps.config.trace_level().unwrap(),
             ebpfcni::Stored::Valid(level)
         );
-        for ingress in [false, true] {
-            // ifindex 1 (lo) exists in every namespace; ingress when the
-            // packet was received by the device the program runs on.
-            let ctx = TestContext {
-                ifindex: 1,
-                ingress_ifindex: if ingress { 1 } else { 0 },
-            };
-            let run = |f: &[u8]| fx.program.test_run(f, Some(&ctx), 1).unwrap().verdict;
-            assert_eq!(
-                run(&ipv4(FRONTEND, BACKEND)),
-                TC_ACT_OK,
-                "{level} ingress={ingress}"
-            );
-            assert_eq!(
-                run(&ipv4(BACKEND, FRONTEND)),
-                TC_ACT_SHOT,
-                "{level} ingress={ingress}"
-            );
+        for hook in Hook::ALL {
+            // ifindex 1 (lo) exists in every namespace.
+            let ctx = TestContext { ifindex: 1 };
+            let run = |f: &[u8]| fx.program.test_run(hook, f, Some(&ctx), 1).unwrap().verdict;
+            assert_eq!(run(&ipv4(FRONTEND, BACKEND)), TC_ACT_OK, "{level} {hook:?}");
+            assert_eq!(run(&ipv4(BACKEND, FRONTEND)), TC_ACT_SHOT, "{level} {hook:?}");
         }
     }
 }

@@ -59,7 +59,5 @@ pub use maps::{
     StoredRule, TraceLevel,
 };
 pub use object::PinnedMap;
-pub use program::{
-    program_info, Program, ProgramInfo, TestContext, TestRun, PROGRAM_NAME, TC_ACT_OK, TC_ACT_SHOT,
-};
+pub use program::{program_info, Hook, Program, ProgramInfo, TestContext, TestRun, TC_ACT_OK, TC_ACT_SHOT};
 pub use tc::{attachment, detach, Attachment, TC_HANDLE, TC_PRIORITY};

@@ -243,6 +243,25 @@ pub(crate) fn verify(pin_dir: &Path) -> Result<()> {
         .map_err(|e| Error::bpf("load the BPF program", e))
 }
 
+/// The drop reasons' names, indexed by value, as the program keeps them in
+/// its .rodata (the one list is in ebpfcni.h). Read from the embedded object.
+pub(crate) fn drop_reason_names() -> &'static [String] {
+    static NAMES: OnceLock<Vec<String>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        let mut storage = MaybeUninit::uninit();
+        let open = open_object(&mut storage).expect("the embedded BPF object parses");
+        let rodata = open.maps.rodata_data.as_deref().expect("the object has .rodata");
+        rodata
+            .ebpfcni_drop_reason_names
+            .iter()
+            .map(|name| {
+                let bytes: Vec<u8> = name.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+                String::from_utf8(bytes).expect("drop reason names are ASCII")
+            })
+            .collect()
+    })
+}
+
 /// The only key of the config map (a one-entry array).
 pub(crate) const CONFIG_KEY: [u8; 4] = 0u32.to_ne_bytes();
 

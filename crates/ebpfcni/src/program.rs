@@ -1,6 +1,6 @@
-//! The identity-policy program: loading it against the pinned maps, running
-//! it on crafted frames (BPF_PROG_TEST_RUN), and reading what the kernel
-//! knows of a loaded program.
+//! The identity-policy program, one entry point per hook: loading it against
+//! the pinned maps, running it on crafted frames (BPF_PROG_TEST_RUN), and
+//! reading what the kernel knows of a loaded program.
 
 use std::mem::size_of;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -14,18 +14,55 @@ use crate::error::{Error, Result};
 use crate::object;
 use crate::skel::types;
 
-/// Name of the program in the kernel (`bpftool prog show`, `tc filter show`).
-pub const PROGRAM_NAME: &str = "process_tc";
+/// Which tc hook of a pod's host veth a program runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// tc ingress: what the pod sends.
+    FromPod,
+    /// tc egress: what the pod receives.
+    ToPod,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 2] = [Hook::FromPod, Hook::ToPod];
+
+    /// The entry point's name in the kernel (`bpftool prog show`,
+    /// `tc filter show`).
+    pub const fn program_name(self) -> &'static str {
+        match self {
+            Hook::FromPod => "ebpfcni_frompod",
+            Hook::ToPod => "ebpfcni_topod",
+        }
+    }
+
+    /// The tc hook's name: "ingress" or "egress".
+    pub const fn tc_name(self) -> &'static str {
+        match self {
+            Hook::FromPod => "ingress",
+            Hook::ToPod => "egress",
+        }
+    }
+
+    /// "from-pod" or "to-pod".
+    pub const fn name(self) -> &'static str {
+        match self {
+            Hook::FromPod => "from-pod",
+            Hook::ToPod => "to-pod",
+        }
+    }
+}
 
 /// tc verdicts the program returns.
 pub const TC_ACT_OK: i32 = 0;
 pub const TC_ACT_SHOT: i32 = 2;
 
-/// A loaded instance of the program, sharing the pinned maps. The kernel
-/// keeps it alive while this handle or an attachment holds it.
+/// A loaded instance of the program (both entry points), sharing the
+/// pinned maps. The kernel keeps it alive while this handle or an
+/// attachment holds it.
 #[derive(Debug)]
 pub struct Program {
-    handle: ProgramHandle,
+    from_pod: ProgramHandle,
+    to_pod: ProgramHandle,
 }
 
 /// Outcome of one BPF_PROG_TEST_RUN.
@@ -42,8 +79,6 @@ pub struct TestRun {
 pub struct TestContext {
     /// Device the program runs on (must exist in the caller's namespace; 1 is lo).
     pub ifindex: u32,
-    /// Device the packet was received on: equal to `ifindex` at tc ingress.
-    pub ingress_ifindex: u32,
 }
 
 impl Program {
@@ -53,9 +88,12 @@ impl Program {
     /// Concurrent loaders serialise on a lock of `pin_dir`.
     pub fn load(pin_dir: &Path) -> Result<Self> {
         object::load(pin_dir, |skel| {
-            let handle = ProgramHandle::try_from(&skel.progs.process_tc)
-                .map_err(|e| Error::bpf("keep the loaded program", e))?;
-            Ok(Self { handle })
+            let keep =
+                |prog| ProgramHandle::try_from(prog).map_err(|e| Error::bpf("keep the loaded program", e));
+            Ok(Self {
+                from_pod: keep(&skel.progs.ebpfcni_frompod)?,
+                to_pod: keep(&skel.progs.ebpfcni_topod)?,
+            })
         })
     }
 
@@ -66,24 +104,37 @@ impl Program {
         object::verify(pin_dir)
     }
 
-    /// The kernel's id of this instance.
-    pub fn id(&self) -> u32 {
-        self.handle.id()
+    fn handle(&self, hook: Hook) -> &ProgramHandle {
+        match hook {
+            Hook::FromPod => &self.from_pod,
+            Hook::ToPod => &self.to_pod,
+        }
     }
 
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.handle.as_fd()
+    /// The kernel's id of the entry point for `hook`.
+    pub fn id(&self, hook: Hook) -> u32 {
+        self.handle(hook).id()
     }
 
-    /// Attaches this program to both tc hooks of `ifindex` in the calling
+    pub fn as_fd(&self, hook: Hook) -> BorrowedFd<'_> {
+        self.handle(hook).as_fd()
+    }
+
+    /// Attaches each entry point to its tc hook of `ifindex` in the calling
     /// thread's network namespace (see [`crate::tc`]).
     pub fn attach(&self, ifindex: u32) -> Result<()> {
-        crate::tc::attach(self.as_fd(), ifindex)
+        crate::tc::attach(self.as_fd(Hook::FromPod), self.as_fd(Hook::ToPod), ifindex)
     }
 
-    /// Runs the program once per repeat on `frame` through BPF_PROG_TEST_RUN.
-    /// `ctx` sets the `__sk_buff` fields a caller may set.
-    pub fn test_run(&self, frame: &[u8], ctx: Option<&TestContext>, repeat: u32) -> Result<TestRun> {
+    /// Runs the entry point for `hook` once per repeat on `frame` through
+    /// BPF_PROG_TEST_RUN. `ctx` sets the `__sk_buff` fields a caller may set.
+    pub fn test_run(
+        &self,
+        hook: Hook,
+        frame: &[u8],
+        ctx: Option<&TestContext>,
+        repeat: u32,
+    ) -> Result<TestRun> {
         // The kernel rejects a context whose reserved bytes (padding
         // included) are not zero: start from all-zero bytes, set fields in place.
         // SAFETY: __sk_buff and bpf_test_run_opts are plain C structs for
@@ -95,13 +146,12 @@ impl Program {
         opts.data_size_in = frame.len() as u32;
         if let Some(ctx) = ctx {
             skb.ifindex = ctx.ifindex;
-            skb.ingress_ifindex = ctx.ingress_ifindex;
             opts.ctx_in = (&skb as *const types::__sk_buff).cast();
             opts.ctx_size_in = size_of::<types::__sk_buff>() as u32;
         }
         opts.repeat = repeat as i32;
         // SAFETY: opts points at live buffers for the duration of the call.
-        let rc = unsafe { libbpf_sys::bpf_prog_test_run_opts(self.as_fd().as_raw_fd(), &mut opts) };
+        let rc = unsafe { libbpf_sys::bpf_prog_test_run_opts(self.as_fd(hook).as_raw_fd(), &mut opts) };
         if rc != 0 {
             return Err(Error::bpf(
                 "BPF_PROG_TEST_RUN",

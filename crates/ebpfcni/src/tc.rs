@@ -57,21 +57,19 @@ fn is_absent(e: &libbpf_rs::Error) -> bool {
     )
 }
 
-/// Attaches `program` to tc INGRESS (what the device receives: a host veth's
-/// pod egress) and EGRESS (what it sends: pod ingress) of `ifindex`, creating
-/// the clsact qdisc when missing. Create-or-replace at a fixed handle and
-/// priority: any number of attaches leaves one filter per direction. The
-/// attachment outlives this process.
-pub(crate) fn attach(program: BorrowedFd<'_>, ifindex: u32) -> Result<()> {
-    let hooks = our_hooks(program, ifindex_arg(ifindex)?);
+/// Attaches `ingress` to tc INGRESS (what the device receives: a host veth's
+/// pod egress) and `egress` to EGRESS (what it sends: pod ingress) of
+/// `ifindex`, creating the clsact qdisc when missing. Create-or-replace at a
+/// fixed handle and priority: any number of attaches leaves one filter per
+/// direction. The attachment outlives this process.
+pub(crate) fn attach(ingress: BorrowedFd<'_>, egress: BorrowedFd<'_>, ifindex: u32) -> Result<()> {
+    let idx = ifindex_arg(ifindex)?;
     // One clsact qdisc holds both hooks; EEXIST (already there) is success.
-    hooks
-        .hook(TC_INGRESS)
+    our_hook(ingress, idx, TC_INGRESS)
         .create()
         .map_err(|e| Error::bpf(format!("create clsact qdisc on ifindex {ifindex}"), e))?;
-    for (name, point) in HOOKS {
-        hooks
-            .hook(point)
+    for ((name, point), program) in HOOKS.into_iter().zip([ingress, egress]) {
+        our_hook(program, idx, point)
             .attach()
             .map_err(|e| Error::bpf(format!("attach to tc {name} of ifindex {ifindex}"), e))?;
     }

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use ebpfcni::Program;
+use ebpfcni::{Hook, Program};
 
 use crate::addressing::{pod_routes, Allocation, PodRoute};
 use crate::config::NetConf;
@@ -132,12 +132,13 @@ impl Setup<'_> {
             source,
         })?;
         log::info!(
-            "{} {} -> host {} (ifindex {}), program {}",
+            "{} {} -> host {} (ifindex {}), programs {} (from pod), {} (to pod)",
             env.ifname,
             lease.net,
             self.host_name,
             host_end.index,
-            program.id()
+            program.id(Hook::FromPod),
+            program.id(Hook::ToPod)
         );
         Ok(result(conf, env, &host_end, &pod, &lease, routes, leased))
     }

@@ -4,7 +4,7 @@
 //! writes map entries (identities and policy are the operator's). The IPAM
 //! plugin's own CHECK runs last, so that our findings name what is off.
 
-use ebpfcni::{Maps, PROGRAM_NAME};
+use ebpfcni::{Hook, Maps};
 
 use crate::addressing::{pod_routes, Allocation};
 use crate::config::NetConf;
@@ -156,18 +156,19 @@ fn check_program(conf: &NetConf, host_end: &Link) -> Result<()> {
         .map_err(Error::bpf("read the ids of the pinned maps"))?;
     let attached =
         ebpfcni::attachment(host_end.index).map_err(Error::bpf(format!("query the filters of {name}")))?;
-    for (hook, id) in [("ingress", attached.ingress), ("egress", attached.egress)] {
-        let id = id.ok_or_else(|| Error::CheckFailed(format!("no ebpfcni filter on tc {hook} of {name}")))?;
+    for (hook, id) in [(Hook::FromPod, attached.ingress), (Hook::ToPod, attached.egress)] {
+        let (tc, want) = (hook.tc_name(), hook.program_name());
+        let id = id.ok_or_else(|| Error::CheckFailed(format!("no ebpfcni filter on tc {tc} of {name}")))?;
         let info = ebpfcni::program_info(id).map_err(Error::bpf(format!("read program {id}")))?;
-        if info.name != PROGRAM_NAME {
+        if info.name != want {
             return Err(Error::CheckFailed(format!(
-                "tc {hook} of {name} runs program {:?} (id {id}), not {PROGRAM_NAME}",
+                "tc {tc} of {name} runs program {:?} (id {id}), not {want}",
                 info.name
             )));
         }
         if let Some(absent) = map_ids.iter().find(|m| !info.map_ids.contains(m)) {
             return Err(Error::CheckFailed(format!(
-                "the program on tc {hook} of {name} (id {id}) does not use map {absent} pinned in {}",
+                "the program on tc {tc} of {name} (id {id}) does not use map {absent} pinned in {}",
                 pin_dir.display()
             )));
         }

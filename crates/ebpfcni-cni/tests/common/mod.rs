@@ -193,7 +193,7 @@ impl Node {
     pub fn filters(&self, dev: &str, hook: &str) -> usize {
         self.output("tc", &["filter", "show", "dev", dev, hook])
             .lines()
-            .filter(|l| l.contains("bpf") && l.contains("process_tc"))
+            .filter(|l| l.contains("bpf") && l.contains(" ebpfcni_"))
             .count()
     }
 }

@@ -3,22 +3,19 @@
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::error::{Error, Result};
-use crate::object::PinnedMap;
+use crate::object::{self, PinnedMap};
 use crate::skel::types;
 
 const MAP: PinnedMap = PinnedMap::DropCounters;
 
-/// Names of the drop reasons, as the program prints them in traces.
-/// `None` for values that are not a drop reason.
+/// The name of a drop reason, as traces, counters and the CLIs say it
+/// (written once, in bpf/include/ebpfcni.h). `None` for values that are not
+/// a drop reason.
 pub fn drop_reason_name(reason: types::ebpfcni_drop_reason) -> Option<&'static str> {
-    use types::ebpfcni_drop_reason as R;
-    Some(match reason {
-        R::EBPFCNI_DROP_MALFORMED => "malformed",
-        R::EBPFCNI_DROP_UNKNOWN_SRC => "unknown-source",
-        R::EBPFCNI_DROP_UNKNOWN_DST => "unknown-destination",
-        R::EBPFCNI_DROP_NO_POLICY => "no-policy",
-        _ => return None,
-    })
+    object::drop_reason_names()
+        .get(reason.0 as usize)
+        .map(String::as_str)
+        .filter(|name| !name.is_empty())
 }
 
 #[derive(Debug)]

@@ -120,7 +120,6 @@ impl EndpointMap {
         Ok(entries)
     }
 
-
     /// Removes every endpoint. Returns how many there were.
     pub fn clear(&self) -> Result<usize> {
         super::clear(&self.map, MAP)

@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * flow.h: what the program learns about one packet, filled in step by step
+ * (parse.h, then identity.h) and read by every later step and by the
+ * verdict (drop.h).
+ */
+#ifndef EBPFCNI_LIB_FLOW_H
+#define EBPFCNI_LIB_FLOW_H
+
+#include <linux/types.h>
+
+#include "ebpfcni.h"
+
+struct ebpfcni_flow {
+	__be32 saddr; /* as on the wire */
+	__be32 daddr;
+	__be16 sport; /* 0 when the packet carries no ports (see has_ports) */
+	__be16 dport;
+	__u8 protocol;  /* IPPROTO_* */
+	__u8 has_ports; /* TCP or UDP, not a later fragment, header present */
+	__u8 tcp_flags; /* the TCP header's flags byte, else 0 */
+	__u8 hook;      /* enum ebpfcni_hook */
+	__u32 src_id;   /* 0 until looked up (identity.h) */
+	__u32 dst_id;
+};
+
+#endif /* EBPFCNI_LIB_FLOW_H */

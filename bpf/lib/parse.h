@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * parse.h: a frame into a flow tuple (addresses, protocol, L4 ports and TCP
+ * flags). Precedence steps 1 and 2 of ebpfcni.h.
+ *
+ * API:  ebpfcni_parse(ctx, flow)
+ *   Returns: 0 for a well-formed IPv4 packet, EBPFCNI_NOT_IPV4 for any other
+ *   frame (step 1), or -EBPFCNI_DROP_MALFORMED (step 2).
+ */
+#ifndef EBPFCNI_LIB_PARSE_H
+#define EBPFCNI_LIB_PARSE_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "ebpfcni.h"
+#include "flow.h"
+
+/* ebpfcni_parse() result for frames that are not IPv4 (step 1). */
+#define EBPFCNI_NOT_IPV4 1
+
+/* The part of a TCP or UDP header the program reads: the ports, and for
+ * TCP the flags byte (offset 13). */
+struct ebpfcni_l4_head {
+	__be16 sport;
+	__be16 dport;
+	__u8 unused[9];
+	__u8 tcp_flags;
+};
+
+/* Reads the start of the L4 header at `off` into `head`: directly when it
+ * is in the linear part (always so for veth traffic), else by copying.
+ * Returns: 0, or < 0 when the packet is too short to hold it. */
+static __always_inline int ebpfcni_load_l4(struct __sk_buff *ctx, __u32 off, struct ebpfcni_l4_head *head,
+					   __u32 len)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+
+	if (len > sizeof(*head))
+		return -1;
+	if (data + off + sizeof(*head) <= data_end) {
+		__builtin_memcpy(head, data + off, sizeof(*head));
+		return 0;
+	}
+	return bpf_skb_load_bytes(ctx, off, head, len);
+}
+
+/* Fills in the protocol, and the ports and TCP flags of a TCP or UDP packet
+ * that carries its header. A later fragment, or a packet cut short in its
+ * L4 header, has no ports: it is judged by addresses only. */
+static __always_inline void ebpfcni_parse_l4(struct __sk_buff *ctx, const struct iphdr *ip, __u32 l4_off,
+					     struct ebpfcni_flow *flow)
+{
+	struct ebpfcni_l4_head head;
+	__u32 need;
+
+	flow->protocol = ip->protocol;
+	if (ip->frag_off & bpf_htons(0x1fff)) /* a later fragment: no L4 header */
+		return;
+	if (ip->protocol == IPPROTO_TCP)
+		need = 14;
+	else if (ip->protocol == IPPROTO_UDP)
+		need = 4;
+	else
+		return;
+	if (ebpfcni_load_l4(ctx, l4_off, &head, need))
+		return;
+	flow->sport = head.sport;
+	flow->dport = head.dport;
+	flow->has_ports = 1;
+	if (ip->protocol == IPPROTO_TCP)
+		flow->tcp_flags = head.tcp_flags;
+}
+
+static __always_inline int ebpfcni_parse(struct __sk_buff *ctx, struct ebpfcni_flow *flow)
+{
+	const __u32 l3_off = sizeof(struct ethhdr);
+	const __u32 need = l3_off + sizeof(struct iphdr);
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip;
+
+	if (data + sizeof(*eth) > data_end)
+		return -EBPFCNI_DROP_MALFORMED;
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return EBPFCNI_NOT_IPV4;
+
+	if (data + need > data_end) {
+		/* The header may lie beyond the linear part: pull it in once.
+		 * Never taken for ordinary veth traffic. */
+		if (ctx->len < need || bpf_skb_pull_data(ctx, need))
+			return -EBPFCNI_DROP_MALFORMED;
+		data = (void *)(long)ctx->data;
+		data_end = (void *)(long)ctx->data_end;
+		if (data + need > data_end)
+			return -EBPFCNI_DROP_MALFORMED;
+	}
+
+	ip = data + l3_off;
+	if (ip->version != 4 || ip->ihl < 5)
+		return -EBPFCNI_DROP_MALFORMED;
+	/* Options need not be linear; the packet must merely hold them. */
+	if (ctx->len < l3_off + ip->ihl * 4)
+		return -EBPFCNI_DROP_MALFORMED;
+
+	flow->saddr = ip->saddr;
+	flow->daddr = ip->daddr;
+	ebpfcni_parse_l4(ctx, ip, l3_off + ip->ihl * 4, flow);
+	return 0;
+}
+
+#endif /* EBPFCNI_LIB_PARSE_H */

@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * verdict.h: how every packet ends. Each drop is counted per reason and
+ * traced when the trace level asks for it; passes are traced at "all".
+ *
+ * Map:  drop_counters (per-CPU array)  enum ebpfcni_drop_reason -> packets
+ * API:  ebpfcni_drop(ctx, reason, flow)  Returns: TC_ACT_SHOT
+ *       ebpfcni_pass(ctx, flow)          Returns: TC_ACT_OK
+ */
+#ifndef EBPFCNI_LIB_VERDICT_H
+#define EBPFCNI_LIB_VERDICT_H
+
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+
+#include "ebpfcni.h"
+#include "config.h"
+#include "flow.h"
+
+/* Drops per reason, per CPU: touched only on the drop path. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EBPFCNI_DROP_REASON_MAX);
+	__type(key, __u32); /* enum ebpfcni_drop_reason: array keys must be ints */
+	__type(value, struct ebpfcni_drop_count);
+} drop_counters SEC(".maps");
+
+/* The names of the drop reasons, indexed by value, from the one list in
+ * ebpfcni.h. In .rodata so that traces print them and the Rust library
+ * reads them from the same object (never written; const volatile keeps
+ * them, and their type, in the object). */
+const volatile char ebpfcni_drop_reason_names[EBPFCNI_DROP_REASON_MAX][EBPFCNI_NAME_LEN] = {
+#define EBPFCNI_DROP_NAME(name, value, text, doc) [value] = text,
+	EBPFCNI_DROP_REASONS(EBPFCNI_DROP_NAME)
+#undef EBPFCNI_DROP_NAME
+};
+
+static __always_inline const volatile char *ebpfcni_drop_reason_name(enum ebpfcni_drop_reason reason)
+{
+	if (reason >= EBPFCNI_DROP_REASON_MAX)
+		return "unknown-reason";
+	return ebpfcni_drop_reason_names[reason];
+}
+
+/* "ingress" is tc ingress of the host veth (what the pod sends), "egress"
+ * tc egress (what it receives). */
+static __always_inline const char *ebpfcni_hook_name(const struct ebpfcni_flow *flow)
+{
+	return flow->hook == EBPFCNI_HOOK_FROM_POD ? "ingress" : "egress";
+}
+
+static __always_inline void ebpfcni_trace(struct __sk_buff *ctx, const char *verdict,
+					  const volatile char *reason, const struct ebpfcni_flow *flow)
+{
+	bpf_printk("ebpfcni: %s %s %pI4 -> %pI4 id %u -> %u ifindex %u %s", verdict, reason,
+		   &flow->saddr, &flow->daddr, flow->src_id, flow->dst_id, ctx->ifindex,
+		   ebpfcni_hook_name(flow));
+}
+
+/* Every drop goes through here: count it, trace it when asked to.
+ * Returns: TC_ACT_SHOT. */
+static __always_inline int ebpfcni_drop(struct __sk_buff *ctx, enum ebpfcni_drop_reason reason,
+					const struct ebpfcni_flow *flow)
+{
+	__u32 key = reason;
+	struct ebpfcni_drop_count *count = bpf_map_lookup_elem(&drop_counters, &key);
+
+	if (count)
+		count->packets++; /* per-CPU slot: no atomics needed */
+	if (ebpfcni_config()->trace_level >= EBPFCNI_TRACE_DROPS)
+		ebpfcni_trace(ctx, "DROP", ebpfcni_drop_reason_name(reason), flow);
+	return TC_ACT_SHOT;
+}
+
+/* Returns: TC_ACT_OK. Traces only at EBPFCNI_TRACE_ALL. */
+static __always_inline int ebpfcni_pass(struct __sk_buff *ctx, const struct ebpfcni_flow *flow)
+{
+	if (ebpfcni_config()->trace_level >= EBPFCNI_TRACE_ALL)
+		ebpfcni_trace(ctx, "PASS", "allowed", flow);
+	return TC_ACT_OK;
+}
+
+#endif /* EBPFCNI_LIB_VERDICT_H */
