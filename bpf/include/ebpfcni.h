@@ -67,10 +67,17 @@ enum ebpfcni_trace_level {
 };
 
 /* config_map value (a one-entry array at key 0): run-time settings read by
- * the program on every packet, written by policyctl without reloading. */
+ * the program on every packet, written by policyctl without reloading.
+ * A fresh map, and one migrated from an older layout, starts from the
+ * defaults the library writes. Room is reserved so that settings can be
+ * added without changing the layout; a setting added there must read 0 as
+ * its default. (The first release's layout was the trace level alone, 4
+ * bytes; the library migrates such a pin, keeping the level.) */
 struct ebpfcni_config {
 	enum ebpfcni_trace_level trace_level;
+	__u32 reserved[15]; /* zero */
 };
+_Static_assert(sizeof(struct ebpfcni_config) == 64, "ebpfcni_config is 64 bytes");
 
 /* Why a packet was dropped: the key of drop_counters and the reason printed
  * in traces, each with its name (what traces, counters and the CLIs say).
@@ -88,8 +95,14 @@ enum ebpfcni_drop_reason {
 #define EBPFCNI_DROP_ENUM(name, value, text, doc) EBPFCNI_DROP_##name = value,
 	EBPFCNI_DROP_REASONS(EBPFCNI_DROP_ENUM)
 #undef EBPFCNI_DROP_ENUM
-	EBPFCNI_DROP_REASON_MAX, /* size of drop_counters; keep last */
+	EBPFCNI_DROP_REASON_MAX, /* one past the last reason; keep last */
 };
+
+/* Slots of drop_counters: more than there are reasons, so that reasons can
+ * be added without changing the map's layout. (The first release's map
+ * had 5 slots; the library migrates such a pin, keeping every count.) */
+#define EBPFCNI_DROP_COUNTER_SLOTS 64
+_Static_assert(EBPFCNI_DROP_REASON_MAX <= EBPFCNI_DROP_COUNTER_SLOTS, "a drop counter per reason");
 
 /* Room for a drop reason's name, with its NUL. */
 #define EBPFCNI_NAME_LEN 24

@@ -21,7 +21,7 @@
 /* Drops per reason, per CPU: touched only on the drop path. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, EBPFCNI_DROP_REASON_MAX);
+	__uint(max_entries, EBPFCNI_DROP_COUNTER_SLOTS);
 	__type(key, __u32); /* enum ebpfcni_drop_reason: array keys must be ints */
 	__type(value, struct ebpfcni_drop_count);
 } drop_counters SEC(".maps");

@@ -20,15 +20,14 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::Command;
 
 use ebpfcni::{Hook, Identity, Maps, PinnedMap, PolicyRule, Program, TraceLevel, TC_ACT_OK, TC_ACT_SHOT};
 use ebpfcni_bench::fill_maps;
 use ebpfcni_testutil::frames::{arp, ipv4_udp};
-use ebpfcni_testutil::{median, TestPinDir};
-use std::os::fd::{AsFd, AsRawFd};
+use ebpfcni_testutil::{bpf, median, TestPinDir};
+use std::os::fd::AsFd;
 
-use libbpf_rs::{libbpf_sys, MapCore, MapHandle, Object, ObjectBuilder};
+use libbpf_rs::{MapCore, MapHandle, Object, ObjectBuilder};
 
 /// The deny row traced at level "drops" writes one trace_pipe line per run
 /// (bpf_printk; what a line costs is this bench's own figure, in
@@ -59,23 +58,10 @@ struct Noop {
 impl Noop {
     fn build() -> Self {
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/noop.bpf.c");
-        let object_path = std::env::temp_dir().join(format!("ebpfcni-bench-noop-{}.o", std::process::id()));
-        let clang = std::env::var("EBPFCNI_CLANG").unwrap_or_else(|_| "clang-19".into());
-        let status = Command::new(&clang)
-            .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
-            .arg(format!("-I/usr/include/{}-linux-gnu", std::env::consts::ARCH))
-            .arg("-c")
-            .arg(&source)
-            .arg("-o")
-            .arg(&object_path)
-            .status()
-            .unwrap_or_else(|e| panic!("run {clang}: {e}"));
-        assert!(status.success(), "{clang} failed on {}", source.display());
         let object = ObjectBuilder::default()
-            .open_file(&object_path)
+            .open_memory(&bpf::compile(&source, &[]))
             .and_then(|open| open.load())
-            .unwrap_or_else(|e| panic!("load {}: {e}", object_path.display()));
-        let _ = std::fs::remove_file(&object_path);
+            .unwrap_or_else(|e| panic!("load {}: {e}", source.display()));
         Self { object }
     }
 
@@ -87,17 +73,9 @@ impl Noop {
             .progs()
             .find(|p| p.name() == name)
             .unwrap_or_else(|| panic!("program {name} in noop.bpf.c"));
-        // SAFETY: zeroed is a valid bpf_test_run_opts; sz set below.
-        let mut opts: libbpf_sys::bpf_test_run_opts = unsafe { std::mem::zeroed() };
-        opts.sz = size_of::<libbpf_sys::bpf_test_run_opts>() as _;
-        opts.data_in = frame.as_ptr().cast();
-        opts.data_size_in = frame.len() as u32;
-        opts.repeat = repeat as i32;
-        // SAFETY: opts points at live buffers for the duration of the call.
-        let rc = unsafe { libbpf_sys::bpf_prog_test_run_opts(prog.as_fd().as_raw_fd(), &mut opts) };
-        assert_eq!(rc, 0, "BPF_PROG_TEST_RUN of {name} failed");
-        assert_eq!(opts.retval as i32, TC_ACT_OK);
-        f64::from(opts.duration)
+        let (verdict, ns) = bpf::test_run(prog.as_fd(), frame, repeat);
+        assert_eq!(verdict, TC_ACT_OK);
+        f64::from(ns)
     }
 }
 

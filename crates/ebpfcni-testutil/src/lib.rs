@@ -9,10 +9,12 @@
 //! - [`Netns`], [`VethPair`], [`TwoPods`]: throwaway namespaces and topologies.
 //! - [`run`], [`succeeds`], [`output_with_stdin`]: child processes.
 //! - [`frames`]: frame builders; [`median`], [`quantile`]: summaries.
+//! - [`bpf`]: compiling and test-running BPF objects other than the product's.
 //!
 //! Names carry the process id and a counter, so tests run in parallel
 //! without meeting each other.
 
+pub mod bpf;
 pub mod frames;
 mod netns;
 mod pins;

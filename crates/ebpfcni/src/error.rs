@@ -34,6 +34,11 @@ pub enum Error {
     )]
     IncompatibleMap { path: PathBuf, mismatch: String },
 
+    /// A map pinned by an older release, in a layout this build migrates
+    /// (with every entry kept) when it loads against the pin directory.
+    #[error("pinned map {} has an older release's layout; loading (any command that writes, or the CNI plugin) migrates it", path.display())]
+    OlderLayout { path: PathBuf },
+
     /// Something other than a pinned map sits at a map's pin path.
     #[error("{} is {found}, not a pinned map; remove or rename it", path.display())]
     NotAPin { path: PathBuf, found: &'static str },

@@ -1,8 +1,9 @@
 //! The ebpfcni datapath: the only code that knows about bpffs, pin paths,
 //! map layouts and attaching.
 //!
-//! - [`object`] holds the table of pinned maps ([`PinnedMap`]) and loads the
-//!   embedded BPF object against a pin directory.
+//! - [`object`] holds the table of pinned maps ([`PinnedMap`]) and their
+//!   layouts; `loader` loads the embedded BPF object against a pin
+//!   directory, creating missing pins and migrating older layouts (`migrate`).
 //! - [`Program`] is the identity-policy tc program (compiled from
 //!   `bpf/kernel/ebpfcni.bpf.c` and embedded at build time), loaded against
 //!   the pinned maps; [`tc`] attaches it to an interface.
@@ -11,13 +12,16 @@
 //! - Shared layouts come from `bpf/include/ebpfcni.h` through the BTF of the
 //!   compiled object ([`types`]); the policy precedence is documented there.
 //!
-//! Imports run one way: `maps` and `program` use `object`, which uses
-//! `bpffs` and the generated `skel`; nothing lower imports anything higher.
+//! Imports run one way: `maps` and `program` use `loader`, which uses
+//! `migrate`, `object`, `bpffs` and the generated `skel`; nothing lower
+//! imports anything higher.
 
 pub mod bpffs;
 mod error;
 mod identity;
+mod loader;
 mod maps;
+mod migrate;
 pub mod object;
 mod program;
 mod skel;

@@ -12,12 +12,12 @@ use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenMapMut};
+use libbpf_rs::skel::SkelBuilder;
+use libbpf_rs::{MapCore, MapHandle, MapType, OpenMapMut};
 
-use crate::bpffs::{self, PinDirLock};
+use crate::bpffs;
 use crate::error::{Error, Result};
-use crate::skel::{types, EbpfcniSkel, EbpfcniSkelBuilder, OpenEbpfcniMaps, OpenEbpfcniSkel};
+use crate::skel::{types, EbpfcniSkelBuilder, OpenEbpfcniMaps, OpenEbpfcniSkel};
 
 /// A map the program shares with userspace through the pin directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,13 +64,36 @@ impl PinnedMap {
         specs[index].max_entries
     }
 
+    /// The layouts this map had in older releases, which [`crate::migrate`]
+    /// brings to this build's layout with every entry kept. (endpoint_map
+    /// and policy_map never changed.)
+    pub(crate) fn older_layouts(self) -> &'static [MapSpec] {
+        match self {
+            // First release: the trace level alone.
+            PinnedMap::Config => &[MapSpec {
+                map_type: MapType::Array,
+                key_size: 4,
+                value_size: 4,
+                max_entries: 1,
+            }],
+            // First release: one slot per drop reason it had (4 + 1).
+            PinnedMap::DropCounters => &[MapSpec {
+                map_type: MapType::PercpuArray,
+                key_size: 4,
+                value_size: 8,
+                max_entries: 5,
+            }],
+            _ => &[],
+        }
+    }
+
     /// Where this map is pinned under `pin_dir`.
     pub fn path(self, pin_dir: &Path) -> PathBuf {
         pin_dir.join(self.name())
     }
 
     /// This map in an opened (not yet loaded) object.
-    fn in_object<'a, 'obj>(self, maps: &'a mut OpenEbpfcniMaps<'obj>) -> &'a mut OpenMapMut<'obj> {
+    pub(crate) fn in_object<'a, 'obj>(self, maps: &'a mut OpenEbpfcniMaps<'obj>) -> &'a mut OpenMapMut<'obj> {
         match self {
             PinnedMap::Endpoints => &mut maps.endpoint_map,
             PinnedMap::Policy => &mut maps.policy_map,
@@ -96,7 +119,7 @@ pub(crate) struct MapSpec {
 }
 
 impl MapSpec {
-    fn of(map: &impl MapCore) -> Self {
+    pub(crate) fn of(map: &impl MapCore) -> Self {
         Self {
             map_type: map.map_type(),
             key_size: map.key_size(),
@@ -106,7 +129,7 @@ impl MapSpec {
     }
 
     /// The layout a map of the opened (not yet loaded) object will be created with.
-    fn of_open(map: &OpenMapMut<'_>) -> Self {
+    pub(crate) fn of_open(map: &OpenMapMut<'_>) -> Self {
         Self {
             map_type: map.map_type(),
             key_size: map.key_size(),
@@ -138,7 +161,7 @@ impl MapSpec {
 }
 
 /// Opens the embedded object (parses it; loads nothing into the kernel).
-fn open_object(storage: &mut MaybeUninit<libbpf_rs::OpenObject>) -> Result<OpenEbpfcniSkel<'_>> {
+pub(crate) fn open_object(storage: &mut MaybeUninit<libbpf_rs::OpenObject>) -> Result<OpenEbpfcniSkel<'_>> {
     EbpfcniSkelBuilder::default()
         .open(storage)
         .map_err(|e| Error::bpf("open the embedded BPF object", e))
@@ -152,10 +175,13 @@ pub(crate) fn specs() -> Result<[MapSpec; PinnedMap::ALL.len()]> {
     Ok(PinnedMap::ALL.map(|map| MapSpec::of_open(map.in_object(&mut open.maps))))
 }
 
-/// Opens the pin at `path` and checks it against `spec`. `Ok(None)` when
-/// nothing is pinned there. An incompatible pin is an error and is left as
-/// it is: replacing it would lose the operator's entries.
-pub(crate) fn open_pinned(path: &Path, spec: &MapSpec) -> Result<Option<MapHandle>> {
+/// Opens `map`'s pin under `pin_dir` and checks it against `spec`.
+/// `Ok(None)` when nothing is pinned there. A pin of an older release's
+/// layout is [`Error::OlderLayout`] (loading migrates it); any other
+/// incompatible pin is an error and is left as it is: replacing it would
+/// lose the operator's entries.
+pub(crate) fn open_pinned(map: PinnedMap, pin_dir: &Path, spec: &MapSpec) -> Result<Option<MapHandle>> {
+    let path = &map.path(pin_dir);
     let found = match path.symlink_metadata() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(format!("look at {}", path.display()), e)),
@@ -170,77 +196,19 @@ pub(crate) fn open_pinned(path: &Path, spec: &MapSpec) -> Result<Option<MapHandl
             found,
         });
     }
-    let map = MapHandle::from_pinned_path(path)
+    let handle = MapHandle::from_pinned_path(path)
         .map_err(|e| Error::bpf(format!("open pinned map {}", path.display()), e))?;
-    match MapSpec::of(&map).mismatch(spec) {
-        None => Ok(Some(map)),
+    let found = MapSpec::of(&handle);
+    match found.mismatch(spec) {
+        None => Ok(Some(handle)),
+        Some(_) if map.older_layouts().contains(&found) => Err(Error::OlderLayout {
+            path: path.to_owned(),
+        }),
         Some(mismatch) => Err(Error::IncompatibleMap {
             path: path.to_owned(),
             mismatch,
         }),
     }
-}
-
-/// Loads the embedded object with its maps pinned under `pin_dir` and hands
-/// the loaded skeleton to `keep`, which takes what it wants to outlive the
-/// call (the program) before the skeleton is dropped. Pins that exist are
-/// reused after their layout is checked; missing ones are created and pinned;
-/// a config map created here starts from [`default_config`]. Concurrent
-/// loaders serialise on a lock of `pin_dir` and end with one map of each kind.
-pub(crate) fn load<R>(pin_dir: &Path, keep: impl FnOnce(&EbpfcniSkel<'_>) -> Result<R>) -> Result<R> {
-    let created = bpffs::prepare_pin_dir(pin_dir)?;
-    let _lock = PinDirLock::acquire(pin_dir)?;
-
-    let mut storage = MaybeUninit::uninit();
-    let mut open = open_object(&mut storage)?;
-    let mut config_created = false;
-    for map in PinnedMap::ALL {
-        let path = map.path(pin_dir);
-        let open_map = map.in_object(&mut open.maps);
-        if open_pinned(&path, &MapSpec::of_open(open_map))?.is_none() {
-            config_created |= map == PinnedMap::Config;
-        }
-        open_map
-            .set_pin_path(&path)
-            .map_err(|e| Error::bpf(format!("set pin path {}", path.display()), e))?;
-    }
-    let skel = open.load().map_err(|e| {
-        Error::bpf(
-            format!("load the BPF program with maps in {}", pin_dir.display()),
-            e,
-        )
-    })?;
-    if config_created {
-        skel.maps
-            .config_map
-            .update(&CONFIG_KEY, bytemuck::bytes_of(&default_config()), MapFlags::ANY)
-            .map_err(|e| Error::bpf(format!("initialise {}", PinnedMap::Config.name()), e))?;
-    }
-    let kept = keep(&skel)?;
-    created.keep();
-    Ok(kept)
-}
-
-/// Loads the embedded object as [`load`] would, without changing anything:
-/// the maps pinned under `pin_dir` are reused (after checking their layout),
-/// missing ones are created for the check only, unpinned, and everything
-/// goes when the call returns. Nothing is mounted, created or pinned.
-/// Tells whether the kernel accepts the program with these maps.
-pub(crate) fn verify(pin_dir: &Path) -> Result<()> {
-    let mut storage = MaybeUninit::uninit();
-    let mut open = open_object(&mut storage)?;
-    for map in PinnedMap::ALL {
-        let path = map.path(pin_dir);
-        let open_map = map.in_object(&mut open.maps);
-        if open_pinned(&path, &MapSpec::of_open(open_map))?.is_some() {
-            open_map
-                .set_pin_path(&path)
-                .map_err(|e| Error::bpf(format!("set pin path {}", path.display()), e))?;
-        }
-    }
-    open.load()
-        .map(drop)
-        .map_err(|e| Error::bpf("load the BPF program", e))
 }
 
 /// The drop reasons' names, indexed by value, as the program keeps them in
@@ -269,5 +237,6 @@ pub(crate) const CONFIG_KEY: [u8; 4] = 0u32.to_ne_bytes();
 pub(crate) fn default_config() -> types::ebpfcni_config {
     types::ebpfcni_config {
         trace_level: types::ebpfcni_trace_level::EBPFCNI_TRACE_DROPS,
+        ..bytemuck::Zeroable::zeroed()
     }
 }

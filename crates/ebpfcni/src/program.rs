@@ -11,7 +11,7 @@ use libbpf_rs::libbpf_sys;
 use libbpf_rs::ProgramHandle;
 
 use crate::error::{Error, Result};
-use crate::object;
+use crate::loader;
 use crate::skel::types;
 
 /// Which tc hook of a pod's host veth a program runs on.
@@ -87,7 +87,7 @@ impl Program {
     /// created and pinned. A fresh config map starts at trace level "drops".
     /// Concurrent loaders serialise on a lock of `pin_dir`.
     pub fn load(pin_dir: &Path) -> Result<Self> {
-        object::load(pin_dir, |skel| {
+        loader::load(pin_dir, |skel| {
             let keep =
                 |prog| ProgramHandle::try_from(prog).map_err(|e| Error::bpf("keep the loaded program", e));
             Ok(Self {
@@ -101,7 +101,7 @@ impl Program {
     /// `pin_dir`, changing nothing (see [`crate::object`]): for readiness
     /// probes.
     pub fn verify(pin_dir: &Path) -> Result<()> {
-        object::verify(pin_dir)
+        loader::verify(pin_dir)
     }
 
     fn handle(&self, hook: Hook) -> &ProgramHandle {

@@ -25,7 +25,7 @@ use std::mem::size_of;
 // The key layout is guarded in C by _Static_assert; guard the Rust side too.
 const _: () = assert!(size_of::<types::policy_key>() == 8);
 const _: () = assert!(size_of::<types::ebpfcni_policy_action>() == 1);
-const _: () = assert!(size_of::<types::ebpfcni_config>() == 4);
+const _: () = assert!(size_of::<types::ebpfcni_config>() == 64);
 const _: () = assert!(size_of::<types::ebpfcni_drop_count>() == 8);
 
 /// Declares shared types as plain old data: `#[repr(C)]`, no padding (the

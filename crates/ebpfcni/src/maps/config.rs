@@ -1,11 +1,13 @@
 //! config_map: the run-time settings the program reads on every packet.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::Stored;
+use crate::bpffs::PinDirLock;
 use crate::error::{Error, Result};
 use crate::object::{PinnedMap, CONFIG_KEY};
 use crate::skel::types;
@@ -68,11 +70,29 @@ impl FromStr for TraceLevel {
 #[derive(Debug)]
 pub struct ConfigMap {
     pub(super) map: MapHandle,
+    /// Setters change one field of the shared value: they serialise on
+    /// the pin directory's lock so that concurrent setters of different
+    /// fields do not undo each other.
+    pin_dir: PathBuf,
 }
 
 impl ConfigMap {
-    pub(super) fn new(map: MapHandle) -> Self {
-        Self { map }
+    pub(super) fn new(map: MapHandle, pin_dir: &Path) -> Self {
+        Self {
+            map,
+            pin_dir: pin_dir.to_owned(),
+        }
+    }
+
+    /// Reads the settings, lets `change` edit them, writes them back, under
+    /// the pin directory's lock.
+    fn update(&self, change: impl FnOnce(&mut types::ebpfcni_config)) -> Result<()> {
+        let _lock = PinDirLock::acquire(&self.pin_dir)?;
+        let mut config = self.read()?;
+        change(&mut config);
+        self.map
+            .update(&CONFIG_KEY, bytemuck::bytes_of(&config), MapFlags::ANY)
+            .map_err(|e| Error::bpf(format!("write {MAP}"), e))
     }
 
     fn read(&self) -> Result<types::ebpfcni_config> {
@@ -100,11 +120,6 @@ impl ConfigMap {
 
     /// Takes effect on the next packet; no reload.
     pub fn set_trace_level(&self, level: TraceLevel) -> Result<()> {
-        let config = types::ebpfcni_config {
-            trace_level: level.raw(),
-        };
-        self.map
-            .update(&CONFIG_KEY, bytemuck::bytes_of(&config), MapFlags::ANY)
-            .map_err(|e| Error::bpf(format!("write {MAP}"), e))
+        self.update(|config| config.trace_level = level.raw())
     }
 }

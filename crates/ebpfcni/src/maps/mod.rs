@@ -17,6 +17,7 @@ use libbpf_rs::libbpf_sys;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::error::{Error, Result};
+use crate::loader;
 use crate::object::{self, PinnedMap};
 
 pub use config::{ConfigMap, TraceLevel};
@@ -63,10 +64,11 @@ impl Maps {
     /// processes at once: they end with one map of each kind.
     pub fn open_or_create(pin_dir: &Path) -> Result<Self> {
         match Self::open(pin_dir) {
-            Err(Error::MapsNotPinned { .. }) => {
-                // Loading the object creates and pins what is missing,
-                // under the pin directory lock; the program is not kept.
-                object::load(pin_dir, |_| Ok(()))?;
+            Err(Error::MapsNotPinned { .. } | Error::OlderLayout { .. }) => {
+                // Loading the object creates and pins what is missing and
+                // migrates older layouts, under the pin directory lock; the
+                // program is not kept.
+                loader::load(pin_dir, |_| Ok(()))?;
                 Self::open(pin_dir)
             }
             other => other,
@@ -94,10 +96,9 @@ impl Maps {
         let mut handles = Vec::with_capacity(PinnedMap::ALL.len());
         let mut missing = Vec::new();
         for (map, spec) in PinnedMap::ALL.into_iter().zip(&specs) {
-            let path = map.path(pin_dir);
-            match object::open_pinned(&path, spec)? {
+            match object::open_pinned(map, pin_dir, spec)? {
                 Some(handle) => handles.push(handle),
-                None => missing.push(path),
+                None => missing.push(map.path(pin_dir)),
             }
         }
         if !missing.is_empty() {
@@ -108,7 +109,7 @@ impl Maps {
         Ok(Self {
             endpoints: EndpointMap::new(next()),
             policy: PolicyMap::new(next()),
-            config: ConfigMap::new(next()),
+            config: ConfigMap::new(next(), pin_dir),
             drops: DropCounters::new(next()),
         })
     }

@@ -1,0 +1,184 @@
+//! Upgrading keeps everything: maps pinned by the first release (its own
+//! program, tests/release1/, compiled and loaded here the way it loaded
+//! them) are reused or migrated by this build with every endpoint, rule,
+//! setting and count kept, and new maps are created beside them.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use ebpfcni::types::ebpfcni_drop_reason as Reason;
+use ebpfcni::{
+    Hook, Identity, Maps, PinnedMap, PolicyRule, Program, Stored, TraceLevel, TC_ACT_OK, TC_ACT_SHOT,
+};
+use ebpfcni_testutil::frames::ipv4;
+use ebpfcni_testutil::{bpf, require_root, TestPinDir};
+use libbpf_rs::{MapCore as _, MapFlags, MapHandle, Object, ObjectBuilder};
+
+const FRONTEND: Ipv4Addr = Ipv4Addr::new(10, 13, 0, 2);
+const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 13, 0, 3);
+
+/// The maps the first release pinned, by their names.
+const RELEASE1_MAPS: [&str; 4] = ["endpoint_map", "policy_map", "config_map", "drop_counters"];
+
+fn id(n: u32) -> Identity {
+    Identity::new(n).unwrap()
+}
+
+/// Loads the first release's program with its maps pinned under `pin_dir`,
+/// as that release's library did.
+fn load_release1(pin_dir: &Path) -> Object {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/release1");
+    let bytes = bpf::compile(&dir.join("ebpfcni.bpf.c"), &[&dir]);
+    let mut open = ObjectBuilder::default()
+        .open_memory(&bytes)
+        .expect("open release 1");
+    for mut map in open.maps_mut() {
+        let name = map.name().to_string_lossy().into_owned();
+        if RELEASE1_MAPS.contains(&name.as_str()) {
+            map.set_pin_path(pin_dir.join(&name)).expect("pin path");
+        }
+    }
+    open.load().expect("load release 1")
+}
+
+fn pinned(pin_dir: &Path, name: &str) -> MapHandle {
+    MapHandle::from_pinned_path(pin_dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// Release 1 running: frontend 1001 may send to backend 1002 (one way),
+/// trace level "all", and three of backend's replies dropped for lack of a
+/// reverse rule, counted by release 1's own program.
+fn release1_with_state(pin_dir: &Path) -> Object {
+    let release1 = load_release1(pin_dir);
+    let endpoints = pinned(pin_dir, "endpoint_map");
+    for (ip, identity) in [(FRONTEND, 1001u32), (BACKEND, 1002)] {
+        endpoints
+            .update(
+                &u32::from(ip).to_ne_bytes(),
+                &identity.to_ne_bytes(),
+                MapFlags::ANY,
+            )
+            .unwrap();
+    }
+    let rule = [1001u32.to_ne_bytes(), 1002u32.to_ne_bytes()].concat();
+    pinned(pin_dir, "policy_map")
+        .update(&rule, &[1], MapFlags::ANY)
+        .unwrap();
+    pinned(pin_dir, "config_map")
+        .update(&0u32.to_ne_bytes(), &2u32.to_ne_bytes(), MapFlags::ANY)
+        .unwrap();
+    let program = release1
+        .progs()
+        .find(|p| p.name() == "process_tc")
+        .expect("process_tc");
+    let (verdict, _) = bpf::test_run(std::os::fd::AsFd::as_fd(&program), &ipv4(BACKEND, FRONTEND), 3);
+    assert_eq!(verdict, TC_ACT_SHOT, "release 1 drops the reply");
+    release1
+}
+
+/// Checks that everything release 1 held is there, in this build's layout.
+fn assert_kept(pin_dir: &Path) {
+    let maps = Maps::open(pin_dir).expect("every map in this build's layout");
+    assert_eq!(
+        maps.endpoints.list().unwrap(),
+        vec![
+            (FRONTEND, Stored::Valid(id(1001))),
+            (BACKEND, Stored::Valid(id(1002)))
+        ]
+    );
+    assert_eq!(
+        maps.policy.list().unwrap(),
+        vec![Stored::Valid(PolicyRule::new(id(1001), id(1002)))]
+    );
+    assert_eq!(maps.config.trace_level().unwrap(), Stored::Valid(TraceLevel::All));
+    // Release 1's program counted its drops (the exact count is checked by
+    // the caller, which read it before the upgrade).
+    assert!(
+        maps.drops.get(Reason::EBPFCNI_DROP_NO_POLICY).unwrap() >= 1,
+        "release 1's drop count was lost"
+    );
+    let config = pinned(pin_dir, "config_map");
+    assert_eq!(
+        config.value_size(),
+        64,
+        "config_map migrated to this build's layout"
+    );
+    let drops = pinned(pin_dir, "drop_counters");
+    assert_eq!(drops.max_entries(), 64, "drop_counters migrated");
+    let leftovers: Vec<_> = std::fs::read_dir(pin_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with("_old"))
+        .collect();
+    assert!(leftovers.is_empty(), "set-aside pins left: {leftovers:?}");
+}
+
+#[test]
+fn pins_of_the_first_release_are_migrated_by_the_next_pod() {
+    require_root!();
+    let pins = TestPinDir::new("upgrade_release1");
+    let release1 = release1_with_state(pins.path());
+    let before = pinned(pins.path(), "drop_counters");
+    let counted: u64 = before
+        .lookup_percpu(&(Reason::EBPFCNI_DROP_NO_POLICY.0).to_ne_bytes(), MapFlags::ANY)
+        .unwrap()
+        .unwrap()
+        .iter()
+        .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap()))
+        .sum();
+    let kept_ids = [
+        pinned(pins.path(), "endpoint_map").info().unwrap().info.id,
+        pinned(pins.path(), "policy_map").info().unwrap().info.id,
+    ];
+
+    // What the CNI plugin does for the next pod.
+    let program = Program::load(pins.path()).expect("this build loads against release 1's pins");
+    assert_kept(pins.path());
+    let maps = Maps::open(pins.path()).unwrap();
+    assert_eq!(maps.drops.get(Reason::EBPFCNI_DROP_NO_POLICY).unwrap(), counted);
+    let ids = maps.ids().unwrap();
+    assert_eq!(
+        &ids[..2],
+        &kept_ids,
+        "endpoint_map and policy_map are reused as they are"
+    );
+    for hook in Hook::ALL {
+        let run = |frame: &[u8]| program.test_run(hook, frame, None, 1).unwrap().verdict;
+        assert_eq!(run(&ipv4(FRONTEND, BACKEND)), TC_ACT_OK, "{hook:?}");
+        assert_eq!(run(&ipv4(BACKEND, FRONTEND)), TC_ACT_SHOT, "{hook:?}");
+    }
+    drop(release1);
+}
+
+#[test]
+fn a_read_only_command_completes_the_upgrade_too() {
+    require_root!();
+    let pins = TestPinDir::new("upgrade_reader");
+    let _release1 = release1_with_state(pins.path());
+    match Maps::open(pins.path()) {
+        Err(ebpfcni::Error::OlderLayout { path }) => {
+            assert!(path.ends_with("config_map"), "{}", path.display())
+        }
+        other => panic!("expected OlderLayout, got {other:?}"),
+    }
+    Maps::open_for_reading(pins.path()).expect("open for reading migrates");
+    assert_kept(pins.path());
+}
+
+/// A migration interrupted after the old pin was set aside (the process
+/// killed) is finished by the next load, with nothing lost.
+#[test]
+fn an_interrupted_migration_is_finished_by_the_next_load() {
+    require_root!();
+    let pins = TestPinDir::new("upgrade_interrupted");
+    let _release1 = release1_with_state(pins.path());
+    for name in ["config_map", "drop_counters"] {
+        std::fs::rename(pins.path().join(name), pins.path().join(format!("{name}_old"))).unwrap();
+    }
+    Program::load(pins.path()).expect("load finishes the migration");
+    assert_kept(pins.path());
+    let names: Vec<&str> = PinnedMap::ALL.iter().map(|m| m.name()).collect();
+    for name in RELEASE1_MAPS {
+        assert!(names.contains(&name), "{name} is still one of this build's maps");
+    }
+}
