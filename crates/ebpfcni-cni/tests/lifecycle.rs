@@ -1,11 +1,12 @@
-//! The plugin driven as a runtime drives it: ADD, CHECK, DEL, VERSION,
-//! STATUS, GC, policy between two pods, and parallel ADDs.
+//! One attachment's life as a runtime drives it: ADD (result, datapath,
+//! spec versions, static IPAM), CHECK, DEL, rollback of a failed ADD,
+//! policy between two pods, and many ADDs and DELs in parallel.
 
 mod common;
 
 use std::collections::HashSet;
 
-use common::{for_each_version, host_veth, pod_ip, run_plugin, Node, Pod, CNI_PATH};
+use common::{for_each_version, host_veth, pod_ip, Node, Pod};
 use ebpfcni::{Identity, Maps, PolicyRule, PROGRAM_NAME};
 use ebpfcni_testutil::require_root;
 use serde_json::{json, Value};
@@ -233,7 +234,7 @@ fn check_follows_the_routes_add_made_from_ipam() {
     require_root!();
     let node = Node::new("checkipamrt");
     let pod = Pod::new("checkipamrt-pod");
-    let mut conf = static_config(&node, "1.1.0", "10.13.3.10/24", Some("10.13.3.1"));
+    let mut conf = node.static_config("1.1.0", "10.13.3.10/24", Some("10.13.3.1"));
     conf["ipam"]["routes"] = json!([{ "dst": "10.99.0.0/16" }, { "dst": "0.0.0.0/0", "gw": "10.13.3.1" }]);
     let result = node.add(&conf, &pod).ok();
     assert_eq!(
@@ -248,77 +249,6 @@ fn check_follows_the_routes_add_made_from_ipam() {
     let msg = node.check(&conf, &pod, &result).err(104);
     assert!(msg.contains("10.99.0.0/16 via 10.13.3.1"), "{msg}");
     node.del(&conf, &pod).ok();
-}
-
-#[test]
-fn version_lists_supported_versions() {
-    for (asked, answered) in [
-        ("1.0.0", "1.0.0"),
-        ("1.1.0", "1.1.0"),
-        ("0.4.0", "0.4.0"),
-        ("7.0.0", "1.1.0"),
-    ] {
-        let stdin = json!({ "cniVersion": asked }).to_string();
-        let reply = run_plugin(None, &[("CNI_COMMAND", "VERSION")], stdin.as_bytes()).ok();
-        assert_eq!(reply["cniVersion"], answered);
-        assert_eq!(reply["supportedVersions"], json!(["0.4.0", "1.0.0", "1.1.0"]));
-    }
-}
-
-#[test]
-fn status_ready_and_not_ready() {
-    require_root!();
-    let node = Node::new("status");
-    let conf = node.config("1.1.0");
-    let env = [("CNI_COMMAND", "STATUS"), ("CNI_PATH", CNI_PATH)];
-    assert_eq!(node.exec(&env, conf.to_string().as_bytes()).ok(), Value::Null);
-    // A probe changes nothing: no maps pinned, no directory made.
-    let pinned: Vec<_> = std::fs::read_dir(node.pins.path()).unwrap().collect();
-    assert!(pinned.is_empty(), "STATUS pinned {pinned:?}");
-    let mut fresh = conf.clone();
-    let absent = node.pins.path().join("not_yet");
-    fresh["pinDir"] = json!(absent);
-    assert_eq!(node.exec(&env, fresh.to_string().as_bytes()).ok(), Value::Null);
-    assert!(!absent.exists(), "STATUS created {}", absent.display());
-
-    let mut no_ipam = conf.clone();
-    no_ipam["ipam"]["type"] = json!("no-such-ipam");
-    let msg = node.exec(&env, no_ipam.to_string().as_bytes()).err(50);
-    assert!(msg.contains("no-such-ipam"), "{msg}");
-
-    let mut no_bpffs = conf.clone();
-    no_bpffs["pinDir"] = json!(node.data_dir.join("pins"));
-    let msg = node.exec(&env, no_bpffs.to_string().as_bytes()).err(50);
-    assert!(msg.contains("bpf"), "{msg}");
-}
-
-#[test]
-fn gc_removes_stale_attachments() {
-    require_root!();
-    let node = Node::new("gc");
-    let conf = node.config("1.1.0");
-    let (keep, stale) = (Pod::new("gc-keep"), Pod::new("gc-stale"));
-    let kept = node.add(&conf, &keep).ok();
-    let gone = node.add(&conf, &stale).ok();
-
-    let mut gc = conf.clone();
-    gc["cni.dev/valid-attachments"] = json!([{ "containerID": keep.id, "ifname": "eth0" }]);
-    node.exec(
-        &[("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_PATH)],
-        gc.to_string().as_bytes(),
-    )
-    .ok();
-
-    let links = node.links();
-    assert!(
-        !links.contains(&host_veth(&gone)),
-        "stale veth survived GC: {links:?}"
-    );
-    assert!(!node.allocated(&pod_ip(&gone)), "stale address not released");
-    assert!(links.contains(&host_veth(&kept)), "valid veth removed: {links:?}");
-    assert!(node.allocated(&pod_ip(&kept)), "valid address released");
-    node.check(&conf, &keep, &kept).ok();
-    node.del(&conf, &keep).ok();
 }
 
 #[test]
@@ -415,29 +345,18 @@ fn parallel_adds_and_dels() {
     assert!(node.allocations().is_empty(), "{:?}", node.allocations());
 }
 
-/// A config with Debian's static IPAM giving `address` (and `gateway`).
-fn static_config(node: &Node, version: &str, address: &str, gateway: Option<&str>) -> Value {
-    let mut conf = node.config(version);
-    let mut entry = json!({ "address": address });
-    if let Some(gw) = gateway {
-        entry["gateway"] = json!(gw);
-    }
-    conf["ipam"] = json!({ "type": "static", "addresses": [entry] });
-    conf
-}
-
 fn static_ipam_with_and_without_gateway(version: &str) {
     require_root!();
     let node = Node::new("static");
     let (pa, pb) = (Pod::new("static-a"), Pod::new("static-b"));
     // With a gateway from IPAM.
-    let ca = static_config(&node, version, "10.13.2.10/24", Some("10.13.2.1"));
+    let ca = node.static_config(version, "10.13.2.10/24", Some("10.13.2.1"));
     let ra = node.add(&ca, &pa).ok();
     assert_eq!(ra["ips"][0]["address"], "10.13.2.10/24");
     assert_eq!(ra["ips"][0]["gateway"], "10.13.2.1");
     node.check(&ca, &pa, &ra).ok();
     // Without: the link-local gateway every host veth holds.
-    let cb = static_config(&node, version, "10.13.2.20/32", None);
+    let cb = node.static_config(version, "10.13.2.20/32", None);
     let rb = node.add(&cb, &pb).ok();
     assert_eq!(rb["ips"][0]["gateway"], "169.254.1.1");
     node.check(&cb, &pb, &rb).ok();
