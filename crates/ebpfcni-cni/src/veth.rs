@@ -52,6 +52,22 @@ impl Owner {
         )
     }
 
+    /// Whether `link`, in the plugin's namespace, is this attachment's host
+    /// veth: a veth whose alias records this owner, or, without an alias, a
+    /// veth with the name [`host_veth_name`] derives from this attachment
+    /// (an ADD stopped between creating the pair and setting the alias). A
+    /// veth of that name with another alias belongs to someone else: a
+    /// name-hash collision, or an interface we did not make.
+    pub fn owns_host_end(&self, link: &Link) -> bool {
+        if link.kind.as_deref() != Some("veth") {
+            return false;
+        }
+        match link.alias.as_deref().filter(|a| !a.is_empty()) {
+            Some(alias) => Self::from_alias(alias).as_ref() == Some(self),
+            None => link.name == host_veth_name(&self.container_id, &self.ifname),
+        }
+    }
+
     /// The owner an alias records; `None` for aliases we did not write.
     /// Network names and container ids cannot hold '/', so the split is exact.
     pub fn from_alias(alias: &str) -> Option<Self> {
@@ -73,22 +89,39 @@ pub fn create(
         .map_err(Error::netlink(format!("create veth {host_name} <-> {ifname}")))
 }
 
-/// Finds the host end of the pod's veth as the kernel knows it: the
-/// container end's IFLA_LINK, checked to lie in our namespace through
-/// IFLA_LINK_NETNSID. Returns (pod end, host end).
-pub fn resolve_pair(container: &mut Netlink, host: &mut Netlink, ifname: &str) -> Result<(Link, Link)> {
-    let pod = container
+/// Why the container's interface is not the pod end of a veth into the
+/// plugin's namespace.
+#[derive(Debug, thiserror::Error)]
+pub enum Unpaired {
+    #[error("interface {0} not found in the container")]
+    Missing(String),
+    /// It exists but is something else; the message says what.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Finds the host end of the container's `ifname` as the kernel knows it:
+/// the container end's IFLA_LINK, checked to lie in our namespace through
+/// IFLA_LINK_NETNSID. Returns (pod end, host end), or why there is no such
+/// pair; the outer error is netlink failing.
+pub fn find_pair(
+    container: &mut Netlink,
+    host: &mut Netlink,
+    ifname: &str,
+) -> Result<Result<(Link, Link), Unpaired>> {
+    let Some(pod) = container
         .link_by_name(ifname)
         .map_err(Error::netlink(format!("look up {ifname} in the container")))?
-        .ok_or_else(|| Error::Plumbing(format!("interface {ifname} not found in the container")))?;
+    else {
+        return Ok(Err(Unpaired::Missing(ifname.to_string())));
+    };
+    let other = |why: String| Ok(Err(Unpaired::Other(why)));
     if pod.kind.as_deref() != Some("veth") {
-        return Err(Error::Plumbing(format!(
-            "{ifname} in the container is not a veth"
-        )));
+        return other(format!("{ifname} in the container is not a veth"));
     }
-    let peer = pod
-        .peer_index
-        .ok_or_else(|| Error::Plumbing(format!("{ifname} in the container has no peer")))?;
+    let Some(peer) = pod.peer_index else {
+        return other(format!("{ifname} in the container has no peer"));
+    };
     let here = netns::current().map_err(|e| Error::Netlink {
         context: "open the plugin's netns".into(),
         source: e.into(),
@@ -97,15 +130,23 @@ pub fn resolve_pair(container: &mut Netlink, host: &mut Netlink, ifname: &str) -
         .nsid_of(here.as_raw_fd())
         .map_err(Error::netlink("read the id of the plugin's netns"))?;
     if here_id.is_none() || pod.link_netnsid != here_id {
-        return Err(Error::Plumbing(format!(
+        return other(format!(
             "the peer of {ifname} is not in the plugin's network namespace"
-        )));
+        ));
     }
-    let host_end = host
+    match host
         .link_by_index(peer)
         .map_err(Error::netlink(format!("look up ifindex {peer}")))?
-        .ok_or_else(|| Error::Plumbing(format!("the peer of {ifname} (ifindex {peer}) is gone")))?;
-    Ok((pod, host_end))
+    {
+        Some(host_end) => Ok(Ok((pod, host_end))),
+        None => other(format!("the peer of {ifname} (ifindex {peer}) is gone")),
+    }
+}
+
+/// Like [`find_pair`], for callers that need the pair: its absence is an
+/// error. Returns (pod end, host end).
+pub fn resolve_pair(container: &mut Netlink, host: &mut Netlink, ifname: &str) -> Result<(Link, Link)> {
+    find_pair(container, host, ifname)?.map_err(|why| Error::Plumbing(why.to_string()))
 }
 
 #[cfg(test)]
@@ -131,5 +172,31 @@ mod tests {
         assert_eq!(Owner::from_alias(&owner.alias()), Some(owner));
         assert_eq!(Owner::from_alias("someone else's"), None);
         assert_eq!(Owner::from_alias("ebpfcni/net/ctr"), None);
+    }
+
+    #[test]
+    fn a_host_veth_is_ours_by_alias_or_by_name_without_alias() {
+        let owner = Owner::new("net", "ctr", "eth0");
+        let veth = |name: &str, alias: Option<&str>| Link {
+            name: name.into(),
+            kind: Some("veth".into()),
+            alias: alias.map(str::to_string),
+            ..Default::default()
+        };
+        let name = host_veth_name("ctr", "eth0");
+        assert!(owner.owns_host_end(&veth(&name, Some(&owner.alias()))));
+        assert!(owner.owns_host_end(&veth(&name, None)));
+        assert!(owner.owns_host_end(&veth(&name, Some(""))));
+        assert!(owner.owns_host_end(&veth("renamed", Some(&owner.alias()))));
+        assert!(!owner.owns_host_end(&veth("renamed", None)));
+        let collision = Owner::new("net", "other", "eth0").alias();
+        assert!(!owner.owns_host_end(&veth(&name, Some(&collision))));
+        assert!(!owner.owns_host_end(&veth(&name, Some("ebpfcni/net2/ctr/eth0"))));
+        assert!(!owner.owns_host_end(&veth(&name, Some("someone else's"))));
+        let dummy = Link {
+            kind: Some("dummy".into()),
+            ..veth(&name, None)
+        };
+        assert!(!owner.owns_host_end(&dummy));
     }
 }
