@@ -78,13 +78,14 @@ impl Owner {
 }
 
 /// Creates the pair: `host_name` in our namespace, `ifname` in `netns`.
+/// Returns the host end's ifindex.
 pub fn create(
     host: &mut Netlink,
     host_name: &str,
     ifname: &str,
     netns: &File,
     mtu: Option<u32>,
-) -> Result<()> {
+) -> Result<u32> {
     host.create_veth(host_name, ifname, netns.as_raw_fd(), mtu)
         .map_err(Error::netlink(format!("create veth {host_name} <-> {ifname}")))
 }

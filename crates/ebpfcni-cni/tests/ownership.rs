@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{host_veth, pod_ip, Node, Pod};
+use common::{host_veth, pod_ip, Node, Outcome, Pod};
 use ebpfcni_testutil::{require_root, unique_name};
 use serde_json::Value;
 
@@ -129,4 +129,38 @@ fn del_removes_this_attachments_host_veth_without_alias() {
         result: &result,
     }
     .assert_removed("after DEL");
+}
+
+/// Two ADDs of one attachment at once: exactly one wins, and the loser
+/// leaves the winner's veth, addresses, routes and lease in place.
+#[test]
+fn racing_adds_of_one_attachment_leave_one_intact_winner() {
+    require_root!();
+    const ROUNDS: usize = 8;
+    let node = Node::new("race");
+    let conf = node.config("1.1.0");
+    for round in 0..ROUNDS {
+        let pod = Pod::new(&format!("race{round}"));
+        let outcomes: Vec<Outcome> = std::thread::scope(|s| {
+            let racers: Vec<_> = (0..2).map(|_| s.spawn(|| node.add(&conf, &pod))).collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let (won, lost): (Vec<Outcome>, Vec<Outcome>) = outcomes.into_iter().partition(|o| o.success);
+        assert_eq!(
+            won.len(),
+            1,
+            "round {round}: {} ADDs succeeded: {won:#?} {lost:#?}",
+            won.len()
+        );
+        let result = won.into_iter().next().unwrap().ok();
+        let winner = Attachment {
+            node: &node,
+            pod: &pod,
+            result: &result,
+        };
+        winner.assert_intact(&format!("round {round}, after the loser's ADD"));
+        node.check(&conf, &pod, &result).ok();
+        node.del(&conf, &pod).ok();
+        winner.assert_removed(&format!("round {round}, after DEL"));
+    }
 }
