@@ -9,7 +9,7 @@
 //! | 1    | incompatible CNI version (cniVersion not in [`crate::SUPPORTED_VERSIONS`]) |
 //! | 4    | invalid environment: a CNI_* variable is missing or malformed, or CNI_NETNS is not a network namespace |
 //! | 6    | the network configuration on stdin is not JSON |
-//! | 7    | invalid network configuration (missing or wrong field, IPAM plugin not found on CNI_PATH, unusable prevResult) |
+//! | 7    | invalid network configuration (missing or wrong field, `pinDir` not usable, IPAM plugin not found on CNI_PATH, unusable prevResult) |
 //! | 11   | try again later (also passed through from the IPAM plugin) |
 //! | 50   | STATUS: the plugin is not ready (bpffs, program or IPAM plugin unusable) |
 //! | 100  | BPF: the maps could not be pinned/opened or the program not loaded |
@@ -54,6 +54,13 @@ pub enum Error {
 
     #[error("invalid network config: {msg}")]
     InvalidConfig { msg: String, details: String },
+
+    /// `pinDir` cannot hold the maps (not on bpffs, relative, ...).
+    #[error("invalid network config: pinDir: {source}")]
+    PinDir {
+        #[source]
+        source: ebpfcni::Error,
+    },
 
     #[error("failed to {context}: {source}")]
     Netlink {
@@ -154,7 +161,7 @@ impl Error {
             Error::IncompatibleVersion { .. } => INCOMPATIBLE_VERSION,
             Error::InvalidEnv(_) => INVALID_ENV,
             Error::Decode(_) => DECODE,
-            Error::InvalidConfig { .. } => INVALID_CONFIG,
+            Error::InvalidConfig { .. } | Error::PinDir { .. } => INVALID_CONFIG,
             // The kernel says busy: the runtime may retry.
             Error::Netlink { source, .. }
                 if matches!(source.errno(), Some(nix::libc::EAGAIN | nix::libc::EBUSY)) =>

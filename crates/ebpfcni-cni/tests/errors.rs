@@ -166,3 +166,30 @@ fn diagnostics_go_to_the_log_file_not_stdout() {
     assert!(text.contains("ADD") && text.contains(&pod.id), "{text}");
     node.del(&conf, &pod).ok();
 }
+
+/// A pinDir that cannot hold the maps is a config error found before IPAM
+/// runs or any interface or directory is made (not a BPF error after).
+#[test]
+fn an_unusable_pin_dir_is_refused_before_anything_is_touched() {
+    require_root!();
+    let node = Node::new("pindir");
+    let pod = Pod::new("pindir-pod");
+    let off_bpffs = node.data_dir.join("pins");
+    for pin_dir in [off_bpffs.display().to_string(), "relative_pins".to_string()] {
+        let mut conf = node.config("1.1.0");
+        conf["pinDir"] = json!(pin_dir);
+        let msg = node.add(&conf, &pod).err(7);
+        assert!(msg.contains("pinDir") && msg.contains(&pin_dir), "{msg}");
+        let prev = json!({
+            "cniVersion": "1.1.0",
+            "interfaces": [{ "name": "eth0", "sandbox": pod.ns.path_string() }],
+            "ips": [{ "address": "10.13.1.2/24", "gateway": "10.13.1.1", "interface": 0 }],
+        });
+        let msg = node.check(&conf, &pod, &prev).err(7);
+        assert!(msg.contains("pinDir"), "CHECK: {msg}");
+    }
+    assert!(!off_bpffs.exists(), "{} created", off_bpffs.display());
+    // host-local makes its network directory on first use.
+    assert!(!node.data_dir.join(&node.network).exists(), "the IPAM plugin ran");
+    assert_nothing_left(&node, &pod, "unusable pinDir");
+}

@@ -5,10 +5,12 @@
 mod common;
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use common::{for_each_version, host_veth, pod_ip, Node, Pod};
 use ebpfcni::{Identity, Maps, PolicyRule, PROGRAM_NAME};
 use ebpfcni_testutil::require_root;
+use libbpf_rs::{MapHandle, MapType};
 use serde_json::{json, Value};
 
 fn is_mac(s: &str) -> bool {
@@ -251,16 +253,35 @@ fn check_follows_the_routes_add_made_from_ipam() {
     node.del(&conf, &pod).ok();
 }
 
+/// Pins a `policy_map` of another layout (4-byte keys, as an imagined
+/// older build had) where the program expects its own.
+fn pin_incompatible_policy_map(pin_dir: &Path) -> PathBuf {
+    let path = ebpfcni::PinnedMap::Policy.path(pin_dir);
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    let mut old =
+        MapHandle::create(MapType::Hash, Some("policy_map"), 4, 1, 1024, &opts).expect("create a map");
+    old.pin(&path).expect("pin it");
+    path
+}
+
 #[test]
 fn failure_after_ipam_rolls_back() {
     require_root!();
     let node = Node::new("rollback");
     let pod = Pod::new("rollback-pod");
-    let mut conf = node.config("1.0.0");
-    // Not on bpffs: everything succeeds up to loading the program.
-    conf["pinDir"] = json!(node.data_dir.join("pins"));
+    let conf = node.config("1.0.0");
+    // Everything succeeds up to loading the program, which refuses the map.
+    let pinned = pin_incompatible_policy_map(node.pins.path());
     let msg = node.add(&conf, &pod).err(100);
-    assert!(msg.contains("bpf"), "{msg}");
+    assert!(
+        msg.contains(&pinned.display().to_string()) && msg.contains("incompatible"),
+        "{msg}"
+    );
+    // host-local makes its network directory on first use: IPAM ran.
+    assert!(node.data_dir.join(&node.network).exists(), "failed before IPAM");
     assert!(
         node.allocations().is_empty(),
         "allocation kept: {:?}",
@@ -271,7 +292,11 @@ fn failure_after_ipam_rolls_back() {
         "veth kept: {:?}",
         node.links()
     );
-    assert!(!String::from_utf8_lossy(&pod.ns.ip(&["link"]).stdout).contains("eth0"));
+    assert!(
+        !pod.ns.links().iter().any(|l| l == "eth0"),
+        "eth0 kept in the pod"
+    );
+    assert!(pinned.exists(), "the foreign map was replaced");
 }
 
 #[test]

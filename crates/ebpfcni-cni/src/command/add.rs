@@ -18,6 +18,7 @@ use crate::veth::{self, host_veth_name, Owner};
 use crate::{netns, sysctl};
 
 pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
+    super::check_pin_dir(conf)?;
     let ipam = super::ipam(conf, env, stdin)?;
     let netns_file = super::open_netns(&env.netns)?;
     let mut setup = Setup {

@@ -17,6 +17,7 @@ use crate::result::IpamResult;
 use crate::veth::{self, host_veth_name};
 
 pub fn check(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
+    super::check_pin_dir(conf)?;
     let ipam = super::ipam(conf, env, stdin)?;
     let prev = conf
         .prev_result
