@@ -24,6 +24,7 @@ use std::io;
 
 use serde::Serialize;
 
+use crate::addressing::Unusable;
 use crate::netlink::NlError;
 
 pub const INCOMPATIBLE_VERSION: u32 = 1;
@@ -78,6 +79,14 @@ pub enum Error {
     /// or answered with something we cannot use.
     #[error("{msg}")]
     Ipam { code: u32, msg: String, details: String },
+
+    /// The IPAM plugin's result holds no address the pod can have.
+    #[error("unusable IPAM result: {0}")]
+    UnusableIpamResult(#[source] Unusable),
+
+    /// CHECK's prevResult cannot be read.
+    #[error("invalid network config: prevResult: {0}")]
+    BadPrevResult(#[source] Unusable),
 
     #[error("failed to {context}: {source}")]
     Bpf {
@@ -161,7 +170,7 @@ impl Error {
             Error::IncompatibleVersion { .. } => INCOMPATIBLE_VERSION,
             Error::InvalidEnv(_) => INVALID_ENV,
             Error::Decode(_) => DECODE,
-            Error::InvalidConfig { .. } | Error::PinDir { .. } => INVALID_CONFIG,
+            Error::InvalidConfig { .. } | Error::PinDir { .. } | Error::BadPrevResult(_) => INVALID_CONFIG,
             // The kernel says busy: the runtime may retry.
             Error::Netlink { source, .. }
                 if matches!(source.errno(), Some(nix::libc::EAGAIN | nix::libc::EBUSY)) =>
@@ -170,6 +179,7 @@ impl Error {
             }
             Error::Netlink { .. } | Error::Plumbing(_) => NETLINK,
             Error::Ipam { code, .. } => *code,
+            Error::UnusableIpamResult(_) => IPAM,
             Error::Bpf { .. } => BPF,
             Error::Attach { .. } => ATTACH,
             Error::CheckFailed(_) => CHECK,

@@ -193,3 +193,58 @@ fn an_unusable_pin_dir_is_refused_before_anything_is_touched() {
     assert!(!node.data_dir.join(&node.network).exists(), "the IPAM plugin ran");
     assert_nothing_left(&node, &pod, "unusable pinDir");
 }
+
+/// A prevResult that cannot be read is invalid input (7), not an IPAM
+/// failure.
+#[test]
+fn a_garbage_address_in_prev_result_is_invalid_config() {
+    require_root!();
+    let node = Node::new("prevgarbage");
+    let pod = Pod::new("prevgarbage-pod");
+    let conf = node.config("1.1.0");
+    let prev = json!({
+        "cniVersion": "1.1.0",
+        "interfaces": [
+            { "name": "ebc000000000000" },
+            { "name": "eth0", "sandbox": pod.ns.path_string() },
+        ],
+        "ips": [{ "address": "garbage", "interface": 1 }],
+    });
+    let msg = node.check(&conf, &pod, &prev).err(7);
+    assert!(
+        msg.starts_with("invalid network config: prevResult") && msg.contains("\"garbage\""),
+        "{msg}"
+    );
+}
+
+/// Static IPAM can hand out anything; addresses a pod or its gateway cannot
+/// have are refused (102) and the ADD leaves nothing behind.
+#[test]
+fn unusable_ipam_addresses_are_refused() {
+    require_root!();
+    let node = Node::new("badaddr");
+    let pod = Pod::new("badaddr-pod");
+    for (address, gateway, names, why) in [
+        ("127.0.0.5/8", Some("127.0.0.1"), "127.0.0.5", "loopback"),
+        ("10.13.0.0/24", None, "10.13.0.0", "network address"),
+        ("10.13.4.255/24", None, "10.13.4.255", "broadcast address"),
+        ("0.0.0.0/32", None, "0.0.0.0", "unspecified"),
+        ("224.0.0.5/32", None, "224.0.0.5", "multicast"),
+        ("10.13.4.10/24", Some("224.0.0.1"), "224.0.0.1", "multicast"),
+        (
+            "10.13.4.10/24",
+            Some("255.255.255.255"),
+            "255.255.255.255",
+            "broadcast",
+        ),
+        ("10.13.4.10/24", Some("127.0.0.1"), "127.0.0.1", "loopback"),
+    ] {
+        let conf = node.static_config("1.1.0", address, gateway);
+        let msg = node.add(&conf, &pod).err(102);
+        assert!(
+            msg.contains(names) && msg.contains(why),
+            "{address} via {gateway:?}: {msg}"
+        );
+        assert_nothing_left(&node, &pod, address);
+    }
+}

@@ -115,7 +115,7 @@ impl Setup<'_> {
         load: impl FnOnce() -> ebpfcni::Result<Program>,
     ) -> Result<IpamResult> {
         let (conf, env) = (self.conf, self.env);
-        let lease = Allocation::from_ips(&leased.ips, None)?;
+        let lease = Allocation::from_ips(&leased.ips, None).map_err(Error::UnusableIpamResult)?;
         let routes = pod_routes(&leased.routes, lease.gateway);
         self.configure_pod(&pod, &lease, &routes)?;
         self.configure_host(&host_end, &lease)?;
