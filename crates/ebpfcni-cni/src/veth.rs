@@ -16,6 +16,9 @@ pub const HOST_VETH_PREFIX: &str = "ebc";
 /// know which attachment a veth belongs to.
 const ALIAS_PREFIX: &str = "ebpfcni/";
 
+/// The longest alias the kernel keeps (IFALIASZ - 1).
+const ALIAS_MAX: usize = 255;
+
 /// The host veth's name for an attachment: stable, at most 15 characters.
 /// FNV-1a (64 bits, truncated to 48) of "container id/ifname".
 pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
@@ -50,6 +53,23 @@ impl Owner {
             "{ALIAS_PREFIX}{}/{}/{}",
             self.network, self.container_id, self.ifname
         )
+    }
+
+    /// Refuses an attachment whose alias the kernel would not keep (ERANGE),
+    /// before ADD leases an address or creates the veth. Network names and
+    /// container ids have no length limit of their own.
+    pub fn check_alias_fits(&self) -> Result<()> {
+        let len = self.alias().len();
+        if len <= ALIAS_MAX {
+            return Ok(());
+        }
+        Err(Error::InvalidEnv(format!(
+            "CNI_CONTAINERID too long: the container id is {} bytes and the network name {} bytes, \
+             making the host veth's alias \"{ALIAS_PREFIX}<network>/<container id>/<ifname>\" {len} bytes, \
+             over the kernel's {ALIAS_MAX}-byte limit",
+            self.container_id.len(),
+            self.network.len()
+        )))
     }
 
     /// Whether `link`, in the plugin's namespace, is this attachment's host
@@ -199,5 +219,23 @@ mod tests {
             ..veth(&name, None)
         };
         assert!(!owner.owns_host_end(&dummy));
+    }
+
+    #[test]
+    fn aliases_longer_than_the_kernel_keeps_are_refused() {
+        let network = "net";
+        // "ebpfcni/" + "net" + "/" + id + "/" + "eth0" = 17 + id.
+        let fits = Owner::new(network, &"c".repeat(255 - 17), "eth0");
+        assert_eq!(fits.alias().len(), 255);
+        assert!(fits.check_alias_fits().is_ok());
+        let over = Owner::new(network, &"c".repeat(256 - 17), "eth0");
+        let msg = over.check_alias_fits().unwrap_err().to_string();
+        assert!(
+            msg.contains("container id is 239 bytes")
+                && msg.contains("network name 3 bytes")
+                && msg.contains("256 bytes")
+                && msg.contains("255-byte limit"),
+            "{msg}"
+        );
     }
 }

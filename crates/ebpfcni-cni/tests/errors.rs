@@ -248,3 +248,39 @@ fn unusable_ipam_addresses_are_refused() {
         assert_nothing_left(&node, &pod, address);
     }
 }
+
+/// The host veth's alias records the attachment and the kernel takes 255
+/// bytes of it: an id that makes it longer is refused before IPAM or any
+/// interface (not with ERANGE half way), and DEL with it still succeeds.
+#[test]
+fn a_container_id_too_long_for_the_alias_is_refused_up_front() {
+    require_root!();
+    let node = Node::new("longid");
+    let pod = Pod::new("longid-pod");
+    let conf = node.config("1.1.0");
+    let netns = pod.ns.path_string();
+    // The alias is "ebpfcni/<network>/<container id>/eth0".
+    let room = 255 - "ebpfcni/".len() - node.network.len() - "/".len() - "/eth0".len();
+    let at_limit = format!("{}{}", pod.id, "x".repeat(room - pod.id.len()));
+    let over = format!("{at_limit}x");
+
+    let msg = node.call("ADD", &conf, &over, &netns, "eth0").err(4);
+    for part in [
+        format!("container id is {} bytes", over.len()),
+        format!("network name {} bytes", node.network.len()),
+        "255".to_string(),
+    ] {
+        assert!(msg.contains(&part), "no {part:?} in {msg}");
+    }
+    assert!(!node.data_dir.join(&node.network).exists(), "the IPAM plugin ran");
+    assert_nothing_left(&node, &pod, "too long");
+    node.call("DEL", &conf, &over, &netns, "eth0").ok();
+
+    // One byte less fits.
+    let result = node.call("ADD", &conf, &at_limit, &netns, "eth0").ok();
+    let mut check = conf.clone();
+    check["prevResult"] = result;
+    node.call("CHECK", &check, &at_limit, &netns, "eth0").ok();
+    node.call("DEL", &conf, &at_limit, &netns, "eth0").ok();
+    assert_nothing_left(&node, &pod, "at the limit");
+}

@@ -19,6 +19,7 @@ use crate::{netns, sysctl};
 
 pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
     super::check_pin_dir(conf)?;
+    Owner::new(&conf.name, &env.container_id, &env.ifname).check_alias_fits()?;
     let ipam = super::ipam(conf, env, stdin)?;
     let netns_file = super::open_netns(&env.netns)?;
     let mut setup = Setup {

@@ -2,13 +2,16 @@
 
 use std::os::fd::RawFd;
 
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL};
+use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
 use super::{Netlink, NlError, NlResult};
+
+/// The link attribute holding the alias (linux/if_link.h).
+const IFLA_IFALIAS: u16 = 20;
 
 /// A link as the kernel reports it.
 #[derive(Debug, Clone, Default)]
@@ -125,7 +128,13 @@ impl Netlink {
         msg.header.flags = LinkFlags::Up;
         msg.header.change_mask = LinkFlags::Up;
         if let Some(alias) = alias {
-            msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+            // Without the NUL that LinkAttribute::IfAlias appends (as
+            // iproute2 sends it): the kernel counts a NUL against the
+            // alias's IFALIASZ - 1 = 255 bytes (ERANGE at 255).
+            msg.attributes.push(LinkAttribute::Other(DefaultNla::new(
+                IFLA_IFALIAS,
+                alias.as_bytes().to_vec(),
+            )));
         }
         self.request(RouteNetlinkMessage::SetLink(msg), 0)?;
         Ok(())
