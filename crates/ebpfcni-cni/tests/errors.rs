@@ -284,3 +284,29 @@ fn a_container_id_too_long_for_the_alias_is_refused_up_front() {
     node.call("DEL", &conf, &at_limit, &netns, "eth0").ok();
     assert_nothing_left(&node, &pod, "at the limit");
 }
+
+/// CNI_NETNS naming a namespace of another kind is a bad environment (4),
+/// like any other path that is not a network namespace.
+#[test]
+fn a_namespace_of_another_kind_is_invalid_environment() {
+    require_root!();
+    let node = Node::new("nstype");
+    let pod = Pod::new("nstype-pod");
+    let conf = node.config("1.1.0");
+    let mut check = conf.clone();
+    check["prevResult"] = json!({
+        "cniVersion": "1.1.0",
+        "interfaces": [{ "name": "eth0", "sandbox": "/proc/self/ns/mnt" }],
+        "ips": [{ "address": "10.13.1.2/24", "interface": 0 }],
+    });
+    for (path, kind) in [("/proc/self/ns/mnt", "mount"), ("/proc/self/ns/uts", "uts")] {
+        let msg = node.call("ADD", &conf, &pod.id, path, "eth0").err(4);
+        assert!(
+            msg.contains(path) && msg.contains(&format!("it is a {kind} namespace")),
+            "{msg}"
+        );
+        node.call("CHECK", &check, &pod.id, path, "eth0").err(4);
+        node.call("DEL", &conf, &pod.id, path, "eth0").ok();
+    }
+    assert_nothing_left(&node, &pod, "namespace of another kind");
+}
