@@ -18,6 +18,7 @@ use crate::veth::{self, host_veth_name, Owner};
 use crate::{netns, sysctl};
 
 pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
+    // What would otherwise fail half way is refused before anything is touched.
     super::check_pin_dir(conf)?;
     Owner::new(&conf.name, &env.container_id, &env.ifname).check_alias_fits()?;
     let ipam = super::ipam(conf, env, stdin)?;
