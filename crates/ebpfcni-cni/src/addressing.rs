@@ -5,9 +5,8 @@
 
 use std::net::Ipv4Addr;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 
-use crate::error::{Error, Result};
 use crate::result::{IpConfig, RouteEntry};
 
 /// The gateway when IPAM names none: a link-local address every host veth
@@ -22,32 +21,99 @@ pub struct Allocation {
     pub gateway: Ipv4Addr,
 }
 
+/// Why the addresses of a result cannot be used. Callers say whose result
+/// it is: the IPAM plugin's (ADD) or prevResult (CHECK).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unusable {
+    #[error("no IPv4 address")]
+    NoIpv4,
+    #[error("address {0:?} is not an IP address with a prefix length")]
+    BadAddress(String),
+    #[error("gateway {0:?} is not an IPv4 address")]
+    BadGateway(String),
+    #[error("the gateway {0} is also the pod's address")]
+    GatewayIsPod(Ipv4Addr),
+    #[error("pod address {net} is {why}")]
+    PodAddress { net: Ipv4Net, why: String },
+    #[error("gateway {gateway} is {why}")]
+    Gateway { gateway: Ipv4Addr, why: &'static str },
+}
+
 impl Allocation {
     pub fn ip(&self) -> Ipv4Addr {
         self.net.addr()
     }
 
-    /// The first IPv4 address of `ips` (of `interface`, when given).
-    pub fn from_ips(ips: &[IpConfig], interface: Option<usize>) -> Result<Self> {
-        let found = ips
-            .iter()
-            .filter(|c| interface.is_none() || c.interface == interface)
-            .find_map(|c| c.address.parse::<Ipv4Net>().ok().map(|net| (c, net)));
-        let Some((config, net)) = found else {
-            return Err(Error::ipam("no IPv4 address in the IPAM result"));
-        };
+    /// The first IPv4 address of `ips` (of `interface`, when given), with
+    /// its gateway, when a pod and its gateway can have them.
+    pub fn from_ips(ips: &[IpConfig], interface: Option<usize>) -> Result<Self, Unusable> {
+        let (config, net) = first_ipv4(ips, interface)?.ok_or(Unusable::NoIpv4)?;
         let gateway = match &config.gateway {
             None => FALLBACK_GATEWAY,
-            Some(gw) => gw
-                .parse()
-                .map_err(|_| Error::ipam(format!("IPAM gateway {gw:?} is not an IPv4 address")))?,
+            Some(gw) => gw.parse().map_err(|_| Unusable::BadGateway(gw.clone()))?,
         };
+        if let Some(why) = unusable_pod_address(net) {
+            return Err(Unusable::PodAddress { net, why });
+        }
+        if let Some(why) = unusable_gateway(gateway) {
+            return Err(Unusable::Gateway { gateway, why });
+        }
         if gateway == net.addr() {
-            return Err(Error::ipam(format!(
-                "IPAM gave the gateway {gateway} as the pod's address"
-            )));
+            return Err(Unusable::GatewayIsPod(gateway));
         }
         Ok(Self { net, gateway })
+    }
+}
+
+/// The first IPv4 entry of `ips` (of `interface`, when given). IPv6 entries
+/// are passed over (the pod gets IPv4 only); an address that is neither is
+/// an error.
+fn first_ipv4(ips: &[IpConfig], interface: Option<usize>) -> Result<Option<(&IpConfig, Ipv4Net)>, Unusable> {
+    for config in ips
+        .iter()
+        .filter(|c| interface.is_none() || c.interface == interface)
+    {
+        match config.address.parse::<IpNet>() {
+            Ok(IpNet::V4(net)) => return Ok(Some((config, net))),
+            Ok(IpNet::V6(_)) => {}
+            Err(_) => return Err(Unusable::BadAddress(config.address.clone())),
+        }
+    }
+    Ok(None)
+}
+
+/// Why a pod cannot have `net`'s address, if it cannot: the kernel would
+/// take it for loopback, "any", a group or a whole subnet's broadcast, and
+/// routing to it would not reach the pod.
+fn unusable_pod_address(net: Ipv4Net) -> Option<String> {
+    let ip = net.addr();
+    if let Some(why) = unusable_gateway(ip) {
+        return Some(why.to_string());
+    }
+    // /31 and /32 have no network or broadcast address (RFC 3021).
+    if net.prefix_len() < 31 {
+        if ip == net.network() {
+            return Some(format!("the network address of {}", net.trunc()));
+        }
+        if ip == net.broadcast() {
+            return Some(format!("the broadcast address of {}", net.trunc()));
+        }
+    }
+    None
+}
+
+/// Why no host can hold `ip` as a unicast address, if it cannot.
+fn unusable_gateway(ip: Ipv4Addr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        Some("the unspecified address")
+    } else if ip.is_loopback() {
+        Some("a loopback address")
+    } else if ip.is_multicast() {
+        Some("a multicast address")
+    } else if ip.is_broadcast() {
+        Some("the broadcast address")
+    } else {
+        None
     }
 }
 
@@ -122,13 +188,16 @@ mod tests {
         assert_eq!(routes[0].gateway, Ipv4Addr::new(10, 13, 1, 254));
     }
 
-    #[test]
-    fn allocation_takes_the_ipam_gateway_or_the_link_local_one() {
-        let ip = |address: &str, gateway: Option<&str>| IpConfig {
+    fn ip(address: &str, gateway: Option<&str>) -> IpConfig {
+        IpConfig {
             address: address.into(),
             gateway: gateway.map(str::to_string),
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn allocation_takes_the_ipam_gateway_or_the_link_local_one() {
         let lease = Allocation::from_ips(&[ip("10.13.1.5/24", Some("10.13.1.1"))], None).unwrap();
         assert_eq!(
             (lease.ip(), lease.net.prefix_len(), lease.gateway),
@@ -136,8 +205,59 @@ mod tests {
         );
         let lease = Allocation::from_ips(&[ip("fd00::5/64", None), ip("10.13.1.5/32", None)], None).unwrap();
         assert_eq!(lease.gateway, FALLBACK_GATEWAY);
-        let code = |ips: &[IpConfig]| Allocation::from_ips(ips, None).unwrap_err().code();
-        assert_eq!(code(&[ip("10.13.1.1/24", Some("10.13.1.1"))]), crate::error::IPAM);
-        assert_eq!(code(&[]), crate::error::IPAM);
+        let why = |ips: &[IpConfig]| Allocation::from_ips(ips, None).unwrap_err();
+        assert_eq!(
+            why(&[ip("10.13.1.1/24", Some("10.13.1.1"))]),
+            Unusable::GatewayIsPod("10.13.1.1".parse().unwrap())
+        );
+        assert_eq!(why(&[]), Unusable::NoIpv4);
+        assert_eq!(why(&[ip("fd00::5/64", None)]), Unusable::NoIpv4);
+        assert_eq!(
+            why(&[ip("garbage", None)]),
+            Unusable::BadAddress("garbage".into())
+        );
+        assert_eq!(
+            why(&[ip("10.13.1.5", None)]),
+            Unusable::BadAddress("10.13.1.5".into())
+        );
+        assert_eq!(
+            why(&[ip("10.13.1.5/24", Some("x"))]),
+            Unusable::BadGateway("x".into())
+        );
+    }
+
+    #[test]
+    fn allocation_refuses_addresses_a_pod_or_gateway_cannot_have() {
+        let refused = |address: &str, gateway: Option<&str>| {
+            Allocation::from_ips(&[ip(address, gateway)], None)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            refused("127.0.0.5/8", Some("127.0.0.1")),
+            "pod address 127.0.0.5/8 is a loopback address"
+        );
+        assert_eq!(
+            refused("10.13.0.0/24", None),
+            "pod address 10.13.0.0/24 is the network address of 10.13.0.0/24"
+        );
+        assert_eq!(
+            refused("10.13.0.255/24", None),
+            "pod address 10.13.0.255/24 is the broadcast address of 10.13.0.0/24"
+        );
+        assert!(refused("0.0.0.0/0", None).contains("unspecified"));
+        assert!(refused("239.1.2.3/32", None).contains("multicast"));
+        assert!(refused("255.255.255.255/32", None).contains("broadcast"));
+        assert_eq!(
+            refused("10.13.0.5/24", Some("224.0.0.1")),
+            "gateway 224.0.0.1 is a multicast address"
+        );
+        assert!(refused("10.13.0.5/24", Some("0.0.0.0")).contains("unspecified"));
+        assert!(refused("10.13.0.5/24", Some("127.0.0.1")).contains("loopback"));
+        assert!(refused("10.13.0.5/24", Some("255.255.255.255")).contains("broadcast"));
+        // /31 and /32 have no network or broadcast address to avoid.
+        for ok in ["10.13.0.0/31", "10.13.0.1/31", "10.13.0.0/32", "10.13.0.255/32"] {
+            assert!(Allocation::from_ips(&[ip(ok, None)], None).is_ok(), "{ok}");
+        }
     }
 }

@@ -9,7 +9,7 @@
 //! | 1    | incompatible CNI version (cniVersion not in [`crate::SUPPORTED_VERSIONS`]) |
 //! | 4    | invalid environment: a CNI_* variable is missing or malformed, or CNI_NETNS is not a network namespace |
 //! | 6    | the network configuration on stdin is not JSON |
-//! | 7    | invalid network configuration (missing or wrong field, IPAM plugin not found on CNI_PATH, unusable prevResult) |
+//! | 7    | invalid network configuration (missing or wrong field, `pinDir` not usable, IPAM plugin not found on CNI_PATH, unusable prevResult) |
 //! | 11   | try again later (also passed through from the IPAM plugin) |
 //! | 50   | STATUS: the plugin is not ready (bpffs, program or IPAM plugin unusable) |
 //! | 100  | BPF: the maps could not be pinned/opened or the program not loaded |
@@ -24,6 +24,7 @@ use std::io;
 
 use serde::Serialize;
 
+use crate::addressing::Unusable;
 use crate::netlink::NlError;
 
 pub const INCOMPATIBLE_VERSION: u32 = 1;
@@ -55,6 +56,13 @@ pub enum Error {
     #[error("invalid network config: {msg}")]
     InvalidConfig { msg: String, details: String },
 
+    /// `pinDir` cannot hold the maps (not on bpffs, relative, ...).
+    #[error("invalid network config: pinDir: {source}")]
+    PinDir {
+        #[source]
+        source: ebpfcni::Error,
+    },
+
     #[error("failed to {context}: {source}")]
     Netlink {
         context: String,
@@ -71,6 +79,14 @@ pub enum Error {
     /// or answered with something we cannot use.
     #[error("{msg}")]
     Ipam { code: u32, msg: String, details: String },
+
+    /// The IPAM plugin's result holds no address the pod can have.
+    #[error("unusable IPAM result: {0}")]
+    UnusableIpamResult(#[source] Unusable),
+
+    /// CHECK's prevResult cannot be read.
+    #[error("invalid network config: prevResult: {0}")]
+    BadPrevResult(#[source] Unusable),
 
     #[error("failed to {context}: {source}")]
     Bpf {
@@ -154,7 +170,7 @@ impl Error {
             Error::IncompatibleVersion { .. } => INCOMPATIBLE_VERSION,
             Error::InvalidEnv(_) => INVALID_ENV,
             Error::Decode(_) => DECODE,
-            Error::InvalidConfig { .. } => INVALID_CONFIG,
+            Error::InvalidConfig { .. } | Error::PinDir { .. } | Error::BadPrevResult(_) => INVALID_CONFIG,
             // The kernel says busy: the runtime may retry.
             Error::Netlink { source, .. }
                 if matches!(source.errno(), Some(nix::libc::EAGAIN | nix::libc::EBUSY)) =>
@@ -163,6 +179,7 @@ impl Error {
             }
             Error::Netlink { .. } | Error::Plumbing(_) => NETLINK,
             Error::Ipam { code, .. } => *code,
+            Error::UnusableIpamResult(_) => IPAM,
             Error::Bpf { .. } => BPF,
             Error::Attach { .. } => ATTACH,
             Error::CheckFailed(_) => CHECK,

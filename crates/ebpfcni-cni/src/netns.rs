@@ -3,15 +3,21 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
+use nix::libc;
 use nix::sched::{setns, CloneFlags};
 use nix::sys::statfs::{fstatfs, NSFS_MAGIC};
 
 use crate::netlink::{Netlink, NlError};
 
-/// Opens `path` and checks that it is a network namespace (an nsfs file).
+/// NS_GET_NSTYPE, `_IO(0xb7, 0x3)` in linux/nsfs.h: the CLONE_NEW* flag of
+/// the namespace a file refers to.
+const NS_GET_NSTYPE: libc::Ioctl = (0xb7 << 8) | 0x3;
+
+/// Opens `path` and checks that it is a network namespace: an nsfs file
+/// (not any file) of a network namespace (not a mount or uts one).
 pub fn open(path: &Path) -> io::Result<File> {
     let file = File::open(path)?;
     let stat = fstatfs(&file).map_err(io::Error::from)?;
@@ -21,7 +27,37 @@ pub fn open(path: &Path) -> io::Result<File> {
             "not a network namespace file",
         ));
     }
-    Ok(file)
+    match kind(&file)? {
+        libc::CLONE_NEWNET => Ok(file),
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it is a {} namespace", kind_name(other)),
+        )),
+    }
+}
+
+/// The CLONE_NEW* flag of the namespace `file` (an nsfs file) refers to.
+fn kind(file: &File) -> io::Result<libc::c_int> {
+    // SAFETY: NS_GET_NSTYPE takes no argument; it only reads the open fd.
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
+    if kind < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(kind)
+}
+
+/// The name `lsns` gives a namespace kind, for messages.
+fn kind_name(kind: libc::c_int) -> String {
+    match kind {
+        libc::CLONE_NEWNS => "mount".into(),
+        libc::CLONE_NEWUTS => "uts".into(),
+        libc::CLONE_NEWIPC => "ipc".into(),
+        libc::CLONE_NEWUSER => "user".into(),
+        libc::CLONE_NEWPID => "pid".into(),
+        libc::CLONE_NEWCGROUP => "cgroup".into(),
+        libc::CLONE_NEWTIME => "time".into(),
+        other => format!("{other:#x}"),
+    }
 }
 
 /// The calling thread's own network namespace.

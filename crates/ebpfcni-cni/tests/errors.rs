@@ -166,3 +166,147 @@ fn diagnostics_go_to_the_log_file_not_stdout() {
     assert!(text.contains("ADD") && text.contains(&pod.id), "{text}");
     node.del(&conf, &pod).ok();
 }
+
+/// A pinDir that cannot hold the maps is a config error found before IPAM
+/// runs or any interface or directory is made (not a BPF error after).
+#[test]
+fn an_unusable_pin_dir_is_refused_before_anything_is_touched() {
+    require_root!();
+    let node = Node::new("pindir");
+    let pod = Pod::new("pindir-pod");
+    let off_bpffs = node.data_dir.join("pins");
+    for pin_dir in [off_bpffs.display().to_string(), "relative_pins".to_string()] {
+        let mut conf = node.config("1.1.0");
+        conf["pinDir"] = json!(pin_dir);
+        let msg = node.add(&conf, &pod).err(7);
+        assert!(msg.contains("pinDir") && msg.contains(&pin_dir), "{msg}");
+        let prev = json!({
+            "cniVersion": "1.1.0",
+            "interfaces": [{ "name": "eth0", "sandbox": pod.ns.path_string() }],
+            "ips": [{ "address": "10.13.1.2/24", "gateway": "10.13.1.1", "interface": 0 }],
+        });
+        let msg = node.check(&conf, &pod, &prev).err(7);
+        assert!(msg.contains("pinDir"), "CHECK: {msg}");
+    }
+    assert!(!off_bpffs.exists(), "{} created", off_bpffs.display());
+    // host-local makes its network directory on first use.
+    assert!(!node.data_dir.join(&node.network).exists(), "the IPAM plugin ran");
+    assert_nothing_left(&node, &pod, "unusable pinDir");
+}
+
+/// A prevResult that cannot be read is invalid input (7), not an IPAM
+/// failure.
+#[test]
+fn a_garbage_address_in_prev_result_is_invalid_config() {
+    require_root!();
+    let node = Node::new("prevgarbage");
+    let pod = Pod::new("prevgarbage-pod");
+    let conf = node.config("1.1.0");
+    let prev = json!({
+        "cniVersion": "1.1.0",
+        "interfaces": [
+            { "name": "ebc000000000000" },
+            { "name": "eth0", "sandbox": pod.ns.path_string() },
+        ],
+        "ips": [{ "address": "garbage", "interface": 1 }],
+    });
+    let msg = node.check(&conf, &pod, &prev).err(7);
+    assert!(
+        msg.starts_with("invalid network config: prevResult") && msg.contains("\"garbage\""),
+        "{msg}"
+    );
+}
+
+/// Static IPAM can hand out anything; addresses a pod or its gateway cannot
+/// have are refused (102) and the ADD leaves nothing behind.
+#[test]
+fn unusable_ipam_addresses_are_refused() {
+    require_root!();
+    let node = Node::new("badaddr");
+    let pod = Pod::new("badaddr-pod");
+    for (address, gateway, names, why) in [
+        ("127.0.0.5/8", Some("127.0.0.1"), "127.0.0.5", "loopback"),
+        ("10.13.0.0/24", None, "10.13.0.0", "network address"),
+        ("10.13.4.255/24", None, "10.13.4.255", "broadcast address"),
+        ("0.0.0.0/32", None, "0.0.0.0", "unspecified"),
+        ("224.0.0.5/32", None, "224.0.0.5", "multicast"),
+        ("10.13.4.10/24", Some("224.0.0.1"), "224.0.0.1", "multicast"),
+        (
+            "10.13.4.10/24",
+            Some("255.255.255.255"),
+            "255.255.255.255",
+            "broadcast",
+        ),
+        ("10.13.4.10/24", Some("127.0.0.1"), "127.0.0.1", "loopback"),
+    ] {
+        let conf = node.static_config("1.1.0", address, gateway);
+        let msg = node.add(&conf, &pod).err(102);
+        assert!(
+            msg.contains(names) && msg.contains(why),
+            "{address} via {gateway:?}: {msg}"
+        );
+        assert_nothing_left(&node, &pod, address);
+    }
+}
+
+/// The host veth's alias records the attachment and the kernel takes 255
+/// bytes of it: an id that makes it longer is refused before IPAM or any
+/// interface (not with ERANGE half way), and DEL with it still succeeds.
+#[test]
+fn a_container_id_too_long_for_the_alias_is_refused_up_front() {
+    require_root!();
+    let node = Node::new("longid");
+    let pod = Pod::new("longid-pod");
+    let conf = node.config("1.1.0");
+    let netns = pod.ns.path_string();
+    // The alias is "ebpfcni/<network>/<container id>/eth0".
+    let room = 255 - "ebpfcni/".len() - node.network.len() - "/".len() - "/eth0".len();
+    let at_limit = format!("{}{}", pod.id, "x".repeat(room - pod.id.len()));
+    let over = format!("{at_limit}x");
+
+    let msg = node.call("ADD", &conf, &over, &netns, "eth0").err(4);
+    for part in [
+        format!("container id is {} bytes", over.len()),
+        format!("network name {} bytes", node.network.len()),
+        "255".to_string(),
+    ] {
+        assert!(msg.contains(&part), "no {part:?} in {msg}");
+    }
+    assert!(!node.data_dir.join(&node.network).exists(), "the IPAM plugin ran");
+    assert_nothing_left(&node, &pod, "too long");
+    node.call("DEL", &conf, &over, &netns, "eth0").ok();
+
+    // One byte less fits.
+    let result = node.call("ADD", &conf, &at_limit, &netns, "eth0").ok();
+    let mut check = conf.clone();
+    check["prevResult"] = result;
+    node.call("CHECK", &check, &at_limit, &netns, "eth0").ok();
+    node.call("DEL", &conf, &at_limit, &netns, "eth0").ok();
+    assert_nothing_left(&node, &pod, "at the limit");
+}
+
+/// CNI_NETNS naming a namespace of another kind is a bad environment (4),
+/// like any other path that is not a network namespace.
+#[test]
+fn a_namespace_of_another_kind_is_invalid_environment() {
+    require_root!();
+    let node = Node::new("nstype");
+    let pod = Pod::new("nstype-pod");
+    let conf = node.config("1.1.0");
+    let mut check = conf.clone();
+    check["prevResult"] = json!({
+        "cniVersion": "1.1.0",
+        "interfaces": [{ "name": "eth0", "sandbox": "/proc/self/ns/mnt" }],
+        "ips": [{ "address": "10.13.1.2/24", "interface": 0 }],
+    });
+    for (path, kind) in [("/proc/self/ns/mnt", "mount"), ("/proc/self/ns/uts", "uts")] {
+        let msg = node.call("ADD", &conf, &pod.id, path, "eth0").err(4);
+        assert!(
+            msg.contains(path) && msg.contains(&format!("it is a {kind} namespace")),
+            "{msg}"
+        );
+        node.call("CHECK", &check, &pod.id, path, "eth0").err(4);
+        node.call("DEL", &conf, &pod.id, path, "eth0").ok();
+    }
+    assert_nothing_left(&node, &pod, "namespace of another kind");
+}

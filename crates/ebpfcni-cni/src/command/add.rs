@@ -18,6 +18,9 @@ use crate::veth::{self, host_veth_name, Owner};
 use crate::{netns, sysctl};
 
 pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
+    // What would otherwise fail half way is refused before anything is touched.
+    super::check_pin_dir(conf)?;
+    Owner::new(&conf.name, &env.container_id, &env.ifname).check_alias_fits()?;
     let ipam = super::ipam(conf, env, stdin)?;
     let netns_file = super::open_netns(&env.netns)?;
     let mut setup = Setup {
@@ -27,7 +30,7 @@ pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
         host: Netlink::open().map_err(Error::netlink("open a netlink socket"))?,
         container: netns::socket_in(&netns_file)
             .map_err(Error::netlink(format!("open a netlink socket in {}", env.netns)))?,
-        veth_created: false,
+        created: None,
     };
     if setup
         .container
@@ -41,34 +44,30 @@ pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
         )));
     }
 
-    // The two slow steps are independent of the veth: the IPAM plugin (a
-    // child process) and loading the program (the verifier) run beside this
-    // thread, which creates the pair meanwhile.
+    // Loading the program (the verifier, the slowest step) runs beside
+    // this thread. The pair comes first and the lease after it: creating
+    // the pair is exclusive (NLM_F_EXCL), so of two ADDs racing for one
+    // attachment exactly one gets past it, and the loser never takes or
+    // releases a lease, which the IPAM plugin keys by the attachment.
     let pin_dir = conf.pin_dir();
     std::thread::scope(|s| {
         let loader = s.spawn(|| Program::load(&pin_dir));
-        let leasing = s.spawn(|| ipam.add(&CallEnv::default()));
-        let pair = setup.create_pair(&netns_file);
-        let leased = leasing
-            .join()
-            .unwrap_or_else(|_| Err(Error::ipam("the IPAM thread panicked")));
-        let leased_ok = leased.is_ok();
-        let outcome = match (pair, leased) {
-            (Ok(ends), Ok(leased)) => {
-                log::info!("IPAM {} gave {:?}", ipam.plugin, leased.ips);
-                let load = || {
-                    loader.join().unwrap_or_else(|_| {
-                        Err(ebpfcni::Error::Io {
-                            context: "load the program".into(),
-                            source: std::io::Error::other("the loader thread panicked"),
-                        })
-                    })
-                };
-                setup.configure(ends, &leased, &pin_dir, load)
-            }
-            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        let load = || {
+            loader.join().unwrap_or_else(|_| {
+                Err(ebpfcni::Error::Io {
+                    context: "load the program".into(),
+                    source: std::io::Error::other("the loader thread panicked"),
+                })
+            })
         };
-        outcome.inspect_err(|e| setup.roll_back(e, leased_ok.then_some(&ipam)))
+        let mut leased = false;
+        let outcome = setup.create_pair(&netns_file).and_then(|ends| {
+            let lease = ipam.add(&CallEnv::default())?;
+            leased = true;
+            log::info!("IPAM {} gave {:?}", ipam.plugin, lease.ips);
+            setup.configure(ends, &lease, &pin_dir, load)
+        });
+        outcome.inspect_err(|e| setup.roll_back(e, leased.then_some(&ipam)))
     })
 }
 
@@ -80,7 +79,8 @@ struct Setup<'a> {
     /// Netlink in the plugin's (host) namespace and in the container's.
     host: Netlink,
     container: Netlink,
-    veth_created: bool,
+    /// The ifindex of the host veth this ADD created, once it has.
+    created: Option<u32>,
 }
 
 /// Both ends of the pod's veth: (pod end, host end).
@@ -90,19 +90,19 @@ impl Setup<'_> {
     /// Creates the veth pair and finds both ends through the kernel.
     fn create_pair(&mut self, netns_file: &File) -> Result<Ends> {
         let env = self.env;
-        veth::create(
+        let index = veth::create(
             &mut self.host,
             &self.host_name,
             &env.ifname,
             netns_file,
             self.conf.mtu,
         )?;
-        self.veth_created = true;
+        self.created = Some(index);
         let (pod, host_end) = veth::resolve_pair(&mut self.container, &mut self.host, &env.ifname)?;
-        if host_end.name != self.host_name {
+        if host_end.index != index {
             return Err(Error::Plumbing(format!(
-                "the peer of {} is {}, expected {}",
-                env.ifname, host_end.name, self.host_name
+                "the peer of {} is {} (ifindex {}), not the {} (ifindex {index}) just created",
+                env.ifname, host_end.name, host_end.index, self.host_name
             )));
         }
         Ok((pod, host_end))
@@ -117,7 +117,7 @@ impl Setup<'_> {
         load: impl FnOnce() -> ebpfcni::Result<Program>,
     ) -> Result<IpamResult> {
         let (conf, env) = (self.conf, self.env);
-        let lease = Allocation::from_ips(&leased.ips, None)?;
+        let lease = Allocation::from_ips(&leased.ips, None).map_err(Error::UnusableIpamResult)?;
         let routes = pod_routes(&leased.routes, lease.gateway);
         self.configure_pod(&pod, &lease, &routes)?;
         self.configure_host(&host_end, &lease)?;
@@ -191,17 +191,17 @@ impl Setup<'_> {
             .map_err(Error::netlink(format!("add route {}/32 dev {name}", lease.ip())))
     }
 
-    /// Gives back what this ADD acquired: the veth pair (its pod end goes
-    /// with it) and, when it was taken, the IPAM allocation.
+    /// Gives back what this ADD acquired: the veth pair it created (its pod
+    /// end goes with it), by ifindex, never another ADD's of the same name;
+    /// and, when it was taken, the IPAM allocation.
     fn roll_back(&mut self, cause: &Error, leased: Option<&Ipam<'_>>) {
         log::warn!("ADD failed, rolling back: {cause}");
-        if self.veth_created {
-            let undo = self
-                .host
-                .link_by_name(&self.host_name)
-                .and_then(|l| l.map_or(Ok(false), |l| self.host.delete_link(l.index)));
-            if let Err(undo) = undo {
-                log::warn!("rollback: failed to delete {}: {undo}", self.host_name);
+        if let Some(index) = self.created {
+            if let Err(undo) = self.host.delete_link(index) {
+                log::warn!(
+                    "rollback: failed to delete {} (ifindex {index}): {undo}",
+                    self.host_name
+                );
             }
         }
         if let Some(ipam) = leased {

@@ -17,6 +17,7 @@ use crate::result::IpamResult;
 use crate::veth::{self, host_veth_name};
 
 pub fn check(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
+    super::check_pin_dir(conf)?;
     let ipam = super::ipam(conf, env, stdin)?;
     let prev = conf
         .prev_result
@@ -35,7 +36,7 @@ pub fn check(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
                 env.ifname
             ))
         })?;
-    let lease = Allocation::from_ips(&prev.ips, Some(pod_index))?;
+    let lease = Allocation::from_ips(&prev.ips, Some(pod_index)).map_err(Error::BadPrevResult)?;
 
     let mut host = Netlink::open().map_err(Error::netlink("open a netlink socket"))?;
     let mut container = netns::socket_in(&netns_file)

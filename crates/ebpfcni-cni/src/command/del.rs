@@ -1,7 +1,8 @@
-//! DEL: releases the address and removes the veth. Idempotent: a missing
-//! netns (or an empty CNI_NETNS) or veth counts as already deleted, as the
-//! spec asks; the maps are never touched. Every step runs even when an
-//! earlier one failed; all failures are reported together.
+//! DEL: releases the address and removes the veth, but only interfaces
+//! that belong to this attachment. Idempotent: a missing netns (or an
+//! empty CNI_NETNS) or veth counts as already deleted, as the spec asks;
+//! the maps are never touched. Every step runs even when an earlier one
+//! failed; all failures are reported together.
 
 use std::path::Path;
 
@@ -11,14 +12,14 @@ use crate::error::{Error, Result};
 use crate::ipam::CallEnv;
 use crate::netlink::Netlink;
 use crate::netns;
-use crate::veth::host_veth_name;
+use crate::veth::{self, host_veth_name, Owner, Unpaired};
 
 pub fn del(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
     let ipam = super::ipam(conf, env, stdin)?;
     // The IPAM plugin (a child process) runs while this thread deletes.
     std::thread::scope(|s| {
         let releasing = s.spawn(|| ipam.del(&CallEnv::default()));
-        let mut errors = remove_veth(env);
+        let mut errors = remove_veth(conf, env);
         match releasing.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => errors.insert(0, e),
@@ -35,41 +36,80 @@ pub fn del(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
     })
 }
 
-/// Deletes the attachment's veth; returns what failed.
-fn remove_veth(env: &Env) -> Vec<Error> {
-    let mut errors = Vec::new();
-    let host_name = host_veth_name(&env.container_id, &env.ifname);
-    match Netlink::open() {
-        Err(e) => errors.push(Error::netlink("open a netlink socket")(e)),
-        Ok(mut host) => match host.link_by_name(&host_name) {
-            Ok(Some(link)) => match host.delete_link(link.index) {
-                Ok(_) => log::info!("deleted {host_name}"),
-                Err(e) => errors.push(Error::netlink(format!("delete {host_name}"))(e)),
-            },
-            Ok(None) => log::info!("{host_name} already gone"),
-            Err(e) => errors.push(Error::netlink(format!("look up {host_name}"))(e)),
-        },
+/// Deletes the attachment's veth pair; returns what failed. Only
+/// interfaces of this attachment go (see [`Owner::owns_host_end`]): a
+/// second container's DEL for an ifname another container holds in the
+/// same namespace must not take that container's network away.
+fn remove_veth(conf: &NetConf, env: &Env) -> Vec<Error> {
+    let owner = Owner::new(&conf.name, &env.container_id, &env.ifname);
+    let mut host = match Netlink::open() {
+        Ok(host) => host,
+        Err(e) => return vec![Error::netlink("open a netlink socket")(e)],
+    };
+    [
+        remove_host_end(&mut host, &owner),
+        remove_pod_end(&mut host, &owner, &env.netns),
+    ]
+    .into_iter()
+    .filter_map(Result::err)
+    .collect()
+}
+
+/// Deletes the host veth named after this attachment when it is ours; the
+/// pod end goes with it.
+fn remove_host_end(host: &mut Netlink, owner: &Owner) -> Result<()> {
+    let name = host_veth_name(&owner.container_id, &owner.ifname);
+    let found = host
+        .link_by_name(&name)
+        .map_err(Error::netlink(format!("look up {name}")))?;
+    let Some(link) = found else {
+        log::info!("{name} already gone");
+        return Ok(());
+    };
+    if !owner.owns_host_end(&link) {
+        log::warn!(
+            "{name} is not this attachment's (alias {:?}): left alone",
+            link.alias.unwrap_or_default()
+        );
+        return Ok(());
     }
-    // The pod end goes with the host end; this only catches a pair whose
-    // host end was renamed or moved.
-    if !env.netns.is_empty() {
-        match netns::open(Path::new(&env.netns)) {
-            Err(e) => log::info!("netns {} not usable ({e}): nothing to clean there", env.netns),
-            Ok(file) => {
-                let cleaned =
-                    netns::socket_in(&file).and_then(|mut c| match c.link_by_name(&env.ifname)? {
-                        Some(link) if link.kind.as_deref() == Some("veth") => {
-                            c.delete_link(link.index).map(drop)
-                        }
-                        _ => Ok(()),
-                    });
-                if let Err(e) = cleaned {
-                    errors.push(Error::netlink(format!("delete {} in {}", env.ifname, env.netns))(
-                        e,
-                    ));
-                }
-            }
+    host.delete_link(link.index)
+        .map_err(Error::netlink(format!("delete {name}")))?;
+    log::info!("deleted {name}");
+    Ok(())
+}
+
+/// Deletes CNI_IFNAME in the container when it is the pod end of a veth
+/// whose host end is ours. After [`remove_host_end`] this only catches a
+/// pair whose host end was renamed (it keeps our alias); whatever else
+/// bears the name belongs to someone else and stays.
+fn remove_pod_end(host: &mut Netlink, owner: &Owner, netns_path: &str) -> Result<()> {
+    if netns_path.is_empty() {
+        return Ok(());
+    }
+    let ifname = &owner.ifname;
+    let file = match netns::open(Path::new(netns_path)) {
+        Ok(file) => file,
+        Err(e) => {
+            log::info!("netns {netns_path} not usable ({e}): nothing to clean there");
+            return Ok(());
         }
+    };
+    let mut container =
+        netns::socket_in(&file).map_err(Error::netlink(format!("open a netlink socket in {netns_path}")))?;
+    match veth::find_pair(&mut container, host, ifname)? {
+        Err(Unpaired::Missing(_)) => {}
+        Err(Unpaired::Other(why)) => log::warn!("{why}: left alone"),
+        Ok((pod, host_end)) if owner.owns_host_end(&host_end) => {
+            container
+                .delete_link(pod.index)
+                .map_err(Error::netlink(format!("delete {ifname} in {netns_path}")))?;
+            log::info!("deleted {ifname} (peer {})", host_end.name);
+        }
+        Ok((_, host_end)) => log::warn!(
+            "{ifname} in the container is the peer of {}, another attachment's: left alone",
+            host_end.name
+        ),
     }
-    errors
+    Ok(())
 }

@@ -26,9 +26,13 @@ pub fn gc(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
         if !link.name.starts_with(HOST_VETH_PREFIX) {
             continue;
         }
+        // The alias names the attachment; only veths are ADD's.
         let Some(owner) = link.alias.as_deref().and_then(Owner::from_alias) else {
             continue;
         };
+        if !owner.owns_host_end(&link) {
+            continue;
+        }
         if owner.network != conf.name || valid.contains(&(owner.container_id.clone(), owner.ifname.clone())) {
             continue;
         }

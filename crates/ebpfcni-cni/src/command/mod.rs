@@ -33,6 +33,14 @@ fn ipam<'a>(conf: &'a NetConf, env: &'a Env, stdin: &'a [u8]) -> Result<Ipam<'a>
     })
 }
 
+/// Refuses a `pinDir` that cannot hold the maps, before anything is
+/// touched: found later, it would fail ADD only after IPAM and the veth.
+fn check_pin_dir(conf: &NetConf) -> Result<()> {
+    ebpfcni::bpffs::check_pin_dir(&conf.pin_dir())
+        .map(drop)
+        .map_err(|source| Error::PinDir { source })
+}
+
 /// Opens CNI_NETNS, which must be a network namespace.
 fn open_netns(path: &str) -> Result<File> {
     netns::open(Path::new(path))

@@ -2,13 +2,16 @@
 
 use std::os::fd::RawFd;
 
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
-use super::{Netlink, NlResult};
+use super::{Netlink, NlError, NlResult};
+
+/// The link attribute holding the alias (linux/if_link.h).
+const IFLA_IFALIAS: u16 = 20;
 
 /// A link as the kernel reports it.
 #[derive(Debug, Clone, Default)]
@@ -77,14 +80,16 @@ impl Netlink {
     }
 
     /// Creates a veth pair: `name` here, `peer` in the namespace `peer_netns`
-    /// (an open namespace file), both with `mtu` when given.
+    /// (an open namespace file), both with `mtu` when given. Returns the
+    /// ifindex of `name`, so that the creator can later delete exactly the
+    /// link it made, whatever bears the name by then.
     pub fn create_veth(
         &mut self,
         name: &str,
         peer: &str,
         peer_netns: RawFd,
         mtu: Option<u32>,
-    ) -> NlResult<()> {
+    ) -> NlResult<u32> {
         let mut peer_msg = LinkMessage::default();
         peer_msg.attributes.push(LinkAttribute::IfName(peer.to_string()));
         peer_msg.attributes.push(LinkAttribute::NetNsFd(peer_netns));
@@ -98,8 +103,22 @@ impl Netlink {
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
         ]));
-        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)?;
-        Ok(())
+        let replies = self.request(
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
+        )?;
+        // Linux 6.3+ echoes the new link; before, look it up straight away.
+        let echoed = replies.into_iter().find_map(|r| match r {
+            RouteNetlinkMessage::NewLink(m) => Some(m.header.index),
+            _ => None,
+        });
+        match echoed {
+            Some(index) => Ok(index),
+            None => self
+                .link_by_name(name)?
+                .map(|l| l.index)
+                .ok_or_else(|| NlError::Io(std::io::Error::from_raw_os_error(nix::libc::ENODEV))),
+        }
     }
 
     /// Brings link `index` up, setting its alias when given.
@@ -109,7 +128,13 @@ impl Netlink {
         msg.header.flags = LinkFlags::Up;
         msg.header.change_mask = LinkFlags::Up;
         if let Some(alias) = alias {
-            msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+            // Without the NUL that LinkAttribute::IfAlias appends (as
+            // iproute2 sends it): the kernel counts a NUL against the
+            // alias's IFALIASZ - 1 = 255 bytes (ERANGE at 255).
+            msg.attributes.push(LinkAttribute::Other(DefaultNla::new(
+                IFLA_IFALIAS,
+                alias.as_bytes().to_vec(),
+            )));
         }
         self.request(RouteNetlinkMessage::SetLink(msg), 0)?;
         Ok(())

@@ -116,6 +116,18 @@ impl Node {
         })
     }
 
+    /// A config for `version` with Debian's static IPAM giving `address`
+    /// (and `gateway`).
+    pub fn static_config(&self, version: &str, address: &str, gateway: Option<&str>) -> Value {
+        let mut conf = self.config(version);
+        let mut entry = json!({ "address": address });
+        if let Some(gw) = gateway {
+            entry["gateway"] = json!(gw);
+        }
+        conf["ipam"] = json!({ "type": "static", "addresses": [entry] });
+        conf
+    }
+
     /// Runs the plugin in the node namespace with `env` and `stdin`.
     pub fn exec(&self, env: &[(&str, &str)], stdin: &[u8]) -> Outcome {
         run_plugin(Some(&self.ns), env, stdin)

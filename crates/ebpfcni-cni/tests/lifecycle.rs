@@ -1,13 +1,16 @@
-//! The plugin driven as a runtime drives it: ADD, CHECK, DEL, VERSION,
-//! STATUS, GC, policy between two pods, and parallel ADDs.
+//! One attachment's life as a runtime drives it: ADD (result, datapath,
+//! spec versions, static IPAM), CHECK, DEL, rollback of a failed ADD,
+//! policy between two pods, and many ADDs and DELs in parallel.
 
 mod common;
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
-use common::{for_each_version, host_veth, pod_ip, run_plugin, Node, Pod, CNI_PATH};
+use common::{for_each_version, host_veth, pod_ip, Node, Pod};
 use ebpfcni::{Hook, Identity, Maps, PolicyRule};
 use ebpfcni_testutil::require_root;
+use libbpf_rs::{MapHandle, MapType};
 use serde_json::{json, Value};
 
 fn is_mac(s: &str) -> bool {
@@ -233,7 +236,7 @@ fn check_follows_the_routes_add_made_from_ipam() {
     require_root!();
     let node = Node::new("checkipamrt");
     let pod = Pod::new("checkipamrt-pod");
-    let mut conf = static_config(&node, "1.1.0", "10.13.3.10/24", Some("10.13.3.1"));
+    let mut conf = node.static_config("1.1.0", "10.13.3.10/24", Some("10.13.3.1"));
     conf["ipam"]["routes"] = json!([{ "dst": "10.99.0.0/16" }, { "dst": "0.0.0.0/0", "gw": "10.13.3.1" }]);
     let result = node.add(&conf, &pod).ok();
     assert_eq!(
@@ -250,75 +253,18 @@ fn check_follows_the_routes_add_made_from_ipam() {
     node.del(&conf, &pod).ok();
 }
 
-#[test]
-fn version_lists_supported_versions() {
-    for (asked, answered) in [
-        ("1.0.0", "1.0.0"),
-        ("1.1.0", "1.1.0"),
-        ("0.4.0", "0.4.0"),
-        ("7.0.0", "1.1.0"),
-    ] {
-        let stdin = json!({ "cniVersion": asked }).to_string();
-        let reply = run_plugin(None, &[("CNI_COMMAND", "VERSION")], stdin.as_bytes()).ok();
-        assert_eq!(reply["cniVersion"], answered);
-        assert_eq!(reply["supportedVersions"], json!(["0.4.0", "1.0.0", "1.1.0"]));
-    }
-}
-
-#[test]
-fn status_ready_and_not_ready() {
-    require_root!();
-    let node = Node::new("status");
-    let conf = node.config("1.1.0");
-    let env = [("CNI_COMMAND", "STATUS"), ("CNI_PATH", CNI_PATH)];
-    assert_eq!(node.exec(&env, conf.to_string().as_bytes()).ok(), Value::Null);
-    // A probe changes nothing: no maps pinned, no directory made.
-    let pinned: Vec<_> = std::fs::read_dir(node.pins.path()).unwrap().collect();
-    assert!(pinned.is_empty(), "STATUS pinned {pinned:?}");
-    let mut fresh = conf.clone();
-    let absent = node.pins.path().join("not_yet");
-    fresh["pinDir"] = json!(absent);
-    assert_eq!(node.exec(&env, fresh.to_string().as_bytes()).ok(), Value::Null);
-    assert!(!absent.exists(), "STATUS created {}", absent.display());
-
-    let mut no_ipam = conf.clone();
-    no_ipam["ipam"]["type"] = json!("no-such-ipam");
-    let msg = node.exec(&env, no_ipam.to_string().as_bytes()).err(50);
-    assert!(msg.contains("no-such-ipam"), "{msg}");
-
-    let mut no_bpffs = conf.clone();
-    no_bpffs["pinDir"] = json!(node.data_dir.join("pins"));
-    let msg = node.exec(&env, no_bpffs.to_string().as_bytes()).err(50);
-    assert!(msg.contains("bpf"), "{msg}");
-}
-
-#[test]
-fn gc_removes_stale_attachments() {
-    require_root!();
-    let node = Node::new("gc");
-    let conf = node.config("1.1.0");
-    let (keep, stale) = (Pod::new("gc-keep"), Pod::new("gc-stale"));
-    let kept = node.add(&conf, &keep).ok();
-    let gone = node.add(&conf, &stale).ok();
-
-    let mut gc = conf.clone();
-    gc["cni.dev/valid-attachments"] = json!([{ "containerID": keep.id, "ifname": "eth0" }]);
-    node.exec(
-        &[("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_PATH)],
-        gc.to_string().as_bytes(),
-    )
-    .ok();
-
-    let links = node.links();
-    assert!(
-        !links.contains(&host_veth(&gone)),
-        "stale veth survived GC: {links:?}"
-    );
-    assert!(!node.allocated(&pod_ip(&gone)), "stale address not released");
-    assert!(links.contains(&host_veth(&kept)), "valid veth removed: {links:?}");
-    assert!(node.allocated(&pod_ip(&kept)), "valid address released");
-    node.check(&conf, &keep, &kept).ok();
-    node.del(&conf, &keep).ok();
+/// Pins a `policy_map` of another layout (4-byte keys, as an imagined
+/// older build had) where the program expects its own.
+fn pin_incompatible_policy_map(pin_dir: &Path) -> PathBuf {
+    let path = ebpfcni::PinnedMap::Policy.path(pin_dir);
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    let mut old =
+        MapHandle::create(MapType::Hash, Some("policy_map"), 4, 1, 1024, &opts).expect("create a map");
+    old.pin(&path).expect("pin it");
+    path
 }
 
 #[test]
@@ -326,11 +272,16 @@ fn failure_after_ipam_rolls_back() {
     require_root!();
     let node = Node::new("rollback");
     let pod = Pod::new("rollback-pod");
-    let mut conf = node.config("1.0.0");
-    // Not on bpffs: everything succeeds up to loading the program.
-    conf["pinDir"] = json!(node.data_dir.join("pins"));
+    let conf = node.config("1.0.0");
+    // Everything succeeds up to loading the program, which refuses the map.
+    let pinned = pin_incompatible_policy_map(node.pins.path());
     let msg = node.add(&conf, &pod).err(100);
-    assert!(msg.contains("bpf"), "{msg}");
+    assert!(
+        msg.contains(&pinned.display().to_string()) && msg.contains("incompatible"),
+        "{msg}"
+    );
+    // host-local makes its network directory on first use: IPAM ran.
+    assert!(node.data_dir.join(&node.network).exists(), "failed before IPAM");
     assert!(
         node.allocations().is_empty(),
         "allocation kept: {:?}",
@@ -341,7 +292,11 @@ fn failure_after_ipam_rolls_back() {
         "veth kept: {:?}",
         node.links()
     );
-    assert!(!String::from_utf8_lossy(&pod.ns.ip(&["link"]).stdout).contains("eth0"));
+    assert!(
+        !pod.ns.links().iter().any(|l| l == "eth0"),
+        "eth0 kept in the pod"
+    );
+    assert!(pinned.exists(), "the foreign map was replaced");
 }
 
 #[test]
@@ -418,29 +373,18 @@ fn parallel_adds_and_dels() {
     assert!(node.allocations().is_empty(), "{:?}", node.allocations());
 }
 
-/// A config with Debian's static IPAM giving `address` (and `gateway`).
-fn static_config(node: &Node, version: &str, address: &str, gateway: Option<&str>) -> Value {
-    let mut conf = node.config(version);
-    let mut entry = json!({ "address": address });
-    if let Some(gw) = gateway {
-        entry["gateway"] = json!(gw);
-    }
-    conf["ipam"] = json!({ "type": "static", "addresses": [entry] });
-    conf
-}
-
 fn static_ipam_with_and_without_gateway(version: &str) {
     require_root!();
     let node = Node::new("static");
     let (pa, pb) = (Pod::new("static-a"), Pod::new("static-b"));
     // With a gateway from IPAM.
-    let ca = static_config(&node, version, "10.13.2.10/24", Some("10.13.2.1"));
+    let ca = node.static_config(version, "10.13.2.10/24", Some("10.13.2.1"));
     let ra = node.add(&ca, &pa).ok();
     assert_eq!(ra["ips"][0]["address"], "10.13.2.10/24");
     assert_eq!(ra["ips"][0]["gateway"], "10.13.2.1");
     node.check(&ca, &pa, &ra).ok();
     // Without: the link-local gateway every host veth holds.
-    let cb = static_config(&node, version, "10.13.2.20/32", None);
+    let cb = node.static_config(version, "10.13.2.20/32", None);
     let rb = node.add(&cb, &pb).ok();
     assert_eq!(rb["ips"][0]["gateway"], "169.254.1.1");
     node.check(&cb, &pb, &rb).ok();
