@@ -43,6 +43,8 @@ const LATEST: &str = "1.1.0";
 
 fn main() {
     diagnostics::init();
+    // libbpf's own messages (a verifier log, say) join our diagnostics.
+    ebpfcni::set_libbpf_log(Some(|msg| log::info!("libbpf: {msg}")));
     let mut stdin = Vec::new();
     // An unreadable stdin is an empty config; parsing then reports it.
     let _ = std::io::stdin().read_to_end(&mut stdin);
