@@ -12,16 +12,26 @@
  *   1. A frame whose EtherType is not IPv4 passes untouched (ARP, IPv6, LLDP...).
  *   2. An IPv4 frame too short for its header, or with a malformed header
  *      (version != 4, ihl < 5, shorter than ihl * 4), is dropped.
- *   3. An unknown source address (not in endpoint_map) is dropped.
- *   4. An unknown destination address is dropped.
- *   5. A (source identity, destination identity) pair with an allow entry in
+ *   3. Source trust, on the hook that sees what a pod sends (from-pod) only:
+ *      a. a host veth with no record in interface_map drops all IPv4 from
+ *         its pod (fail closed: unknown-interface);
+ *      b. a source address that is not one of the record's addresses is
+ *         dropped (invalid-source): a pod cannot borrow another's identity.
+ *      What the node sends to a pod (to-pod) is not checked.
+ *   4. An address's identity is its endpoint_map entry; an address with none
+ *      takes the identity of the longest prefix in prefix_map that holds it
+ *      (an exact endpoint always beats a prefix). A source address with
+ *      neither is dropped (unknown-source),
+ *   5. then a destination address with neither (unknown-destination).
+ *   6. A (source identity, destination identity) pair with an allow entry in
  *      policy_map passes.
- *   6. Everything else is dropped (default deny).
+ *   7. Everything else is dropped (default deny: no-policy).
  *
  * Entries the tools never write (by hand, or from a broken tool) count as
- * absent: an endpoint_map entry with identity 0 is an unknown address (3, 4);
- * a policy_map entry whose action is not EBPFCNI_POLICY_ALLOW, or with an
- * identity 0, allows nothing (no packet has identity 0). A trace level above
+ * absent: an endpoint_map or prefix_map entry with identity 0 is no identity
+ * (4, 5); a policy_map entry whose action is not EBPFCNI_POLICY_ALLOW, or with
+ * an identity 0, allows nothing (no packet has identity 0); an interface_map
+ * record's 0.0.0.0 slots hold no address. A trace level above
  * EBPFCNI_TRACE_ALL traces as EBPFCNI_TRACE_ALL.
  */
 #ifndef EBPFCNI_H
@@ -32,6 +42,8 @@
 enum ebpfcni_capacity {
 	EBPFCNI_ENDPOINT_MAP_CAPACITY = 16384,
 	EBPFCNI_POLICY_MAP_CAPACITY = 65536,
+	EBPFCNI_PREFIX_MAP_CAPACITY = 16384,
+	EBPFCNI_INTERFACE_MAP_CAPACITY = 16384, /* host veths: pods on the node */
 };
 
 /* Which tc hook a program instance runs on. Each has its own entry point,
@@ -46,6 +58,23 @@ enum ebpfcni_hook {
 /* endpoint_map: key is an IPv4 address in host byte order (__u32),
  * value is the endpoint's security identity (__u32, 1..=UINT32_MAX;
  * 0 is never a valid identity). */
+
+/* prefix_map key (an LPM trie): an IPv4 prefix, address in network byte
+ * order as on the wire (the trie matches bits from the first byte). The
+ * value is the prefix's security identity (__u32, as endpoint_map's). */
+struct ebpfcni_prefix_key {
+	__u32 prefixlen; /* 0..=32 */
+	__be32 addr;     /* host bits zero */
+};
+
+/* interface_map value, keyed by a host veth's ifindex (__u32): the pod
+ * addresses behind it, as the CNI plugin recorded them at ADD from the IPAM
+ * result (network byte order). Unused slots are 0.0.0.0. This is plumbing,
+ * not policy: the plugin writes it, never identities or rules. */
+#define EBPFCNI_INTERFACE_ADDRS 4
+struct ebpfcni_interface {
+	__be32 addrs[EBPFCNI_INTERFACE_ADDRS];
+};
 
 /* policy_map key: (source identity, destination identity). */
 struct policy_key {
@@ -84,11 +113,13 @@ _Static_assert(sizeof(struct ebpfcni_config) == 64, "ebpfcni_config is 64 bytes"
  * X(NAME, value, "name", "what it means"); 0 is not a drop. The names are
  * written here only: the program keeps them in .rodata
  * (ebpfcni_drop_reason_names), where the Rust library reads them too. */
-#define EBPFCNI_DROP_REASONS(X)                                                              \
-	X(MALFORMED, 1, "malformed", "step 2: truncated or invalid IPv4 header")             \
-	X(UNKNOWN_SRC, 2, "unknown-source", "step 3: source address has no identity")        \
-	X(UNKNOWN_DST, 3, "unknown-destination", "step 4: destination address has no identity") \
-	X(NO_POLICY, 4, "no-policy", "step 6: no allow entry for the pair")
+#define EBPFCNI_DROP_REASONS(X)                                                               \
+	X(MALFORMED, 1, "malformed", "step 2: truncated or invalid IPv4 header")              \
+	X(UNKNOWN_SRC, 2, "unknown-source", "step 4: source address has no identity")         \
+	X(UNKNOWN_DST, 3, "unknown-destination", "step 5: destination address has no identity") \
+	X(NO_POLICY, 4, "no-policy", "step 7: no allow entry for the pair")                   \
+	X(INVALID_SOURCE, 5, "invalid-source", "step 3b: the pod sent from an address not its own") \
+	X(UNKNOWN_INTERFACE, 6, "unknown-interface", "step 3a: no record of the pod's addresses")
 
 /* Sized as a __u32 so it can be a map key. */
 enum ebpfcni_drop_reason {

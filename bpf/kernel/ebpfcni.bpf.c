@@ -5,10 +5,11 @@
  * Two entry points share one body: ebpfcni_frompod runs on tc ingress of
  * every pod's host-side veth (what the pod sends), ebpfcni_topod on its tc
  * egress (what the pod receives); each knows its hook by construction. The
- * body maps both addresses of an IPv4 packet to security identities and lets
- * the packet through only when the identity pair is allowed. The steps and
- * their order are the numbered "Policy precedence" list in ebpfcni.h; code
- * cites them. The concerns live in bpf/lib/, one header each.
+ * body checks that a pod sends from its own address (from-pod only), maps
+ * both addresses of an IPv4 packet to security identities and lets the
+ * packet through only when the identity pair is allowed. The steps and their
+ * order are the numbered "Policy precedence" list in ebpfcni.h; code cites
+ * them. The concerns live in bpf/lib/, one header each.
  *
  * Maps are pinned by the userspace library (not by this object) so that the
  * pin directory can be chosen at run time; they outlive this program.
@@ -20,6 +21,7 @@
 #include "ebpfcni.h"
 #include "flow.h"
 #include "parse.h"
+#include "trust.h"
 #include "identity.h"
 #include "policy.h"
 #include "verdict.h"
@@ -46,13 +48,19 @@ static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfc
 	if (ret < 0)
 		return ebpfcni_drop(ctx, -ret, &flow); /* step 2 */
 
+	if (hook == EBPFCNI_HOOK_FROM_POD) {
+		ret = ebpfcni_source_trusted(ctx, &flow);
+		if (ret < 0)
+			return ebpfcni_drop(ctx, -ret, &flow); /* step 3 */
+	}
+
 	ret = ebpfcni_lookup_identities(&flow);
 	if (ret < 0)
-		return ebpfcni_drop(ctx, -ret, &flow); /* steps 3, 4 */
+		return ebpfcni_drop(ctx, -ret, &flow); /* steps 4, 5 */
 
 	if (ebpfcni_policy_allows(&flow))
-		return ebpfcni_pass(ctx, &flow); /* step 5 */
-	return ebpfcni_drop(ctx, EBPFCNI_DROP_NO_POLICY, &flow); /* step 6 */
+		return ebpfcni_pass(ctx, &flow); /* step 6 */
+	return ebpfcni_drop(ctx, EBPFCNI_DROP_NO_POLICY, &flow); /* step 7 */
 }
 
 /* What the pod sends: tc ingress of its host veth. */

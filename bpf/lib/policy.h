@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * policy.h: whether the identity pair of a flow may talk. Precedence step 5
- * of ebpfcni.h (step 6, default deny, is the caller's drop).
+ * policy.h: whether the identity pair of a flow may talk. Precedence step 6
+ * of ebpfcni.h (step 7, default deny, is the caller's drop).
  *
  * Map:  policy_map (hash)  struct policy_key -> enum ebpfcni_policy_action
  * API:  ebpfcni_policy_allows(flow)
@@ -29,7 +29,7 @@ static __always_inline bool ebpfcni_policy_allows(const struct ebpfcni_flow *flo
 	struct policy_key key = { .src_id = flow->src_id, .dst_id = flow->dst_id };
 	enum ebpfcni_policy_action *action = bpf_map_lookup_elem(&policy_map, &key);
 
-	return action && *action == EBPFCNI_POLICY_ALLOW; /* step 5 */
+	return action && *action == EBPFCNI_POLICY_ALLOW; /* step 6 */
 }
 
 #endif /* EBPFCNI_LIB_POLICY_H */

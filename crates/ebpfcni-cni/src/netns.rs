@@ -65,16 +65,26 @@ pub fn current() -> io::Result<File> {
     File::open("/proc/thread-self/ns/net")
 }
 
-/// Opens a netlink socket inside `netns`. A short-lived thread enters the
-/// namespace and creates the socket; the socket stays bound to that
-/// namespace, so the caller can use it from any thread.
-pub fn socket_in(netns: &File) -> Result<Netlink, NlError> {
+/// Runs `f` on a short-lived thread that has entered `netns`; the calling
+/// thread stays where it is.
+pub fn run_in<T: Send>(netns: &File, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
     std::thread::scope(|s| {
         s.spawn(|| {
             setns(netns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-            Netlink::open()
+            f()
         })
         .join()
-        .unwrap_or_else(|_| Err(NlError::Io(io::Error::other("netns thread panicked"))))
+        .unwrap_or_else(|_| Err(io::Error::other("netns thread panicked")))
     })
+}
+
+/// Opens a netlink socket inside `netns`. The socket stays bound to that
+/// namespace, so the caller can use it from any thread.
+pub fn socket_in(netns: &File) -> Result<Netlink, NlError> {
+    let mut opened = None;
+    run_in(netns, || {
+        opened = Some(Netlink::open());
+        Ok(())
+    })?;
+    opened.expect("set by the thread")
 }

@@ -339,7 +339,7 @@ fn parallel_adds_and_dels() {
         .collect();
     expected.sort();
     assert_eq!(pins, expected);
-    let map_ids = Maps::open(node.pins.path()).unwrap().ids().unwrap();
+    let maps = Maps::open(node.pins.path()).unwrap();
     for result in &results {
         let host = host_veth(result);
         assert_eq!(node.filters(&host, "ingress"), 1, "{host}");
@@ -353,7 +353,8 @@ fn parallel_adds_and_dels() {
             let info = ebpfcni::program_info(id).unwrap();
             assert_eq!(info.name, hook.program_name());
             assert!(
-                map_ids.iter().all(|m| info.map_ids.contains(m)),
+                info.foreign_maps(&maps).unwrap().is_empty()
+                    && info.uses(&maps, ebpfcni::PinnedMap::Endpoints).unwrap(),
                 "{host}: {info:?}"
             );
         }

@@ -10,11 +10,13 @@
 //! - [`run`], [`succeeds`], [`output_with_stdin`]: child processes.
 //! - [`frames`]: frame builders; [`median`], [`quantile`]: summaries.
 //! - [`bpf`]: compiling and test-running BPF objects other than the product's.
+//! - [`datapath`]: the program on crafted frames, asserting verdicts and reasons.
 //!
 //! Names carry the process id and a counter, so tests run in parallel
 //! without meeting each other.
 
 pub mod bpf;
+pub mod datapath;
 pub mod frames;
 mod netns;
 mod pins;

@@ -90,7 +90,8 @@ fn attachment_outlives_the_process() {
     assert_eq!(info.name, Hook::FromPod.program_name());
     let maps = Maps::open(pins.path()).unwrap();
     assert!(
-        maps.ids().unwrap().iter().all(|id| info.map_ids.contains(id)),
+        info.foreign_maps(&maps).unwrap().is_empty()
+            && info.uses(&maps, ebpfcni::PinnedMap::Interfaces).unwrap(),
         "uses the pinned maps"
     );
 }
@@ -108,6 +109,16 @@ fn real_traffic_follows_the_maps() {
     pair.host
         .run_in(|| Program::load(pins.path()).unwrap().attach(ifindex).unwrap());
     let maps = Maps::open(pins.path()).unwrap();
+    assert!(
+        !pair.pod.ping("10.13.0.1", 2),
+        "no record of the pod's address: everything it sends is dropped"
+    );
+    let unknown_interface = ebpfcni::types::ebpfcni_drop_reason::EBPFCNI_DROP_UNKNOWN_INTERFACE;
+    assert!(maps.drops.get(unknown_interface).unwrap() >= 2);
+    // What the CNI plugin records at ADD.
+    maps.interfaces
+        .set(ifindex, &[Ipv4Addr::new(10, 13, 0, 2)])
+        .unwrap();
     assert!(
         !pair.pod.ping("10.13.0.1", 2),
         "unknown endpoints must be dropped"

@@ -149,7 +149,10 @@ fn an_upgrade_keeps_every_entry() {
     );
     let info = ebpfcni::program_info(new.id(Hook::FromPod)).unwrap();
     assert!(
-        ids.iter().all(|m| info.map_ids.contains(m)),
+        info.foreign_maps(&Maps::open(pins.path()).unwrap())
+            .unwrap()
+            .is_empty()
+            && ids.iter().any(|m| info.map_ids.contains(m)),
         "new program uses the pinned maps"
     );
     let maps = Maps::open(pins.path()).unwrap();

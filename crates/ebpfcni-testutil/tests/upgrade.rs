@@ -8,8 +8,10 @@ use std::path::Path;
 
 use ebpfcni::types::ebpfcni_drop_reason as Reason;
 use ebpfcni::{
-    Hook, Identity, Maps, PinnedMap, PolicyRule, Program, Stored, TraceLevel, TC_ACT_OK, TC_ACT_SHOT,
+    Hook, Identity, Maps, PinnedMap, PolicyRule, Program, Stored, TestContext, TraceLevel, TC_ACT_OK,
+    TC_ACT_SHOT,
 };
+use ebpfcni_testutil::datapath::TEST_IFINDEX;
 use ebpfcni_testutil::frames::ipv4;
 use ebpfcni_testutil::{bpf, require_root, TestPinDir};
 use libbpf_rs::{MapCore as _, MapFlags, MapHandle, Object, ObjectBuilder};
@@ -142,8 +144,14 @@ fn pins_of_the_first_release_are_migrated_by_the_next_pod() {
         &kept_ids,
         "endpoint_map and policy_map are reused as they are"
     );
+    // The new program (its from-pod hook checks sources against the
+    // records the CNI plugin writes at ADD: one for the test interface here).
+    maps.interfaces.set(TEST_IFINDEX, &[FRONTEND, BACKEND]).unwrap();
+    let ctx = TestContext {
+        ifindex: TEST_IFINDEX,
+    };
     for hook in Hook::ALL {
-        let run = |frame: &[u8]| program.test_run(hook, frame, None, 1).unwrap().verdict;
+        let run = |frame: &[u8]| program.test_run(hook, frame, Some(&ctx), 1).unwrap().verdict;
         assert_eq!(run(&ipv4(FRONTEND, BACKEND)), TC_ACT_OK, "{hook:?}");
         assert_eq!(run(&ipv4(BACKEND, FRONTEND)), TC_ACT_SHOT, "{hook:?}");
     }

@@ -5,70 +5,45 @@
 use std::net::Ipv4Addr;
 
 use ebpfcni::types::ebpfcni_drop_reason as Reason;
-use ebpfcni::{
-    Hook, Identity, Maps, PinnedMap, PolicyRule, Program, TestContext, TraceLevel, TC_ACT_OK, TC_ACT_SHOT,
-};
+use ebpfcni::{Hook, Identity, PinnedMap, PolicyRule, TraceLevel, TC_ACT_OK, TC_ACT_SHOT};
+use ebpfcni_testutil::datapath::{Datapath, TEST_IFINDEX};
 use ebpfcni_testutil::frames::{
     eth, ipv4, ipv4_header, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ETH_P_LLDP, IPPROTO_ICMP,
 };
-use ebpfcni_testutil::{require_root, TestPinDir};
+use ebpfcni_testutil::require_root;
 use libbpf_rs::{MapCore as _, MapFlags, MapHandle};
 
 const FRONTEND: Ipv4Addr = Ipv4Addr::new(10, 13, 0, 2);
 const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 13, 0, 3);
 const STRANGER: Ipv4Addr = Ipv4Addr::new(10, 13, 0, 99);
 
-struct Fixture {
-    program: Program,
-    maps: Maps,
-    pins: TestPinDir,
+/// frontend (1001) may send to backend (1002); nothing else is allowed.
+/// The to-pod hook: no source check (tests/trust.rs has those).
+fn fixture(test: &str) -> Fixture {
+    let dp = Datapath::new(test);
+    let (fe, be) = (Identity::new(1001).unwrap(), Identity::new(1002).unwrap());
+    dp.maps.endpoints.upsert(FRONTEND, fe).unwrap();
+    dp.maps.endpoints.upsert(BACKEND, be).unwrap();
+    dp.maps.policy.allow(PolicyRule::new(fe, be)).unwrap();
+    Fixture(dp)
 }
 
-/// frontend (1001) may send to backend (1002); nothing else is allowed.
-fn fixture(test: &str) -> Fixture {
-    let pins = TestPinDir::new(test);
-    let program = Program::load(pins.path()).expect("load program");
-    let maps = Maps::open(pins.path()).expect("open maps");
-    let (fe, be) = (Identity::new(1001).unwrap(), Identity::new(1002).unwrap());
-    maps.endpoints.upsert(FRONTEND, fe).unwrap();
-    maps.endpoints.upsert(BACKEND, be).unwrap();
-    maps.policy.allow(PolicyRule::new(fe, be)).unwrap();
-    maps.config.set_trace_level(TraceLevel::Off).unwrap();
-    Fixture { program, maps, pins }
+struct Fixture(Datapath);
+
+impl std::ops::Deref for Fixture {
+    type Target = Datapath;
+    fn deref(&self) -> &Datapath {
+        &self.0
+    }
 }
 
 impl Fixture {
-    fn verdict(&self, frame: &[u8]) -> i32 {
-        self.program
-            .test_run(Hook::ToPod, frame, None, 1)
-            .expect("test run")
-            .verdict
+    fn assert_pass(&self, what: &str, frame: &[u8]) {
+        self.0.assert_pass(what, Hook::ToPod, frame);
     }
 
-    fn drops(&self, reason: Reason) -> u64 {
-        self.maps.drops.get(reason).unwrap()
-    }
-
-    /// Asserts the frame passes and no drop counter moves.
-    fn assert_pass(&self, name: &str, frame: &[u8]) {
-        let before = self.maps.drops.all().unwrap();
-        assert_eq!(self.verdict(frame), TC_ACT_OK, "{name}: expected pass");
-        assert_eq!(
-            self.maps.drops.all().unwrap(),
-            before,
-            "{name}: a drop was counted"
-        );
-    }
-
-    /// Asserts the frame is dropped, counted under `reason`.
-    fn assert_drop(&self, name: &str, frame: &[u8], reason: Reason) {
-        let before = self.drops(reason);
-        assert_eq!(self.verdict(frame), TC_ACT_SHOT, "{name}: expected drop");
-        assert_eq!(
-            self.drops(reason),
-            before + 1,
-            "{name}: not counted as {reason:?}"
-        );
+    fn assert_drop(&self, what: &str, frame: &[u8], reason: Reason) {
+        self.0.assert_drop(what, Hook::ToPod, frame, reason);
     }
 }
 
@@ -210,6 +185,12 @@ fn fragments_are_judged_by_policy() {
 fn verdicts_do_not_depend_on_trace_level_or_hook() {
     require_root!();
     let fx = fixture("trace_levels");
+    // Both addresses behind the test interface, so that the from-pod
+    // hook's source check passes them and policy decides.
+    fx.maps
+        .interfaces
+        .set(TEST_IFINDEX, &[FRONTEND, BACKEND])
+        .unwrap();
     for level in TraceLevel::ALL_LEVELS {
         fx.maps.config.set_trace_level(level).unwrap();
         assert_eq!(
@@ -217,9 +198,7 @@ fn verdicts_do_not_depend_on_trace_level_or_hook() {
             ebpfcni::Stored::Valid(level)
         );
         for hook in Hook::ALL {
-            // ifindex 1 (lo) exists in every namespace.
-            let ctx = TestContext { ifindex: 1 };
-            let run = |f: &[u8]| fx.program.test_run(hook, f, Some(&ctx), 1).unwrap().verdict;
+            let run = |f: &[u8]| fx.verdict(hook, f);
             assert_eq!(run(&ipv4(FRONTEND, BACKEND)), TC_ACT_OK, "{level} {hook:?}");
             assert_eq!(run(&ipv4(BACKEND, FRONTEND)), TC_ACT_SHOT, "{level} {hook:?}");
         }

@@ -3,6 +3,8 @@
 
 use std::fmt;
 use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
 use std::num::NonZeroU32;
 use std::str::FromStr;
 
@@ -86,6 +88,44 @@ pub fn parse_endpoint_ip(s: &str) -> Result<Ipv4Addr, ParseEndpointIpError> {
     }
 }
 
+/// Why a string is not a CIDR prefix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid prefix {}: {reason}", quote_input(input))]
+pub struct ParsePrefixError {
+    input: String,
+    reason: String,
+}
+
+/// Parses an IPv4 prefix "a.b.c.d/len" strictly: a dotted address, a
+/// length from 0 to 32, and no host bits set (the error names them and the
+/// prefix that was probably meant).
+pub fn parse_prefix(s: &str) -> Result<Ipv4Net, ParsePrefixError> {
+    let err = |reason: String| ParsePrefixError {
+        input: s.to_owned(),
+        reason,
+    };
+    let Some((addr, len)) = s.split_once('/') else {
+        return Err(err("expected ADDRESS/LENGTH such as 10.255.0.0/16".into()));
+    };
+    let addr = Ipv4Addr::from_str(addr).map_err(|_| err(format!("{addr:?} is not a dotted IPv4 address")))?;
+    if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err(format!("length {len:?} is not a number from 0 to 32")));
+    }
+    let net = len
+        .parse::<u8>()
+        .ok()
+        .and_then(|len| Ipv4Net::new(addr, len).ok())
+        .ok_or_else(|| err(format!("length {len} is not from 0 to 32")))?;
+    if net.addr() != net.network() {
+        let host = Ipv4Addr::from(u32::from(net.addr()) & !u32::from(net.netmask()));
+        return Err(err(format!(
+            "host bits are set ({host}); the prefix is {}",
+            net.trunc()
+        )));
+    }
+    Ok(net)
+}
+
 /// One allow rule: packets from identity `src` to identity `dst` pass.
 /// Precedence of rules against the other checks: the numbered list in
 /// bpf/include/ebpfcni.h (this is step 5).
@@ -151,6 +191,31 @@ mod tests {
         assert!(msg.len() < 150 && msg.contains("(100000 bytes)"), "{msg}");
         let msg = long.parse::<Identity>().unwrap_err().to_string();
         assert!(msg.len() < 150 && msg.contains("(100000 bytes)"), "{msg}");
+    }
+
+    #[test]
+    fn prefixes_are_strict_and_say_what_is_wrong() {
+        assert_eq!(
+            parse_prefix("10.255.0.0/16").unwrap().to_string(),
+            "10.255.0.0/16"
+        );
+        assert_eq!(parse_prefix("0.0.0.0/0").unwrap().prefix_len(), 0);
+        assert_eq!(parse_prefix("10.13.0.7/32").unwrap().prefix_len(), 32);
+        for (bad, why) in [
+            (
+                "10.255.0.1/16",
+                "host bits are set (0.0.0.1); the prefix is 10.255.0.0/16",
+            ),
+            ("10.0.0.0/33", "length 33 is not from 0 to 32"),
+            ("10.0.0.0", "expected ADDRESS/LENGTH"),
+            ("10.0.0.0/", "is not a number"),
+            ("10.0.0.0/+8", "is not a number"),
+            ("10.0.0/8", "is not a dotted IPv4 address"),
+            ("::/0", "is not a dotted IPv4 address"),
+        ] {
+            let msg = parse_prefix(bad).unwrap_err().to_string();
+            assert!(msg.contains(why), "{bad}: {msg}");
+        }
     }
 
     #[test]

@@ -56,11 +56,12 @@ pub use skel::types;
 pub use bpffs::DEFAULT_PIN_DIR;
 pub use error::{Error, Result};
 pub use identity::{
-    parse_endpoint_ip, quote_input, Identity, ParseEndpointIpError, ParseIdentityError, PolicyRule,
+    parse_endpoint_ip, parse_prefix, quote_input, Identity, ParseEndpointIpError, ParseIdentityError,
+    ParsePrefixError, PolicyRule,
 };
 pub use maps::{
-    drop_reason_name, ConfigMap, DropCounters, EndpointMap, Maps, PolicyMap, RawRule, Stored, StoredIdentity,
-    StoredRule, TraceLevel,
+    drop_reason_name, ConfigMap, DropCounters, EndpointMap, IdentitySource, InterfaceMap, Maps, PolicyMap,
+    PrefixMap, RawRule, Stored, StoredIdentity, StoredRule, TraceLevel, INTERFACE_ADDRS,
 };
 pub use object::PinnedMap;
 pub use program::{program_info, Hook, Program, ProgramInfo, TestContext, TestRun, TC_ACT_OK, TC_ACT_SHOT};

@@ -30,15 +30,23 @@ pub enum PinnedMap {
     Config,
     /// Dropped packets per reason, per CPU.
     DropCounters,
+    /// IPv4 prefix -> identity (CIDR identities), for addresses that are
+    /// not endpoints.
+    Prefixes,
+    /// Host veth ifindex -> the pod addresses behind it (source trust),
+    /// written by the CNI plugin.
+    Interfaces,
 }
 
 impl PinnedMap {
     /// Every pinned map, in the order [`crate::Maps::ids`] reports them.
-    pub const ALL: [PinnedMap; 4] = [
+    pub const ALL: [PinnedMap; 6] = [
         PinnedMap::Endpoints,
         PinnedMap::Policy,
         PinnedMap::Config,
         PinnedMap::DropCounters,
+        PinnedMap::Prefixes,
+        PinnedMap::Interfaces,
     ];
 
     /// The pin's file name under a pin directory; also the map's name in
@@ -49,6 +57,8 @@ impl PinnedMap {
             PinnedMap::Policy => "policy_map",
             PinnedMap::Config => "config_map",
             PinnedMap::DropCounters => "drop_counters",
+            PinnedMap::Prefixes => "prefix_map",
+            PinnedMap::Interfaces => "interface_map",
         }
     }
 
@@ -99,6 +109,8 @@ impl PinnedMap {
             PinnedMap::Policy => &mut maps.policy_map,
             PinnedMap::Config => &mut maps.config_map,
             PinnedMap::DropCounters => &mut maps.drop_counters,
+            PinnedMap::Prefixes => &mut maps.prefix_map,
+            PinnedMap::Interfaces => &mut maps.interface_map,
         }
     }
 }

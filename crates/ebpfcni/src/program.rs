@@ -8,10 +8,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use libbpf_rs::libbpf_sys;
-use libbpf_rs::ProgramHandle;
+use libbpf_rs::{MapCore, MapHandle, ProgramHandle};
 
 use crate::error::{Error, Result};
 use crate::loader;
+use crate::maps::Maps;
+use crate::object::PinnedMap;
 use crate::skel::types;
 
 /// Which tc hook of a pod's host veth a program runs on.
@@ -172,6 +174,37 @@ pub struct ProgramInfo {
     pub name: String,
     /// Ids of the maps the program uses (including its private .rodata).
     pub map_ids: Vec<u32>,
+}
+
+impl ProgramInfo {
+    /// The maps this program uses under the name of a pinned map but that
+    /// are not the map pinned in `maps` (a program loaded against other
+    /// pins, or before a pin was replaced): (which, the id it uses). Empty
+    /// when the program uses the pinned maps. Each entry point uses the
+    /// maps its own steps need (to-pod has no source check), so this asks
+    /// about the maps the program uses, not for every pinned one.
+    pub fn foreign_maps(&self, maps: &Maps) -> Result<Vec<(PinnedMap, u32)>> {
+        let pinned = maps.ids()?;
+        let mut foreign = Vec::new();
+        for &id in &self.map_ids {
+            let handle =
+                MapHandle::from_map_id(id).map_err(|e| Error::bpf(format!("open map id {id}"), e))?;
+            let name = handle.name().to_string_lossy().into_owned();
+            let Some(index) = PinnedMap::ALL.iter().position(|m| m.name() == name) else {
+                continue; // the program's own .rodata and such
+            };
+            if pinned[index] != id {
+                foreign.push((PinnedMap::ALL[index], id));
+            }
+        }
+        Ok(foreign)
+    }
+
+    /// Whether the program uses `map`'s pinned instance.
+    pub fn uses(&self, maps: &Maps, map: PinnedMap) -> Result<bool> {
+        let index = PinnedMap::ALL.iter().position(|m| *m == map).expect("listed");
+        Ok(self.map_ids.contains(&maps.ids()?[index]))
+    }
 }
 
 /// Looks up a loaded program by id (as returned by [`crate::attachment`]).

@@ -27,6 +27,7 @@ const _: () = assert!(size_of::<types::policy_key>() == 8);
 const _: () = assert!(size_of::<types::ebpfcni_policy_action>() == 1);
 const _: () = assert!(size_of::<types::ebpfcni_config>() == 64);
 const _: () = assert!(size_of::<types::ebpfcni_drop_count>() == 8);
+const _: () = assert!(size_of::<types::ebpfcni_prefix_key>() == 8);
 
 /// Declares shared types as plain old data: `#[repr(C)]`, no padding (the
 /// sizes are asserted above), every bit pattern a valid value.
@@ -42,6 +43,8 @@ macro_rules! plain_old_data {
 
 plain_old_data!(
     types::policy_key,
+    types::ebpfcni_prefix_key,
+    types::ebpfcni_interface,
     types::ebpfcni_policy_action,
     types::ebpfcni_config,
     types::ebpfcni_drop_count,

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use ebpfcni::{Hook, Program};
+use ebpfcni::{Hook, Maps, Program};
 
 use crate::addressing::{pod_routes, Allocation, PodRoute};
 use crate::config::NetConf;
@@ -31,6 +31,7 @@ pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
         container: netns::socket_in(&netns_file)
             .map_err(Error::netlink(format!("open a netlink socket in {}", env.netns)))?,
         created: None,
+        recorded: false,
     };
     if setup
         .container
@@ -81,6 +82,8 @@ struct Setup<'a> {
     container: Netlink,
     /// The ifindex of the host veth this ADD created, once it has.
     created: Option<u32>,
+    /// Whether this ADD recorded the pod's addresses in interface_map.
+    recorded: bool,
 }
 
 /// Both ends of the pod's veth: (pod end, host end).
@@ -98,6 +101,14 @@ impl Setup<'_> {
             self.conf.mtu,
         )?;
         self.created = Some(index);
+        // Before either end is up, so that neither ever has an IPv6 address.
+        let no_ipv6 = |context: String| move |source| Error::Sysctl { context, source };
+        sysctl::disable_ipv6(&self.host_name)
+            .map_err(no_ipv6(format!("turn IPv6 off on {}", self.host_name)))?;
+        netns::run_in(netns_file, || sysctl::disable_ipv6(&env.ifname)).map_err(no_ipv6(format!(
+            "turn IPv6 off on {} in the container",
+            env.ifname
+        )))?;
         let (pod, host_end) = veth::resolve_pair(&mut self.container, &mut self.host, &env.ifname)?;
         if host_end.index != index {
             return Err(Error::Plumbing(format!(
@@ -127,6 +138,14 @@ impl Setup<'_> {
             "load the program (maps in {})",
             pin_dir.display()
         )))?;
+        // The pod's addresses, before the program sees its first packet:
+        // without a record, everything it sends is dropped.
+        let maps =
+            Maps::open(pin_dir).map_err(Error::bpf(format!("open the maps in {}", pin_dir.display())))?;
+        maps.interfaces
+            .set(host_end.index, &[lease.ip()])
+            .map_err(Error::bpf(format!("record {}'s address", self.host_name)))?;
+        self.recorded = true;
         program.attach(host_end.index).map_err(|source| Error::Attach {
             context: format!("attach the program to {}", self.host_name),
             source,
@@ -196,6 +215,12 @@ impl Setup<'_> {
     /// and, when it was taken, the IPAM allocation.
     fn roll_back(&mut self, cause: &Error, leased: Option<&Ipam<'_>>) {
         log::warn!("ADD failed, rolling back: {cause}");
+        if let (true, Some(index)) = (self.recorded, self.created) {
+            let removed = Maps::open(&self.conf.pin_dir()).and_then(|maps| maps.interfaces.remove(index));
+            if let Err(undo) = removed {
+                log::warn!("rollback: failed to remove the record of ifindex {index}: {undo}");
+            }
+        }
         if let Some(index) = self.created {
             if let Err(undo) = self.host.delete_link(index) {
                 log::warn!(

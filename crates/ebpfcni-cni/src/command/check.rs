@@ -52,6 +52,7 @@ pub fn check(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
     check_links(conf, env, prev, pod_index, &pod, &host_end)?;
     check_pod_side(env, prev, &mut container, &pod, &lease)?;
     check_host_side(&mut host, &host_end, &lease)?;
+    check_record(conf, &host_end, &lease)?;
     check_program(conf, &host_end)?;
     ipam.check(&CallEnv::default())
 }
@@ -148,13 +149,32 @@ fn check_host_side(host: &mut Netlink, host_end: &Link, lease: &Allocation) -> R
     Ok(())
 }
 
+/// The record of the pod's addresses behind the host end (source trust):
+/// without it, or without the pod's address in it, what the pod sends is
+/// dropped.
+fn check_record(conf: &NetConf, host_end: &Link, lease: &Allocation) -> Result<()> {
+    let (pin_dir, name, index) = (conf.pin_dir(), &host_end.name, host_end.index);
+    let record = ebpfcni::InterfaceMap::open(&pin_dir)
+        .and_then(|map| map.map(|m| m.get(index)).transpose())
+        .map_err(Error::bpf(format!("read the record of {name}")))?
+        .flatten();
+    match record {
+        None => Err(Error::CheckFailed(format!(
+            "no record of the pod's addresses for {name} (ifindex {index}) in {}: everything the pod sends is dropped",
+            pin_dir.display()
+        ))),
+        Some(addrs) if !addrs.contains(&lease.ip()) => Err(Error::CheckFailed(format!(
+            "the record for {name} (ifindex {index}) holds {addrs:?}, not the pod's {}",
+            lease.ip()
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Our program on both hooks of the host end, using the pinned maps.
 fn check_program(conf: &NetConf, host_end: &Link) -> Result<()> {
     let (pin_dir, name) = (conf.pin_dir(), &host_end.name);
     let maps = Maps::open(&pin_dir).map_err(Error::bpf(format!("open the maps in {}", pin_dir.display())))?;
-    let map_ids = maps
-        .ids()
-        .map_err(Error::bpf("read the ids of the pinned maps"))?;
     let attached =
         ebpfcni::attachment(host_end.index).map_err(Error::bpf(format!("query the filters of {name}")))?;
     for (hook, id) in [(Hook::FromPod, attached.ingress), (Hook::ToPod, attached.egress)] {
@@ -167,9 +187,12 @@ fn check_program(conf: &NetConf, host_end: &Link) -> Result<()> {
                 info.name
             )));
         }
-        if let Some(absent) = map_ids.iter().find(|m| !info.map_ids.contains(m)) {
+        let foreign = info
+            .foreign_maps(&maps)
+            .map_err(Error::bpf(format!("read the maps of program {id}")))?;
+        if let Some((map, other)) = foreign.first() {
             return Err(Error::CheckFailed(format!(
-                "the program on tc {tc} of {name} (id {id}) does not use map {absent} pinned in {}",
+                "the program on tc {tc} of {name} (id {id}) uses a {map} (id {other}) other than the one pinned in {}",
                 pin_dir.display()
             )));
         }

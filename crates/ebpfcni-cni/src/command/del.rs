@@ -1,8 +1,9 @@
-//! DEL: releases the address and removes the veth, but only interfaces
-//! that belong to this attachment. Idempotent: a missing netns (or an
-//! empty CNI_NETNS) or veth counts as already deleted, as the spec asks;
-//! the maps are never touched. Every step runs even when an earlier one
-//! failed; all failures are reported together.
+//! DEL: releases the address and removes the veth and its record of the
+//! pod's addresses (interface_map), but only interfaces that belong to this
+//! attachment. Idempotent: a missing netns (or an empty CNI_NETNS) or veth
+//! counts as already deleted, as the spec asks; identities and policy are
+//! never touched. Every step runs even when an earlier one failed; all
+//! failures are reported together.
 
 use std::path::Path;
 
@@ -47,8 +48,8 @@ fn remove_veth(conf: &NetConf, env: &Env) -> Vec<Error> {
         Err(e) => return vec![Error::netlink("open a netlink socket")(e)],
     };
     [
-        remove_host_end(&mut host, &owner),
-        remove_pod_end(&mut host, &owner, &env.netns),
+        remove_host_end(conf, &mut host, &owner),
+        remove_pod_end(conf, &mut host, &owner, &env.netns),
     ]
     .into_iter()
     .filter_map(Result::err)
@@ -57,7 +58,7 @@ fn remove_veth(conf: &NetConf, env: &Env) -> Vec<Error> {
 
 /// Deletes the host veth named after this attachment when it is ours; the
 /// pod end goes with it.
-fn remove_host_end(host: &mut Netlink, owner: &Owner) -> Result<()> {
+fn remove_host_end(conf: &NetConf, host: &mut Netlink, owner: &Owner) -> Result<()> {
     let name = host_veth_name(&owner.container_id, &owner.ifname);
     let found = host
         .link_by_name(&name)
@@ -73,6 +74,7 @@ fn remove_host_end(host: &mut Netlink, owner: &Owner) -> Result<()> {
         );
         return Ok(());
     }
+    super::forget_addresses(conf, link.index)?;
     host.delete_link(link.index)
         .map_err(Error::netlink(format!("delete {name}")))?;
     log::info!("deleted {name}");
@@ -83,7 +85,7 @@ fn remove_host_end(host: &mut Netlink, owner: &Owner) -> Result<()> {
 /// whose host end is ours. After [`remove_host_end`] this only catches a
 /// pair whose host end was renamed (it keeps our alias); whatever else
 /// bears the name belongs to someone else and stays.
-fn remove_pod_end(host: &mut Netlink, owner: &Owner, netns_path: &str) -> Result<()> {
+fn remove_pod_end(conf: &NetConf, host: &mut Netlink, owner: &Owner, netns_path: &str) -> Result<()> {
     if netns_path.is_empty() {
         return Ok(());
     }
@@ -101,6 +103,7 @@ fn remove_pod_end(host: &mut Netlink, owner: &Owner, netns_path: &str) -> Result
         Err(Unpaired::Missing(_)) => {}
         Err(Unpaired::Other(why)) => log::warn!("{why}: left alone"),
         Ok((pod, host_end)) if owner.owns_host_end(&host_end) => {
+            super::forget_addresses(conf, host_end.index)?;
             container
                 .delete_link(pod.index)
                 .map_err(Error::netlink(format!("delete {ifname} in {netns_path}")))?;

@@ -1,6 +1,8 @@
 //! GC: every host veth of this network (known by its alias) whose
 //! attachment is not in `cni.dev/valid-attachments` loses its IPAM
-//! allocation (an IPAM DEL for that attachment) and is deleted.
+//! allocation (an IPAM DEL for that attachment) and is deleted; then the
+//! records of pod addresses (interface_map) of interfaces that no longer
+//! exist are removed.
 
 use std::collections::HashSet;
 
@@ -22,7 +24,13 @@ pub fn gc(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
         .collect();
     let mut host = Netlink::open().map_err(Error::netlink("open a netlink socket"))?;
     let mut errors = Vec::new();
-    for link in host.links().map_err(Error::netlink("list links"))? {
+    let links = host.links().map_err(Error::netlink("list links"))?;
+    let mut remaining: HashSet<u32> = links
+        .iter()
+        .filter(|l| l.name.starts_with(HOST_VETH_PREFIX))
+        .map(|l| l.index)
+        .collect();
+    for link in links {
         if !link.name.starts_with(HOST_VETH_PREFIX) {
             continue;
         }
@@ -50,9 +58,16 @@ pub fn gc(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
         if let Err(e) = ipam.del(&call) {
             errors.push(e);
         }
-        if let Err(e) = host.delete_link(link.index) {
-            errors.push(Error::netlink(format!("delete {}", link.name))(e));
+        if let Err(e) = super::forget_addresses(conf, link.index) {
+            errors.push(e);
         }
+        match host.delete_link(link.index) {
+            Ok(_) => drop(remaining.remove(&link.index)),
+            Err(e) => errors.push(Error::netlink(format!("delete {}", link.name))(e)),
+        }
+    }
+    if let Err(e) = forget_stale_records(conf, &remaining) {
+        errors.push(e);
     }
     if errors.is_empty() {
         Ok(())
@@ -62,4 +77,26 @@ pub fn gc(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
             errors,
         })
     }
+}
+
+/// Removes the records of interfaces that are no longer among `existing`
+/// (a DEL that could not run, a host veth deleted by hand). Records of
+/// other networks sharing the pin directory belong to existing veths and
+/// stay.
+fn forget_stale_records(conf: &NetConf, existing: &HashSet<u32>) -> Result<()> {
+    let pin_dir = conf.pin_dir();
+    let Some(map) = ebpfcni::InterfaceMap::open(&pin_dir).map_err(Error::bpf(format!(
+        "open the interface records in {}",
+        pin_dir.display()
+    )))?
+    else {
+        return Ok(());
+    };
+    let records = map.list().map_err(Error::bpf("list the interface records"))?;
+    for (ifindex, addrs) in records.into_iter().filter(|(i, _)| !existing.contains(i)) {
+        map.remove(ifindex)
+            .map_err(Error::bpf(format!("remove the record of ifindex {ifindex}")))?;
+        log::info!("GC: removed the record of gone ifindex {ifindex} ({addrs:?})");
+    }
+    Ok(())
 }

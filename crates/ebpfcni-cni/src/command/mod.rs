@@ -41,6 +41,26 @@ fn check_pin_dir(conf: &NetConf) -> Result<()> {
         .map_err(|source| Error::PinDir { source })
 }
 
+/// Removes the record of the pod's addresses behind the host veth
+/// `ifindex` (before the veth goes, while its ifindex still names it).
+/// Nothing pinned, or no record: nothing to do.
+pub(super) fn forget_addresses(conf: &NetConf, ifindex: u32) -> Result<()> {
+    let pin_dir = conf.pin_dir();
+    let map = ebpfcni::InterfaceMap::open(&pin_dir).map_err(Error::bpf(format!(
+        "open the interface records in {}",
+        pin_dir.display()
+    )))?;
+    if let Some(map) = map {
+        if map
+            .remove(ifindex)
+            .map_err(Error::bpf(format!("remove the record of ifindex {ifindex}")))?
+        {
+            log::info!("removed the record of ifindex {ifindex}");
+        }
+    }
+    Ok(())
+}
+
 /// Opens CNI_NETNS, which must be a network namespace.
 fn open_netns(path: &str) -> Result<File> {
     netns::open(Path::new(path))

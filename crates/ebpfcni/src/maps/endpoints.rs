@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::{dump, insert_error, Stored};
+use super::{dump, identity_from, insert_error, StoredIdentity};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::object::PinnedMap;
@@ -19,20 +19,6 @@ pub struct EndpointMap {
 
 fn key(ip: Ipv4Addr) -> [u8; 4] {
     u32::from(ip).to_ne_bytes()
-}
-
-/// An endpoint's identity as stored: identity 0 is invalid.
-pub type StoredIdentity = Stored<Identity, u32>;
-
-fn identity_from(bytes: &[u8]) -> StoredIdentity {
-    let raw = u32::from_ne_bytes(bytes.try_into().expect("endpoint_map value is 4 bytes"));
-    match Identity::new(raw) {
-        Some(id) => Stored::Valid(id),
-        None => Stored::Invalid {
-            raw,
-            problem: "identity 0 is not an identity",
-        },
-    }
 }
 
 impl EndpointMap {

@@ -7,23 +7,30 @@
 mod config;
 mod drops;
 mod endpoints;
+mod interfaces;
 mod policy;
+mod prefixes;
 
 use std::mem::size_of;
+use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
+use ipnet::Ipv4Net;
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::error::{Error, Result};
+use crate::identity::Identity;
 use crate::loader;
 use crate::object::{self, PinnedMap};
 
 pub use config::{ConfigMap, TraceLevel};
 pub use drops::{drop_reason_name, DropCounters};
-pub use endpoints::{EndpointMap, StoredIdentity};
+pub use endpoints::EndpointMap;
+pub use interfaces::{InterfaceMap, INTERFACE_ADDRS};
 pub use policy::{PolicyMap, RawRule, StoredRule};
+pub use prefixes::PrefixMap;
 
 /// A map entry as it is stored. `Invalid` is an entry this build never
 /// writes (identity 0, an unknown action or level: written by hand or by a
@@ -49,6 +56,29 @@ impl<T, R> Stored<T, R> {
     }
 }
 
+/// An identity as endpoint_map and prefix_map store it: 0 is invalid.
+pub type StoredIdentity = Stored<Identity, u32>;
+
+pub(super) fn identity_from(bytes: &[u8]) -> StoredIdentity {
+    let raw = u32::from_ne_bytes(bytes.try_into().expect("endpoint_map value is 4 bytes"));
+    match Identity::new(raw) {
+        Some(id) => Stored::Valid(id),
+        None => Stored::Invalid {
+            raw,
+            problem: "identity 0 is not an identity",
+        },
+    }
+}
+
+/// The entry that gives an address its identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// The address's own endpoint_map entry.
+    Endpoint(StoredIdentity),
+    /// The longest prefix_map entry holding it (no valid endpoint entry).
+    Prefix(Ipv4Net, StoredIdentity),
+}
+
 /// All of the datapath's pinned maps, opened and checked.
 #[derive(Debug)]
 pub struct Maps {
@@ -56,6 +86,8 @@ pub struct Maps {
     pub policy: PolicyMap,
     pub config: ConfigMap,
     pub drops: DropCounters,
+    pub prefixes: PrefixMap,
+    pub interfaces: InterfaceMap,
 }
 
 impl Maps {
@@ -111,7 +143,28 @@ impl Maps {
             policy: PolicyMap::new(next()),
             config: ConfigMap::new(next(), pin_dir),
             drops: DropCounters::new(next()),
+            prefixes: PrefixMap::new(next()),
+            interfaces: InterfaceMap::new(next()),
         })
+    }
+
+    /// Which entry decides the identity of `ip`, as the program finds it:
+    /// its endpoint_map entry, else the longest prefix holding it.
+    pub fn identity_source(&self, ip: Ipv4Addr) -> Result<Option<IdentitySource>> {
+        if let Some(id) = self.endpoints.get(ip)? {
+            if id.is_valid() {
+                return Ok(Some(IdentitySource::Endpoint(id)));
+            }
+            // An invalid endpoint entry counts as absent: a prefix decides.
+            if let Some((net, prefix_id)) = self.prefixes.longest_match(ip)? {
+                return Ok(Some(IdentitySource::Prefix(net, prefix_id)));
+            }
+            return Ok(Some(IdentitySource::Endpoint(id)));
+        }
+        Ok(self
+            .prefixes
+            .longest_match(ip)?
+            .map(|(net, id)| IdentitySource::Prefix(net, id)))
     }
 
     /// Kernel ids of the maps, in [`PinnedMap::ALL`] order.
@@ -121,6 +174,8 @@ impl Maps {
             map_id(&self.policy.map)?,
             map_id(&self.config.map)?,
             map_id(&self.drops.map)?,
+            map_id(&self.prefixes.map)?,
+            map_id(&self.interfaces.map)?,
         ])
     }
 }

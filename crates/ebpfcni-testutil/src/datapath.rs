@@ -1,0 +1,75 @@
+//! The program loaded against a private pin directory, run on crafted
+//! frames through BPF_PROG_TEST_RUN, with assertions on the verdict and on
+//! the drop counter of the expected reason.
+
+use ebpfcni::types::ebpfcni_drop_reason as Reason;
+use ebpfcni::{Hook, Maps, Program, TestContext, TraceLevel, TC_ACT_OK, TC_ACT_SHOT};
+
+use crate::TestPinDir;
+
+/// The ifindex the test runs give the program: lo, which exists in every
+/// namespace. Tests of the from-pod hook record pod addresses for it.
+pub const TEST_IFINDEX: u32 = 1;
+
+/// The program and its maps in a private pin directory (removed on drop),
+/// with tracing off.
+pub struct Datapath {
+    pub program: Program,
+    pub maps: Maps,
+    pub pins: TestPinDir,
+}
+
+impl Datapath {
+    pub fn new(test: &str) -> Self {
+        let pins = TestPinDir::new(test);
+        let program = Program::load(pins.path()).expect("load program");
+        let maps = Maps::open(pins.path()).expect("open maps");
+        maps.config.set_trace_level(TraceLevel::Off).expect("trace off");
+        Self { program, maps, pins }
+    }
+
+    /// The program's verdict on `frame` at `hook` (on [`TEST_IFINDEX`]).
+    pub fn verdict(&self, hook: Hook, frame: &[u8]) -> i32 {
+        let ctx = TestContext {
+            ifindex: TEST_IFINDEX,
+        };
+        self.program
+            .test_run(hook, frame, Some(&ctx), 1)
+            .expect("test run")
+            .verdict
+    }
+
+    pub fn drops(&self, reason: Reason) -> u64 {
+        self.maps.drops.get(reason).expect("read drop counters")
+    }
+
+    /// Asserts the frame passes at `hook` and no drop counter moves.
+    pub fn assert_pass(&self, what: &str, hook: Hook, frame: &[u8]) {
+        let before = self.maps.drops.all().unwrap();
+        assert_eq!(
+            self.verdict(hook, frame),
+            TC_ACT_OK,
+            "{what} ({hook:?}): expected pass"
+        );
+        assert_eq!(
+            self.maps.drops.all().unwrap(),
+            before,
+            "{what} ({hook:?}): a drop was counted"
+        );
+    }
+
+    /// Asserts the frame is dropped at `hook`, counted under `reason`.
+    pub fn assert_drop(&self, what: &str, hook: Hook, frame: &[u8], reason: Reason) {
+        let before = self.drops(reason);
+        assert_eq!(
+            self.verdict(hook, frame),
+            TC_ACT_SHOT,
+            "{what} ({hook:?}): expected drop"
+        );
+        assert_eq!(
+            self.drops(reason),
+            before + 1,
+            "{what} ({hook:?}): not counted as {reason:?}"
+        );
+    }
+}
