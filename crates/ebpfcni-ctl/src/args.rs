@@ -64,3 +64,8 @@ pub fn stored_identity() -> Parser<u32> {
 pub fn endpoint_ip() -> Parser<Ipv4Addr> {
     Parser(|s| with_display(ebpfcni::parse_endpoint_ip(s)))
 }
+
+/// An IPv4 prefix with its host bits clear.
+pub fn prefix() -> Parser<ipnet::Ipv4Net> {
+    Parser(|s| with_display(ebpfcni::parse_prefix(s)))
+}

@@ -6,6 +6,8 @@
 
 pub mod args;
 pub mod exit;
+pub mod identities_file;
+pub mod input;
 pub mod output;
 pub mod rules_file;
 
@@ -15,7 +17,7 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory};
 
 pub use exit::{finish, CmdResult, Failure, EXIT_FAILURE, EXIT_UNREPORTED, EXIT_USAGE};
-pub use output::{EndpointRow, Format, Out, RuleRow, View};
+pub use output::{Format, IdentityRow, IdentityState, Out, RuleRow, View};
 pub use rules_file::parse_rules;
 
 /// Flags every subcommand takes.

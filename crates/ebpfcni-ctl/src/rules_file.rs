@@ -8,15 +8,24 @@ use serde::{Deserialize, Deserializer};
 
 /// Why an apply file was refused; names the line (1-based).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RulesError {
+pub struct FileError {
     pub line: usize,
     pub message: String,
 }
 
-impl Display for RulesError {
+impl Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "line {}: {}", self.line, self.message)
     }
+}
+
+/// The lines of a text apply file that hold something: (1-based number,
+/// content), with `#` comments and surrounding white space removed.
+pub fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().filter_map(|(i, line)| {
+        let content = line.split('#').next().unwrap_or_default().trim();
+        (!content.is_empty()).then_some((i + 1, content))
+    })
 }
 
 /// Parses a `policyctl apply` file, all of it or nothing.
@@ -26,17 +35,12 @@ impl Display for RulesError {
 ///   `#` starts a comment; blank lines are ignored;
 /// - JSON (starts with `[`): `[{"src": 1, "dst": 2}, ...]`, the output of
 ///   `policyctl list -o json` (whose `reverse` fields are ignored).
-pub fn parse_rules(text: &str) -> Result<Vec<PolicyRule>, RulesError> {
+pub fn parse_rules(text: &str) -> Result<Vec<PolicyRule>, FileError> {
     if text.trim_start().starts_with('[') {
         parse_json_rules(text)
     } else {
-        text.lines()
-            .enumerate()
-            .filter_map(|(i, line)| {
-                let content = line.split('#').next().unwrap_or_default().trim();
-                (!content.is_empty()).then_some((i + 1, content))
-            })
-            .map(|(line, content)| parse_rule_line(content).map_err(|message| RulesError { line, message }))
+        content_lines(text)
+            .map(|(line, content)| parse_rule_line(content).map_err(|message| FileError { line, message }))
             .collect()
     }
 }
@@ -50,8 +54,8 @@ fn parse_rule_line(content: &str) -> Result<PolicyRule, String> {
     Ok(PolicyRule::new(id(src)?, id(dst)?))
 }
 
-fn parse_json_rules(text: &str) -> Result<Vec<PolicyRule>, RulesError> {
-    let rules: Vec<JsonRule> = serde_json::from_str(text).map_err(|e| RulesError {
+fn parse_json_rules(text: &str) -> Result<Vec<PolicyRule>, FileError> {
+    let rules: Vec<JsonRule> = serde_json::from_str(text).map_err(|e| FileError {
         line: e.line(),
         message: format!("invalid JSON rule list: {e}"),
     })?;

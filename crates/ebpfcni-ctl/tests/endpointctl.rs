@@ -17,14 +17,20 @@ fn add_get_del_list_round_trip() {
     assert!(added.contains("10.13.0.2  100"), "state table missing: {added}");
 
     let got = json(&ok(ctl.endpointctl(&["get", "--ip", "10.13.0.2", "-o", "json"])));
-    assert_eq!(got, json!({"ip": "10.13.0.2", "identity": 100}));
+    assert_eq!(
+        got,
+        json!({"ip": "10.13.0.2", "identity": 100, "from": "endpoint"})
+    );
     assert_eq!(ctl.endpoints(), json!([{"ip": "10.13.0.2", "identity": 100}]));
 
     let deleted = ok(ctl.endpointctl(&["del", "--ip", "10.13.0.2"]));
     assert!(deleted.contains("deleted 10.13.0.2 (identity 100)"), "{deleted}");
     assert_eq!(ctl.endpoints(), json!([]));
     let err = fails(ctl.endpointctl(&["get", "--ip", "10.13.0.2"]), 1);
-    assert!(err.contains("10.13.0.2 is not an endpoint"), "{err}");
+    assert!(
+        err.contains("10.13.0.2 has no identity: it is not an endpoint and no prefix holds it"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -57,7 +63,7 @@ fn flush_removes_every_endpoint() {
         ok(ctl.endpointctl(&["add", "-q", "--ip", ip, "--identity", "5"]));
     }
     let out = ok(ctl.endpointctl(&["flush"]));
-    assert!(out.contains("removed 3 endpoints"), "{out}");
+    assert!(out.contains("removed 3 endpoints and 0 prefixes"), "{out}");
     assert_eq!(ctl.endpoints(), json!([]));
 }
 
@@ -264,4 +270,138 @@ fn completions_are_generated_for_each_shell() {
             .unwrap(),
     );
     assert!(err.contains("invalid value 'cmd'"), "{err}");
+}
+
+/// CIDR identities: addresses that are not pods get theirs from the
+/// longest prefix holding them; `get` says which entry decides.
+#[test]
+fn prefixes_give_identities_to_addresses_that_are_not_endpoints() {
+    require_root!();
+    let ctl = Ctl::new("ep_cidr");
+    ok(ctl.endpointctl(&["add", "-q", "--ip", "10.255.7.9", "--identity", "100"]));
+    let out = ok(ctl.endpointctl(&["add", "--cidr", "10.255.0.0/16", "--identity", "2"]));
+    assert!(out.contains("added 10.255.0.0/16 with identity 2"), "{out}");
+    assert!(out.contains("prefix_map: 1 of 16384 entries"), "{out}");
+    ok(ctl.endpointctl(&["add", "-q", "--cidr", "10.255.7.0/24", "--identity", "3"]));
+
+    let got = json(&ok(ctl.endpointctl(&[
+        "get",
+        "--ip",
+        "10.255.7.53",
+        "-o",
+        "json",
+    ])));
+    assert_eq!(
+        got,
+        json!({"ip": "10.255.7.53", "identity": 3, "from": "10.255.7.0/24"})
+    );
+    let got = json(&ok(ctl.endpointctl(&["get", "--ip", "10.255.1.1", "-o", "json"])));
+    assert_eq!(got["from"], "10.255.0.0/16");
+    let got = ok(ctl.endpointctl(&["get", "--ip", "10.255.7.9"]));
+    assert!(
+        got.contains("10.255.7.9  100       endpoint"),
+        "an endpoint beats the prefixes: {got}"
+    );
+
+    assert_eq!(
+        ctl.endpoints(),
+        json!([
+            {"ip": "10.255.7.9", "identity": 100},
+            {"cidr": "10.255.0.0/16", "identity": 2},
+            {"cidr": "10.255.7.0/24", "identity": 3}
+        ])
+    );
+    let out = ok(ctl.endpointctl(&["del", "--cidr", "10.255.7.0/24"]));
+    assert!(out.contains("deleted 10.255.7.0/24 (identity 3)"), "{out}");
+    let out = ok(ctl.endpointctl(&["del", "--cidr", "10.255.7.0/24"]));
+    assert!(out.contains("was not present"), "{out}");
+}
+
+/// Bad prefixes and missing values: exit 2, the message says what is wrong,
+/// nothing changes.
+#[test]
+fn bad_prefixes_exit_2_and_change_nothing() {
+    require_root!();
+    let ctl = Ctl::new("ep_cidr_bad");
+    ok(ctl.endpointctl(&["add", "-q", "--cidr", "10.255.0.0/16", "--identity", "2"]));
+    let before = ctl.endpoints();
+    for (args, why) in [
+        (
+            vec!["add", "--cidr", "10.255.0.1/16", "--identity", "5"],
+            "host bits are set (0.0.0.1); the prefix is 10.255.0.0/16",
+        ),
+        (
+            vec!["add", "--cidr", "10.0.0.0/33", "--identity", "5"],
+            "length 33 is not from 0 to 32",
+        ),
+        (vec!["add", "--cidr", "10.0.0.0/8"], "--identity"),
+        (
+            vec![
+                "add",
+                "--ip",
+                "10.13.0.2",
+                "--cidr",
+                "10.0.0.0/8",
+                "--identity",
+                "5",
+            ],
+            "cannot be used with",
+        ),
+        (vec!["del"], "--ip"),
+    ] {
+        let err = fails(ctl.endpointctl(&args), 2);
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+    assert_eq!(ctl.endpoints(), before);
+}
+
+#[test]
+fn apply_sets_addresses_and_prefixes_all_or_nothing() {
+    require_root!();
+    let ctl = Ctl::new("ep_apply");
+    let out = ok(ctl.endpointctl_stdin(
+        &["apply", "-f", "-", "-q"],
+        "# pods\n10.13.0.2 100\n10.13.0.3 101\n\n10.255.0.0/16 2  # resolvers\n",
+    ));
+    assert!(out.contains("applied 3 identities from stdin: 3 new"), "{out}");
+    let listed = ok(ctl.endpointctl(&["list", "-o", "json"]));
+
+    // A bad line: exit 2, line named, nothing written.
+    let err = fails(
+        ctl.endpointctl_stdin(&["apply", "-f", "-"], "10.13.0.4 5\n10.255.9.1/24 3\n"),
+        2,
+    );
+    assert!(
+        err.contains("line 2") && err.contains("host bits are set"),
+        "{err}"
+    );
+    assert_eq!(ok(ctl.endpointctl(&["list", "-o", "json"])), listed);
+
+    // The JSON listing applies back onto empty maps.
+    ok(ctl.endpointctl(&["flush", "-q"]));
+    ok(ctl.endpointctl_stdin(&["apply", "-f", "-", "-q"], &listed));
+    assert_eq!(ok(ctl.endpointctl(&["list", "-o", "json"])), listed);
+}
+
+#[test]
+fn apply_that_does_not_fit_writes_nothing_in_either_map() {
+    require_root!();
+    let ctl = Ctl::new("ep_apply_full");
+    ok(ctl.endpointctl(&["add", "-q", "--ip", "10.13.0.9", "--identity", "9"]));
+    let before = ctl.endpoints();
+    let capacity = ebpfcni::PinnedMap::Prefixes.capacity();
+    let mut text = String::from("10.13.0.2 100\n10.13.0.9 10\n");
+    for i in 0..=capacity {
+        text += &format!("11.{}.{}.0/24 7\n", i / 256, i % 256);
+    }
+    let err = fails(ctl.endpointctl_stdin(&["apply", "-f", "-"], &text), 1);
+    assert!(
+        err.contains(&format!("prefix_map is full: capacity {capacity} entries")),
+        "{err}"
+    );
+    assert_eq!(
+        ctl.endpoints(),
+        before,
+        "the endpoints of a refused apply were written"
+    );
 }

@@ -52,7 +52,7 @@ fn check(bin: &str, expected: &[&str]) {
 fn endpointctl_help_shows_examples_for_every_command() {
     check(
         ENDPOINTCTL,
-        &["add", "del", "get", "list", "flush", "completions"],
+        &["add", "del", "get", "list", "apply", "flush", "completions"],
     );
 }
 

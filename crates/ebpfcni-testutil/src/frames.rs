@@ -109,3 +109,82 @@ pub fn send_raw_frame(ifname: &str, frame: &[u8]) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// The IPv4 header checksum of `header` (its checksum field zero).
+pub fn ipv4_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A complete Ethernet + IPv4 + UDP frame that a kernel accepts and routes:
+/// correct IPv4 checksum, UDP checksum 0 (none, as IPv4 allows).
+pub fn udp_datagram(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = dst_mac.to_vec();
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&ETH_P_IP.to_be_bytes());
+    let mut ip = ipv4_header(src, dst, 5, 0x4000, IPPROTO_UDP, 8 + payload.len()); // DF
+    let sum = ipv4_checksum(&ip[..20]);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let udp = &mut ip[20..];
+    udp[0..2].copy_from_slice(&sport.to_be_bytes());
+    udp[2..4].copy_from_slice(&dport.to_be_bytes());
+    udp[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    udp[8..].copy_from_slice(payload);
+    f.extend(ip);
+    f
+}
+
+/// "aa:bb:cc:dd:ee:ff" as bytes.
+pub fn parse_mac(mac: &str) -> [u8; 6] {
+    let bytes: Vec<u8> = mac
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap_or_else(|_| panic!("MAC {mac:?}")))
+        .collect();
+    bytes.try_into().unwrap_or_else(|_| panic!("MAC {mac:?}"))
+}
+
+/// An ICMPv6 echo request frame (with its mandatory checksum) from `src`
+/// to `dst`.
+pub fn icmpv6_echo(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: std::net::Ipv6Addr,
+    dst: std::net::Ipv6Addr,
+) -> Vec<u8> {
+    let icmp_len: u16 = 8;
+    let mut icmp = vec![128, 0, 0, 0, 0x12, 0x34, 0, 1]; // echo request, id 0x1234, seq 1
+                                                         // The checksum covers a pseudo-header: addresses, length, next header.
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&u32::from(icmp_len).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    pseudo.extend_from_slice(&icmp);
+    let sum = ipv4_checksum(&pseudo); // the same ones' complement sum
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+
+    let mut f = dst_mac.to_vec();
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&icmp_len.to_be_bytes());
+    f.extend_from_slice(&[58, 255]); // next header ICMPv6, hop limit
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend(icmp);
+    f
+}

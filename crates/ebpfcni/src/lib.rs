@@ -60,8 +60,8 @@ pub use identity::{
     ParsePrefixError, PolicyRule,
 };
 pub use maps::{
-    drop_reason_name, ConfigMap, DropCounters, EndpointMap, IdentitySource, InterfaceMap, Maps, PolicyMap,
-    PrefixMap, RawRule, Stored, StoredIdentity, StoredRule, TraceLevel, INTERFACE_ADDRS,
+    drop_reason_name, ConfigMap, DropCounters, EndpointMap, IdentityAddr, IdentitySource, InterfaceMap, Maps,
+    PolicyMap, PrefixMap, RawRule, Stored, StoredIdentity, StoredRule, TraceLevel, INTERFACE_ADDRS,
 };
 pub use object::PinnedMap;
 pub use program::{program_info, Hook, Program, ProgramInfo, TestContext, TestRun, TC_ACT_OK, TC_ACT_SHOT};

@@ -1,30 +1,40 @@
-//! endpointctl: which security identity each endpoint (pod) address has,
-//! in the pinned endpoint_map the datapath reads on every packet.
+//! endpointctl: which security identity each address has. An endpoint (pod)
+//! address has its own entry in endpoint_map; addresses that are not pods
+//! (the node's resolver, an external service, "the world") get theirs from
+//! CIDR prefixes in prefix_map, the longest prefix winning and an endpoint
+//! always beating a prefix.
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use ebpfcni::{Identity, Maps, Stored};
+use clap::{Args, Parser, Subcommand};
+use ebpfcni::{Identity, IdentityAddr, IdentitySource, Maps, Stored, StoredIdentity};
 use ebpfcni_ctl::{
-    args, exit_status_help, open_maps_for_reading, open_maps_for_writing, report_change, CmdResult, Common,
-    EndpointRow, Failure, Format, Out, View,
+    args, exit_status_help, input, open_maps_for_reading, open_maps_for_writing, report_change, CmdResult,
+    Common, Failure, Format, IdentityRow, IdentityState, Out, View,
 };
+use ipnet::Ipv4Net;
+use serde::Serialize;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "endpointctl",
     version,
-    about = "Manage ebpfcni endpoints: the security identity of each pod IPv4 address",
-    long_about = "Manage ebpfcni endpoints: the security identity of each pod IPv4 address.\n\n\
-                  Entries live in the pinned endpoint_map under --pin-dir, which is created (with the \
-                  other maps) when missing. Changes take effect on the next packet. After every change \
-                  the map's state is printed, sorted by address (--quiet to skip it).",
+    about = "Manage ebpfcni identities: of each pod IPv4 address, and of CIDR prefixes for addresses that are not pods",
+    long_about = "Manage ebpfcni identities: of each pod IPv4 address (endpoint_map), and of CIDR prefixes \
+                  (prefix_map) for addresses that are not pods, such as the node's resolver or \"the world\" \
+                  (0.0.0.0/0).\n\n\
+                  An address's identity is its own entry; an address without one takes the identity of the \
+                  longest prefix that holds it. The maps are pinned under --pin-dir; commands that write \
+                  create them when missing. Changes take effect on the next packet. After every change the \
+                  state is printed, sorted (--quiet to skip it).",
     after_help = concat!(
         "Examples:\n  \
          endpointctl add --ip 10.13.0.2 --identity 100\n  \
-         endpointctl list -o json\n  \
-         endpointctl --pin-dir /sys/fs/bpf/test del --ip 10.13.0.2\n  \
+         endpointctl add --cidr 10.255.0.0/16 --identity 2\n  \
+         endpointctl get --ip 10.255.0.53            # which entry decides, and the identity\n  \
+         endpointctl list -o json > ids.json && endpointctl apply -f ids.json\n  \
          endpointctl completions bash > /etc/bash_completion.d/endpointctl\n\n",
         exit_status_help!()
     )
@@ -39,44 +49,67 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Set the identity of an address, replacing the one it had
+    /// Set the identity of an address or a prefix, replacing the one it had
     #[command(after_help = "Examples:\n  \
                             endpointctl add --ip 10.13.0.2 --identity 100\n  \
                             endpointctl add --ip 10.13.0.2 --identity 200   # says it replaced 100\n  \
-                            endpointctl add --quiet --ip 10.13.0.3 --identity 100")]
+                            endpointctl add --cidr 10.255.0.0/16 --identity 2\n  \
+                            endpointctl add --cidr 0.0.0.0/0 --identity 9   # the world")]
     Add {
         #[command(flatten)]
-        ip: IpArg,
+        addr: AddrArg,
         /// Security identity, a decimal integer from 1 to 4294967295
         #[arg(long, value_name = "ID", allow_negative_numbers = true, value_parser = args::identity())]
         identity: Identity,
     },
 
-    /// Remove an address; removing one that is not there is not an error
+    /// Remove an address or a prefix; removing one that is not there is not an error
     #[command(after_help = "Examples:\n  \
                             endpointctl del --ip 10.13.0.2\n  \
+                            endpointctl del --cidr 10.255.0.0/16\n  \
                             endpointctl del --ip 10.13.0.2 -o json   # state as JSON; the note on stderr")]
     Del {
         #[command(flatten)]
-        ip: IpArg,
+        addr: AddrArg,
     },
 
-    /// Show the identity of one address (exit 1 when it has none)
+    /// Show the identity of an address and which entry gives it (exit 1 when none does)
     #[command(after_help = "Examples:\n  \
-                            endpointctl get --ip 10.13.0.2\n  \
-                            endpointctl get --ip 10.13.0.2 -o json   # {\"ip\": \"10.13.0.2\", \"identity\": 100}")]
+                            endpointctl get --ip 10.13.0.2       # its endpoint entry\n  \
+                            endpointctl get --ip 10.255.7.53     # the longest prefix holding it\n  \
+                            endpointctl get --cidr 10.255.0.0/16 # that prefix's entry\n  \
+                            endpointctl get --ip 10.13.0.2 -o json")]
     Get {
         #[command(flatten)]
-        ip: IpArg,
+        addr: AddrArg,
     },
 
-    /// List every endpoint, sorted by address
+    /// List every endpoint and every prefix, sorted
     #[command(after_help = "Examples:\n  \
                             endpointctl list\n  \
-                            endpointctl list -o json | jq -r '.[] | \"\\(.ip) \\(.identity)\"'")]
+                            endpointctl list -o json | jq -r '.[] | \"\\(.ip // .cidr) \\(.identity)\"'")]
     List,
 
-    /// Remove every endpoint (every pod's traffic is then dropped)
+    /// Set many identities at once from a file (all or none)
+    ///
+    /// Set every identity of FILE in one change: all of them, or none when a line is bad (exit 2) or
+    /// a map has no room for them (exit 1).
+    #[command(after_help = "File formats:\n  \
+                            text: one \"ADDRESS IDENTITY\" or \"PREFIX IDENTITY\" a line, separated by spaces\n        \
+                            or tabs; '#' starts a comment; blank lines are ignored.\n  \
+                            JSON: when the first character is '[': [{\"ip\": \"10.13.0.2\", \"identity\": 100},\n        \
+                            {\"cidr\": \"10.255.0.0/16\", \"identity\": 2}], as `endpointctl list -o json` prints it.\n\
+                            Entries add to (or replace) those already there; `endpointctl flush` first to start over.\n\n\
+                            Examples:\n  \
+                            printf '10.13.0.2 100\\n10.255.0.0/16 2\\n' | endpointctl apply -f -\n  \
+                            endpointctl apply -f identities.json --quiet")]
+    Apply {
+        /// Identities file, or '-' for stdin
+        #[arg(short, long, value_name = "FILE")]
+        file: PathBuf,
+    },
+
+    /// Remove every endpoint and every prefix (all IPv4 traffic of the pods is then dropped)
     #[command(after_help = "Examples:\n  \
                             endpointctl flush\n  \
                             endpointctl --pin-dir /sys/fs/bpf/test flush --quiet")]
@@ -92,11 +125,26 @@ enum Command {
     },
 }
 
-#[derive(clap::Args, Debug)]
-struct IpArg {
+/// One address (--ip) or one prefix (--cidr).
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct AddrArg {
     /// Endpoint address: dotted IPv4 unicast, no prefix length
     #[arg(long, value_name = "IPv4", value_parser = args::endpoint_ip())]
-    ip: Ipv4Addr,
+    ip: Option<Ipv4Addr>,
+    /// IPv4 prefix, host bits clear: 10.255.0.0/16, 0.0.0.0/0
+    #[arg(long, value_name = "PREFIX", value_parser = args::prefix())]
+    cidr: Option<Ipv4Net>,
+}
+
+impl AddrArg {
+    fn get(&self) -> IdentityAddr {
+        match (self.ip, self.cidr) {
+            (Some(ip), _) => IdentityAddr::Ip(ip),
+            (None, Some(net)) => IdentityAddr::Cidr(net),
+            (None, None) => unreachable!("clap requires one of --ip and --cidr"),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -108,80 +156,150 @@ fn run(cli: Cli) -> CmdResult {
     let common = &cli.common;
     match cli.command {
         Command::Completions { shell } => ebpfcni_ctl::print_completions::<Cli>(shell),
-        Command::Get { ip: IpArg { ip } } => get(common, ip),
+        Command::Get { addr } => get(common, addr.get()),
         Command::List => list(common),
-        Command::Add {
-            ip: IpArg { ip },
-            identity,
-        } => change(common, |maps| add(maps, ip, identity)),
-        Command::Del { ip: IpArg { ip } } => change(common, |maps| del(maps, ip)),
+        Command::Add { addr, identity } => change(common, |maps| add(maps, addr.get(), identity)),
+        Command::Del { addr } => change(common, |maps| del(maps, addr.get())),
+        Command::Apply { file } => {
+            // Read and checked before the maps are opened (which may create them).
+            let entries = input::read_file(&file, ebpfcni_ctl::identities_file::parse_identities)?;
+            change(common, |maps| apply(maps, &entries, &input::source_name(&file)))
+        }
         Command::Flush => change(common, flush),
     }
 }
 
+fn state(maps: &Maps) -> Result<IdentityState, Failure> {
+    Ok(IdentityState {
+        endpoints: maps
+            .endpoints
+            .list()
+            .map_err(|e| Failure::failed("list endpoints", e))?,
+        prefixes: maps
+            .prefixes
+            .list()
+            .map_err(|e| Failure::failed("list prefixes", e))?,
+        capacities: (maps.endpoints.capacity(), maps.prefixes.capacity()),
+    })
+}
+
 /// Opens the maps, makes a change with `make` (which returns what it did,
-/// one note a line), then reports it and the map's state (exit 3 when that
+/// one note a line), then reports it and the state (exit 3 when that
 /// fails: the change stands).
 fn change(common: &Common, make: impl FnOnce(&Maps) -> Result<Vec<String>, Failure>) -> CmdResult {
     let maps = open_maps_for_writing(common)?;
     let notes = make(&maps)?;
     let mut out = Out::new(common);
     report_change(&mut out, &notes, |out| {
-        let all = maps
-            .endpoints
-            .list()
-            .map_err(|e| Failure::failed("list endpoints", e))?;
-        out.endpoints(&all, maps.endpoints.capacity(), View::State)?;
-        Ok(())
+        Ok(out.identities(&state(&maps)?, View::State)?)
     })
 }
 
-fn add(maps: &Maps, ip: Ipv4Addr, identity: Identity) -> Result<Vec<String>, Failure> {
-    let previous = maps
-        .endpoints
-        .upsert(ip, identity)
-        .map_err(|e| Failure::failed(format_args!("add {ip}"), e))?;
+fn add(maps: &Maps, addr: IdentityAddr, identity: Identity) -> Result<Vec<String>, Failure> {
+    let previous = match addr {
+        IdentityAddr::Ip(ip) => maps.endpoints.upsert(ip, identity),
+        IdentityAddr::Cidr(net) => maps.prefixes.upsert(net, identity),
+    }
+    .map_err(|e| Failure::failed(format_args!("add {addr}"), e))?;
     Ok(vec![match previous {
-        None => format!("added {ip} with identity {identity}"),
-        Some(Stored::Valid(old)) if old == identity => format!("{ip} already had identity {identity}"),
-        Some(Stored::Valid(old)) => format!("{ip}: replaced identity {old} with {identity}"),
+        None => format!("added {addr} with identity {identity}"),
+        Some(Stored::Valid(old)) if old == identity => format!("{addr} already had identity {identity}"),
+        Some(Stored::Valid(old)) => format!("{addr}: replaced identity {old} with {identity}"),
         Some(Stored::Invalid { raw, .. }) => {
-            format!("{ip}: replaced invalid identity {raw} with {identity}")
+            format!("{addr}: replaced invalid identity {raw} with {identity}")
         }
     }])
 }
 
-fn del(maps: &Maps, ip: Ipv4Addr) -> Result<Vec<String>, Failure> {
-    let removed = maps
-        .endpoints
-        .delete(ip)
-        .map_err(|e| Failure::failed(format_args!("delete {ip}"), e))?;
+fn del(maps: &Maps, addr: IdentityAddr) -> Result<Vec<String>, Failure> {
+    let removed = match addr {
+        IdentityAddr::Ip(ip) => maps.endpoints.delete(ip),
+        IdentityAddr::Cidr(net) => maps.prefixes.delete(net),
+    }
+    .map_err(|e| Failure::failed(format_args!("delete {addr}"), e))?;
     Ok(vec![match removed {
-        Some(Stored::Valid(old)) => format!("deleted {ip} (identity {old})"),
-        Some(Stored::Invalid { raw, .. }) => format!("deleted {ip} (invalid identity {raw})"),
-        None => format!("{ip} was not present; nothing to delete"),
+        Some(Stored::Valid(old)) => format!("deleted {addr} (identity {old})"),
+        Some(Stored::Invalid { raw, .. }) => format!("deleted {addr} (invalid identity {raw})"),
+        None => format!("{addr} was not present; nothing to delete"),
     }])
 }
 
+fn apply(maps: &Maps, entries: &[(IdentityAddr, Identity)], source: &str) -> Result<Vec<String>, Failure> {
+    let new = maps.set_identities(entries).map_err(|e| {
+        Failure::failed(
+            format_args!("apply {} identities from {source}", entries.len()),
+            e,
+        )
+    })?;
+    Ok(vec![format!(
+        "applied {} identities from {source}: {new} new",
+        entries.len()
+    )])
+}
+
 fn flush(maps: &Maps) -> Result<Vec<String>, Failure> {
-    let n = maps
+    let endpoints = maps
         .endpoints
         .clear()
         .map_err(|e| Failure::failed("flush endpoints", e))?;
-    Ok(vec![format!("removed {n} endpoints")])
+    let prefixes = maps
+        .prefixes
+        .clear()
+        .map_err(|e| Failure::failed("flush prefixes", e))?;
+    Ok(vec![format!(
+        "removed {endpoints} endpoints and {prefixes} prefixes"
+    )])
 }
 
-fn get(common: &Common, ip: Ipv4Addr) -> CmdResult {
+/// `get -o json`: the entry's row, and which entry decides.
+#[derive(Serialize)]
+struct Decided {
+    #[serde(flatten)]
+    row: IdentityRow,
+    /// "endpoint", or the prefix that gives the address its identity.
+    from: String,
+}
+
+fn get(common: &Common, addr: IdentityAddr) -> CmdResult {
     let maps = open_maps_for_reading(common)?;
-    let identity = maps
-        .endpoints
-        .get(ip)
-        .map_err(|e| Failure::failed(format_args!("look up {ip}"), e))?
-        .ok_or_else(|| Failure::Runtime(format!("{ip} is not an endpoint (see `endpointctl list`)")))?;
+    let (id, from): (StoredIdentity, String) = match addr {
+        IdentityAddr::Ip(ip) => match maps
+            .identity_source(ip)
+            .map_err(|e| Failure::failed(format_args!("look up {ip}"), e))?
+        {
+            Some(IdentitySource::Endpoint(id)) => (id, "endpoint".into()),
+            Some(IdentitySource::Prefix(net, id)) => (id, net.to_string()),
+            None => {
+                return Err(Failure::Runtime(format!(
+                "{ip} has no identity: it is not an endpoint and no prefix holds it (see `endpointctl list`)"
+            )))
+            }
+        },
+        IdentityAddr::Cidr(net) => match maps
+            .prefixes
+            .get(net)
+            .map_err(|e| Failure::failed(format_args!("look up {net}"), e))?
+        {
+            Some(id) => (id, "prefix".into()),
+            None => return Err(Failure::Runtime(format!("{net} is not a prefix in prefix_map"))),
+        },
+    };
     let mut out = Out::new(common);
     match out.format() {
-        Format::Json => out.json(&EndpointRow::from(ip, identity))?,
-        Format::Table => out.endpoints(&[(ip, identity)], maps.endpoints.capacity(), View::Full)?,
+        Format::Json => out.json(&Decided {
+            row: IdentityRow::from(addr, id),
+            from,
+        })?,
+        Format::Table => {
+            let identity = match id {
+                Stored::Valid(id) => id.to_string(),
+                Stored::Invalid { raw, problem } => format!("{raw} INVALID: {problem}"),
+            };
+            out.table(
+                &["ADDRESS", "IDENTITY", "FROM"],
+                vec![vec![addr.to_string(), identity, from]],
+            )?
+        }
     }
     out.flush()?;
     Ok(())
@@ -189,12 +307,8 @@ fn get(common: &Common, ip: Ipv4Addr) -> CmdResult {
 
 fn list(common: &Common) -> CmdResult {
     let maps = open_maps_for_reading(common)?;
-    let all = maps
-        .endpoints
-        .list()
-        .map_err(|e| Failure::failed("list endpoints", e))?;
     let mut out = Out::new(common);
-    out.endpoints(&all, maps.endpoints.capacity(), View::Full)?;
+    out.identities(&state(&maps)?, View::Full)?;
     out.flush()?;
     Ok(())
 }

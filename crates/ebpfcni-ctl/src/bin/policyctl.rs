@@ -2,7 +2,7 @@
 //! datapath reads on every packet, and the datapath's trace level.
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,7 +10,7 @@ use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use ebpfcni::{Identity, Maps, PinnedMap, PolicyRule, Stored, TraceLevel};
 use ebpfcni_ctl::{
-    args, exit_status_help, open_maps_for_reading, open_maps_for_writing, parse_rules, report_change,
+    args, exit_status_help, input, open_maps_for_reading, open_maps_for_writing, parse_rules, report_change,
     CmdResult, Common, Failure, Format, Out, View,
 };
 use serde::Serialize;
@@ -208,8 +208,8 @@ fn run(cli: Cli) -> CmdResult {
         Command::Flush => change(common, flush),
         Command::Apply { file } => {
             // Read and checked before the maps are opened (which may create them).
-            let rules = read_rules(&file)?;
-            change(common, |maps| apply(maps, &rules, &source_name(&file)))
+            let rules = input::read_file(&file, parse_rules)?;
+            change(common, |maps| apply(maps, &rules, &input::source_name(&file)))
         }
     }
 }
@@ -371,28 +371,4 @@ fn describe(rules: &[PolicyRule]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(" and ")
-}
-
-fn source_name(file: &std::path::Path) -> String {
-    if file.as_os_str() == "-" {
-        "stdin".to_owned()
-    } else {
-        file.display().to_string()
-    }
-}
-
-/// Reads and parses an apply file ('-' is stdin). An unreadable file is a
-/// runtime failure (exit 1); a bad line is bad input (exit 2).
-fn read_rules(file: &std::path::Path) -> Result<Vec<PolicyRule>, Failure> {
-    let name = source_name(file);
-    let mut bytes = Vec::new();
-    let read = if file.as_os_str() == "-" {
-        std::io::stdin().lock().read_to_end(&mut bytes)
-    } else {
-        std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut bytes))
-    };
-    read.map_err(|e| Failure::Runtime(format!("failed to read {name}: {e}")))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| Failure::Usage(format!("{name} is not UTF-8 text; nothing was written")))?;
-    parse_rules(&text).map_err(|e| Failure::Usage(format!("{name}: {e}; nothing was written")))
 }

@@ -34,6 +34,10 @@ impl Ctl {
         run_with(POLICYCTL, self.pin_dir(), args, None)
     }
 
+    pub fn endpointctl_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        run_with(ENDPOINTCTL, self.pin_dir(), args, Some(stdin))
+    }
+
     pub fn policyctl_stdin(&self, args: &[&str], stdin: &str) -> Output {
         run_with(POLICYCTL, self.pin_dir(), args, Some(stdin))
     }

@@ -44,6 +44,14 @@ impl EndpointMap {
         Ok(previous)
     }
 
+    /// Writes `raw` as the identity of `ip`, valid or not: for putting back
+    /// what an undone change overwrote.
+    pub(super) fn write_raw(&self, ip: Ipv4Addr, raw: u32) -> Result<()> {
+        self.map
+            .update(&key(ip), &raw.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|e| Error::bpf(format!("restore {ip} in {MAP}"), e))
+    }
+
     /// Sets many identities at once: all of them, or none when the map lacks
     /// room for the new addresses.
     pub fn upsert_batch(&self, entries: &[(Ipv4Addr, Identity)]) -> Result<()> {

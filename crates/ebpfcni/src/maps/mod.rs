@@ -7,6 +7,7 @@
 mod config;
 mod drops;
 mod endpoints;
+mod identities;
 mod interfaces;
 mod policy;
 mod prefixes;
@@ -28,6 +29,7 @@ use crate::object::{self, PinnedMap};
 pub use config::{ConfigMap, TraceLevel};
 pub use drops::{drop_reason_name, DropCounters};
 pub use endpoints::EndpointMap;
+pub use identities::IdentityAddr;
 pub use interfaces::{InterfaceMap, INTERFACE_ADDRS};
 pub use policy::{PolicyMap, RawRule, StoredRule};
 pub use prefixes::PrefixMap;
