@@ -18,21 +18,39 @@
  *      b. a source address that is not one of the record's addresses is
  *         dropped (invalid-source): a pod cannot borrow another's identity.
  *      What the node sends to a pod (to-pod) is not checked.
- *   4. An address's identity is its endpoint_map entry; an address with none
+ *   4. Connection tracking, only while some rule is stateful
+ *      (config conntrack != 0): a packet of a tracked connection (ct_map, an
+ *      entry not expired) that goes from the responder to the opener is a
+ *      reply and passes; an ICMP error (destination unreachable, time
+ *      exceeded) about a tracked connection, sent to the connection's side
+ *      that sent the packet it quotes, passes as related. A packet from the
+ *      opener goes on: it is judged by policy like any other, every time.
+ *   5. An address's identity is its endpoint_map entry; an address with none
  *      takes the identity of the longest prefix in prefix_map that holds it
  *      (an exact endpoint always beats a prefix). A source address with
  *      neither is dropped (unknown-source),
- *   5. then a destination address with neither (unknown-destination).
- *   6. A (source identity, destination identity) pair with an allow entry in
- *      policy_map passes.
- *   7. Everything else is dropped (default deny: no-policy).
+ *   6. then a destination address with neither (unknown-destination).
+ *   7. A pair rule (policy_map: source identity, destination identity; any
+ *      protocol and port) allows the packet.
+ *   8. Else a port rule (port_policy_map, longest match): one destination
+ *      port, then a range of ports, then the whole protocol. A packet
+ *      without ports (a later fragment, a protocol without ports) can only
+ *      match a whole-protocol rule.
+ *   9. A packet allowed by a stateful rule (7 or 8) creates or refreshes its
+ *      connection's entry (the sender is the opener), so that replies pass
+ *      (4) without a reverse rule; a packet allowed by a stateless rule is
+ *      not tracked. Everything allowed passes.
+ *  10. Everything else is dropped: no-flow when the reverse direction has a
+ *      stateful rule (a reply whose connection is not tracked, or no longer
+ *      is), else no-policy (default deny).
  *
  * Entries the tools never write (by hand, or from a broken tool) count as
  * absent: an endpoint_map or prefix_map entry with identity 0 is no identity
- * (4, 5); a policy_map entry whose action is not EBPFCNI_POLICY_ALLOW, or with
- * an identity 0, allows nothing (no packet has identity 0); an interface_map
- * record's 0.0.0.0 slots hold no address. A trace level above
- * EBPFCNI_TRACE_ALL traces as EBPFCNI_TRACE_ALL.
+ * (5, 6); a policy rule whose action is not one of enum ebpfcni_policy_action,
+ * or with an identity 0, allows nothing (no packet has identity 0); an
+ * interface_map record's 0.0.0.0 slots hold no address. A trace level above
+ * EBPFCNI_TRACE_ALL traces as EBPFCNI_TRACE_ALL, an event level above
+ * EBPFCNI_EVENTS_ALL reports as EBPFCNI_EVENTS_ALL.
  */
 #ifndef EBPFCNI_H
 #define EBPFCNI_H
@@ -44,6 +62,9 @@ enum ebpfcni_capacity {
 	EBPFCNI_POLICY_MAP_CAPACITY = 65536,
 	EBPFCNI_PREFIX_MAP_CAPACITY = 16384,
 	EBPFCNI_INTERFACE_MAP_CAPACITY = 16384, /* host veths: pods on the node */
+	EBPFCNI_PORT_POLICY_MAP_CAPACITY = 65536, /* entries: a port range takes several */
+	EBPFCNI_CT_MAP_CAPACITY = 131072,         /* connections (LRU: the oldest go) */
+	EBPFCNI_EVENT_RING_BYTES = 1 << 20,       /* about 21,000 events */
 };
 
 /* Which tc hook a program instance runs on. Each has its own entry point,
@@ -83,9 +104,103 @@ struct policy_key {
 };
 _Static_assert(sizeof(struct policy_key) == 8, "policy_key must be 8 bytes");
 
-/* policy_map value: one byte. Only ALLOW is defined; an absent entry is a deny. */
+/* policy_map value (one byte), and the action of a port rule. An absent
+ * entry is a deny. A stateful rule's connections are tracked, so that their
+ * replies pass without a reverse rule (precedence 4, 9). */
 enum ebpfcni_policy_action : __u8 {
 	EBPFCNI_POLICY_ALLOW = 1,
+	EBPFCNI_POLICY_ALLOW_STATEFUL = 3,
+};
+
+/* port_policy_map key (an LPM trie): the rule's identities, protocol and
+ * destination port. prefixlen counts the bits that must match, from src_id
+ * on: EBPFCNI_PORT_PREFIX_PROTOCOL for every port of the protocol,
+ * EBPFCNI_PORT_PREFIX_ANY_PORT + n for a block of ports sharing their top n
+ * bits (a range is a few such blocks), EBPFCNI_PORT_PREFIX_ONE_PORT for one
+ * port. The longest match wins: one port, then a range, then the protocol. */
+struct ebpfcni_port_key {
+	__u32 prefixlen;
+	__u32 src_id;
+	__u32 dst_id;
+	__u8 protocol; /* IPPROTO_* */
+	__u8 pad;      /* zero */
+	__be16 dport;  /* network byte order: the trie matches the high bits first */
+};
+_Static_assert(sizeof(struct ebpfcni_port_key) == 16, "ebpfcni_port_key is 16 bytes");
+#define EBPFCNI_PORT_PREFIX_PROTOCOL 72  /* src_id, dst_id, protocol */
+#define EBPFCNI_PORT_PREFIX_ANY_PORT 80  /* ... and pad */
+#define EBPFCNI_PORT_PREFIX_ONE_PORT 96  /* ... and all of dport */
+
+/* port_policy_map value: the action, and the rule the entry belongs to (a
+ * range is stored as several entries, each naming the whole range, so that
+ * the tools can list and remove the rule as it was written). */
+struct ebpfcni_port_rule {
+	enum ebpfcni_policy_action action;
+	__u8 pad;
+	__u16 first_port; /* host byte order; 0 and 0 for a whole-protocol rule */
+	__u16 last_port;
+	__u16 pad2;
+};
+
+/* ct_map key: a connection, the same for both of its directions: the two
+ * (address, port) ends ordered, lower first (address, then port, compared
+ * in network byte order). For ICMP echo both ports are the identifier. */
+struct ebpfcni_ct_key {
+	__be32 addr_a;
+	__be32 addr_b;
+	__be16 port_a;
+	__be16 port_b;
+	__u8 protocol;
+	__u8 pad[3]; /* zero */
+};
+_Static_assert(sizeof(struct ebpfcni_ct_key) == 16, "ebpfcni_ct_key is 16 bytes");
+
+/* The life of a tracked connection. */
+enum ebpfcni_ct_state : __u8 {
+	EBPFCNI_CT_SYN = 1,         /* TCP: the opener's SYN, until its first ACK */
+	EBPFCNI_CT_ESTABLISHED = 2, /* TCP */
+	EBPFCNI_CT_CLOSING = 3,     /* TCP: both sides sent FIN, or one RST */
+	EBPFCNI_CT_OPEN = 4,        /* UDP, ICMP echo, any other protocol */
+};
+
+/* ebpfcni_ct_entry flags. */
+#define EBPFCNI_CT_OPENER_IS_B 0x01 /* the opener is the key's b end */
+#define EBPFCNI_CT_SEEN_REPLY 0x02
+#define EBPFCNI_CT_FIN_OPENER 0x04
+#define EBPFCNI_CT_FIN_RESPONDER 0x08
+
+/* ct_map value. An entry whose expiry has passed counts as absent, so no
+ * cleaner needs to run for correctness; the table is an LRU hash, so a full
+ * table drops its least recently used connections to make room. */
+struct ebpfcni_ct_entry {
+	__u64 expires_ns; /* CLOCK_MONOTONIC_COARSE, as bpf_ktime_get_coarse_ns */
+	__u32 opener_id;  /* identities when the connection was opened (for the tools) */
+	__u32 responder_id;
+	enum ebpfcni_ct_state state;
+	__u8 flags;       /* EBPFCNI_CT_* */
+	__be16 dport;     /* the opener's destination port (ICMP: the echo identifier) */
+	__u32 pad;
+};
+_Static_assert(sizeof(struct ebpfcni_ct_entry) == 24, "ebpfcni_ct_entry is 24 bytes");
+
+/* Indexes of config_map's ct_timeout, and their defaults in seconds (the
+ * values of Cilium's), used while the setting is 0. */
+enum ebpfcni_ct_timeout {
+	EBPFCNI_CT_TIMEOUT_SYN = 0,
+	EBPFCNI_CT_TIMEOUT_ESTABLISHED = 1,
+	EBPFCNI_CT_TIMEOUT_CLOSING = 2,
+	EBPFCNI_CT_TIMEOUT_UDP = 3,
+	EBPFCNI_CT_TIMEOUT_ICMP = 4, /* and other protocols */
+	EBPFCNI_CT_TIMEOUTS,
+};
+enum ebpfcni_default {
+	EBPFCNI_CT_DEFAULT_SYN = 60,
+	EBPFCNI_CT_DEFAULT_ESTABLISHED = 8000,
+	EBPFCNI_CT_DEFAULT_CLOSING = 10,
+	EBPFCNI_CT_DEFAULT_UDP = 60,
+	EBPFCNI_CT_DEFAULT_ICMP = 60,
+	/* The rate limit (see ebpfcni_config.notify_rate). */
+	EBPFCNI_NOTIFY_DEFAULT_RATE = 1000,
 };
 
 /* How much the program writes to the trace pipe (bpf_printk). */
@@ -95,16 +210,36 @@ enum ebpfcni_trace_level {
 	EBPFCNI_TRACE_ALL = 2,   /* one line per IPv4 packet (cost of a line: BENCHMARKS.md) */
 };
 
+/* Which flow events the program writes to event_ring (policyctl monitor). */
+enum ebpfcni_event_level {
+	EBPFCNI_EVENTS_OFF = 0,   /* none */
+	EBPFCNI_EVENTS_DROPS = 1, /* every drop (default) */
+	EBPFCNI_EVENTS_FLOWS = 2, /* drops, new tracked connections and their state changes */
+	EBPFCNI_EVENTS_ALL = 3,   /* every IPv4 packet */
+};
+
 /* config_map value (a one-entry array at key 0): run-time settings read by
  * the program on every packet, written by policyctl without reloading.
  * A fresh map, and one migrated from an older layout, starts from the
  * defaults the library writes. Room is reserved so that settings can be
  * added without changing the layout; a setting added there must read 0 as
- * its default. (The first release's layout was the trace level alone, 4
- * bytes; the library migrates such a pin, keeping the level.) */
+ * its default, as the settings below marked so do. (The first release's
+ * layout was the trace level alone, 4 bytes; the library migrates such a
+ * pin, keeping the level.) */
 struct ebpfcni_config {
 	enum ebpfcni_trace_level trace_level;
-	__u32 reserved[15]; /* zero */
+	enum ebpfcni_event_level event_level;
+	/* Nonzero while some rule is stateful (policyctl keeps it so): only
+	 * then does the program look connections up (precedence 4). */
+	__u32 conntrack;
+	/* Seconds, by enum ebpfcni_ct_timeout; 0: the default. */
+	__u32 ct_timeout[EBPFCNI_CT_TIMEOUTS];
+	/* The rate limit of events, and separately of trace lines: per CPU,
+	 * this many a second (0: EBPFCNI_NOTIFY_DEFAULT_RATE), in bursts of
+	 * up to notify_burst (0: as many as the rate). */
+	__u32 notify_rate;
+	__u32 notify_burst;
+	__u32 reserved[6]; /* zero */
 };
 _Static_assert(sizeof(struct ebpfcni_config) == 64, "ebpfcni_config is 64 bytes");
 
@@ -113,13 +248,15 @@ _Static_assert(sizeof(struct ebpfcni_config) == 64, "ebpfcni_config is 64 bytes"
  * X(NAME, value, "name", "what it means"); 0 is not a drop. The names are
  * written here only: the program keeps them in .rodata
  * (ebpfcni_drop_reason_names), where the Rust library reads them too. */
-#define EBPFCNI_DROP_REASONS(X)                                                               \
-	X(MALFORMED, 1, "malformed", "step 2: truncated or invalid IPv4 header")              \
-	X(UNKNOWN_SRC, 2, "unknown-source", "step 4: source address has no identity")         \
-	X(UNKNOWN_DST, 3, "unknown-destination", "step 5: destination address has no identity") \
-	X(NO_POLICY, 4, "no-policy", "step 7: no allow entry for the pair")                   \
+#define EBPFCNI_DROP_REASONS(X)                                                                    \
+	X(MALFORMED, 1, "malformed", "step 2: truncated or invalid IPv4 header")                   \
+	X(UNKNOWN_SRC, 2, "unknown-source", "step 5: source address has no identity")              \
+	X(UNKNOWN_DST, 3, "unknown-destination", "step 6: destination address has no identity")    \
+	X(NO_POLICY, 4, "no-policy", "step 10: no rule allows it")                                 \
 	X(INVALID_SOURCE, 5, "invalid-source", "step 3b: the pod sent from an address not its own") \
-	X(UNKNOWN_INTERFACE, 6, "unknown-interface", "step 3a: no record of the pod's addresses")
+	X(UNKNOWN_INTERFACE, 6, "unknown-interface", "step 3a: no record of the pod's addresses")  \
+	X(NO_FLOW, 7, "no-flow", "step 10: a reply of a stateful rule's connection that is not tracked") \
+	X(CT_FULL, 8, "ct-insert-failed", "step 9: the connection could not be tracked")
 
 /* Sized as a __u32 so it can be a map key. */
 enum ebpfcni_drop_reason {
@@ -141,6 +278,60 @@ _Static_assert(EBPFCNI_DROP_REASON_MAX <= EBPFCNI_DROP_COUNTER_SLOTS, "a drop co
 /* drop_counters value (per CPU): packets dropped for the key's reason. */
 struct ebpfcni_drop_count {
 	__u64 packets;
+};
+
+/* What happened to a packet, in a flow event. */
+enum ebpfcni_verdict : __u8 {
+	EBPFCNI_VERDICT_PASS = 1,
+	EBPFCNI_VERDICT_DROP = 2,
+};
+
+/* Why a passing packet passed, in a flow event (0 for drops). */
+enum ebpfcni_pass_kind : __u8 {
+	EBPFCNI_PASS_POLICY = 1,      /* a rule allowed it (7, 8); not tracked */
+	EBPFCNI_PASS_NEW_FLOW = 2,    /* a stateful rule allowed it and its connection is new (9) */
+	EBPFCNI_PASS_TRACKED = 3,     /* a stateful rule allowed it; the connection was tracked */
+	EBPFCNI_PASS_REPLY = 4,       /* a reply of a tracked connection (4) */
+	EBPFCNI_PASS_RELATED = 5,     /* an ICMP error about a tracked connection (4) */
+};
+
+/* event_ring record: one per event, fixed size. */
+struct ebpfcni_event {
+	__u64 time_ns;    /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	__u32 ifindex;    /* the host veth */
+	__u32 src_id;     /* 0 when not (yet) known */
+	__u32 dst_id;
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;     /* 0 without ports; ICMP echo: the identifier */
+	__be16 dport;
+	__u8 protocol;
+	__u8 tcp_flags;
+	enum ebpfcni_verdict verdict;
+	__u8 reason;      /* enum ebpfcni_drop_reason; 0 for passes */
+	__u8 hook;        /* enum ebpfcni_hook */
+	enum ebpfcni_pass_kind pass_kind; /* 0 for drops */
+	enum ebpfcni_ct_state ct_state;   /* the connection's state after the packet; 0: not tracked */
+	__u8 ct_changed;  /* the packet created the connection or changed its state */
+};
+_Static_assert(sizeof(struct ebpfcni_event) == 40, "ebpfcni_event is 40 bytes");
+
+/* Slots of event_counters (per CPU): what the rate limit and the ring kept
+ * from being written. The drop counters stay exact whatever these say. */
+enum ebpfcni_counter {
+	EBPFCNI_COUNT_EVENTS = 0,            /* events written */
+	EBPFCNI_COUNT_EVENTS_SUPPRESSED = 1, /* events over the rate limit */
+	EBPFCNI_COUNT_EVENTS_LOST = 2,       /* events that found the ring full */
+	EBPFCNI_COUNT_TRACES = 3,            /* trace lines written */
+	EBPFCNI_COUNT_TRACES_SUPPRESSED = 4, /* trace lines over the rate limit */
+	EBPFCNI_COUNTERS = 16,               /* slots: room for more */
+};
+
+/* rate_limit value (per CPU, one slot for events, one for trace lines): a
+ * token bucket. */
+struct ebpfcni_bucket {
+	__u64 tokens;  /* in billionths of a token */
+	__u64 last_ns; /* when it was last refilled */
 };
 
 #endif /* EBPFCNI_H */

@@ -5,9 +5,10 @@
  * Two entry points share one body: ebpfcni_frompod runs on tc ingress of
  * every pod's host-side veth (what the pod sends), ebpfcni_topod on its tc
  * egress (what the pod receives); each knows its hook by construction. The
- * body checks that a pod sends from its own address (from-pod only), maps
- * both addresses of an IPv4 packet to security identities and lets the
- * packet through only when the identity pair is allowed. The steps and their
+ * body checks that a pod sends from its own address (from-pod only), lets
+ * the replies of tracked connections through, maps both addresses of an
+ * IPv4 packet to security identities and lets the packet through only when
+ * a rule allows the identity pair (for its protocol and port). The steps and their
  * order are the numbered "Policy precedence" list in ebpfcni.h; code cites
  * them. The concerns live in bpf/lib/, one header each.
  *
@@ -20,26 +21,69 @@
 
 #include "ebpfcni.h"
 #include "flow.h"
+#include "config.h"
 #include "parse.h"
 #include "trust.h"
+#include "ct.h"
 #include "identity.h"
 #include "policy.h"
 #include "verdict.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Keeps the shared enums in the object's BTF, from which the Rust types are
+/* Keeps the shared types in the object's BTF, from which the Rust types are
  * generated: clang emits BTF only for types reachable from a global. Never
  * read; a few bytes of .rodata. */
 const volatile enum ebpfcni_drop_reason ebpfcni_btf_drop_reason;
 const volatile enum ebpfcni_hook ebpfcni_btf_hook;
 const volatile enum ebpfcni_capacity ebpfcni_btf_capacity;
+const volatile enum ebpfcni_counter ebpfcni_btf_counter;
+const volatile enum ebpfcni_ct_timeout ebpfcni_btf_ct_timeout;
+const volatile struct ebpfcni_event ebpfcni_btf_event;
+const volatile enum ebpfcni_default ebpfcni_btf_default;
+
+/* Step 4, for a flow whose connection is tracked: a reply (or an ICMP
+ * error about it) passes; the opener's packets go on to policy, with the
+ * entry to refresh. Returns: the verdict for a reply, -1 to go on. */
+static __always_inline int ebpfcni_conntrack(struct __sk_buff *ctx, struct ebpfcni_flow *flow,
+					     struct ebpfcni_ct_key *key, bool *sender_is_b,
+					     struct ebpfcni_ct_entry **forward, __u64 now)
+{
+	struct ebpfcni_ct_entry *entry;
+
+	if (ebpfcni_ct_related(ctx, flow, now))
+		return ebpfcni_pass(ctx, EBPFCNI_PASS_RELATED, flow);
+	*sender_is_b = ebpfcni_ct_key_of(flow, key);
+	entry = ebpfcni_ct_find(key, now);
+	if (!entry)
+		return -1;
+	if (!ebpfcni_ct_is_reply(entry, *sender_is_b)) {
+		*forward = entry;
+		return -1;
+	}
+	/* A reply must be one: the responder cannot open a connection of its
+	 * own under the opener's entry, by pinging back or by a bare SYN
+	 * (every answer to a SYN carries ACK). */
+	if (flow->protocol == IPPROTO_ICMP && flow->icmp_type != EBPFCNI_ICMP_ECHOREPLY)
+		return -1;
+	if (flow->protocol == IPPROTO_TCP && (flow->tcp_flags & (EBPFCNI_TCP_SYN | EBPFCNI_TCP_ACK)) == EBPFCNI_TCP_SYN)
+		return -1;
+	ebpfcni_ct_track(entry, flow, true, now);
+	flow->src_id = entry->responder_id; /* for the event: no lookup needed */
+	flow->dst_id = entry->opener_id;
+	return ebpfcni_pass(ctx, EBPFCNI_PASS_REPLY, flow);
+}
 
 /* The verdict on one packet seen at `hook` (a constant: each entry point
  * gets its own copy of this body, without the branches of the other). */
 static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfcni_hook hook)
 {
 	struct ebpfcni_flow flow = { .hook = hook };
+	struct ebpfcni_ct_key key = {};
+	struct ebpfcni_ct_entry *forward = NULL;
+	bool tracking = ebpfcni_config()->conntrack, sender_is_b = false;
+	__u64 now = 0;
+	__u8 action;
 	int ret;
 
 	ret = ebpfcni_parse(ctx, &flow);
@@ -54,13 +98,35 @@ static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfc
 			return ebpfcni_drop(ctx, -ret, &flow); /* step 3 */
 	}
 
+	if (tracking) {
+		now = bpf_ktime_get_coarse_ns();
+		ret = ebpfcni_conntrack(ctx, &flow, &key, &sender_is_b, &forward, now);
+		if (ret >= 0)
+			return ret; /* step 4 */
+	}
+
 	ret = ebpfcni_lookup_identities(&flow);
 	if (ret < 0)
-		return ebpfcni_drop(ctx, -ret, &flow); /* steps 4, 5 */
+		return ebpfcni_drop(ctx, -ret, &flow); /* steps 5, 6 */
 
-	if (ebpfcni_policy_allows(&flow))
-		return ebpfcni_pass(ctx, &flow); /* step 6 */
-	return ebpfcni_drop(ctx, EBPFCNI_DROP_NO_POLICY, &flow); /* step 7 */
+	action = ebpfcni_policy_of(&flow); /* steps 7, 8 */
+	if (action == EBPFCNI_POLICY_ALLOW_STATEFUL && tracking) {
+		if (forward) {
+			ebpfcni_ct_track(forward, &flow, false, now);
+			return ebpfcni_pass(ctx, EBPFCNI_PASS_TRACKED, &flow);
+		}
+		ret = ebpfcni_ct_open(&flow, &key, sender_is_b, now);
+		if (ret < 0)
+			return ebpfcni_drop(ctx, -ret, &flow); /* step 9 */
+		return ebpfcni_pass(ctx, EBPFCNI_PASS_NEW_FLOW, &flow);
+	}
+	if (action)
+		return ebpfcni_pass(ctx, EBPFCNI_PASS_POLICY, &flow); /* step 9 */
+
+	/* Step 10. Only drops pay for the second lookup. */
+	if (ebpfcni_policy_of_reverse(&flow) == EBPFCNI_POLICY_ALLOW_STATEFUL)
+		return ebpfcni_drop(ctx, EBPFCNI_DROP_NO_FLOW, &flow);
+	return ebpfcni_drop(ctx, EBPFCNI_DROP_NO_POLICY, &flow);
 }
 
 /* What the pod sends: tc ingress of its host veth. */

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * flow.h: what the program learns about one packet, filled in step by step
- * (parse.h, then identity.h) and read by every later step and by the
- * verdict (drop.h).
+ * (parse.h, identity.h, policy.h, ct.h) and read by every later step and by
+ * the verdict (verdict.h).
  */
 #ifndef EBPFCNI_LIB_FLOW_H
 #define EBPFCNI_LIB_FLOW_H
@@ -20,8 +20,17 @@ struct ebpfcni_flow {
 	__u8 has_ports; /* TCP or UDP, not a later fragment, header present */
 	__u8 tcp_flags; /* the TCP header's flags byte, else 0 */
 	__u8 hook;      /* enum ebpfcni_hook */
+	__u8 icmp_type; /* ICMP: the type, else 0 */
+	__u8 is_echo;   /* ICMP echo request or reply, with its identifier in echo_id */
+	__be16 echo_id;
 	__u32 src_id;   /* 0 until looked up (identity.h) */
 	__u32 dst_id;
+	__u32 ifindex;
+	/* Set by the step that let the packet through, for its event. */
+	enum ebpfcni_pass_kind pass_kind;
+	enum ebpfcni_ct_state ct_state;
+	__u8 ct_changed;
+	__u8 pad;
 };
 
 #endif /* EBPFCNI_LIB_FLOW_H */

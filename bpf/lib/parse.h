@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * parse.h: a frame into a flow tuple (addresses, protocol, L4 ports and TCP
- * flags). Precedence steps 1 and 2 of ebpfcni.h.
+ * flags, ICMP type and echo identifier). Precedence steps 1 and 2 of
+ * ebpfcni.h. Also reads the packet an ICMP error quotes (for ct.h).
  *
  * API:  ebpfcni_parse(ctx, flow)
  *   Returns: 0 for a well-formed IPv4 packet, EBPFCNI_NOT_IPV4 for any other
@@ -19,6 +20,12 @@
 
 #include "ebpfcni.h"
 #include "flow.h"
+
+/* ICMP types the program reads (RFC 792; linux/icmp.h drags in libc). */
+#define EBPFCNI_ICMP_ECHOREPLY 0
+#define EBPFCNI_ICMP_DEST_UNREACH 3
+#define EBPFCNI_ICMP_ECHO 8
+#define EBPFCNI_ICMP_TIME_EXCEEDED 11
 
 /* ebpfcni_parse() result for frames that are not IPv4 (step 1). */
 #define EBPFCNI_NOT_IPV4 1
@@ -51,8 +58,9 @@ static __always_inline int ebpfcni_load_l4(struct __sk_buff *ctx, __u32 off, str
 }
 
 /* Fills in the protocol, and the ports and TCP flags of a TCP or UDP packet
- * that carries its header. A later fragment, or a packet cut short in its
- * L4 header, has no ports: it is judged by addresses only. */
+ * that carries its header, or the type (and echo identifier) of an ICMP
+ * message. A later fragment, or a packet cut short in its L4 header, has no
+ * ports: it is judged by addresses only. */
 static __always_inline void ebpfcni_parse_l4(struct __sk_buff *ctx, const struct iphdr *ip, __u32 l4_off,
 					     struct ebpfcni_flow *flow)
 {
@@ -66,15 +74,67 @@ static __always_inline void ebpfcni_parse_l4(struct __sk_buff *ctx, const struct
 		need = 14;
 	else if (ip->protocol == IPPROTO_UDP)
 		need = 4;
+	else if (ip->protocol == IPPROTO_ICMP)
+		need = 6; /* type, code, checksum, identifier */
 	else
 		return;
 	if (ebpfcni_load_l4(ctx, l4_off, &head, need))
 		return;
+	if (ip->protocol == IPPROTO_ICMP) {
+		/* Type and code, checksum, then an echo's identifier. */
+		flow->icmp_type = ((__u8 *)&head)[0];
+		flow->is_echo = flow->icmp_type == EBPFCNI_ICMP_ECHO || flow->icmp_type == EBPFCNI_ICMP_ECHOREPLY;
+		__builtin_memcpy(&flow->echo_id, head.unused, sizeof(flow->echo_id));
+		return;
+	}
 	flow->sport = head.sport;
 	flow->dport = head.dport;
 	flow->has_ports = 1;
 	if (ip->protocol == IPPROTO_TCP)
 		flow->tcp_flags = head.tcp_flags;
+}
+
+/* The packet an ICMP error quotes: its addresses, protocol and ports. */
+struct ebpfcni_quoted {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 protocol;
+};
+
+/* Reads the IPv4 header and the first 8 bytes of L4 an ICMP error quotes
+ * (RFC 792), after the 8 bytes of the ICMP header at `l4_off`.
+ * Returns: 0, or < 0 when the packet is too short to hold them. */
+static __always_inline int ebpfcni_parse_quoted(struct __sk_buff *ctx, __u32 l4_off, struct ebpfcni_quoted *q)
+{
+	struct iphdr inner;
+	__be16 ports[2];
+
+	if (bpf_skb_load_bytes(ctx, l4_off + 8, &inner, sizeof(inner)))
+		return -1;
+	if (inner.version != 4 || inner.ihl < 5)
+		return -1;
+	if (bpf_skb_load_bytes(ctx, l4_off + 8 + inner.ihl * 4, ports, sizeof(ports)))
+		return -1;
+	q->saddr = inner.saddr;
+	q->daddr = inner.daddr;
+	q->protocol = inner.protocol;
+	if (inner.protocol == IPPROTO_TCP || inner.protocol == IPPROTO_UDP) {
+		q->sport = ports[0];
+		q->dport = ports[1];
+	} else if (inner.protocol == IPPROTO_ICMP) {
+		/* A quoted echo: its identifier (at both ends of the key, as
+		 * ct.h keys echoes) follows type, code and checksum. */
+		__u8 type = ((__u8 *)ports)[0];
+
+		if (type == EBPFCNI_ICMP_ECHO || type == EBPFCNI_ICMP_ECHOREPLY) {
+			if (bpf_skb_load_bytes(ctx, l4_off + 8 + inner.ihl * 4 + 4, &ports[1], sizeof(ports[1])))
+				return -1;
+			q->sport = q->dport = ports[1];
+		}
+	}
+	return 0;
 }
 
 static __always_inline int ebpfcni_parse(struct __sk_buff *ctx, struct ebpfcni_flow *flow)
@@ -113,6 +173,16 @@ static __always_inline int ebpfcni_parse(struct __sk_buff *ctx, struct ebpfcni_f
 	flow->daddr = ip->daddr;
 	ebpfcni_parse_l4(ctx, ip, l3_off + ip->ihl * 4, flow);
 	return 0;
+}
+
+/* Where the L4 header of an IPv4 packet (parsed by ebpfcni_parse) starts. */
+static __always_inline __u32 ebpfcni_l4_offset(struct __sk_buff *ctx)
+{
+	__u8 vihl;
+
+	if (bpf_skb_load_bytes(ctx, sizeof(struct ethhdr), &vihl, 1))
+		return 0;
+	return sizeof(struct ethhdr) + (vihl & 0x0f) * 4;
 }
 
 #endif /* EBPFCNI_LIB_PARSE_H */

@@ -1,16 +1,19 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * policy.h: whether the identity pair of a flow may talk. Precedence step 6
- * of ebpfcni.h (step 7, default deny, is the caller's drop).
+ * policy.h: which rule, if any, lets a flow's identity pair talk.
+ * Precedence steps 7 and 8 of ebpfcni.h: the pair rule first (any protocol
+ * and port), then the longest port rule (one port, a range, the protocol).
  *
- * Map:  policy_map (hash)  struct policy_key -> enum ebpfcni_policy_action
- * API:  ebpfcni_policy_allows(flow)
- *   Returns: true when policy_map allows the flow's identity pair.
+ * Maps: policy_map (hash)           struct policy_key -> enum ebpfcni_policy_action
+ *       port_policy_map (LPM trie)  struct ebpfcni_port_key -> struct ebpfcni_port_rule
+ * API:  ebpfcni_policy_action(src_id, dst_id, protocol, dport)
+ *       ebpfcni_policy_of(flow)
+ *   Returns: EBPFCNI_POLICY_ALLOW or EBPFCNI_POLICY_ALLOW_STATEFUL for the
+ *   rule that allows, 0 when none does (step 10 is the caller's drop).
  */
 #ifndef EBPFCNI_LIB_POLICY_H
 #define EBPFCNI_LIB_POLICY_H
 
-#include <stdbool.h>
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
@@ -24,12 +27,54 @@ struct {
 	__type(value, enum ebpfcni_policy_action);
 } policy_map SEC(".maps");
 
-static __always_inline bool ebpfcni_policy_allows(const struct ebpfcni_flow *flow)
-{
-	struct policy_key key = { .src_id = flow->src_id, .dst_id = flow->dst_id };
-	enum ebpfcni_policy_action *action = bpf_map_lookup_elem(&policy_map, &key);
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, EBPFCNI_PORT_POLICY_MAP_CAPACITY);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
+	__type(key, struct ebpfcni_port_key);
+	__type(value, struct ebpfcni_port_rule);
+} port_policy_map SEC(".maps");
 
-	return action && *action == EBPFCNI_POLICY_ALLOW; /* step 6 */
+/* An action the tools write; anything else allows nothing. */
+static __always_inline __u8 ebpfcni_valid_action(__u8 action)
+{
+	return action == EBPFCNI_POLICY_ALLOW || action == EBPFCNI_POLICY_ALLOW_STATEFUL ? action : 0;
+}
+
+/* `dport` is 0 for a packet without ports: only a whole-protocol rule can
+ * match it, as no port rule covers port 0. */
+static __always_inline __u8 ebpfcni_policy_action(__u32 src_id, __u32 dst_id, __u8 protocol, __be16 dport)
+{
+	struct policy_key pair = { .src_id = src_id, .dst_id = dst_id };
+	__u8 *action = bpf_map_lookup_elem(&policy_map, &pair);
+
+	if (action && ebpfcni_valid_action(*action))
+		return *action; /* step 7 */
+
+	struct ebpfcni_port_key key = {
+		.prefixlen = EBPFCNI_PORT_PREFIX_ONE_PORT,
+		.src_id = src_id,
+		.dst_id = dst_id,
+		.protocol = protocol,
+		.dport = dport,
+	};
+	struct ebpfcni_port_rule *rule = bpf_map_lookup_elem(&port_policy_map, &key);
+
+	return rule ? ebpfcni_valid_action(rule->action) : 0; /* step 8 */
+}
+
+static __always_inline __u8 ebpfcni_policy_of(const struct ebpfcni_flow *flow)
+{
+	return ebpfcni_policy_action(flow->src_id, flow->dst_id, flow->protocol,
+				     flow->has_ports ? flow->dport : 0);
+}
+
+/* The rule the reverse direction would have (a reply's view: the packet's
+ * source port is the connection's destination port). */
+static __always_inline __u8 ebpfcni_policy_of_reverse(const struct ebpfcni_flow *flow)
+{
+	return ebpfcni_policy_action(flow->dst_id, flow->src_id, flow->protocol,
+				     flow->has_ports ? flow->sport : 0);
 }
 
 #endif /* EBPFCNI_LIB_POLICY_H */

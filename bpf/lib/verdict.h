@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * verdict.h: how every packet ends. Each drop is counted per reason and
- * traced when the trace level asks for it; passes are traced at "all".
+ * verdict.h: how every packet ends. Each drop is counted per reason (exact,
+ * per CPU), reported as an event and traced when the levels ask for it
+ * (notify.h); a pass is reported at level "all", and a new or changed
+ * tracked connection at level "flows".
  *
  * Map:  drop_counters (per-CPU array)  enum ebpfcni_drop_reason -> packets
  * API:  ebpfcni_drop(ctx, reason, flow)  Returns: TC_ACT_SHOT
- *       ebpfcni_pass(ctx, flow)          Returns: TC_ACT_OK
+ *       ebpfcni_pass(ctx, kind, flow)    Returns: TC_ACT_OK
  */
 #ifndef EBPFCNI_LIB_VERDICT_H
 #define EBPFCNI_LIB_VERDICT_H
@@ -17,6 +19,7 @@
 #include "ebpfcni.h"
 #include "config.h"
 #include "flow.h"
+#include "notify.h"
 
 /* Drops per reason, per CPU: touched only on the drop path. */
 struct {
@@ -43,40 +46,37 @@ static __always_inline const volatile char *ebpfcni_drop_reason_name(enum ebpfcn
 	return ebpfcni_drop_reason_names[reason];
 }
 
-/* "ingress" is tc ingress of the host veth (what the pod sends), "egress"
- * tc egress (what it receives). */
-static __always_inline const char *ebpfcni_hook_name(const struct ebpfcni_flow *flow)
-{
-	return flow->hook == EBPFCNI_HOOK_FROM_POD ? "ingress" : "egress";
-}
-
-static __always_inline void ebpfcni_trace(struct __sk_buff *ctx, const char *verdict,
-					  const volatile char *reason, const struct ebpfcni_flow *flow)
-{
-	bpf_printk("ebpfcni: %s %s %pI4 -> %pI4 id %u -> %u ifindex %u %s", verdict, reason,
-		   &flow->saddr, &flow->daddr, flow->src_id, flow->dst_id, ctx->ifindex,
-		   ebpfcni_hook_name(flow));
-}
-
-/* Every drop goes through here: count it, trace it when asked to.
- * Returns: TC_ACT_SHOT. */
+/* Every drop goes through here: count it, report and trace it when asked
+ * to. Returns: TC_ACT_SHOT. */
 static __always_inline int ebpfcni_drop(struct __sk_buff *ctx, enum ebpfcni_drop_reason reason,
 					const struct ebpfcni_flow *flow)
 {
+	const struct ebpfcni_config *cfg = ebpfcni_config();
 	__u32 key = reason;
 	struct ebpfcni_drop_count *count = bpf_map_lookup_elem(&drop_counters, &key);
 
 	if (count)
 		count->packets++; /* per-CPU slot: no atomics needed */
-	if (ebpfcni_config()->trace_level >= EBPFCNI_TRACE_DROPS)
+	if (cfg->event_level >= EBPFCNI_EVENTS_DROPS)
+		ebpfcni_event(ctx, flow, EBPFCNI_VERDICT_DROP, reason);
+	if (cfg->trace_level >= EBPFCNI_TRACE_DROPS)
 		ebpfcni_trace(ctx, "DROP", ebpfcni_drop_reason_name(reason), flow);
 	return TC_ACT_SHOT;
 }
 
-/* Returns: TC_ACT_OK. Traces only at EBPFCNI_TRACE_ALL. */
-static __always_inline int ebpfcni_pass(struct __sk_buff *ctx, const struct ebpfcni_flow *flow)
+/* Every pass goes through here: reported at event level "all", or at
+ * "flows" when it opened or changed a tracked connection; traced at trace
+ * level "all". Returns: TC_ACT_OK. */
+static __always_inline int ebpfcni_pass(struct __sk_buff *ctx, enum ebpfcni_pass_kind kind,
+					struct ebpfcni_flow *flow)
 {
-	if (ebpfcni_config()->trace_level >= EBPFCNI_TRACE_ALL)
+	const struct ebpfcni_config *cfg = ebpfcni_config();
+
+	flow->pass_kind = kind;
+	if (cfg->event_level >= EBPFCNI_EVENTS_ALL ||
+	    (cfg->event_level >= EBPFCNI_EVENTS_FLOWS && flow->ct_changed))
+		ebpfcni_event(ctx, flow, EBPFCNI_VERDICT_PASS, 0);
+	if (cfg->trace_level >= EBPFCNI_TRACE_ALL)
 		ebpfcni_trace(ctx, "PASS", "allowed", flow);
 	return TC_ACT_OK;
 }

@@ -69,3 +69,29 @@ pub fn endpoint_ip() -> Parser<Ipv4Addr> {
 pub fn prefix() -> Parser<ipnet::Ipv4Net> {
     Parser(|s| with_display(ebpfcni::parse_prefix(s)))
 }
+
+/// A port rule's selector: `8080`, `53/udp`, `8000-8080/tcp`.
+pub fn ports() -> Parser<ebpfcni::Selector> {
+    Parser(ebpfcni::Selector::parse_ports)
+}
+
+/// A whole protocol: `tcp`, `udp`, `icmp` or a number from 1 to 255.
+pub fn protocol() -> Parser<ebpfcni::Selector> {
+    Parser(|s| s.parse::<ebpfcni::Protocol>().map(ebpfcni::Selector::Protocol))
+}
+
+/// A lifetime in seconds, from 1 to 4294967295 (0 would mean "the
+/// default" in the map, so it is refused rather than silently reinterpreted).
+pub fn seconds() -> Parser<u32> {
+    Parser(|s| {
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(n @ 1..) = s.parse::<u32>() {
+                return Ok(n);
+            }
+        }
+        Err(format!(
+            "invalid number of seconds {}: expected a decimal integer from 1 to 4294967295",
+            quote_input(s)
+        ))
+    })
+}

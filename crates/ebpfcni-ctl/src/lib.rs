@@ -5,6 +5,7 @@
 //! never changes a map; [`exit`] says what each exit code promises.
 
 pub mod args;
+pub mod conntrack;
 pub mod exit;
 pub mod identities_file;
 pub mod input;
@@ -17,7 +18,7 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory};
 
 pub use exit::{finish, CmdResult, Failure, EXIT_FAILURE, EXIT_UNREPORTED, EXIT_USAGE};
-pub use output::{Format, IdentityRow, IdentityState, Out, RuleRow, View};
+pub use output::{Format, IdentityRow, IdentityState, Out, PolicyUsage, Reverse, RuleRow, View};
 pub use rules_file::parse_rules;
 
 /// Flags every subcommand takes.

@@ -1,13 +1,12 @@
 //! What the CLIs print: tables for people, JSON for programs, and the
 //! one-line notes that say what a command did.
 
-use std::collections::HashSet;
-use std::fmt::Display;
+use std::fmt::{self, Display};
 use std::io::{self, BufWriter, StdoutLock, Write};
 use std::net::Ipv4Addr;
 
 use clap::ValueEnum;
-use ebpfcni::{IdentityAddr, PinnedMap, PolicyRule, Stored, StoredIdentity, StoredRule};
+use ebpfcni::{IdentityAddr, PinnedMap, Rule, Selector, Stored, StoredIdentity, StoredRule};
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
@@ -154,29 +153,30 @@ impl Out {
         Ok(())
     }
 
-    /// Prints the policy rules (sorted by source, destination) as a table or
-    /// a JSON array of `{"src", "dst", "reverse"}`. `reverse` tells whether
-    /// `dst -> src` is allowed too, so a one-way rule stands out. Invalid
+    /// Prints the rules (sorted by source, destination, selector) as a
+    /// table or a JSON array of `{"src", "dst", "proto"?, "port"?,
+    /// "stateful"?, "reverse"}` that `apply` takes back. `reverse` says
+    /// whether the replies pass (see [`reverse_of`]), so that a one-way rule
+    /// stands out. The PROTO, PORT and STATEFUL columns appear once some
+    /// rule needs them: the plan's rules print the plan's table. Invalid
     /// entries are shown, marked, and counted (`"invalid"` in JSON).
-    pub fn policy(&mut self, rules: &[StoredRule], capacity: u32, view: View) -> io::Result<()> {
+    pub fn policy(&mut self, rules: &[StoredRule], usage: PolicyUsage, view: View) -> io::Result<()> {
         if self.skips(view) {
             return Ok(());
         }
-        let present: HashSet<PolicyRule> = rules.iter().filter_map(|r| r.valid()).collect();
-        let reverse = |r: &PolicyRule| present.contains(&r.reverse());
+        let valid: Vec<Rule> = rules.iter().filter_map(|r| r.clone().valid()).collect();
+        let reverse = |r: &Rule| reverse_of(r, &valid);
         if self.format == Format::Json {
             let rows: Vec<RuleRow> = rules
                 .iter()
-                .map(|stored| match *stored {
-                    Stored::Valid(r) => RuleRow {
-                        src: r.src.get(),
-                        dst: r.dst.get(),
-                        reverse: Some(reverse(&r)),
-                        invalid: None,
-                    },
+                .map(|stored| match stored {
+                    Stored::Valid(r) => RuleRow::of(r, reverse(r) != Reverse::Missing),
                     Stored::Invalid { raw, problem } => RuleRow {
                         src: raw.src,
                         dst: raw.dst,
+                        proto: None,
+                        port: raw.selector.clone(),
+                        stateful: None,
                         reverse: None,
                         invalid: Some(format!("{problem} (action {})", raw.action)),
                     },
@@ -184,34 +184,60 @@ impl Out {
                 .collect();
             return self.json(&rows);
         }
-        let invalid = rules.len() - present.len();
+        let invalid = rules.len() - valid.len();
+        let pair_rules = valid.iter().filter(|r| r.selector == Selector::Any).count();
+        let port_rules = valid.len() - pair_rules;
+        let plan_only = port_rules == 0 && !valid.iter().any(|r| r.stateful) && invalid == 0;
+        let ports = if port_rules == 0 && usage.port_entries == 0 {
+            String::new()
+        } else {
+            format!(
+                "; {}: {port_rules} port and protocol rules in {} of {} entries",
+                PinnedMap::PortPolicy,
+                usage.port_entries,
+                usage.port_capacity
+            )
+        };
         writeln!(
             self.stdout,
-            "{}: {} of {capacity} rules{} (anything not listed is denied)",
-            PinnedMap::Policy.name(),
-            rules.len(),
+            "{}: {} of {} rules{ports}{} (anything not listed is denied)",
+            PinnedMap::Policy,
+            rules.len() - port_rules,
+            usage.pair_capacity,
             invalid_count(invalid)
         )?;
-        let rows = rules.iter().map(|stored| match *stored {
-            Stored::Valid(r) => {
-                let back = if r.src == r.dst {
-                    "self"
-                } else if reverse(&r) {
-                    "yes"
-                } else {
-                    "MISSING"
-                };
-                vec![r.src.to_string(), r.dst.to_string(), back.to_owned()]
+        let rows = rules.iter().map(|stored| {
+            let mut row = match stored {
+                Stored::Valid(r) => vec![r.pair.src.to_string(), r.pair.dst.to_string()],
+                Stored::Invalid { raw, .. } => vec![raw.src.to_string(), raw.dst.to_string()],
+            };
+            if !plan_only {
+                row.extend(match stored {
+                    Stored::Valid(r) => {
+                        let (proto, port) = selector_columns(r.selector);
+                        [proto, port, if r.stateful { "yes" } else { "no" }.to_owned()]
+                    }
+                    Stored::Invalid { raw, .. } => [
+                        raw.selector.clone().unwrap_or_else(|| "any".into()),
+                        "-".into(),
+                        "-".into(),
+                    ],
+                });
             }
-            Stored::Invalid { raw, problem } => vec![
-                raw.src.to_string(),
-                raw.dst.to_string(),
-                format!("INVALID: {problem} (action {})", raw.action),
-            ],
+            row.push(match stored {
+                Stored::Valid(r) => reverse(r).to_string(),
+                Stored::Invalid { raw, problem } => format!("INVALID: {problem} (action {})", raw.action),
+            });
+            row
         });
+        let headers: &[&str] = if plan_only {
+            &["SRC", "DST", "REVERSE"]
+        } else {
+            &["SRC", "DST", "PROTO", "PORT", "STATEFUL", "REVERSE"]
+        };
         write_table(
             &mut self.stdout,
-            &["SRC", "DST", "REVERSE"],
+            headers,
             rows,
             rules.len(),
             view,
@@ -248,6 +274,15 @@ fn invalid_count(n: usize) -> String {
     } else {
         format!(", {n} invalid")
     }
+}
+
+/// How full the policy maps are, for the title of the rules table.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyUsage {
+    pub pair_capacity: u32,
+    pub port_capacity: u32,
+    /// Entries of port_policy_map (a port range may take several).
+    pub port_entries: usize,
 }
 
 /// Everything endpointctl shows: endpoints, prefixes, and the capacities
@@ -292,18 +327,113 @@ impl IdentityRow {
     }
 }
 
-/// One policy rule in JSON output, and in JSON apply files (where
-/// `reverse` may be left out and is ignored, so `list -o json` output can
-/// be applied again).
+/// One rule in JSON output, the shape JSON apply files take (where
+/// `reverse` is ignored).
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct RuleRow {
     pub src: u32,
     pub dst: u32,
+    /// A whole protocol: its name or number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    /// Ports: "8080/tcp", "8000-8080/tcp".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stateful: Option<bool>,
+    /// Whether the replies pass (see [`reverse_of`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reverse: Option<bool>,
     /// Why an entry the tools never write is invalid (absent for valid rules).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invalid: Option<String>,
+}
+
+impl RuleRow {
+    fn of(r: &Rule, reverse: bool) -> Self {
+        let (proto, port) = match r.selector {
+            Selector::Any => (None, None),
+            Selector::Protocol(p) => (Some(p.to_string()), None),
+            s @ Selector::Ports { .. } => (None, Some(s.to_string())),
+        };
+        Self {
+            src: r.pair.src.get(),
+            dst: r.pair.dst.get(),
+            proto,
+            port,
+            stateful: r.stateful.then_some(true),
+            reverse: Some(reverse),
+            invalid: None,
+        }
+    }
+}
+
+/// The PROTO and PORT columns of a rule.
+fn selector_columns(selector: Selector) -> (String, String) {
+    match selector {
+        Selector::Any => ("any".into(), "any".into()),
+        Selector::Protocol(p) => (p.to_string(), "any".into()),
+        Selector::Ports {
+            protocol,
+            first,
+            last,
+        } if first == last => (protocol.to_string(), first.to_string()),
+        Selector::Ports {
+            protocol,
+            first,
+            last,
+        } => (protocol.to_string(), format!("{first}-{last}")),
+    }
+}
+
+/// How the replies of a rule pass (the REVERSE column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reverse {
+    /// The rule is stateful: replies of the connections it allowed pass.
+    Tracked,
+    /// Source and destination are one identity.
+    Same,
+    /// A rule of the reverse pair allows them: its pair rule, or for a
+    /// whole-protocol rule, one for the same protocol.
+    Allowed,
+    /// No rule allows them (a one-way rule; for a stateless port rule,
+    /// `--stateful` is what lets its replies back).
+    Missing,
+}
+
+impl fmt::Display for Reverse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Reverse::Tracked => "tracked",
+            Reverse::Same => "self",
+            Reverse::Allowed => "yes",
+            Reverse::Missing => "MISSING",
+        })
+    }
+}
+
+/// How the replies of `rule` pass, given every valid rule.
+pub fn reverse_of(rule: &Rule, rules: &[Rule]) -> Reverse {
+    if rule.stateful {
+        return Reverse::Tracked;
+    }
+    if rule.pair.src == rule.pair.dst {
+        return Reverse::Same;
+    }
+    let back = rule.pair.reverse();
+    let covers = |r: &Rule| {
+        r.pair == back
+            && match (rule.selector, r.selector) {
+                (_, Selector::Any) => true,
+                (Selector::Protocol(p), Selector::Protocol(q)) => p == q,
+                _ => false,
+            }
+    };
+    if rules.iter().any(covers) {
+        Reverse::Allowed
+    } else {
+        Reverse::Missing
+    }
 }
 
 /// Writes aligned columns; a [`View::State`] shows at most [`STATE_ROWS`]

@@ -1,8 +1,9 @@
-//! The format of `policyctl apply` files.
+//! The format of `policyctl apply` files (and the shared parts of apply
+//! files: the line error, comment handling).
 
 use std::fmt::{self, Display};
 
-use ebpfcni::{Identity, PolicyRule};
+use ebpfcni::{Identity, PolicyRule, Protocol, Rule, Selector};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
@@ -31,11 +32,13 @@ pub fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
 /// Parses a `policyctl apply` file, all of it or nothing.
 ///
 /// Two formats, told apart by the first character that is not white space:
-/// - text: one `SRC DST` pair of identities a line, separated by white space;
-///   `#` starts a comment; blank lines are ignored;
-/// - JSON (starts with `[`): `[{"src": 1, "dst": 2}, ...]`, the output of
-///   `policyctl list -o json` (whose `reverse` fields are ignored).
-pub fn parse_rules(text: &str) -> Result<Vec<PolicyRule>, FileError> {
+/// - text: one rule a line: `SRC DST`, then optionally `port=PORT[-LAST][/tcp|/udp]`
+///   or `proto=tcp|udp|icmp|N`, and `stateful`; `src=` and `dst=` may name
+///   the identities too. `#` starts a comment; blank lines are ignored;
+/// - JSON (starts with `[`): what `policyctl list -o json` prints,
+///   `[{"src": 1, "dst": 2, "port": "8080/tcp", "stateful": true}, ...]`
+///   (its `reverse` fields are ignored).
+pub fn parse_rules(text: &str) -> Result<Vec<Rule>, FileError> {
     if text.trim_start().starts_with('[') {
         parse_json_rules(text)
     } else {
@@ -45,16 +48,76 @@ pub fn parse_rules(text: &str) -> Result<Vec<PolicyRule>, FileError> {
     }
 }
 
-fn parse_rule_line(content: &str) -> Result<PolicyRule, String> {
-    let fields: Vec<&str> = content.split_whitespace().collect();
-    let [src, dst] = fields[..] else {
-        return Err(format!("expected two identities \"SRC DST\", found {content:?}"));
-    };
-    let id = |s: &str| s.parse::<Identity>().map_err(|e| e.to_string());
-    Ok(PolicyRule::new(id(src)?, id(dst)?))
+/// The parts of a rule, as any format gives them.
+#[derive(Default)]
+struct Parts {
+    src: Option<Identity>,
+    dst: Option<Identity>,
+    selector: Option<Selector>,
+    stateful: bool,
 }
 
-fn parse_json_rules(text: &str) -> Result<Vec<PolicyRule>, FileError> {
+impl Parts {
+    fn set_selector(&mut self, selector: Selector) -> Result<(), String> {
+        if self.selector.replace(selector).is_some() {
+            return Err("give one of port and proto, not both".into());
+        }
+        Ok(())
+    }
+
+    fn rule(self) -> Result<Rule, String> {
+        let src = self.src.ok_or("missing the source identity")?;
+        let dst = self.dst.ok_or("missing the destination identity")?;
+        Ok(Rule {
+            pair: PolicyRule::new(src, dst),
+            selector: self.selector.unwrap_or(Selector::Any),
+            stateful: self.stateful,
+        })
+    }
+}
+
+/// `--proto`: a protocol's name or number (ports are `--port`'s).
+pub fn parse_proto(s: &str) -> Result<Selector, String> {
+    s.parse::<Protocol>().map(Selector::Protocol)
+}
+
+fn parse_rule_line(content: &str) -> Result<Rule, String> {
+    let mut parts = Parts::default();
+    let mut positional = 0;
+    let id = |s: &str| s.parse::<Identity>().map_err(|e| e.to_string());
+    for field in content.split_whitespace() {
+        match field.split_once('=') {
+            Some(("src", v)) => parts.src = Some(id(v)?),
+            Some(("dst", v)) => parts.dst = Some(id(v)?),
+            Some(("port", v)) => parts.set_selector(Selector::parse_ports(v)?)?,
+            Some(("proto", v)) => parts.set_selector(parse_proto(v)?)?,
+            Some((name, _)) => {
+                return Err(format!(
+                    "unknown field {}: expected src=, dst=, port=, proto= or stateful",
+                    ebpfcni::quote_input(name)
+                ))
+            }
+            None if field == "stateful" => parts.stateful = true,
+            None if positional == 0 => {
+                parts.src = Some(id(field)?);
+                positional += 1;
+            }
+            None if positional == 1 => {
+                parts.dst = Some(id(field)?);
+                positional += 1;
+            }
+            None => {
+                return Err(format!(
+                    "expected \"SRC DST [port=PORT|proto=PROTO] [stateful]\", found {}",
+                    ebpfcni::quote_input(content)
+                ))
+            }
+        }
+    }
+    parts.rule()
+}
+
+fn parse_json_rules(text: &str) -> Result<Vec<Rule>, FileError> {
     let rules: Vec<JsonRule> = serde_json::from_str(text).map_err(|e| FileError {
         line: e.line(),
         message: format!("invalid JSON rule list: {e}"),
@@ -62,13 +125,15 @@ fn parse_json_rules(text: &str) -> Result<Vec<PolicyRule>, FileError> {
     Ok(rules.into_iter().map(|r| r.0).collect())
 }
 
-/// One element of a JSON rule list: an object `{"src": ID, "dst": ID}`,
-/// with `"reverse"` (as `list -o json` prints it) ignored. Deserialized by
-/// hand so that only objects are taken (serde's derive would also take
-/// `[5, 6]`) and errors say what is expected in our words.
-struct JsonRule(PolicyRule);
+/// One element of a JSON rule list: an object with "src", "dst", and
+/// optionally "port" (a string: "8080", "8000-8080/tcp", "53/udp") or
+/// "proto" (a name or number) and "stateful"; "reverse" (as `list -o json`
+/// prints it) is ignored. Deserialized by hand so that only objects are
+/// taken (serde's derive would also take `[5, 6]`) and errors say what is
+/// expected in our words.
+struct JsonRule(Rule);
 
-const FIELDS: &[&str] = &["src", "dst", "reverse"];
+const FIELDS: &[&str] = &["src", "dst", "port", "proto", "stateful", "reverse"];
 
 impl<'de> Deserialize<'de> for JsonRule {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -86,42 +151,73 @@ impl<'de> Visitor<'de> for RuleVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonRule, A::Error> {
-        let (mut src, mut dst) = (None, None);
+        // Read every field first: an entry `list` marked invalid is refused
+        // as such, whatever its other fields hold.
+        let mut fields: Vec<(String, serde_json::Value)> = Vec::new();
         while let Some(key) = map.next_key::<String>()? {
+            if key != "invalid" && !FIELDS.contains(&key.as_str()) {
+                return Err(de::Error::unknown_field(&key, FIELDS));
+            }
+            fields.push((key, map.next_value()?));
+        }
+        if let Some((_, why)) = fields.iter().find(|(k, _)| k == "invalid") {
+            let why = why.as_str().map_or_else(|| why.to_string(), str::to_owned);
+            return Err(de::Error::custom(format!(
+                "this entry is listed as invalid ({why}) and cannot be applied"
+            )));
+        }
+        let mut parts = Parts::default();
+        for (key, value) in fields {
             match key.as_str() {
-                "src" => src = Some(identity(map.next_value()?)?),
-                "dst" => dst = Some(identity(map.next_value()?)?),
-                "reverse" => drop(map.next_value::<Option<bool>>()?),
-                "invalid" => {
-                    let why: String = map.next_value()?;
-                    return Err(de::Error::custom(format!(
-                        "this entry is listed as invalid ({why}) and cannot be applied"
-                    )));
+                "src" => parts.src = Some(identity(&value)?),
+                "dst" => parts.dst = Some(identity(&value)?),
+                "port" => {
+                    let text = value.as_str().ok_or_else(|| {
+                        de::Error::custom(format!(
+                            "invalid port {value}: expected a string such as \"8080/tcp\""
+                        ))
+                    })?;
+                    let selector = Selector::parse_ports(text).map_err(de::Error::custom)?;
+                    parts.set_selector(selector).map_err(de::Error::custom)?;
                 }
-                other => return Err(de::Error::unknown_field(other, FIELDS)),
+                "proto" => {
+                    let text = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+                    let selector = parse_proto(&text).map_err(de::Error::custom)?;
+                    parts.set_selector(selector).map_err(de::Error::custom)?;
+                }
+                "stateful" => {
+                    parts.stateful = value.as_bool().ok_or_else(|| {
+                        de::Error::custom(format!("invalid stateful {value}: expected true or false"))
+                    })?
+                }
+                _ => {} // "reverse", as `list -o json` prints it
             }
         }
-        match (src, dst) {
-            (Some(src), Some(dst)) => Ok(JsonRule(PolicyRule::new(src, dst))),
-            (None, _) => Err(de::Error::missing_field("src")),
-            (_, None) => Err(de::Error::missing_field("dst")),
-        }
+        parts.rule().map(JsonRule).map_err(|e| match e.as_str() {
+            "missing the source identity" => de::Error::missing_field("src"),
+            "missing the destination identity" => de::Error::missing_field("dst"),
+            _ => de::Error::custom(e),
+        })
     }
 }
 
-fn identity<E: de::Error>(raw: u64) -> Result<Identity, E> {
-    u32::try_from(raw)
-        .ok()
+fn identity<E: de::Error>(value: &serde_json::Value) -> Result<Identity, E> {
+    value
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
         .and_then(Identity::new)
-        .ok_or_else(|| E::custom(format!("invalid identity {raw}: expected 1 to 4294967295")))
+        .ok_or_else(|| E::custom(format!("invalid identity {value}: expected 1 to 4294967295")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn rule(src: u32, dst: u32) -> PolicyRule {
-        PolicyRule::new(Identity::new(src).unwrap(), Identity::new(dst).unwrap())
+    fn rule(src: u32, dst: u32) -> Rule {
+        Rule::pair(
+            PolicyRule::new(Identity::new(src).unwrap(), Identity::new(dst).unwrap()),
+            false,
+        )
     }
 
     #[test]
@@ -180,5 +276,72 @@ mod tests {
         assert!(err.message.contains("listed as invalid"), "{err}");
         let err = parse_rules(r#"[{"src": 1}]"#).unwrap_err();
         assert!(err.message.contains("missing field `dst`"), "{err}");
+    }
+
+    #[test]
+    fn text_and_json_take_ports_protocols_and_stateful() {
+        let id = |n| Identity::new(n).unwrap();
+        let pair = PolicyRule::new(id(1001), id(1002));
+        let text = "1001 1002 port=8080 stateful\nsrc=1001 dst=1002 proto=icmp\n1001 1002 port=53/udp\n1001 1002 port=8000-8080/tcp\n";
+        let rules = parse_rules(text).unwrap();
+        assert_eq!(
+            rules,
+            [
+                Rule {
+                    pair,
+                    selector: Selector::Ports {
+                        protocol: Protocol::TCP,
+                        first: 8080,
+                        last: 8080
+                    },
+                    stateful: true
+                },
+                Rule {
+                    pair,
+                    selector: Selector::Protocol(Protocol::ICMP),
+                    stateful: false
+                },
+                Rule {
+                    pair,
+                    selector: Selector::Ports {
+                        protocol: Protocol::UDP,
+                        first: 53,
+                        last: 53
+                    },
+                    stateful: false
+                },
+                Rule {
+                    pair,
+                    selector: Selector::Ports {
+                        protocol: Protocol::TCP,
+                        first: 8000,
+                        last: 8080
+                    },
+                    stateful: false
+                },
+            ]
+        );
+        let json = r#"[{"src": 1001, "dst": 1002, "port": "8080/tcp", "stateful": true},
+                       {"src": 1001, "dst": 1002, "proto": "icmp", "reverse": false},
+                       {"src": 1001, "dst": 1002, "proto": 132}]"#;
+        let rules = parse_rules(json).unwrap();
+        assert_eq!(rules[0], parse_rules("1001 1002 port=8080 stateful").unwrap()[0]);
+        assert_eq!(rules[2].selector, Selector::Protocol(Protocol(132)));
+    }
+
+    #[test]
+    fn bad_ports_and_protocols_are_named() {
+        for (text, why) in [
+            ("1 2 port=0", "0 is not from 1 to 65535"),
+            ("1 2 port=65536", "65536 is not from 1 to 65535"),
+            ("1 2 port=80/icmp", "icmp has no ports"),
+            ("1 2 proto=sctpx", "unknown protocol"),
+            ("1 2 port=80 proto=udp", "not both"),
+            ("1 2 port=90-80", "is empty"),
+            ("1 2 colour=red", "unknown field"),
+        ] {
+            let err = parse_rules(text).unwrap_err();
+            assert!(err.message.contains(why), "{text}: {err}");
+        }
     }
 }

@@ -66,6 +66,7 @@ fn policyctl_help_shows_examples_for_every_command() {
             "list",
             "flush",
             "apply",
+            "ct",
             "trace",
             "pins",
             "completions",

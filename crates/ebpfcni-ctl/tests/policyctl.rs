@@ -165,9 +165,24 @@ fn apply_with_a_bad_line_names_it_and_writes_nothing() {
         ),
         (
             format!("# header\n\n5 6\n5\n{good}"),
-            r#"line 4: expected two identities "SRC DST", found "5""#,
+            "line 4: missing the destination identity",
         ),
-        (format!("{good}1 2 3\n"), "line 1001: expected two identities"),
+        (
+            format!("{good}1 2 3\n"),
+            r#"line 1001: expected "SRC DST [port=PORT|proto=PROTO] [stateful]", found "1 2 3""#,
+        ),
+        (
+            format!("{good}1 2 port=0\n"),
+            r#"line 1001: invalid port "0": 0 is not from 1 to 65535"#,
+        ),
+        ("1 2 port=65536\n".to_owned(), r#"line 1: invalid port "65536""#),
+        ("1 2 port=8080/icmp\n".to_owned(), "icmp has no ports"),
+        ("1 2 proto=sctpx\n".to_owned(), r#"unknown protocol "sctpx""#),
+        (
+            "1 2 port=80 proto=tcp\n".to_owned(),
+            "give one of port and proto, not both",
+        ),
+        ("1 2 port=90-80\n".to_owned(), "the range 90-80 is empty"),
         (format!("{good}1 -2\n"), r#"line 1001: invalid identity "-2""#),
         ("1 0x10\n".to_owned(), r#"line 1: invalid identity "0x10""#),
         (
@@ -367,6 +382,56 @@ fn bad_input_exits_2_names_the_value_and_changes_nothing() {
         (vec!["apply"], "--file"),
         (vec!["list", "--output", "xml"], "xml"),
         (vec!["permit", "--src", "1", "--dst", "3"], "permit"),
+        (
+            vec!["allow", "--src", "1", "--dst", "3", "--port", "0"],
+            r#"invalid port "0""#,
+        ),
+        (
+            vec!["allow", "--src", "1", "--dst", "3", "--port", "65536"],
+            "65536 is not from 1 to 65535",
+        ),
+        (
+            vec!["allow", "--src", "1", "--dst", "3", "--port", "http"],
+            r#""http" is not a port number"#,
+        ),
+        (
+            vec!["allow", "--src", "1", "--dst", "3", "--port", "8080/icmp"],
+            "icmp has no ports",
+        ),
+        (
+            vec!["allow", "--src", "1", "--dst", "3", "--port", "8080/sctpx"],
+            r#"unknown protocol "sctpx""#,
+        ),
+        (
+            vec!["allow", "--src", "1", "--dst", "3", "--proto", "foo"],
+            r#"unknown protocol "foo""#,
+        ),
+        (
+            vec!["allow", "--src", "1", "--dst", "3", "--proto", "0"],
+            "not from 1 to 255",
+        ),
+        (
+            vec!["allow", "--src", "1", "--dst", "3", "--proto", "256"],
+            "not from 1 to 255",
+        ),
+        (
+            vec![
+                "allow", "--src", "1", "--dst", "3", "--port", "80", "--proto", "tcp",
+            ],
+            "cannot be used with",
+        ),
+        (
+            vec!["deny", "--src", "1", "--dst", "3", "--port", "80-70"],
+            "the range 80-70 is empty",
+        ),
+        (
+            vec!["ct", "timeouts", "--udp", "0"],
+            r#"invalid number of seconds "0""#,
+        ),
+        (
+            vec!["ct", "timeouts", "--tcp-syn", "-5"],
+            r#"invalid number of seconds "-5""#,
+        ),
     ] {
         let err = fails(ctl.policyctl(&args), 2);
         assert!(err.contains(names), "{args:?}: {err}");
@@ -393,4 +458,136 @@ fn pins_lists_the_pinned_maps_and_creates_nothing() {
         .map(|m| m.path(ctl.pin.path()).display().to_string())
         .collect();
     assert_eq!(listed.lines().collect::<Vec<_>>(), expected);
+}
+
+/// Port and protocol rules: allowed, listed with their columns, taken back
+/// by `apply` from `list -o json`, denied by their exact selector; an
+/// overlapping range is refused (exit 1) and changes nothing.
+#[test]
+fn port_and_protocol_rules_round_trip() {
+    require_root!();
+    let ctl = Ctl::new("pol_ports");
+    ok(ctl.policyctl(&[
+        "allow",
+        "--src",
+        "1",
+        "--dst",
+        "2",
+        "--port",
+        "8080",
+        "--stateful",
+    ]));
+    ok(ctl.policyctl(&["allow", "--src", "1", "--dst", "2", "--port", "53/udp"]));
+    ok(ctl.policyctl(&["allow", "--src", "1", "--dst", "2", "--port", "9000-9100/tcp"]));
+    let out = ok(ctl.policyctl(&[
+        "allow",
+        "--src",
+        "1",
+        "--dst",
+        "2",
+        "--proto",
+        "icmp",
+        "--stateful",
+    ]));
+    assert!(out.contains("SRC  DST  PROTO  PORT"), "{out}");
+    assert!(out.contains("tcp    8080       yes       tracked"), "{out}");
+    assert!(out.contains("udp    53         no        MISSING"), "{out}");
+    assert!(out.contains("tcp    9000-9100  no        MISSING"), "{out}");
+    let listed = ctl.rules();
+    assert_eq!(
+        listed,
+        json!([
+            {"src": 1, "dst": 2, "proto": "icmp", "stateful": true, "reverse": true},
+            {"src": 1, "dst": 2, "port": "8080/tcp", "stateful": true, "reverse": true},
+            {"src": 1, "dst": 2, "port": "9000-9100/tcp", "reverse": false},
+            {"src": 1, "dst": 2, "port": "53/udp", "reverse": false},
+        ])
+    );
+
+    // Within one protocol, port ranges of a pair must not overlap.
+    for port in ["9100", "8000-8080", "9050-9200/tcp"] {
+        let err = fails(
+            ctl.policyctl(&["allow", "--src", "1", "--dst", "2", "--port", port]),
+            1,
+        );
+        assert!(err.contains("overlaps the rule"), "{port}: {err}");
+    }
+    ok(ctl.policyctl(&["allow", "--src", "1", "--dst", "2", "--port", "9100/udp"]));
+    ok(ctl.policyctl(&["deny", "--src", "1", "--dst", "2", "--port", "9100/udp"]));
+    assert_eq!(ctl.rules(), listed);
+
+    // Allowing the same rule again is no change; making it stateful is one.
+    let out = ok(ctl.policyctl(&["allow", "--src", "1", "--dst", "2", "--port", "53/udp"]));
+    assert!(out.contains("1 -> 2 53/udp was already allowed"), "{out}");
+    let out = ok(ctl.policyctl(&[
+        "allow",
+        "--src",
+        "1",
+        "--dst",
+        "2",
+        "--port",
+        "53/udp",
+        "--stateful",
+    ]));
+    assert!(out.contains("1 -> 2 53/udp: now stateful"), "{out}");
+    ok(ctl.policyctl(&["allow", "--src", "1", "--dst", "2", "--port", "53/udp"]));
+
+    // A part of a range is not the rule: deny names a rule exactly.
+    let out = ok(ctl.policyctl(&["deny", "--src", "1", "--dst", "2", "--port", "9000"]));
+    assert!(out.contains("was not allowed"), "{out}");
+    assert_eq!(ctl.rules(), listed);
+
+    // What `list -o json` prints, `apply` takes back.
+    let saved = serde_json::to_string(&listed).unwrap();
+    ok(ctl.policyctl(&["flush"]));
+    assert_eq!(ctl.rules(), json!([]));
+    let out = ok(ctl.policyctl_stdin(&["apply", "-f", "-"], &saved));
+    assert!(out.contains("applied 4 rules from stdin: 4 new"), "{out}");
+    assert_eq!(ctl.rules(), listed);
+
+    let out = ok(ctl.policyctl(&["deny", "--src", "1", "--dst", "2", "--port", "9000-9100"]));
+    assert!(
+        out.contains("denied 1 -> 2 9000-9100/tcp (rule removed)"),
+        "{out}"
+    );
+    let out = ok(ctl.policyctl(&["deny", "--src", "1", "--dst", "2", "--proto", "icmp"]));
+    assert!(out.contains("denied 1 -> 2 icmp (rule removed)"), "{out}");
+    assert_eq!(count(&ctl.rules()), 2);
+}
+
+/// The text format's options, and connection lifetimes: shown with their
+/// defaults, set one at a time, kept by the others.
+#[test]
+fn text_rules_with_ports_and_connection_timeouts() {
+    require_root!();
+    let ctl = Ctl::new("pol_ct_timeouts");
+    let text = "src=10 dst=20 port=443 stateful\n10 30 proto=udp\n10 40 port=5000-5010/udp\n";
+    let out = ok(ctl.policyctl_stdin(&["apply", "-f", "-"], text));
+    assert!(out.contains("applied 3 rules from stdin: 3 new"), "{out}");
+    assert_eq!(
+        ctl.rules(),
+        json!([
+            {"src": 10, "dst": 20, "port": "443/tcp", "stateful": true, "reverse": true},
+            {"src": 10, "dst": 30, "proto": "udp", "reverse": false},
+            {"src": 10, "dst": 40, "port": "5000-5010/udp", "reverse": false},
+        ])
+    );
+
+    let defaults = json(&ok(ctl.policyctl(&["ct", "timeouts", "-o", "json"])));
+    assert_eq!(
+        defaults,
+        json!({"tcp_syn": 60, "tcp_established": 8000, "tcp_closing": 10, "udp": 60, "other": 60})
+    );
+    let out = ok(ctl.policyctl(&["ct", "timeouts", "--udp", "30", "--tcp-established", "3600"]));
+    assert!(out.contains("connection lifetimes set"), "{out}");
+    assert!(out.contains("udp              30s      60s"), "{out}");
+    let out = ok(ctl.policyctl(&["ct", "timeouts", "--other", "5"]));
+    assert!(out.contains("tcp-established  3600s    8000s"), "{out}");
+    assert_eq!(
+        json(&ok(ctl.policyctl(&["ct", "timeouts", "-o", "json"]))),
+        json!({"tcp_syn": 60, "tcp_established": 3600, "tcp_closing": 10, "udp": 30, "other": 5})
+    );
+    let out = ok(ctl.policyctl(&["ct", "list"]));
+    assert!(out.contains("tracked connections: 0 of 131072"), "{out}");
+    assert_eq!(json(&ok(ctl.policyctl(&["ct", "list", "-o", "json"]))), json!([]));
 }

@@ -10,7 +10,20 @@ pub const ETH_P_LLDP: u16 = 0x88cc;
 pub const ETH_P_8021Q: u16 = 0x8100;
 
 pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+
+/// TCP flags.
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const ACK: u8 = 0x10;
+
+/// ICMP types.
+pub const ICMP_ECHOREPLY: u8 = 0;
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_ECHO: u8 = 8;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
 
 /// An Ethernet header (locally administered MACs) with EtherType `proto`.
 pub fn eth(proto: u16) -> Vec<u8> {
@@ -59,6 +72,45 @@ pub fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8>
     udp[0..2].copy_from_slice(&sport.to_be_bytes());
     udp[2..4].copy_from_slice(&dport.to_be_bytes());
     udp[4..6].copy_from_slice(&(payload as u16).to_be_bytes());
+    f
+}
+
+/// Ethernet + IPv4 + a 20-byte TCP header from `sport` to `dport` with
+/// `flags` (SYN, ACK, ...).
+pub fn ipv4_tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut f = eth(ETH_P_IP);
+    f.extend(ipv4_header(src, dst, 5, 0, IPPROTO_TCP, 20));
+    let tcp = &mut f[14 + 20..];
+    tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&dport.to_be_bytes());
+    tcp[12] = 5 << 4; // data offset
+    tcp[13] = flags;
+    f
+}
+
+/// Ethernet + IPv4 + an ICMP echo request ([`ICMP_ECHO`]) or reply
+/// ([`ICMP_ECHOREPLY`]) with identifier `id`.
+pub fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, icmp_type: u8, id: u16) -> Vec<u8> {
+    let mut f = eth(ETH_P_IP);
+    f.extend(ipv4_header(src, dst, 5, 0, IPPROTO_ICMP, 16));
+    let icmp = &mut f[14 + 20..];
+    icmp[0] = icmp_type;
+    icmp[4..6].copy_from_slice(&id.to_be_bytes());
+    icmp[6..8].copy_from_slice(&1u16.to_be_bytes()); // sequence
+    f
+}
+
+/// Ethernet + IPv4 + an ICMP error of `icmp_type`/`code` from `src` to
+/// `dst`, quoting the IPv4 header and first 8 bytes of `about` (a frame
+/// from this module, Ethernet header included), as RFC 792 says.
+pub fn icmp_error(src: Ipv4Addr, dst: Ipv4Addr, icmp_type: u8, code: u8, about: &[u8]) -> Vec<u8> {
+    let quoted = &about[14..14 + 20 + 8];
+    let mut f = eth(ETH_P_IP);
+    f.extend(ipv4_header(src, dst, 5, 0, IPPROTO_ICMP, 8 + quoted.len()));
+    let icmp = &mut f[14 + 20..];
+    icmp[0] = icmp_type;
+    icmp[1] = code;
+    icmp[8..].copy_from_slice(quoted);
     f
 }
 

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use ebpfcni::{Error, Hook, Identity, Maps, PinnedMap, PolicyRule, Program, Stored};
+use ebpfcni::{Error, Hook, Identity, Maps, PinnedMap, PolicyRule, Program, Rule, Stored};
 use ebpfcni_testutil::{require_root, TestPinDir};
 use libbpf_rs::{MapCore as _, MapFlags, MapHandle, MapType};
 
@@ -47,7 +47,10 @@ fn a_second_process_sees_what_the_first_wrote() {
     );
     assert_eq!(
         maps.policy.list().unwrap(),
-        vec![Stored::Valid(PolicyRule::new(id(1001), id(1002)))]
+        vec![Stored::Valid(Rule::pair(
+            PolicyRule::new(id(1001), id(1002)),
+            false
+        ))]
     );
 }
 
@@ -163,7 +166,10 @@ fn an_upgrade_keeps_every_entry() {
     );
     assert_eq!(
         maps.policy.list().unwrap(),
-        vec![Stored::Valid(PolicyRule::new(id(1001), id(1002)))]
+        vec![Stored::Valid(Rule::pair(
+            PolicyRule::new(id(1001), id(1002)),
+            false
+        ))]
     );
     assert_eq!(
         maps.config.trace_level().unwrap(),

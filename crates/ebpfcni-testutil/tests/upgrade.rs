@@ -8,7 +8,7 @@ use std::path::Path;
 
 use ebpfcni::types::ebpfcni_drop_reason as Reason;
 use ebpfcni::{
-    Hook, Identity, Maps, PinnedMap, PolicyRule, Program, Stored, TestContext, TraceLevel, TC_ACT_OK,
+    Hook, Identity, Maps, PinnedMap, PolicyRule, Program, Rule, Stored, TestContext, TraceLevel, TC_ACT_OK,
     TC_ACT_SHOT,
 };
 use ebpfcni_testutil::datapath::TEST_IFINDEX;
@@ -90,7 +90,10 @@ fn assert_kept(pin_dir: &Path) {
     );
     assert_eq!(
         maps.policy.list().unwrap(),
-        vec![Stored::Valid(PolicyRule::new(id(1001), id(1002)))]
+        vec![Stored::Valid(Rule::pair(
+            PolicyRule::new(id(1001), id(1002)),
+            false
+        ))]
     );
     assert_eq!(maps.config.trace_level().unwrap(), Stored::Valid(TraceLevel::All));
     // Release 1's program counted its drops (the exact count is checked by

@@ -56,6 +56,10 @@ pub enum Error {
     #[error("maps not pinned: {}", missing.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     MapsNotPinned { missing: Vec<PathBuf> },
 
+    /// The change contradicts what the maps hold; nothing was written.
+    #[error("{0}")]
+    Conflict(String),
+
     /// A map has no room for the new entries; nothing was written.
     #[error("{map} is full: capacity {capacity} entries, {needed} needed")]
     MapFull {

@@ -36,17 +36,33 @@ pub enum PinnedMap {
     /// Host veth ifindex -> the pod addresses behind it (source trust),
     /// written by the CNI plugin.
     Interfaces,
+    /// Port and protocol rules (an LPM trie).
+    PortPolicy,
+    /// Tracked connections of stateful rules (an LRU hash).
+    Conntrack,
+    /// Flow events (a ring buffer), read by `policyctl monitor`.
+    EventRing,
+    /// Events and trace lines written, and kept back by the rate limit or
+    /// a full ring, per CPU.
+    EventCounters,
+    /// The rate limit's token buckets, per CPU.
+    RateLimit,
 }
 
 impl PinnedMap {
     /// Every pinned map, in the order [`crate::Maps::ids`] reports them.
-    pub const ALL: [PinnedMap; 6] = [
+    pub const ALL: [PinnedMap; 11] = [
         PinnedMap::Endpoints,
         PinnedMap::Policy,
         PinnedMap::Config,
         PinnedMap::DropCounters,
         PinnedMap::Prefixes,
         PinnedMap::Interfaces,
+        PinnedMap::PortPolicy,
+        PinnedMap::Conntrack,
+        PinnedMap::EventRing,
+        PinnedMap::EventCounters,
+        PinnedMap::RateLimit,
     ];
 
     /// The pin's file name under a pin directory; also the map's name in
@@ -59,6 +75,11 @@ impl PinnedMap {
             PinnedMap::DropCounters => "drop_counters",
             PinnedMap::Prefixes => "prefix_map",
             PinnedMap::Interfaces => "interface_map",
+            PinnedMap::PortPolicy => "port_policy_map",
+            PinnedMap::Conntrack => "ct_map",
+            PinnedMap::EventRing => "event_ring",
+            PinnedMap::EventCounters => "event_counters",
+            PinnedMap::RateLimit => "rate_limit",
         }
     }
 
@@ -111,6 +132,11 @@ impl PinnedMap {
             PinnedMap::DropCounters => &mut maps.drop_counters,
             PinnedMap::Prefixes => &mut maps.prefix_map,
             PinnedMap::Interfaces => &mut maps.interface_map,
+            PinnedMap::PortPolicy => &mut maps.port_policy_map,
+            PinnedMap::Conntrack => &mut maps.ct_map,
+            PinnedMap::EventRing => &mut maps.event_ring,
+            PinnedMap::EventCounters => &mut maps.event_counters,
+            PinnedMap::RateLimit => &mut maps.rate_limit,
         }
     }
 }
@@ -245,10 +271,12 @@ pub(crate) fn drop_reason_names() -> &'static [String] {
 /// The only key of the config map (a one-entry array).
 pub(crate) const CONFIG_KEY: [u8; 4] = 0u32.to_ne_bytes();
 
-/// The settings of a freshly created config map: trace level "drops".
+/// The settings of a freshly created config map: trace and event level
+/// "drops"; everything else 0, which the program reads as its default.
 pub(crate) fn default_config() -> types::ebpfcni_config {
     types::ebpfcni_config {
         trace_level: types::ebpfcni_trace_level::EBPFCNI_TRACE_DROPS,
+        event_level: types::ebpfcni_event_level::EBPFCNI_EVENTS_DROPS,
         ..bytemuck::Zeroable::zeroed()
     }
 }

@@ -28,6 +28,11 @@ const _: () = assert!(size_of::<types::ebpfcni_policy_action>() == 1);
 const _: () = assert!(size_of::<types::ebpfcni_config>() == 64);
 const _: () = assert!(size_of::<types::ebpfcni_drop_count>() == 8);
 const _: () = assert!(size_of::<types::ebpfcni_prefix_key>() == 8);
+const _: () = assert!(size_of::<types::ebpfcni_port_key>() == 16);
+const _: () = assert!(size_of::<types::ebpfcni_port_rule>() == 8);
+const _: () = assert!(size_of::<types::ebpfcni_ct_key>() == 16);
+const _: () = assert!(size_of::<types::ebpfcni_ct_entry>() == 24);
+const _: () = assert!(size_of::<types::ebpfcni_event>() == 40);
 
 /// Declares shared types as plain old data: `#[repr(C)]`, no padding (the
 /// sizes are asserted above), every bit pattern a valid value.
@@ -45,6 +50,11 @@ plain_old_data!(
     types::policy_key,
     types::ebpfcni_prefix_key,
     types::ebpfcni_interface,
+    types::ebpfcni_port_key,
+    types::ebpfcni_port_rule,
+    types::ebpfcni_ct_key,
+    types::ebpfcni_ct_entry,
+    types::ebpfcni_event,
     types::ebpfcni_policy_action,
     types::ebpfcni_config,
     types::ebpfcni_drop_count,

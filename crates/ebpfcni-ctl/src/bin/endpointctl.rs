@@ -188,7 +188,17 @@ fn state(maps: &Maps) -> Result<IdentityState, Failure> {
 /// fails: the change stands).
 fn change(common: &Common, make: impl FnOnce(&Maps) -> Result<Vec<String>, Failure>) -> CmdResult {
     let maps = open_maps_for_writing(common)?;
-    let notes = make(&maps)?;
+    let mut notes = make(&maps)?;
+    let ended = maps.after_identity_change().map_err(|e| {
+        Failure::failed(
+            "end the tracked connections of changed identities (the change itself was made; \
+             `policyctl ct flush` ends them all)",
+            e,
+        )
+    })?;
+    if ended > 0 {
+        notes.push(format!("ended {ended} tracked connections of changed identities"));
+    }
     let mut out = Out::new(common);
     report_change(&mut out, &notes, |out| {
         Ok(out.identities(&state(&maps)?, View::State)?)

@@ -1,5 +1,6 @@
-//! policyctl: which identity may talk to which, in the pinned policy_map the
-//! datapath reads on every packet, and the datapath's trace level.
+//! policyctl: which identity may talk to which (pair rules, and port and
+//! protocol rules), statefully or not, the tracked connections of stateful
+//! rules, and the datapath's trace level.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -7,11 +8,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
-use clap::{Parser, Subcommand};
-use ebpfcni::{Identity, Maps, PinnedMap, PolicyRule, Stored, TraceLevel};
+use clap::{Args, Parser, Subcommand};
+use ebpfcni::{
+    CtTimeouts, Identity, Maps, PinnedMap, PolicyRule, Rule, RuleChange, Selector, Stored, TraceLevel,
+};
 use ebpfcni_ctl::{
-    args, exit_status_help, input, open_maps_for_reading, open_maps_for_writing, parse_rules, report_change,
-    CmdResult, Common, Failure, Format, Out, View,
+    args, conntrack, exit_status_help, input, open_maps_for_reading, open_maps_for_writing, parse_rules,
+    report_change, CmdResult, Common, Failure, Format, Out, PolicyUsage, View,
 };
 use serde::Serialize;
 
@@ -21,18 +24,22 @@ use serde::Serialize;
     version,
     about = "Manage ebpfcni policy: which source identity may send to which destination identity",
     long_about = "Manage ebpfcni policy: which source identity may send to which destination identity.\n\n\
-                  Policy is default deny: a packet passes only when the rule SRC -> DST of its endpoints' \
-                  identities is allowed. Replies need the reverse rule too (see --symmetric). Rules live \
-                  in the pinned policy_map under --pin-dir, which is created (with the other maps) when \
-                  missing, so policy can be loaded before the first pod. Changes take effect on the next \
-                  packet. After every change the map's state is printed, sorted, with a REVERSE column \
-                  that shows MISSING for one-way rules (--quiet to skip it).",
+                  Policy is default deny: a packet passes only when a rule SRC -> DST of its endpoints' \
+                  identities allows it. A rule without --port or --proto allows any protocol and port (the \
+                  pair rule); --port and --proto narrow it. Replies need a rule of their own (see \
+                  --symmetric), unless the rule is --stateful: then the replies of the connections it \
+                  allowed pass, and only those. Rules live in the pinned maps under --pin-dir, created \
+                  (with the other maps) when missing, so policy can be loaded before the first pod. Changes \
+                  take effect on the next packet. After every change the rules are printed, sorted, with a \
+                  REVERSE column that shows MISSING for one-way rules (--quiet to skip it).",
     after_help = concat!(
         "Examples:\n  \
          policyctl allow --src 100 --dst 200 --symmetric\n  \
+         policyctl allow --src 100 --dst 200 --port 8080 --stateful\n  \
          policyctl deny --src 100 --dst 200\n  \
          policyctl apply -f rules.txt\n  \
          policyctl list -o json > rules.json && policyctl flush && policyctl apply -f rules.json\n  \
+         policyctl ct list\n  \
          policyctl trace drops\n\n",
         exit_status_help!()
     )
@@ -48,27 +55,39 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Allow SRC -> DST (and DST -> SRC with --symmetric: both or neither)
-    #[command(after_help = "Examples:\n  \
-                            policyctl allow --src 100 --dst 200               # one way: replies are dropped\n  \
+    #[command(
+        after_help = "Rules are matched in this order: the pair rule (no --port or --proto), then the \
+                            rule for the destination port, then the rule for the whole protocol; else the \
+                            packet is dropped. Allowing a rule with the selector of one that exists replaces \
+                            it (e.g. makes it --stateful).\n\n\
+                            Examples:\n  \
+                            policyctl allow --src 100 --dst 200               # any protocol and port, one way\n  \
                             policyctl allow --src 100 --dst 200 --symmetric   # both ways\n  \
-                            policyctl allow --src 100 --dst 100               # within one identity")]
-    Allow(Pair),
+                            policyctl allow --src 100 --dst 200 --port 8080 --stateful   # TCP 8080 and its replies\n  \
+                            policyctl allow --src 100 --dst 300 --port 53/udp --stateful\n  \
+                            policyctl allow --src 100 --dst 200 --port 8000-8080/tcp\n  \
+                            policyctl allow --src 100 --dst 200 --proto icmp --stateful  # ping, one way"
+    )]
+    Allow(RuleArgs),
 
-    /// Remove the allow rule(s), so the traffic is denied
+    /// Remove the rule(s) with exactly these selectors, so the traffic is denied
     ///
-    /// Remove the allow rule SRC -> DST (and DST -> SRC with --symmetric). Policy is default deny,
-    /// so the traffic is then dropped. Removing a rule that is not there is not an error. An
-    /// identity may be 0 here, to remove an entry `list` shows as INVALID.
+    /// Remove the rule SRC -> DST with this --port or --proto (none: the pair rule), and DST -> SRC
+    /// with --symmetric. Policy is default deny, so traffic no other rule allows is then dropped,
+    /// and the tracked connections of a stateful rule stop at once, replies included. Removing a
+    /// rule that is not there is not an error. An identity may be 0 here, to remove an entry `list`
+    /// shows as INVALID.
     #[command(after_help = "Examples:\n  \
                             policyctl deny --src 100 --dst 200\n  \
+                            policyctl deny --src 100 --dst 200 --port 8080\n  \
                             policyctl deny --src 100 --dst 200 --symmetric   # both directions\n  \
                             policyctl deny --src 0 --dst 200                 # an invalid entry")]
-    Deny(StoredPair),
+    Deny(DenyArgs),
 
-    /// List every allow rule, sorted by source then destination
+    /// List every rule, sorted by source, destination, then protocol and port
     #[command(after_help = "Examples:\n  \
                             policyctl list\n  \
-                            policyctl list -o json   # [{\"src\": 100, \"dst\": 200, \"reverse\": true}, ...]")]
+                            policyctl list -o json   # [{\"src\": 100, \"dst\": 200, \"port\": \"8080/tcp\", \"stateful\": true, ...}]")]
     List,
 
     /// Remove every rule (all traffic between endpoints is then dropped)
@@ -79,16 +98,17 @@ enum Command {
 
     /// Allow many rules at once from a file (all or none)
     ///
-    /// Allow every rule of FILE in one batch: all of them, or none when a line is bad (exit 2) or
-    /// the map has no room for them (exit 1).
+    /// Allow every rule of FILE in one change: all of them, or none when a line is bad (exit 2), a
+    /// map has no room for them or a port range overlaps another rule's (exit 1).
     #[command(after_help = "File formats:\n  \
-                            text: one \"SRC DST\" pair of identities a line, separated by spaces or tabs;\n        \
+                            text: one rule a line: SRC DST, then optionally port=PORT[-LAST][/tcp|/udp] or\n        \
+                            proto=tcp|udp|icmp|N, and stateful (src= and dst= may name the identities);\n        \
                             '#' starts a comment; blank lines are ignored.\n  \
-                            JSON: when the first character is '[': [{\"src\": 100, \"dst\": 200}, ...],\n        \
-                            as printed by `policyctl list -o json` (\"reverse\" is ignored).\n\
-                            Rules add to those already allowed; run `policyctl flush` first to replace them.\n\n\
+                            JSON: when the first character is '[': [{\"src\": 100, \"dst\": 200, \"port\": \"8080/tcp\",\n        \
+                            \"stateful\": true}, ...], as printed by `policyctl list -o json` (\"reverse\" is ignored).\n\
+                            Rules add to (or replace) those already there; run `policyctl flush` first to start over.\n\n\
                             Examples:\n  \
-                            printf '# web <-> db\\n100 200\\n200 100\\n' | policyctl apply -f -\n  \
+                            printf '# web <-> db\\n100 200\\n200 100\\n100 300 port=8080 stateful\\n' | policyctl apply -f -\n  \
                             policyctl apply -f rules.txt --quiet\n  \
                             policyctl apply -f rules.json")]
     Apply {
@@ -97,12 +117,26 @@ enum Command {
         file: PathBuf,
     },
 
+    /// The connections tracked for stateful rules, and their lifetimes
+    #[command(
+        subcommand,
+        after_help = "Only rules allowed with --stateful track connections; with none, nothing is tracked.\n\n\
+                      Examples:\n  \
+                      policyctl ct list\n  \
+                      policyctl ct flush\n  \
+                      policyctl ct timeouts --tcp-established 3600"
+    )]
+    Ct(CtCommand),
+
     /// Show the datapath's trace level, or set it (takes effect on the next packet)
-    #[command(after_help = "Traces go to /sys/kernel/debug/tracing/trace_pipe.\n\n\
+    #[command(
+        after_help = "Traces go to /sys/kernel/debug/tracing/trace_pipe, at most as many lines a second as \
+                            the rate limit allows (see `policyctl stats`).\n\n\
                             Examples:\n  \
                             policyctl trace           # show the level\n  \
                             policyctl trace all       # one line per IPv4 packet, while debugging\n  \
-                            policyctl trace drops     # back to the default")]
+                            policyctl trace drops     # back to the default"
+    )]
     Trace {
         /// New level; without it, show the current one
         #[arg(value_parser = trace_level_parser())]
@@ -125,46 +159,102 @@ enum Command {
     },
 }
 
-/// The identities of a rule, and whether it goes both ways.
-#[derive(clap::Args, Debug)]
-struct Pair {
+#[derive(Subcommand, Debug)]
+enum CtCommand {
+    /// List the tracked connections (opener -> responder)
+    #[command(after_help = "Examples:\n  \
+                            policyctl ct list\n  \
+                            policyctl ct list -o json")]
+    List,
+
+    /// Forget every tracked connection (their replies are dropped until tracked anew)
+    #[command(after_help = "Examples:\n  \
+                            policyctl ct flush")]
+    Flush,
+
+    /// Show the connections' lifetimes, or set some of them (seconds)
+    #[command(after_help = "Examples:\n  \
+                            policyctl ct timeouts\n  \
+                            policyctl ct timeouts --tcp-established 3600 --udp 30")]
+    Timeouts(conntrack::TimeoutArgs),
+}
+
+/// SRC and DST, the selector, and the flags of `allow`.
+#[derive(Args, Debug)]
+struct RuleArgs {
     /// Source identity, a decimal integer from 1 to 4294967295
     #[arg(long, value_name = "ID", allow_negative_numbers = true, value_parser = args::identity())]
     src: Identity,
     /// Destination identity, a decimal integer from 1 to 4294967295
     #[arg(long, value_name = "ID", allow_negative_numbers = true, value_parser = args::identity())]
     dst: Identity,
-    /// Also the reverse rule DST -> SRC (needed for replies)
+    #[command(flatten)]
+    selector: SelectorArgs,
+    /// Also the reverse rule DST -> SRC, with the same selector
     #[arg(long)]
     symmetric: bool,
+    /// Track the connections this rule allows, so that their replies pass (and only their replies)
+    #[arg(long)]
+    stateful: bool,
 }
 
-impl Pair {
-    fn rules(&self) -> Vec<PolicyRule> {
-        let rule = PolicyRule::new(self.src, self.dst);
-        if self.symmetric && rule.reverse() != rule {
-            vec![rule, rule.reverse()]
+/// --port or --proto; neither: any protocol and port.
+#[derive(Args, Debug)]
+#[group(multiple = false)]
+struct SelectorArgs {
+    /// Destination port or range, TCP unless /udp: 8080, 53/udp, 8000-8080/tcp
+    #[arg(long, value_name = "PORT[/PROTO]", value_parser = args::ports())]
+    port: Option<Selector>,
+    /// A whole protocol: tcp, udp, icmp or a number from 1 to 255
+    #[arg(long, value_name = "PROTO", value_parser = args::protocol())]
+    proto: Option<Selector>,
+}
+
+impl SelectorArgs {
+    fn get(&self) -> Selector {
+        self.port.or(self.proto).unwrap_or(Selector::Any)
+    }
+}
+
+impl RuleArgs {
+    fn rules(&self) -> Vec<Rule> {
+        let rule = Rule {
+            pair: PolicyRule::new(self.src, self.dst),
+            selector: self.selector.get(),
+            stateful: self.stateful,
+        };
+        if self.symmetric && rule.pair.src != rule.pair.dst {
+            vec![
+                rule,
+                Rule {
+                    pair: rule.pair.reverse(),
+                    ..rule
+                },
+            ]
         } else {
             vec![rule]
         }
     }
 }
 
-/// The identities of entries to remove, as stored: 0 names an invalid entry.
-#[derive(clap::Args, Debug)]
-struct StoredPair {
+/// The identities of rules to remove, as stored (0 names an invalid entry),
+/// and their selector.
+#[derive(Args, Debug)]
+struct DenyArgs {
     /// Source identity, a decimal integer from 0 to 4294967295
     #[arg(long, value_name = "ID", allow_negative_numbers = true, value_parser = args::stored_identity())]
     src: u32,
     /// Destination identity, a decimal integer from 0 to 4294967295
     #[arg(long, value_name = "ID", allow_negative_numbers = true, value_parser = args::stored_identity())]
     dst: u32,
+    #[command(flatten)]
+    selector: SelectorArgs,
     /// Also the reverse rule DST -> SRC
     #[arg(long)]
     symmetric: bool,
 }
 
-impl StoredPair {
+impl DenyArgs {
     fn keys(&self) -> Vec<(u32, u32)> {
         if self.symmetric && self.src != self.dst {
             vec![(self.src, self.dst), (self.dst, self.src)]
@@ -203,64 +293,83 @@ fn run(cli: Cli) -> CmdResult {
         Command::List => list(common),
         Command::Trace { level: None } => show_trace_level(common),
         Command::Trace { level: Some(level) } => set_trace_level(common, level),
-        Command::Allow(pair) => change(common, |maps| allow(maps, &pair.rules())),
-        Command::Deny(pair) => change(common, |maps| deny(maps, &pair.keys())),
+        Command::Allow(args) => change(common, |maps| allow(maps, &args.rules())),
+        Command::Deny(args) => change(common, |maps| deny(maps, &args.keys(), args.selector.get())),
         Command::Flush => change(common, flush),
         Command::Apply { file } => {
             // Read and checked before the maps are opened (which may create them).
             let rules = input::read_file(&file, parse_rules)?;
             change(common, |maps| apply(maps, &rules, &input::source_name(&file)))
         }
+        Command::Ct(CtCommand::List) => conntrack::list(common),
+        Command::Ct(CtCommand::Flush) => conntrack::flush(common),
+        Command::Ct(CtCommand::Timeouts(args)) => conntrack::timeouts(common, &args),
     }
 }
 
 /// Opens the maps, makes a change with `make` (which returns what it did,
-/// one note a line), then reports it and the policy's state (exit 3 when
-/// that fails: the change stands).
+/// one note a line), then reports it and the rules (exit 3 when that
+/// fails: the change stands).
 fn change(common: &Common, make: impl FnOnce(&Maps) -> Result<Vec<String>, Failure>) -> CmdResult {
     let maps = open_maps_for_writing(common)?;
     let notes = make(&maps)?;
     let mut out = Out::new(common);
     report_change(&mut out, &notes, |out| {
-        let rules = maps.policy.list().map_err(|e| Failure::failed("list rules", e))?;
-        out.policy(&rules, maps.policy.capacity(), View::State)?;
+        let rules = maps.rules().map_err(|e| Failure::failed("list rules", e))?;
+        out.policy(&rules, usage(&maps)?, View::State)?;
         Ok(())
     })
 }
 
-fn allow(maps: &Maps, rules: &[PolicyRule]) -> Result<Vec<String>, Failure> {
-    let already = rules
-        .iter()
-        .map(|&r| maps.policy.contains(r))
-        .collect::<Result<Vec<bool>, _>>()
-        .map_err(|e| Failure::failed("read policy_map", e))?;
-    maps.policy
-        .allow_all(rules)
-        .map_err(|e| Failure::failed(format_args!("allow {}", describe(rules)), e))?;
-    Ok(rules
-        .iter()
-        .zip(already)
-        .map(|(rule, already)| {
-            if already {
-                format!("{rule} was already allowed")
-            } else {
-                format!("allowed {rule}")
-            }
-        })
-        .collect())
+fn usage(maps: &Maps) -> Result<PolicyUsage, Failure> {
+    Ok(PolicyUsage {
+        pair_capacity: maps.policy.capacity(),
+        port_capacity: maps.ports.capacity(),
+        port_entries: maps
+            .ports
+            .len()
+            .map_err(|e| Failure::failed("count the port rules' entries", e))?,
+    })
 }
 
-fn deny(maps: &Maps, keys: &[(u32, u32)]) -> Result<Vec<String>, Failure> {
+/// What `allow` did to one rule, in words.
+fn describe_change(change: &RuleChange) -> String {
+    let RuleChange { rule, before } = change;
+    let plain = Rule {
+        stateful: false,
+        ..*rule
+    };
+    match before {
+        None => format!("allowed {rule}"),
+        Some(was) if *was == rule.stateful => format!("{rule} was already allowed"),
+        Some(true) => {
+            format!("{plain}: no longer stateful (its tracked connections' replies need a rule now)")
+        }
+        Some(false) => format!("{plain}: now stateful"),
+    }
+}
+
+fn allow(maps: &Maps, rules: &[Rule]) -> Result<Vec<String>, Failure> {
+    let changes = maps
+        .allow(rules)
+        .map_err(|e| Failure::failed(format_args!("allow {}", describe(rules)), e))?;
+    Ok(changes.iter().map(describe_change).collect())
+}
+
+fn deny(maps: &Maps, keys: &[(u32, u32)], selector: Selector) -> Result<Vec<String>, Failure> {
     let mut notes = Vec::new();
     for &(src, dst) in keys {
+        let what = match selector {
+            Selector::Any => format!("{src} -> {dst}"),
+            s => format!("{src} -> {dst} {s}"),
+        };
         let removed = maps
-            .policy
-            .revoke_raw(src, dst)
-            .map_err(|e| Failure::failed(format_args!("deny {src} -> {dst}"), e))?;
+            .deny(src, dst, selector)
+            .map_err(|e| Failure::failed(format_args!("deny {what}"), e))?;
         notes.push(if removed {
-            format!("denied {src} -> {dst} (allow rule removed)")
+            format!("denied {what} (rule removed)")
         } else {
-            format!("{src} -> {dst} was not allowed; nothing to remove")
+            format!("{what} was not allowed; nothing to remove")
         });
     }
     Ok(notes)
@@ -268,34 +377,42 @@ fn deny(maps: &Maps, keys: &[(u32, u32)]) -> Result<Vec<String>, Failure> {
 
 fn flush(maps: &Maps) -> Result<Vec<String>, Failure> {
     let n = maps
-        .policy
-        .clear()
+        .flush_rules()
         .map_err(|e| Failure::failed("flush rules", e))?;
     Ok(vec![format!("removed {n} rules")])
 }
 
-fn apply(maps: &Maps, rules: &[PolicyRule], source: &str) -> Result<Vec<String>, Failure> {
-    let new = maps
-        .policy
-        .allow_all(rules)
+fn apply(maps: &Maps, rules: &[Rule], source: &str) -> Result<Vec<String>, Failure> {
+    let changes = maps
+        .allow(rules)
         .map_err(|e| Failure::failed(format_args!("apply {} rules from {source}", rules.len()), e))?;
-    let distinct = rules.iter().collect::<HashSet<_>>().len();
-    let repeated = match rules.len() - distinct {
+    let distinct: HashSet<&Rule> = rules.iter().collect();
+    let repeated = match rules.len() - distinct.len() {
         0 => String::new(),
         n => format!(" ({n} listed more than once)"),
     };
+    // A rule listed twice shows up twice in `changes`, the second time as
+    // already allowed: count each rule once, by its first change.
+    let mut seen = HashSet::new();
+    let first: Vec<&RuleChange> = changes.iter().filter(|c| seen.insert(c.rule)).collect();
+    let new = first.iter().filter(|c| c.before.is_none()).count();
+    let already = first.iter().filter(|c| c.before == Some(c.rule.stateful)).count();
+    let changed = first.len() - new - already;
+    let changed = match changed {
+        0 => String::new(),
+        n => format!(", {n} changed (stateful or not)"),
+    };
     Ok(vec![format!(
-        "applied {} rules from {source}{repeated}: {new} new, {} already allowed",
-        rules.len(),
-        distinct - new
+        "applied {} rules from {source}{repeated}: {new} new, {already} already allowed{changed}",
+        rules.len()
     )])
 }
 
 fn list(common: &Common) -> CmdResult {
     let maps = open_maps_for_reading(common)?;
-    let rules = maps.policy.list().map_err(|e| Failure::failed("list rules", e))?;
+    let rules = maps.rules().map_err(|e| Failure::failed("list rules", e))?;
     let mut out = Out::new(common);
-    out.policy(&rules, maps.policy.capacity(), View::Full)?;
+    out.policy(&rules, usage(&maps)?, View::Full)?;
     out.flush()?;
     Ok(())
 }
@@ -365,10 +482,13 @@ fn print_pins(pin_dir: &std::path::Path) -> CmdResult {
 }
 
 /// "1 -> 2" or "1 -> 2 and 2 -> 1".
-fn describe(rules: &[PolicyRule]) -> String {
+fn describe(rules: &[Rule]) -> String {
     rules
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(" and ")
 }
+
+// Keeps the defaults' names in one place for `ct timeouts --help`.
+const _: CtTimeouts = CtTimeouts::DEFAULT;

@@ -67,6 +67,120 @@ impl FromStr for TraceLevel {
     }
 }
 
+/// Which flow events the program writes (policyctl monitor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventLevel {
+    /// None.
+    Off,
+    /// Every drop (the default).
+    Drops,
+    /// Drops, and new tracked connections and their state changes.
+    Flows,
+    /// Every IPv4 packet.
+    All,
+}
+
+impl EventLevel {
+    pub const ALL_LEVELS: [EventLevel; 4] = [
+        EventLevel::Off,
+        EventLevel::Drops,
+        EventLevel::Flows,
+        EventLevel::All,
+    ];
+
+    fn raw(self) -> types::ebpfcni_event_level {
+        match self {
+            EventLevel::Off => types::ebpfcni_event_level::EBPFCNI_EVENTS_OFF,
+            EventLevel::Drops => types::ebpfcni_event_level::EBPFCNI_EVENTS_DROPS,
+            EventLevel::Flows => types::ebpfcni_event_level::EBPFCNI_EVENTS_FLOWS,
+            EventLevel::All => types::ebpfcni_event_level::EBPFCNI_EVENTS_ALL,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EventLevel::Off => "off",
+            EventLevel::Drops => "drops",
+            EventLevel::Flows => "flows",
+            EventLevel::All => "all",
+        }
+    }
+}
+
+impl fmt::Display for EventLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for EventLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Self::ALL_LEVELS
+            .into_iter()
+            .find(|l| l.name() == s)
+            .ok_or_else(|| format!("invalid event level {s:?}: expected off, drops, flows or all"))
+    }
+}
+
+/// Connection lifetimes in seconds, by state (0 in the map: the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CtTimeouts {
+    pub tcp_syn: u32,
+    pub tcp_established: u32,
+    pub tcp_closing: u32,
+    pub udp: u32,
+    /// ICMP echo and every other protocol.
+    pub other: u32,
+}
+
+impl CtTimeouts {
+    /// The defaults (Cilium's), from ebpfcni.h.
+    pub const DEFAULT: CtTimeouts = {
+        use types::ebpfcni_default as D;
+        CtTimeouts {
+            tcp_syn: D::EBPFCNI_CT_DEFAULT_SYN.0,
+            tcp_established: D::EBPFCNI_CT_DEFAULT_ESTABLISHED.0,
+            tcp_closing: D::EBPFCNI_CT_DEFAULT_CLOSING.0,
+            udp: D::EBPFCNI_CT_DEFAULT_UDP.0,
+            other: D::EBPFCNI_CT_DEFAULT_ICMP.0,
+        }
+    };
+
+    fn as_array(self) -> [u32; 5] {
+        [
+            self.tcp_syn,
+            self.tcp_established,
+            self.tcp_closing,
+            self.udp,
+            self.other,
+        ]
+    }
+
+    fn from_array(a: [u32; 5]) -> Self {
+        let d = Self::DEFAULT.as_array();
+        let pick = |i: usize| if a[i] == 0 { d[i] } else { a[i] };
+        Self {
+            tcp_syn: pick(0),
+            tcp_established: pick(1),
+            tcp_closing: pick(2),
+            udp: pick(3),
+            other: pick(4),
+        }
+    }
+}
+
+/// The notifications' rate limit, per CPU, separately for events and
+/// trace lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Per second.
+    pub rate: u32,
+    /// At most this many at once.
+    pub burst: u32,
+}
+
 #[derive(Debug)]
 pub struct ConfigMap {
     pub(super) map: MapHandle,
@@ -121,5 +235,71 @@ impl ConfigMap {
     /// Takes effect on the next packet; no reload.
     pub fn set_trace_level(&self, level: TraceLevel) -> Result<()> {
         self.update(|config| config.trace_level = level.raw())
+    }
+
+    /// The event level; a value this build does not know is invalid (the
+    /// program then reports as at "all").
+    pub fn event_level(&self) -> Result<Stored<EventLevel, u32>> {
+        let raw = self.read()?.event_level;
+        Ok(
+            match EventLevel::ALL_LEVELS.into_iter().find(|l| l.raw() == raw) {
+                Some(level) => Stored::Valid(level),
+                None => Stored::Invalid {
+                    raw: raw.0,
+                    problem: "unknown event level",
+                },
+            },
+        )
+    }
+
+    pub fn set_event_level(&self, level: EventLevel) -> Result<()> {
+        self.update(|config| config.event_level = level.raw())
+    }
+
+    /// Whether the program tracks connections (some rule is stateful).
+    pub fn conntrack(&self) -> Result<bool> {
+        Ok(self.read()?.conntrack != 0)
+    }
+
+    /// Kept by [`crate::Maps::after_policy_change`]: on while some rule is
+    /// stateful.
+    pub(crate) fn set_conntrack(&self, on: bool) -> Result<()> {
+        if self.conntrack()? == on {
+            return Ok(());
+        }
+        self.update(|config| config.conntrack = u32::from(on))
+    }
+
+    /// The connection lifetimes in effect.
+    pub fn ct_timeouts(&self) -> Result<CtTimeouts> {
+        Ok(CtTimeouts::from_array(self.read()?.ct_timeout))
+    }
+
+    /// Takes effect as connections are next refreshed.
+    pub fn set_ct_timeouts(&self, timeouts: CtTimeouts) -> Result<()> {
+        self.update(|config| config.ct_timeout = timeouts.as_array())
+    }
+
+    /// The notifications' rate limit in effect.
+    pub fn rate_limit(&self) -> Result<RateLimit> {
+        let config = self.read()?;
+        let rate = if config.notify_rate == 0 {
+            types::ebpfcni_default::EBPFCNI_NOTIFY_DEFAULT_RATE.0
+        } else {
+            config.notify_rate
+        };
+        let burst = if config.notify_burst == 0 {
+            rate
+        } else {
+            config.notify_burst
+        };
+        Ok(RateLimit { rate, burst })
+    }
+
+    pub fn set_rate_limit(&self, limit: RateLimit) -> Result<()> {
+        self.update(|config| {
+            config.notify_rate = limit.rate;
+            config.notify_burst = limit.burst;
+        })
     }
 }

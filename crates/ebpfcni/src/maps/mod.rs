@@ -5,12 +5,16 @@
 //! against the layout compiled into this build before it is used.
 
 mod config;
+mod conntrack;
+mod counters;
 mod drops;
 mod endpoints;
 mod identities;
 mod interfaces;
 mod policy;
+mod ports;
 mod prefixes;
+mod rules;
 
 use std::mem::size_of;
 use std::net::Ipv4Addr;
@@ -26,13 +30,17 @@ use crate::identity::Identity;
 use crate::loader;
 use crate::object::{self, PinnedMap};
 
-pub use config::{ConfigMap, TraceLevel};
+pub use config::{ConfigMap, CtTimeouts, EventLevel, RateLimit, TraceLevel};
+pub use conntrack::{Connection, ConntrackMap, CtState};
+pub use counters::{EventCounters, NotifyCounts};
 pub use drops::{drop_reason_name, DropCounters};
 pub use endpoints::EndpointMap;
 pub use identities::IdentityAddr;
 pub use interfaces::{InterfaceMap, INTERFACE_ADDRS};
-pub use policy::{PolicyMap, RawRule, StoredRule};
+pub use policy::PolicyMap;
+pub use ports::PortPolicyMap;
 pub use prefixes::PrefixMap;
+pub use rules::{PolicyIndex, Protocol, RawRule, Rule, RuleChange, Selector, StoredRule};
 
 /// A map entry as it is stored. `Invalid` is an entry this build never
 /// writes (identity 0, an unknown action or level: written by hand or by a
@@ -90,6 +98,13 @@ pub struct Maps {
     pub drops: DropCounters,
     pub prefixes: PrefixMap,
     pub interfaces: InterfaceMap,
+    pub ports: PortPolicyMap,
+    pub conntrack: ConntrackMap,
+    pub counters: EventCounters,
+    event_ring: MapHandle,
+    /// Not read by the tools; opened so that its pin is checked.
+    _rate_limit: MapHandle,
+    ids: [u32; PinnedMap::ALL.len()],
 }
 
 impl Maps {
@@ -138,6 +153,7 @@ impl Maps {
         if !missing.is_empty() {
             return Err(Error::MapsNotPinned { missing });
         }
+        let ids = handles.iter().map(map_id).collect::<Result<Vec<u32>>>()?;
         let mut handles = handles.into_iter();
         let mut next = || handles.next().expect("one handle per pinned map");
         Ok(Self {
@@ -147,6 +163,12 @@ impl Maps {
             drops: DropCounters::new(next()),
             prefixes: PrefixMap::new(next()),
             interfaces: InterfaceMap::new(next()),
+            ports: PortPolicyMap::new(next()),
+            conntrack: ConntrackMap::new(next()),
+            event_ring: next(),
+            counters: EventCounters::new(next()),
+            _rate_limit: next(),
+            ids: ids.try_into().expect("one id per pinned map"),
         })
     }
 
@@ -171,14 +193,12 @@ impl Maps {
 
     /// Kernel ids of the maps, in [`PinnedMap::ALL`] order.
     pub fn ids(&self) -> Result<[u32; PinnedMap::ALL.len()]> {
-        Ok([
-            map_id(&self.endpoints.map)?,
-            map_id(&self.policy.map)?,
-            map_id(&self.config.map)?,
-            map_id(&self.drops.map)?,
-            map_id(&self.prefixes.map)?,
-            map_id(&self.interfaces.map)?,
-        ])
+        Ok(self.ids)
+    }
+
+    /// The ring buffer of flow events, for a reader ([`crate::events`]).
+    pub fn event_ring(&self) -> &MapHandle {
+        &self.event_ring
     }
 }
 

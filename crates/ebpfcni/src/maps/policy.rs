@@ -1,9 +1,11 @@
-//! policy_map: (source identity, destination identity) -> allow.
+//! policy_map: (source identity, destination identity) -> allow, or allow
+//! statefully: the pair rules, any protocol and port (precedence step 7).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
+use super::rules::{RawRule, StoredRule};
 use super::{dump, insert_error, Stored};
 use crate::error::{Error, Result};
 use crate::identity::{Identity, PolicyRule};
@@ -24,33 +26,44 @@ fn key(rule: PolicyRule) -> types::policy_key {
     }
 }
 
-const ALLOW: [u8; 1] = [types::ebpfcni_policy_action::EBPFCNI_POLICY_ALLOW.0];
-
-/// A policy_map entry as its bytes say: source, destination, action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RawRule {
-    pub src: u32,
-    pub dst: u32,
-    pub action: u8,
+/// The action byte of an allow rule, stateful or not.
+pub(super) fn action(stateful: bool) -> u8 {
+    if stateful {
+        types::ebpfcni_policy_action::EBPFCNI_POLICY_ALLOW_STATEFUL.0
+    } else {
+        types::ebpfcni_policy_action::EBPFCNI_POLICY_ALLOW.0
+    }
 }
 
-/// A rule as stored: identity 0 on either side, or an action other than
-/// allow, is invalid.
-pub type StoredRule = Stored<PolicyRule, RawRule>;
+/// Whether `action` is one the tools write; `Some(stateful)` when it is.
+pub(super) fn stateful_of(action: u8) -> Option<bool> {
+    match types::ebpfcni_policy_action(action) {
+        types::ebpfcni_policy_action::EBPFCNI_POLICY_ALLOW => Some(false),
+        types::ebpfcni_policy_action::EBPFCNI_POLICY_ALLOW_STATEFUL => Some(true),
+        _ => None,
+    }
+}
 
-fn rule_from(key: &[u8], value: &[u8]) -> StoredRule {
+fn pair_from(key: &[u8], value: &[u8]) -> StoredRule {
     let key: types::policy_key = bytemuck::pod_read_unaligned(key);
     let raw = RawRule {
         src: key.src_id,
         dst: key.dst_id,
         action: value[0],
+        selector: None,
     };
-    match (Identity::new(raw.src), Identity::new(raw.dst)) {
-        _ if value != ALLOW => Stored::Invalid {
+    match (
+        Identity::new(raw.src),
+        Identity::new(raw.dst),
+        stateful_of(raw.action),
+    ) {
+        (_, _, None) => Stored::Invalid {
             raw,
-            problem: "unknown action (allow is 1)",
+            problem: "unknown action (allow is 1, allow statefully 3)",
         },
-        (Some(src), Some(dst)) => Stored::Valid(PolicyRule::new(src, dst)),
+        (Some(src), Some(dst), Some(stateful)) => {
+            Stored::Valid(super::rules::Rule::pair(PolicyRule::new(src, dst), stateful))
+        }
         _ => Stored::Invalid {
             raw,
             problem: "identity 0 is not an identity",
@@ -67,26 +80,63 @@ impl PolicyMap {
         self.map.max_entries()
     }
 
-    /// Allows `rule`. Returns false when it was already allowed.
-    pub fn allow(&self, rule: PolicyRule) -> Result<bool> {
-        Ok(self.allow_all(&[rule])? == 1)
+    /// The rule of `pair`: `Some(stateful)`, or `None` when the pair has no
+    /// (valid) rule.
+    pub fn get(&self, pair: PolicyRule) -> Result<Option<bool>> {
+        let value = self
+            .map
+            .lookup(bytemuck::bytes_of(&key(pair)), MapFlags::ANY)
+            .map_err(|e| Error::bpf(format!("look up {pair} in {MAP}"), e))?;
+        Ok(value.and_then(|v| stateful_of(v[0])))
     }
 
-    /// Allows every rule, or none of them when the map lacks room (or the
-    /// kernel refuses part of the batch: what was added is taken back).
-    /// Returns how many were not already allowed.
-    pub fn allow_all(&self, rules: &[PolicyRule]) -> Result<usize> {
-        let mut new: Vec<PolicyRule> = Vec::with_capacity(rules.len());
-        let mut seen = HashSet::with_capacity(rules.len());
-        for &rule in rules {
-            if seen.insert(rule) && !self.contains(rule)? {
-                new.push(rule);
-            }
+    /// Whether `pair` is allowed (statefully or not).
+    pub fn contains(&self, pair: PolicyRule) -> Result<bool> {
+        Ok(self.get(pair)?.is_some())
+    }
+
+    /// Allows `pair`, stateless: the plan's rule. Returns false when it was
+    /// already allowed so.
+    pub fn allow(&self, pair: PolicyRule) -> Result<bool> {
+        let before = self.get(pair)?;
+        self.set_all(&[(pair, false)])?;
+        Ok(before != Some(false))
+    }
+
+    /// Allows every pair, stateless (the plan's rules), all or none.
+    /// Returns how many were not allowed so before.
+    pub fn allow_all(&self, pairs: &[PolicyRule]) -> Result<usize> {
+        let rules: Vec<(PolicyRule, bool)> = pairs.iter().map(|p| (*p, false)).collect();
+        Ok(self
+            .set_all(&rules)?
+            .into_iter()
+            .filter(|b| *b != Some(false))
+            .count())
+    }
+
+    /// Allows every pair (statefully or not), or none of them when the map
+    /// lacks room for the new ones (what a failed batch wrote is undone).
+    /// Returns the rules each pair had before (`None`: none).
+    pub fn set_all(&self, rules: &[(PolicyRule, bool)]) -> Result<Vec<Option<bool>>> {
+        let present: HashMap<Vec<u8>, Vec<u8>> = dump(&self.map, MAP)?.into_iter().collect();
+        let before: Vec<Option<bool>> = rules
+            .iter()
+            .map(|(pair, _)| {
+                present
+                    .get(bytemuck::bytes_of(&key(*pair)))
+                    .and_then(|v| stateful_of(v[0]))
+            })
+            .collect();
+        let mut wanted: HashMap<Vec<u8>, u8> = HashMap::with_capacity(rules.len());
+        for (pair, stateful) in rules {
+            wanted.insert(bytemuck::bytes_of(&key(*pair)).to_vec(), action(*stateful));
         }
-        if new.is_empty() {
-            return Ok(0);
+        wanted.retain(|k, a| present.get(k).map(|v| v[0]) != Some(*a));
+        if wanted.is_empty() {
+            return Ok(before);
         }
-        let needed = self.len()? + new.len();
+        let new = wanted.keys().filter(|k| !present.contains_key(*k)).count();
+        let needed = present.len() + new;
         if needed > self.capacity() as usize {
             return Err(Error::MapFull {
                 map: MAP,
@@ -94,22 +144,27 @@ impl PolicyMap {
                 needed,
             });
         }
-        let keys: Vec<u8> = new
-            .iter()
-            .flat_map(|r| bytemuck::bytes_of(&key(*r)).to_vec())
-            .collect();
-        let values: Vec<u8> = ALLOW.repeat(new.len());
-        if let Err(e) = self
-            .map
-            .update_batch(&keys, &values, new.len() as u32, MapFlags::ANY, MapFlags::ANY)
+        let keys: Vec<u8> = wanted.keys().flatten().copied().collect();
+        let values: Vec<u8> = wanted.values().copied().collect();
+        if let Err(e) =
+            self.map
+                .update_batch(&keys, &values, wanted.len() as u32, MapFlags::ANY, MapFlags::ANY)
         {
-            // A concurrent writer filled the map: take back our part.
-            let _ = self
-                .map
-                .delete_batch(&keys, new.len() as u32, MapFlags::ANY, MapFlags::ANY);
+            // A concurrent writer filled the map: put back what was there.
+            self.restore(&wanted, &present);
             return Err(insert_error(MAP, self.capacity(), needed, e));
         }
-        Ok(new.len())
+        Ok(before)
+    }
+
+    /// Puts the keys of `written` back as `present` had them.
+    pub(super) fn restore(&self, written: &HashMap<Vec<u8>, u8>, present: &HashMap<Vec<u8>, Vec<u8>>) {
+        for k in written.keys() {
+            let _ = match present.get(k) {
+                Some(v) => self.map.update(k, v, MapFlags::ANY),
+                None => self.map.delete(k),
+            };
+        }
     }
 
     /// Removes `rule`. Returns false when it was not there.
@@ -131,14 +186,6 @@ impl PolicyMap {
         }
     }
 
-    pub fn contains(&self, rule: PolicyRule) -> Result<bool> {
-        let value = self
-            .map
-            .lookup(bytemuck::bytes_of(&key(rule)), MapFlags::ANY)
-            .map_err(|e| Error::bpf(format!("look up {rule} in {MAP}"), e))?;
-        Ok(value.as_deref() == Some(&ALLOW[..]))
-    }
-
     /// Number of rules (counted by walking the map).
     pub fn len(&self) -> Result<usize> {
         Ok(dump(&self.map, MAP)?.len())
@@ -148,17 +195,12 @@ impl PolicyMap {
         Ok(self.map.keys().next().is_none())
     }
 
-    /// Every entry, invalid ones included, sorted by (source, destination).
+    /// Every pair rule, invalid ones included, in no particular order.
     pub fn list(&self) -> Result<Vec<StoredRule>> {
-        let mut rules: Vec<StoredRule> = dump(&self.map, MAP)?
+        Ok(dump(&self.map, MAP)?
             .into_iter()
-            .map(|(k, v)| rule_from(&k, &v))
-            .collect();
-        rules.sort_unstable_by_key(|r| match r {
-            Stored::Valid(rule) => (rule.src.get(), rule.dst.get()),
-            Stored::Invalid { raw, .. } => (raw.src, raw.dst),
-        });
-        Ok(rules)
+            .map(|(k, v)| pair_from(&k, &v))
+            .collect())
     }
 
     /// Removes every rule. Returns how many there were.
