@@ -24,7 +24,9 @@
  *      reply and passes; an ICMP error (destination unreachable, time
  *      exceeded) about a tracked connection, sent to the connection's side
  *      that sent the packet it quotes, passes as related. A packet from the
- *      opener goes on: it is judged by policy like any other, every time.
+ *      opener goes on to policy (7, 8), judged like any other, every time,
+ *      for the identities the connection was opened with (a change of
+ *      either identity ends the connection: the tools remove its entry).
  *   5. An address's identity is its endpoint_map entry; an address with none
  *      takes the identity of the longest prefix in prefix_map that holds it
  *      (an exact endpoint always beats a prefix). A source address with
@@ -32,17 +34,18 @@
  *   6. then a destination address with neither (unknown-destination).
  *   7. A pair rule (policy_map: source identity, destination identity; any
  *      protocol and port) allows the packet.
- *   8. Else a port rule (port_policy_map, longest match): one destination
- *      port, then a range of ports, then the whole protocol. A packet
+ *   8. Else a port rule (port_policy_map, longest match, looked up only
+ *      while config port_rules != 0): one destination port, then a range
+ *      of ports, then the whole protocol. A packet
  *      without ports (a later fragment, a protocol without ports) can only
  *      match a whole-protocol rule.
  *   9. A packet allowed by a stateful rule (7 or 8) creates or refreshes its
  *      connection's entry (the sender is the opener), so that replies pass
  *      (4) without a reverse rule; a packet allowed by a stateless rule is
  *      not tracked. Everything allowed passes.
- *  10. Everything else is dropped: no-flow when the reverse direction has a
- *      stateful rule (a reply whose connection is not tracked, or no longer
- *      is), else no-policy (default deny).
+ *  10. Everything else is dropped: while tracking (4), no-flow when the
+ *      reverse direction has a stateful rule (a reply whose connection is
+ *      not tracked, or no longer is); else no-policy (default deny).
  *
  * Entries the tools never write (by hand, or from a broken tool) count as
  * absent: an endpoint_map or prefix_map entry with identity 0 is no identity
@@ -239,7 +242,10 @@ struct ebpfcni_config {
 	 * up to notify_burst (0: as many as the rate). */
 	__u32 notify_rate;
 	__u32 notify_burst;
-	__u32 reserved[6]; /* zero */
+	/* Nonzero while port_policy_map holds a rule (policyctl keeps it so):
+	 * only then does the program look port rules up (precedence 8). */
+	__u32 port_rules;
+	__u32 reserved[5]; /* zero */
 };
 _Static_assert(sizeof(struct ebpfcni_config) == 64, "ebpfcni_config is 64 bytes");
 

@@ -105,9 +105,15 @@ static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfc
 			return ret; /* step 4 */
 	}
 
-	ret = ebpfcni_lookup_identities(&flow);
-	if (ret < 0)
-		return ebpfcni_drop(ctx, -ret, &flow); /* steps 5, 6 */
+	if (forward) {
+		/* The connection's identities: its entry goes when either changes. */
+		flow.src_id = forward->opener_id;
+		flow.dst_id = forward->responder_id;
+	} else {
+		ret = ebpfcni_lookup_identities(&flow);
+		if (ret < 0)
+			return ebpfcni_drop(ctx, -ret, &flow); /* steps 5, 6 */
+	}
 
 	action = ebpfcni_policy_of(&flow); /* steps 7, 8 */
 	if (action == EBPFCNI_POLICY_ALLOW_STATEFUL && tracking) {
@@ -123,8 +129,8 @@ static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfc
 	if (action)
 		return ebpfcni_pass(ctx, EBPFCNI_PASS_POLICY, &flow); /* step 9 */
 
-	/* Step 10. Only drops pay for the second lookup. */
-	if (ebpfcni_policy_of_reverse(&flow) == EBPFCNI_POLICY_ALLOW_STATEFUL)
+	/* Step 10. Only drops pay for the second lookup, and only while tracking. */
+	if (tracking && ebpfcni_policy_of_reverse(&flow) == EBPFCNI_POLICY_ALLOW_STATEFUL)
 		return ebpfcni_drop(ctx, EBPFCNI_DROP_NO_FLOW, &flow);
 	return ebpfcni_drop(ctx, EBPFCNI_DROP_NO_POLICY, &flow);
 }

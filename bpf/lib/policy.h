@@ -18,6 +18,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "ebpfcni.h"
+#include "config.h"
 #include "flow.h"
 
 struct {
@@ -50,6 +51,8 @@ static __always_inline __u8 ebpfcni_policy_action(__u32 src_id, __u32 dst_id, __
 
 	if (action && ebpfcni_valid_action(*action))
 		return *action; /* step 7 */
+	if (!ebpfcni_config()->port_rules)
+		return 0;
 
 	struct ebpfcni_port_key key = {
 		.prefixlen = EBPFCNI_PORT_PREFIX_ONE_PORT,

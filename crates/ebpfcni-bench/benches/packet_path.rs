@@ -5,9 +5,14 @@
 //! `cargo bench -p ebpfcni-bench --bench packet_path` (root: loads programs,
 //! pins maps in private pin directories under /sys/fs/bpf, removed at the end).
 //!
-//! Setups (columns): nearly empty maps (the entries the frames need); full
-//! endpoint_map and policy_map (16,384 endpoints, 65,536 rules); 1,000 and
-//! 16,384 CIDR prefixes. The frames' entries are written first, so in full
+//! First table, rules as the plan writes them (stateless; connection
+//! tracking off) and port rules. Setups (columns): nearly empty maps (the
+//! entries the frames need); full endpoint_map and policy_map (16,384
+//! endpoints, 65,536 rules); 1,000 and 16,384 CIDR prefixes.
+//!
+//! Second table, stateful rules (tracking on): a TCP connection's forward
+//! packets and replies, with ct_map nearly empty and with ct_map full
+//! (filled by the program itself, from 131,070 SYNs). The frames' entries are written first, so in full
 //! maps they sit at the end of their hash bucket's chain (the kernel adds at
 //! the head): the worst case, not the average. The machine is shared and
 //! noisy, so every measurement is taken ROUNDS times, the rows interleaved
@@ -21,12 +26,12 @@ use std::os::fd::AsFd;
 use std::path::Path;
 
 use ebpfcni::{
-    parse_prefix, Hook, Identity, Maps, PinnedMap, PolicyRule, Program, TestContext, TraceLevel, TC_ACT_OK,
-    TC_ACT_SHOT,
+    parse_prefix, EventLevel, Hook, Identity, Maps, PinnedMap, PolicyRule, Program, Protocol, Rule, Selector,
+    TestContext, TraceLevel, TC_ACT_OK, TC_ACT_SHOT,
 };
 use ebpfcni_bench::fill_maps;
 use ebpfcni_testutil::datapath::TEST_IFINDEX;
-use ebpfcni_testutil::frames::{arp, ipv4_udp};
+use ebpfcni_testutil::frames::{arp, ipv4_tcp, ipv4_udp, ACK, SYN};
 use ebpfcni_testutil::{bpf, median, TestPinDir};
 use ipnet::Ipv4Net;
 use libbpf_rs::{MapCore, MapHandle, Object, ObjectBuilder};
@@ -95,9 +100,9 @@ struct Setup {
 }
 
 impl Setup {
-    /// CLIENT (1) may send to SERVER (2) and to the resolver (7, by prefix);
-    /// OUTSIDER (3) is known but has no rule. The test interface holds
-    /// CLIENT, SERVER and OUTSIDER.
+    /// CLIENT (1) may send to SERVER (2) and to the resolver (7, by prefix),
+    /// and to OUTSIDER (3) on UDP port 53 only (a port rule); OUTSIDER has
+    /// no rule. The test interface holds CLIENT, SERVER and OUTSIDER.
     fn new(name: &'static str, tag: &str) -> Self {
         let pins = TestPinDir::new(tag);
         let program = Program::load(pins.path()).expect("load program");
@@ -108,6 +113,8 @@ impl Setup {
         maps.policy
             .allow_all(&[PolicyRule::new(id(1), id(2)), PolicyRule::new(id(1), id(7))])
             .expect("seed policy");
+        maps.allow(&[port_rule(1, 3, Protocol::UDP, 53, false)])
+            .expect("seed port rule");
         maps.prefixes
             .upsert(parse_prefix("10.255.0.0/16").unwrap(), id(7))
             .expect("seed prefix");
@@ -163,11 +170,51 @@ impl Setup {
         self
     }
 
+    /// Turns connection tracking on: CLIENT (1) and SERVER (2) may open
+    /// TCP connections to OUTSIDER (3) port 8080, statefully.
+    fn with_tracking(self) -> Self {
+        self.maps
+            .allow(&[
+                port_rule(1, 3, Protocol::TCP, 8080, true),
+                port_rule(2, 3, Protocol::TCP, 8080, true),
+            ])
+            .expect("stateful rules");
+        assert!(self.maps.config.conntrack().unwrap(), "tracking on");
+        self
+    }
+
+    /// Fills ct_map through the program: a SYN from every port of CLIENT
+    /// (but UNTRACKED_PORT) and of SERVER to OUTSIDER:8080 (131,069
+    /// connections; the measured one, from CLIENT_PORT, is among them).
+    fn fill_conntrack(self) -> Self {
+        let ctx = TestContext {
+            ifindex: TEST_IFINDEX,
+        };
+        for src in [CLIENT, SERVER] {
+            for port in (1..=u16::MAX).filter(|p| *p != UNTRACKED_PORT || src != CLIENT) {
+                let syn = ipv4_tcp(src, OUTSIDER, port, 8080, SYN);
+                let run = self
+                    .program
+                    .test_run(Hook::ToPod, &syn, Some(&ctx), 1)
+                    .expect("test run");
+                assert_eq!(run.verdict, TC_ACT_OK, "SYN from {src}:{port}");
+            }
+        }
+        let tracked = self.count(PinnedMap::Conntrack);
+        eprintln!("packet_path: ct_map holds {tracked} connections");
+        assert!(tracked >= 131_000, "ct_map not full: {tracked}");
+        self
+    }
+
     fn run(&self, row: &Row) -> f64 {
         self.maps
             .config
             .set_trace_level(row.trace)
             .expect("set trace level");
+        self.maps
+            .config
+            .set_event_level(row.events)
+            .expect("set event level");
         match row.program {
             Runs::Release1 => run_object(&self.release1, "process_tc", &row.frame, row.repeat, row.verdict),
             Runs::Hook(hook) => {
@@ -202,71 +249,150 @@ struct Row {
     program: Runs,
     frame: Vec<u8>,
     trace: TraceLevel,
+    events: EventLevel,
     repeat: u32,
     verdict: i32,
 }
 
-fn rows(repeat: u32) -> Vec<Row> {
-    let allow = ipv4_udp(CLIENT, SERVER, 12345, 8080);
-    let row = |name, program, frame: &Vec<u8>, verdict| Row {
+/// Rows measured on the same setups (columns).
+struct Table {
+    setups: Vec<Setup>,
+    rows: Vec<Row>,
+}
+
+/// `SRC -> DST` on one port of `protocol`.
+fn port_rule(src: u32, dst: u32, protocol: Protocol, port: u16, stateful: bool) -> Rule {
+    Rule {
+        pair: PolicyRule::new(id(src), id(dst)),
+        selector: Selector::Ports {
+            protocol,
+            first: port,
+            last: port,
+        },
+        stateful,
+    }
+}
+
+/// The measured connection's client port.
+const CLIENT_PORT: u16 = 40000;
+/// A client port with no connection, even in a full ct_map.
+const UNTRACKED_PORT: u16 = 40001;
+
+fn row(name: &'static str, program: Runs, frame: &[u8], verdict: i32, repeat: u32) -> Row {
+    Row {
         name,
         program,
-        frame: frame.clone(),
+        frame: frame.to_vec(),
         trace: TraceLevel::Off,
+        events: EventLevel::Off,
         repeat,
         verdict,
-    };
-    let deny = ipv4_udp(SERVER, OUTSIDER, 8080, 12345);
+    }
+}
+
+/// The second table's rows: tracking on.
+fn tracking_rows(repeat: u32) -> Vec<Row> {
+    let to_pod = Runs::Hook(Hook::ToPod);
     vec![
-        row("no-op program (baseline)", Runs::Noop("noop"), &allow, TC_ACT_OK),
+        row(
+            "pair allow (stateless), tracking on",
+            to_pod,
+            &ipv4_udp(CLIENT, SERVER, 12345, 8080),
+            TC_ACT_OK,
+            repeat,
+        ),
+        row(
+            "tracked forward (TCP ACK)",
+            to_pod,
+            &ipv4_tcp(CLIENT, OUTSIDER, CLIENT_PORT, 8080, ACK),
+            TC_ACT_OK,
+            repeat,
+        ),
+        row(
+            "tracked reply (TCP ACK)",
+            to_pod,
+            &ipv4_tcp(OUTSIDER, CLIENT, 8080, CLIENT_PORT, ACK),
+            TC_ACT_OK,
+            repeat,
+        ),
+        row(
+            "reply without a flow (drop)",
+            to_pod,
+            &ipv4_tcp(OUTSIDER, CLIENT, 8080, UNTRACKED_PORT, ACK),
+            TC_ACT_SHOT,
+            repeat,
+        ),
+    ]
+}
+
+fn rows(repeat: u32) -> Vec<Row> {
+    let allow = ipv4_udp(CLIENT, SERVER, 12345, 8080);
+    let deny = ipv4_udp(SERVER, OUTSIDER, 8080, 12345);
+    let to_pod = Runs::Hook(Hook::ToPod);
+    vec![
+        row(
+            "no-op program (baseline)",
+            Runs::Noop("noop"),
+            &allow,
+            TC_ACT_OK,
+            repeat,
+        ),
         row(
             "trace-level check alone (off)",
             Runs::Noop("trace_check"),
             &allow,
             TC_ACT_OK,
+            repeat,
         ),
-        row("allow, first release", Runs::Release1, &allow, TC_ACT_OK),
-        row("allow, to-pod", Runs::Hook(Hook::ToPod), &allow, TC_ACT_OK),
+        row("allow, first release", Runs::Release1, &allow, TC_ACT_OK, repeat),
+        row("allow, to-pod", to_pod, &allow, TC_ACT_OK, repeat),
         row(
             "allow, from-pod (+ source check)",
             Runs::Hook(Hook::FromPod),
             &allow,
             TC_ACT_OK,
+            repeat,
         ),
         row(
             "allow to a CIDR-resolved dst",
-            Runs::Hook(Hook::ToPod),
+            to_pod,
             &ipv4_udp(CLIENT, RESOLVER, 12345, 53),
             TC_ACT_OK,
+            repeat,
+        ),
+        row(
+            "port-rule allow (UDP 53)",
+            to_pod,
+            &ipv4_udp(CLIENT, OUTSIDER, 12345, 53),
+            TC_ACT_OK,
+            repeat,
+        ),
+        row(
+            "port-rule deny (UDP 54)",
+            to_pod,
+            &ipv4_udp(CLIENT, OUTSIDER, 12345, 54),
+            TC_ACT_SHOT,
+            repeat,
         ),
         row(
             "forged source, from-pod",
             Runs::Hook(Hook::FromPod),
             &ipv4_udp(FORGED, SERVER, 12345, 8080),
             TC_ACT_SHOT,
+            repeat,
         ),
-        row(
-            "deny (no policy), trace off",
-            Runs::Hook(Hook::ToPod),
-            &deny,
-            TC_ACT_SHOT,
-        ),
+        row("deny (no policy), trace off", to_pod, &deny, TC_ACT_SHOT, repeat),
         Row {
             trace: TraceLevel::Drops,
-            repeat: TRACED_REPEAT.min(repeat),
             ..row(
                 "deny (no policy), trace drops",
-                Runs::Hook(Hook::ToPod),
+                to_pod,
                 &deny,
                 TC_ACT_SHOT,
+                TRACED_REPEAT.min(repeat),
             )
         },
-        row(
-            "non-IPv4 (ARP)",
-            Runs::Hook(Hook::ToPod),
-            &arp(CLIENT, SERVER),
-            TC_ACT_OK,
-        ),
+        row("non-IPv4 (ARP)", to_pod, &arp(CLIENT, SERVER), TC_ACT_OK, repeat),
     ]
 }
 
@@ -288,60 +414,106 @@ fn main() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/noop.bpf.c"),
         &[],
     );
-    let setups = [
-        Setup::new("nearly empty", "bench_empty"),
-        Setup::new("full maps", "bench_full").fill(),
-        Setup::new("1,000 prefixes", "bench_p1k").with_prefixes(1_000),
-        Setup::new("16,384 prefixes", "bench_p16k").with_prefixes(PinnedMap::Prefixes.capacity()),
+    let tables = [
+        Table {
+            setups: vec![
+                Setup::new("nearly empty", "bench_empty"),
+                Setup::new("full maps", "bench_full").fill(),
+                Setup::new("1,000 prefixes", "bench_p1k").with_prefixes(1_000),
+                Setup::new("16,384 prefixes", "bench_p16k").with_prefixes(PinnedMap::Prefixes.capacity()),
+            ],
+            rows: rows(repeat),
+        },
+        Table {
+            setups: vec![
+                Setup::new("ct nearly empty", "bench_ct").with_tracking(),
+                Setup::new("ct_map full", "bench_ct_full")
+                    .with_tracking()
+                    .fill_conntrack(),
+            ],
+            rows: tracking_rows(repeat),
+        },
     ];
-    let rows = rows(repeat);
 
-    // samples[row][setup]; no-op rows use column 0 only. Interleaved by round.
-    let mut samples = vec![vec![Vec::new(); setups.len()]; rows.len()];
+    // samples[table][row][setup]; no-op rows use column 0 only. Interleaved by round.
+    let mut samples: Vec<Vec<Vec<Vec<f64>>>> = tables
+        .iter()
+        .map(|t| vec![vec![Vec::new(); t.setups.len()]; t.rows.len()])
+        .collect();
     for round in 0..rounds {
         eprintln!("packet_path: round {}/{rounds}", round + 1);
-        for (row, out) in rows.iter().zip(&mut samples) {
-            match row.program {
-                Runs::Noop(name) => out[0].push(run_object(&noop, name, &row.frame, row.repeat, row.verdict)),
-                _ => {
-                    for (setup, slot) in setups.iter().zip(out.iter_mut()) {
-                        slot.push(setup.run(row));
+        for (table, samples) in tables.iter().zip(&mut samples) {
+            for (row, out) in table.rows.iter().zip(samples) {
+                match row.program {
+                    Runs::Noop(name) => {
+                        out[0].push(run_object(&noop, name, &row.frame, row.repeat, row.verdict))
+                    }
+                    _ => {
+                        for (setup, slot) in table.setups.iter().zip(out.iter_mut()) {
+                            slot.push(setup.run(row));
+                        }
                     }
                 }
             }
         }
     }
-    let medians: Vec<Vec<Option<f64>>> = samples
+    let medians: Vec<Vec<Vec<Option<f64>>>> = samples
         .iter()
-        .map(|per_setup| {
-            per_setup
+        .map(|table| {
+            table
                 .iter()
-                .map(|s| (!s.is_empty()).then(|| median(s)))
+                .map(|per_setup| {
+                    per_setup
+                        .iter()
+                        .map(|s| (!s.is_empty()).then(|| median(s)))
+                        .collect()
+                })
                 .collect()
         })
         .collect();
-    report(&rows, &setups, &medians, rounds, repeat);
-}
-
-fn report(rows: &[Row], setups: &[Setup], medians: &[Vec<Option<f64>>], rounds: u32, repeat: u32) {
     println!();
     println!(
         "BPF_PROG_TEST_RUN, median of {rounds} interleaved rounds, {repeat} runs each (traced row: {}), ns per packet",
         TRACED_REPEAT.min(repeat)
     );
+    print_table(&tables[0], &medians[0]);
+    report_plan_rules(&tables[0], &medians[0]);
+    print_table(&tables[1], &medians[1]);
+    report_tracking(&tables, &medians);
+}
+
+/// The value of row `name` in column `setup`.
+fn cell(table: &Table, medians: &[Vec<Option<f64>>], name: &str, setup: usize) -> f64 {
+    table
+        .rows
+        .iter()
+        .position(|r| r.name == name)
+        .and_then(|i| medians[i][setup])
+        .unwrap_or_else(|| panic!("row {name}"))
+}
+
+fn goal(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+fn print_table(table: &Table, medians: &[Vec<Option<f64>>]) {
     println!();
-    print!("| {:<34} |", "path");
-    for s in setups {
+    print!("| {:<36} |", "path");
+    for s in &table.setups {
         print!(" {:>15} |", s.name);
     }
     println!();
-    print!("|{:-<36}|", "");
-    for _ in setups {
+    print!("|{:-<38}|", "");
+    for _ in &table.setups {
         print!("{:->17}|", "");
     }
     println!();
-    for (row, cells) in rows.iter().zip(medians) {
-        print!("| {:<34} |", row.name);
+    for (row, cells) in table.rows.iter().zip(medians) {
+        print!("| {:<36} |", row.name);
         for cell in cells {
             match cell {
                 Some(ns) => print!(" {ns:>15.1} |"),
@@ -351,14 +523,31 @@ fn report(rows: &[Row], setups: &[Setup], medians: &[Vec<Option<f64>>], rounds: 
         println!();
     }
     println!();
-    let at = |name: &str, setup: usize| {
-        rows.iter()
-            .position(|r| r.name == name)
-            .and_then(|i| medians[i][setup])
-            .unwrap_or_else(|| panic!("row {name}"))
-    };
-    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
-    for (i, s) in setups.iter().enumerate() {
+}
+
+fn report_tracking(tables: &[Table], medians: &[Vec<Vec<Option<f64>>>]) {
+    let stateless = cell(&tables[0], &medians[0], "allow, to-pod", 0);
+    let (t, m) = (&tables[1], &medians[1]);
+    for (i, s) in t.setups.iter().enumerate() {
+        let forward = cell(t, m, "tracked forward (TCP ACK)", i);
+        let reply = cell(t, m, "tracked reply (TCP ACK)", i);
+        println!(
+            "goal: tracked packets within +25 ns of a stateless allow ({stateless:.1} ns, tracking off) ({}): forward {:+.1} ns, reply {:+.1} ns: {}",
+            s.name,
+            forward - stateless,
+            reply - stateless,
+            goal(forward - stateless <= 25.0 && reply - stateless <= 25.0)
+        );
+    }
+    println!(
+        "tracking on costs a stateless allow {:+.1} ns (one ct_map lookup that misses)",
+        cell(t, m, "pair allow (stateless), tracking on", 0) - stateless
+    );
+}
+
+fn report_plan_rules(table: &Table, medians: &[Vec<Option<f64>>]) {
+    let at = |name: &str, setup: usize| cell(table, medians, name, setup);
+    for (i, s) in table.setups.iter().enumerate() {
         let (before, now) = (at("allow, first release", i), at("allow, to-pod", i));
         let from_pod = at("allow, from-pod (+ source check)", i);
         println!(
@@ -366,10 +555,11 @@ fn report(rows: &[Row], setups: &[Setup], medians: &[Vec<Option<f64>>], rounds: 
             s.name,
             now - before,
             from_pod - before,
-            verdict(now - before <= 10.0 && from_pod - before <= 10.0)
+            goal(now - before <= 10.0 && from_pod - before <= 10.0)
         );
     }
-    let worst = rows
+    let worst = table
+        .rows
         .iter()
         .enumerate()
         .filter(|(_, r)| matches!(r.program, Runs::Hook(_)) && r.name != "non-IPv4 (ARP)")
@@ -380,7 +570,7 @@ fn report(rows: &[Row], setups: &[Setup], medians: &[Vec<Option<f64>>], rounds: 
         "goal: full maps within 15% of nearly empty (rows with lookups): worst \"{}\" at {:+.1}%: {}",
         worst.0,
         (worst.1 - 1.0) * 100.0,
-        verdict(worst.1 <= 1.15)
+        goal(worst.1 <= 1.15)
     );
     println!(
         "CIDR-resolved dst: {:.1} ns with 1 prefix, {:.1} with 1,000, {:.1} with 16,384 (exact allow: {:.1})",

@@ -389,6 +389,7 @@ fn revoking_the_rule_ends_its_connections_in_both_directions() {
         "deny left the connection"
     );
     assert!(!dp.maps.config.conntrack().unwrap(), "no stateful rule is left");
+    assert!(!dp.maps.config.port_rules().unwrap(), "no port rule is left");
     dp.assert_drop("forward", TO_POD, &to_server, Reason::EBPFCNI_DROP_NO_POLICY);
     dp.assert_drop("reply", TO_POD, &to_client, Reason::EBPFCNI_DROP_NO_POLICY);
 

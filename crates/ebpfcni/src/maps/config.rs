@@ -270,6 +270,20 @@ impl ConfigMap {
         self.update(|config| config.conntrack = u32::from(on))
     }
 
+    /// Whether the program looks port rules up (some are allowed).
+    pub fn port_rules(&self) -> Result<bool> {
+        Ok(self.read()?.port_rules != 0)
+    }
+
+    /// Kept by [`crate::Maps::after_policy_change`]: on while
+    /// port_policy_map holds a rule.
+    pub(crate) fn set_port_rules(&self, on: bool) -> Result<()> {
+        if self.port_rules()? == on {
+            return Ok(());
+        }
+        self.update(|config| config.port_rules = u32::from(on))
+    }
+
     /// The connection lifetimes in effect.
     pub fn ct_timeouts(&self) -> Result<CtTimeouts> {
         Ok(CtTimeouts::from_array(self.read()?.ct_timeout))

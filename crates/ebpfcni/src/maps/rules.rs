@@ -310,6 +310,9 @@ impl Maps {
     /// that revoking a rule stops its replies at once.
     pub fn after_policy_change(&self) -> Result<()> {
         let index = PolicyIndex::read(self)?;
+        // The flags follow the maps, which were written first: a rule is
+        // in its map before the program is told to look for it.
+        self.config.set_port_rules(!self.ports.is_empty()?)?;
         self.config.set_conntrack(index.any_stateful())?;
         self.sweep_connections(&index)?;
         Ok(())
