@@ -1,19 +1,25 @@
 //! What sits in the node's forwarding path in each scenario, installed and
 //! removed inside the node namespace only.
 //!
-//! Every filter allows exactly the pod A <-> pod B pair (both directions,
-//! statelessly, as ebpfcni does) and drops the rest; "full" variants carry
-//! as many other entries as ebpfcni's maps hold.
+//! The stateless filters allow exactly the pod A <-> pod B pair (both
+//! directions, as the plan's rules do) and drop the rest; "full" variants
+//! carry as many other entries as ebpfcni's maps hold. The stateful ones
+//! let pod A open TCP connections to the bench's ports on pod B (and ping
+//! it), and let only their replies back.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::Stdio;
 
-use ebpfcni::{Identity, Maps, PolicyRule, Program, TraceLevel};
+use ebpfcni::{EventLevel, Identity, Maps, PolicyRule, Program, Protocol, Rule, Selector, TraceLevel};
 use ebpfcni_bench::{fill_maps, filler_ip, filler_pair};
 use ebpfcni_testutil::{TestPinDir, TwoPods};
 
+use crate::traffic::{ACCEPT_PORT, ECHO_PORT, IPERF3_PORT};
 use crate::Result;
+
+/// The TCP ports pod A opens connections to on pod B.
+const PORTS: [u16; 3] = [IPERF3_PORT, ECHO_PORT, ACCEPT_PORT];
 
 const POD_A: Ipv4Addr = TwoPods::POD_A;
 const POD_B: Ipv4Addr = TwoPods::POD_B;
@@ -36,14 +42,51 @@ impl Ebpfcni {
     /// Pods A and B as identities 1 and 2, allowed both ways. With `full`,
     /// both maps are then filled to capacity with other entries.
     pub fn new(name: &str, full: bool) -> Result<Self> {
+        let pair = PolicyRule::new(id(1), id(2));
+        Self::with_rules(
+            name,
+            full,
+            &[Rule::pair(pair, false), Rule::pair(pair.reverse(), false)],
+        )
+    }
+
+    /// Pods A and B as identities 1 and 2; A may open TCP connections to
+    /// B's bench ports, and ping B, statefully: one rule per port.
+    pub fn stateful(name: &str) -> Result<Self> {
+        let pair = PolicyRule::new(id(1), id(2));
+        let mut rules: Vec<Rule> = PORTS
+            .iter()
+            .map(|&port| Rule {
+                pair,
+                selector: Selector::Ports {
+                    protocol: Protocol::TCP,
+                    first: port,
+                    last: port,
+                },
+                stateful: true,
+            })
+            .collect();
+        rules.push(Rule {
+            pair,
+            selector: Selector::Protocol(Protocol::ICMP),
+            stateful: true,
+        });
+        Self::with_rules(name, false, &rules)
+    }
+
+    fn with_rules(name: &str, full: bool, rules: &[Rule]) -> Result<Self> {
         let pins = TestPinDir::new(name);
         let program = Program::load(pins.path())?;
         let maps = Maps::open(pins.path())?;
         maps.config.set_trace_level(TraceLevel::Off)?;
+        maps.config.set_event_level(EventLevel::Off)?;
         maps.endpoints.upsert_batch(&[(POD_A, id(1)), (POD_B, id(2))])?;
-        let pair = PolicyRule::new(id(1), id(2));
-        maps.policy.allow_all(&[pair, pair.reverse()])?;
-        let entries = if full { fill_maps(&maps)? } else { (2, 2) };
+        maps.allow(rules)?;
+        let entries = if full {
+            fill_maps(&maps)?
+        } else {
+            (2, maps.rules()?.len())
+        };
         Ok(Self {
             pins,
             program,
@@ -51,7 +94,13 @@ impl Ebpfcni {
         })
     }
 
+    /// Records each pod's address for its host veth, as the CNI plugin
+    /// does (pod A's second address is not recorded: what it sends is
+    /// dropped at the source check), and attaches the program to both.
     pub fn install(&self, topo: &TwoPods) -> Result<()> {
+        let maps = Maps::open(self.pins.path())?;
+        maps.interfaces.set(topo.ifindex_a, &[POD_A])?;
+        maps.interfaces.set(topo.ifindex_b, &[POD_B])?;
         topo.node.run_in(|| {
             self.program.attach(topo.ifindex_a)?;
             self.program.attach(topo.ifindex_b)
@@ -89,6 +138,29 @@ impl Nft {
              \tchain forward {{\n\t\ttype filter hook forward priority filter; policy drop;\n\
              \t\tip saddr . ip daddr @allowed accept\n\t}}\n}}\n",
             pairs.join(",\n\t\t\t")
+        );
+        Self { script }
+    }
+
+    /// Connection tracking: `ct state established,related accept`, then new
+    /// connections from pod A to pod B's bench ports (a set of address,
+    /// address, protocol, port), and its ping.
+    pub fn conntrack() -> Self {
+        let ports: Vec<String> = PORTS
+            .iter()
+            .map(|p| format!("{POD_A} . {POD_B} . tcp . {p}"))
+            .collect();
+        let script = format!(
+            "table ip {NFT_TABLE} {{\n\
+             \tset allowed {{\n\t\ttype ipv4_addr . ipv4_addr . inet_proto . inet_service\n\
+             \t\telements = {{ {} }}\n\t}}\n\
+             \tset allowed_proto {{\n\t\ttype ipv4_addr . ipv4_addr . inet_proto\n\
+             \t\telements = {{ {POD_A} . {POD_B} . icmp }}\n\t}}\n\
+             \tchain forward {{\n\t\ttype filter hook forward priority filter; policy drop;\n\
+             \t\tct state established,related accept\n\
+             \t\tip saddr . ip daddr . meta l4proto . th dport @allowed accept\n\
+             \t\tip saddr . ip daddr . meta l4proto @allowed_proto accept\n\t}}\n}}\n",
+            ports.join(", ")
         );
         Self { script }
     }

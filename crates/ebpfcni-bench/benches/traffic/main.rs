@@ -1,5 +1,6 @@
 //! Pod-to-pod traffic through a node namespace, side by side with no filter,
-//! ebpfcni, and nftables (set lookup and linear chains), plus the kernel
+//! ebpfcni (the plan's stateless rules, and stateful port rules), and
+//! nftables (set lookup, linear chains, and conntrack), plus the kernel
 //! memory of ebpfcni's maps. Run through `bench/run.sh` (which also runs the
 //! per-packet and control-plane benches), or
 //! `cargo bench -p ebpfcni-bench --bench traffic -- --rounds 5`; needs root.
@@ -18,7 +19,7 @@ use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal
 
 use ebpfcni_testutil::{median, TwoPods};
 use filters::{Ebpfcni, Nft};
-use traffic::{EchoServer, Iperf3Server};
+use traffic::{AcceptServer, EchoServer, Iperf3Server};
 
 const POD_B: std::net::Ipv4Addr = TwoPods::POD_B;
 
@@ -81,6 +82,7 @@ struct Scenario<'a> {
     filter: Filter<'a>,
     throughput: Vec<f64>,
     transactions: Vec<f64>,
+    connections: Vec<f64>,
 }
 
 impl<'a> Scenario<'a> {
@@ -91,6 +93,7 @@ impl<'a> Scenario<'a> {
             filter,
             throughput: Vec::new(),
             transactions: Vec::new(),
+            connections: Vec::new(),
         }
     }
 
@@ -116,7 +119,7 @@ impl<'a> Scenario<'a> {
     /// Installs the filter, checks it is in the path, measures, removes it.
     fn measure(&mut self, topo: &TwoPods, args: &Args) -> Result<()> {
         self.install(topo)?;
-        let outcome = (|| -> Result<(f64, f64)> {
+        let outcome = (|| -> Result<(f64, f64, f64)> {
             let filtering = !matches!(self.filter, Filter::None);
             if enforced(topo) != filtering {
                 return Err(format!(
@@ -130,19 +133,23 @@ impl<'a> Scenario<'a> {
             let bps = traffic::throughput(&topo.pod_a, POD_B, args.seconds)?;
             check_interrupted()?;
             let tps = traffic::transactions(&topo.pod_a, POD_B, args.message_size, args.seconds)?;
-            Ok((bps, tps))
+            check_interrupted()?;
+            let cps = traffic::connections(&topo.pod_a, POD_B, args.seconds)?;
+            Ok((bps, tps, cps))
         })();
         let removed = self.remove(topo);
-        let (bps, tps) = outcome?;
+        let (bps, tps, cps) = outcome?;
         removed?;
         eprintln!(
-            "  {:<18} {:>7.2} Gbit/s {:>9.0} transactions/s",
+            "  {:<18} {:>7.2} Gbit/s {:>9.0} transactions/s {:>8.0} connections/s",
             self.key,
             bps / 1e9,
-            tps
+            tps,
+            cps
         );
         self.throughput.push(bps);
         self.transactions.push(tps);
+        self.connections.push(cps);
         Ok(())
     }
 }
@@ -204,6 +211,8 @@ fn run(args: &Args) -> Result<()> {
     let nft_set_full = Nft::set(ebpf_full.entries.1 as u32);
     let nft_linear_1k = Nft::linear(1_000);
     let nft_linear_10k = Nft::linear(10_000);
+    let ebpf_stateful = Ebpfcni::stateful("bench_stateful")?;
+    let nft_conntrack = Nft::conntrack();
     let mut scenarios: Vec<Scenario> = [
         Scenario::new("plain", "a. plain routing, no filter", Filter::None),
         Scenario::new("ebpfcni-1", "b. ebpfcni, 1 rule", Filter::Ebpfcni(&ebpf_one)),
@@ -217,6 +226,16 @@ fn run(args: &Args) -> Result<()> {
             "nft-set-full",
             "c. nftables set, 65,536 pairs",
             Filter::Nft(&nft_set_full),
+        ),
+        Scenario::new(
+            "ebpfcni-stateful",
+            "e. ebpfcni, stateful port rules",
+            Filter::Ebpfcni(&ebpf_stateful),
+        ),
+        Scenario::new(
+            "nft-ct",
+            "f. nftables conntrack + set",
+            Filter::Nft(&nft_conntrack),
         ),
         Scenario::new(
             "nft-linear-1000",
@@ -235,6 +254,7 @@ fn run(args: &Args) -> Result<()> {
 
     let _iperf3 = Iperf3Server::start(&topo.pod_b, POD_B)?;
     let _echo = EchoServer::start(&topo.pod_b, POD_B, args.message_size)?;
+    let _accept = AcceptServer::start(&topo.pod_b, POD_B)?;
 
     for round in 1..=args.rounds {
         eprintln!("round {round}/{}", args.rounds);
@@ -294,23 +314,29 @@ fn print_traffic(scenarios: &[Scenario], args: &Args) {
     println!();
     println!(
         "Pod A -> pod B through a node namespace; {} interleaved rounds; iperf3 TCP {} s (after 1 s \
-         warm-up); request/response: one TCP connection, {}-byte messages, {} s",
-        args.rounds, args.seconds, args.message_size, args.seconds
+         warm-up); request/response: one TCP connection, {}-byte messages, {} s; new connections: \
+         connect and reset, one at a time, {} s",
+        args.rounds, args.seconds, args.message_size, args.seconds, args.seconds
     );
     println!();
     println!(
-        "| {:<32} | {:>10} | {:>13} | {:>14} | {:>13} |",
-        "scenario", "TCP Gbit/s", "vs a", "transactions/s", "vs a"
+        "| {:<33} | {:>10} | {:>13} | {:>14} | {:>13} | {:>13} | {:>13} |",
+        "scenario", "TCP Gbit/s", "vs a", "transactions/s", "vs a", "connections/s", "vs a"
     );
-    println!("|{:-<34}|{:->12}|{:->15}|{:->16}|{:->15}|", "", "", "", "", "");
+    println!(
+        "|{:-<35}|{:->12}|{:->15}|{:->16}|{:->15}|{:->15}|{:->15}|",
+        "", "", "", "", "", "", ""
+    );
     for s in scenarios {
         println!(
-            "| {:<32} | {:>10.2} | {:>13} | {:>14.0} | {:>13} |",
+            "| {:<33} | {:>10.2} | {:>13} | {:>14.0} | {:>13} | {:>13.0} | {:>13} |",
             s.label,
             median(&s.throughput) / 1e9,
             Ratio::of(&s.throughput, &base.throughput).show(),
             median(&s.transactions),
             Ratio::of(&s.transactions, &base.transactions).show(),
+            median(&s.connections),
+            Ratio::of(&s.connections, &base.connections).show(),
         );
     }
     println!();
@@ -319,6 +345,21 @@ fn print_traffic(scenarios: &[Scenario], args: &Args) {
     println!();
 
     let get = |key: &str| scenarios.iter().find(|s| s.key == key);
+    if let (Some(e), Some(n)) = (get("ebpfcni-stateful"), get("nft-ct")) {
+        let bps = Ratio::of(&e.throughput, &n.throughput);
+        let tps = Ratio::of(&e.transactions, &n.transactions);
+        let cps = Ratio::of(&e.connections, &n.connections);
+        println!(
+            "goal: ebpfcni-stateful at or ahead of nft-ct: throughput x{}: {}; transactions x{}: {}; \
+             connections x{}: {}",
+            bps.show(),
+            bps.at_least(1.0),
+            tps.show(),
+            tps.at_least(1.0),
+            cps.show(),
+            cps.at_least(1.0)
+        );
+    }
     for b in ["ebpfcni-1", "ebpfcni-full"].iter().filter_map(|k| get(k)) {
         let bps = Ratio::of(&b.throughput, &base.throughput);
         let tps = Ratio::of(&b.transactions, &base.transactions);
@@ -330,7 +371,10 @@ fn print_traffic(scenarios: &[Scenario], args: &Args) {
             tps.show(),
             tps.at_least(0.95)
         );
-        for other in scenarios.iter().filter(|s| s.key.starts_with("nft-")) {
+        for other in scenarios
+            .iter()
+            .filter(|s| s.key.starts_with("nft-") && s.key != "nft-ct")
+        {
             let bps = Ratio::of(&b.throughput, &other.throughput);
             let tps = Ratio::of(&b.transactions, &other.transactions);
             println!(
@@ -351,8 +395,11 @@ fn print_memory(full: &Ebpfcni) -> Result<()> {
     let (endpoints, rules) = full.entries;
     println!();
     println!(
-        "Kernel memory of ebpfcni's maps (memlock from fdinfo; hash maps are preallocated, so the \
-         same with {endpoints} endpoints and {rules} rules as when empty)"
+        "Kernel memory of ebpfcni's maps (memlock from fdinfo) with {endpoints} endpoints and {rules} \
+         rules. Hash maps, ct_map (an LRU hash, {} connections) included, are preallocated: the same \
+         empty as full. The LPM tries (prefix_map, port_policy_map) grow with their entries (none \
+         here); event_ring is its buffer.",
+        ebpfcni::PinnedMap::Conntrack.capacity()
     );
     println!();
     println!("| {:<16} | {:>12} |", "map", "bytes");

@@ -1,5 +1,6 @@
-//! Traffic from pod A to pod B: TCP stream throughput with iperf3, and a
-//! request/response rate with a small TCP ping-pong of our own.
+//! Traffic from pod A to pod B: TCP stream throughput with iperf3, a
+//! request/response rate with a small TCP ping-pong of our own, and the
+//! rate of new TCP connections.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -20,6 +21,7 @@ use crate::Result;
 
 pub const IPERF3_PORT: u16 = 5201;
 pub const ECHO_PORT: u16 = 7007;
+pub const ACCEPT_PORT: u16 = 7008;
 
 /// CPUs the client and the server side are pinned to, so that every run
 /// places them alike (run-to-run variance is otherwise dominated by where the
@@ -198,6 +200,111 @@ pub fn transactions(client: &Netns, server: Ipv4Addr, size: usize, seconds: u32)
         while start.elapsed() < duration {
             conn.write_all(&msg).map_err(|e| format!("send: {e}"))?;
             conn.read_exact(&mut msg).map_err(|e| format!("receive: {e}"))?;
+            done += 1;
+        }
+        Ok(done as f64 / start.elapsed().as_secs_f64())
+    };
+    client.run_in(run).map_err(Into::into)
+}
+
+/// Accepts connections and closes them at once, on a thread that entered
+/// the server's namespace. Stopped and joined on drop.
+pub struct AcceptServer {
+    stop: Arc<AtomicBool>,
+    addr: SocketAddr,
+    netns: File,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AcceptServer {
+    pub fn start(ns: &Netns, addr: Ipv4Addr) -> Result<Self> {
+        let open = || File::open(ns.path()).map_err(|e| format!("open {}: {e}", ns.path().display()));
+        let netns = open()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = {
+            let stop = stop.clone();
+            let netns = open()?;
+            std::thread::spawn(move || {
+                let listener = setns(netns.as_fd(), CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| format!("setns: {e}"))
+                    .and_then(|()| pin_thread(server_cpu()))
+                    .and_then(|()| {
+                        TcpListener::bind((addr, ACCEPT_PORT)).map_err(|e| format!("bind {addr}: {e}"))
+                    });
+                let listener = match listener {
+                    Ok(l) => {
+                        let _ = ready_tx.send(Ok(()));
+                        l
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                // Blocking accepts; drop wakes the last one with a connection.
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = listener.accept();
+                }
+            })
+        };
+        let server = Self {
+            stop,
+            addr: SocketAddr::from((addr, ACCEPT_PORT)),
+            netns,
+            thread: Some(thread),
+        };
+        ready_rx
+            .recv()
+            .map_err(|_| "accept server thread died")?
+            .map_err(|e| format!("accept server: {e}"))?;
+        Ok(server)
+    }
+}
+
+impl Drop for AcceptServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the blocked accept from inside the server's namespace.
+        let (addr, netns) = (self.addr, &self.netns);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                if setns(netns.as_fd(), CloneFlags::CLONE_NEWNET).is_ok() {
+                    let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+                }
+            });
+        });
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// New TCP connections per second from `client` to the accept server at
+/// `server`, one at a time: each is opened (the three-way handshake) and
+/// closed with a reset (SO_LINGER 0), so that no TIME_WAIT runs the client
+/// out of ports.
+pub fn connections(client: &Netns, server: Ipv4Addr, seconds: u32) -> Result<f64> {
+    use nix::sys::socket::{setsockopt, sockopt::Linger};
+    let addr = SocketAddr::from((server, ACCEPT_PORT));
+    let run = move || -> std::result::Result<f64, String> {
+        pin_thread(client_cpu())?;
+        let duration = Duration::from_secs(seconds.into());
+        let start = Instant::now();
+        let mut done = 0u64;
+        while start.elapsed() < duration {
+            let conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                .map_err(|e| format!("connect to {addr} (after {done} connections): {e}"))?;
+            setsockopt(
+                &conn,
+                Linger,
+                &nix::libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                },
+            )
+            .map_err(|e| format!("SO_LINGER: {e}"))?;
+            drop(conn);
             done += 1;
         }
         Ok(done as f64 / start.elapsed().as_secs_f64())
