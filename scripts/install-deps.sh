@@ -13,7 +13,7 @@ set -euo pipefail
 what=${1:-test}
 build_pkgs=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config linux-libc-dev libbpf-dev gcc make)
 demo_pkgs=(iproute2 iputils-ping curl busybox-static containernetworking-plugins util-linux procps)
-test_pkgs=(bpftool podman runc)
+test_pkgs=(bpftool podman runc graphviz)
 bench_pkgs=(iperf3 nftables iptables)
 
 case "$what" in

@@ -68,15 +68,17 @@ static __always_inline bool ebpfcni_take_token(__u32 which)
 
 	if (!b)
 		return false;
-	/* Refill for the time since the last take (at most 10 s worth, which
-	 * keeps the product in range), up to the burst. A fresh bucket
-	 * (last_ns 0) is full. */
-	__u64 elapsed = b->last_ns ? now - b->last_ns : 10 * EBPFCNI_TOKEN;
+	/* Refill for the time since the last take, up to the burst: once the
+	 * time to fill an empty bucket has passed it is full (which also
+	 * keeps the product below burst, in range). A fresh bucket (last_ns
+	 * 0) is full. */
+	__u64 elapsed = now - b->last_ns;
 
-	if (elapsed > 10 * EBPFCNI_TOKEN)
-		elapsed = 10 * EBPFCNI_TOKEN;
-	b->tokens += elapsed * rate;
-	if (b->tokens > burst)
+	if (!b->last_ns || elapsed >= burst / rate)
+		b->tokens = burst;
+	else if (b->tokens + elapsed * rate < burst)
+		b->tokens += elapsed * rate;
+	else
 		b->tokens = burst;
 	b->last_ns = now;
 	if (b->tokens < EBPFCNI_TOKEN)

@@ -196,7 +196,7 @@ fn print_timeouts(out: &mut Out, t: CtTimeouts) -> CmdResult {
             udp: t.udp,
             other: t.other,
         })?,
-        Format::Table => {
+        Format::Table | Format::Prometheus => {
             let d = CtTimeouts::DEFAULT;
             let row = |name: &str, v: u32, default: u32| {
                 vec![

@@ -7,10 +7,14 @@
 pub mod args;
 pub mod conntrack;
 pub mod exit;
+pub mod graph;
 pub mod identities_file;
 pub mod input;
+pub mod links;
+pub mod monitor;
 pub mod output;
 pub mod rules_file;
+pub mod stats;
 
 use std::io::{self, Write};
 use std::path::PathBuf;

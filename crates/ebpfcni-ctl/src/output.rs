@@ -22,6 +22,8 @@ pub enum Format {
     Table,
     /// One JSON document on stdout; the one-line notes go to stderr
     Json,
+    /// The Prometheus text format (`policyctl stats` only)
+    Prometheus,
 }
 
 /// Where a command's output goes, honouring `--quiet` and `-o`.
@@ -57,12 +59,17 @@ impl Out {
     /// stderr with `-o json` so that stdout stays one JSON document.
     pub fn note(&mut self, note: impl Display) -> io::Result<()> {
         match self.format {
-            Format::Table => writeln!(self.stdout, "{note}"),
+            Format::Table | Format::Prometheus => writeln!(self.stdout, "{note}"),
             Format::Json => {
                 self.stdout.flush()?;
                 writeln!(io::stderr(), "{note}")
             }
         }
+    }
+
+    /// Prints `text` as it is.
+    pub fn raw(&mut self, text: &str) -> io::Result<()> {
+        self.stdout.write_all(text.as_bytes())
     }
 
     /// Prints `value` as pretty JSON on stdout.

@@ -56,6 +56,10 @@ pub enum Error {
     #[error("maps not pinned: {}", missing.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     MapsNotPinned { missing: Vec<PathBuf> },
 
+    /// Someone else holds what this needs (the event ring's one reader).
+    #[error("{0}")]
+    Busy(String),
+
     /// The change contradicts what the maps hold; nothing was written.
     #[error("{0}")]
     Conflict(String),

@@ -18,6 +18,7 @@
 
 pub mod bpffs;
 mod error;
+pub mod events;
 mod identity;
 mod loader;
 mod maps;
@@ -60,10 +61,10 @@ pub use identity::{
     ParsePrefixError, PolicyRule,
 };
 pub use maps::{
-    drop_reason_name, ConfigMap, Connection, ConntrackMap, CtState, CtTimeouts, DropCounters, EndpointMap,
-    EventCounters, EventLevel, IdentityAddr, IdentitySource, InterfaceMap, Maps, NotifyCounts, PolicyIndex,
-    PolicyMap, PortPolicyMap, PrefixMap, Protocol, RateLimit, RawRule, Rule, RuleChange, Selector, Stored,
-    StoredIdentity, StoredRule, TraceLevel, INTERFACE_ADDRS,
+    drop_reason_name, drop_reasons, ConfigMap, Connection, ConntrackMap, CtState, CtTimeouts, DropCounters,
+    EndpointMap, EventCounters, EventLevel, IdentityAddr, IdentitySource, InterfaceMap, Maps, NotifyCounts,
+    PolicyIndex, PolicyMap, PortPolicyMap, PrefixMap, Protocol, RateLimit, RawRule, Rule, RuleChange,
+    Selector, Stored, StoredIdentity, StoredRule, TraceLevel, INTERFACE_ADDRS,
 };
 pub use object::PinnedMap;
 pub use program::{program_info, Hook, Program, ProgramInfo, TestContext, TestRun, TC_ACT_OK, TC_ACT_SHOT};

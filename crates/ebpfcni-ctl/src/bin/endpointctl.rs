@@ -154,6 +154,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> CmdResult {
     let common = &cli.common;
+    if common.output == Format::Prometheus {
+        return Err(Failure::Usage(
+            "-o prometheus is only for `policyctl stats`".into(),
+        ));
+    }
     match cli.command {
         Command::Completions { shell } => ebpfcni_ctl::print_completions::<Cli>(shell),
         Command::Get { addr } => get(common, addr.get()),
@@ -300,7 +305,7 @@ fn get(common: &Common, addr: IdentityAddr) -> CmdResult {
             row: IdentityRow::from(addr, id),
             from,
         })?,
-        Format::Table => {
+        Format::Table | Format::Prometheus => {
             let identity = match id {
                 Stored::Valid(id) => id.to_string(),
                 Stored::Invalid { raw, problem } => format!("{raw} INVALID: {problem}"),

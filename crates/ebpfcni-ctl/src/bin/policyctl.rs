@@ -1,6 +1,7 @@
 //! policyctl: which identity may talk to which (pair rules, and port and
 //! protocol rules), statefully or not, the tracked connections of stateful
-//! rules, and the datapath's trace level.
+//! rules; and what the datapath does: flow events (monitor), counters
+//! (stats), a picture of the policy (graph), trace and event levels.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -10,11 +11,12 @@ use std::process::ExitCode;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use ebpfcni::{
-    CtTimeouts, Identity, Maps, PinnedMap, PolicyRule, Rule, RuleChange, Selector, Stored, TraceLevel,
+    CtTimeouts, EventLevel, Identity, Maps, PinnedMap, PolicyRule, RateLimit, Rule, RuleChange, Selector,
+    Stored, TraceLevel,
 };
 use ebpfcni_ctl::{
-    args, conntrack, exit_status_help, input, open_maps_for_reading, open_maps_for_writing, parse_rules,
-    report_change, CmdResult, Common, Failure, Format, Out, PolicyUsage, View,
+    args, conntrack, exit_status_help, graph, input, monitor, open_maps_for_reading, open_maps_for_writing,
+    parse_rules, report_change, stats, CmdResult, Common, Failure, Format, Out, PolicyUsage, View,
 };
 use serde::Serialize;
 
@@ -40,7 +42,9 @@ use serde::Serialize;
          policyctl apply -f rules.txt\n  \
          policyctl list -o json > rules.json && policyctl flush && policyctl apply -f rules.json\n  \
          policyctl ct list\n  \
-         policyctl trace drops\n\n",
+         policyctl monitor --verdict drop\n  \
+         policyctl stats -o prometheus\n  \
+         policyctl graph | dot -Tsvg > policy.svg\n\n",
         exit_status_help!()
     )
 )]
@@ -127,6 +131,71 @@ enum Command {
                       policyctl ct timeouts --tcp-established 3600"
     )]
     Ct(CtCommand),
+
+    /// Watch the datapath's flow events live (drops; passes with --level all)
+    ///
+    /// One line per event: time, verdict and reason, source and destination (address, port,
+    /// identity), protocol and TCP flags, the hook (from-pod: sent by the pod; to-pod: sent to it),
+    /// the host veth and the pod behind it. `-o json` prints one JSON object per line. Events the
+    /// rate limit or a full ring kept from being written are counted on stderr. One monitor reads
+    /// a pin directory's events at a time. Ctrl-C ends it and restores the level --level changed.
+    #[command(after_help = "Examples:\n  \
+                            policyctl monitor\n  \
+                            policyctl monitor --verdict drop --identity 1001\n  \
+                            policyctl monitor --level all --ip 10.13.0.2\n  \
+                            policyctl monitor --reason invalid-source -o json | jq .src_ip\n  \
+                            policyctl monitor --count 10 --duration 30")]
+    Monitor(monitor::MonitorArgs),
+
+    /// Counters: drops per reason, events and trace lines written or held back, map occupancy
+    #[command(after_help = "Examples:\n  \
+                            policyctl stats\n  \
+                            policyctl stats -o json | jq '.drops[\"no-policy\"]'\n  \
+                            policyctl stats -o prometheus > /var/lib/node_exporter/textfile/ebpfcni.prom")]
+    Stats,
+
+    /// Print the policy as a Graphviz DOT graph: identities (with their addresses), rules as edges
+    #[command(
+        after_help = "Stateful rules are bold. With --flows the events of the next SECONDS are drawn too: \
+                            drops in red, passes in green (passes are reported at --level all).\n\n\
+                            Examples:\n  \
+                            policyctl graph | dot -Tsvg > policy.svg\n  \
+                            policyctl graph --flows 10 --level all | dot -Tpng > flows.png"
+    )]
+    Graph(graph::GraphArgs),
+
+    /// Show which flow events the datapath writes, or set it (takes effect on the next packet)
+    #[command(
+        after_help = "Events go to the pinned ring buffer that `policyctl monitor` reads, at most as many a \
+                            second per CPU as the rate limit allows (see `policyctl rate-limit`).\n\n\
+                            Examples:\n  \
+                            policyctl events          # show the level\n  \
+                            policyctl events flows    # drops, new connections and their state changes\n  \
+                            policyctl events drops    # back to the default"
+    )]
+    Events {
+        /// New level; without it, show the current one
+        #[arg(value_parser = event_level_parser())]
+        level: Option<EventLevel>,
+    },
+
+    /// Show the rate limit of flow events and trace lines, or set it
+    #[command(
+        after_help = "The limit is a token bucket per CPU, for events and trace lines separately: up to BURST \
+                            at once, refilled at RATE a second. What it holds back is counted (`policyctl stats`); \
+                            the drop counters stay exact.\n\n\
+                            Examples:\n  \
+                            policyctl rate-limit\n  \
+                            policyctl rate-limit --rate 5000 --burst 10000"
+    )]
+    RateLimit {
+        /// Events (and trace lines) a second per CPU
+        #[arg(long, value_name = "N", value_parser = args::seconds())]
+        rate: Option<u32>,
+        /// At most this many at once (default: as many as the rate)
+        #[arg(long, value_name = "N", value_parser = args::seconds())]
+        burst: Option<u32>,
+    },
 
     /// Show the datapath's trace level, or set it (takes effect on the next packet)
     #[command(
@@ -275,9 +344,32 @@ fn trace_level_parser() -> impl TypedValueParser<Value = TraceLevel> {
     PossibleValuesParser::new(values).map(|name| name.parse::<TraceLevel>().expect("a listed level"))
 }
 
+fn event_level_parser() -> impl TypedValueParser<Value = EventLevel> {
+    let values = EventLevel::ALL_LEVELS.map(|level| {
+        PossibleValue::new(level.name()).help(match level {
+            EventLevel::Off => "nothing",
+            EventLevel::Drops => "every drop (the default)",
+            EventLevel::Flows => "drops, new tracked connections and their state changes",
+            EventLevel::All => "every IPv4 packet",
+        })
+    });
+    PossibleValuesParser::new(values).map(|name| name.parse::<EventLevel>().expect("a listed level"))
+}
+
 #[derive(Serialize)]
 struct TraceJson {
     trace_level: String,
+}
+
+#[derive(Serialize)]
+struct EventsJson {
+    event_level: String,
+}
+
+#[derive(Serialize)]
+struct RateLimitJson {
+    rate: u32,
+    burst: u32,
 }
 
 fn main() -> ExitCode {
@@ -287,6 +379,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> CmdResult {
     let common = &cli.common;
+    if common.output == Format::Prometheus && !matches!(cli.command, Command::Stats) {
+        return Err(Failure::Usage(
+            "-o prometheus is only for `policyctl stats`".into(),
+        ));
+    }
     match cli.command {
         Command::Completions { shell } => ebpfcni_ctl::print_completions::<Cli>(shell),
         Command::Pins => print_pins(&common.pin_dir),
@@ -304,6 +401,16 @@ fn run(cli: Cli) -> CmdResult {
         Command::Ct(CtCommand::List) => conntrack::list(common),
         Command::Ct(CtCommand::Flush) => conntrack::flush(common),
         Command::Ct(CtCommand::Timeouts(args)) => conntrack::timeouts(common, &args),
+        Command::Monitor(args) => monitor::monitor(common, &args),
+        Command::Stats => stats::stats(common),
+        Command::Graph(args) => graph::graph(common, &args),
+        Command::Events { level: None } => show_event_level(common),
+        Command::Events { level: Some(level) } => set_event_level(common, level),
+        Command::RateLimit {
+            rate: None,
+            burst: None,
+        } => show_rate_limit(common),
+        Command::RateLimit { rate, burst } => set_rate_limit(common, rate, burst),
     }
 }
 
@@ -433,7 +540,9 @@ fn show_trace_level(common: &Common) -> CmdResult {
         .map_err(|e| Failure::failed("read the trace level", e))?;
     let mut out = Out::new(common);
     match out.format() {
-        Format::Table => out.note(format_args!("trace level: {}", level_name(current)))?,
+        Format::Table | Format::Prometheus => {
+            out.note(format_args!("trace level: {}", level_name(current)))?
+        }
         Format::Json => out.json(&TraceJson {
             trace_level: level_name(current),
         })?,
@@ -466,6 +575,102 @@ fn set_trace_level(common: &Common, level: TraceLevel) -> CmdResult {
         }
         Ok(())
     })
+}
+
+/// The event level, "invalid (N)" for a value this build does not know.
+fn event_level_name(level: Stored<EventLevel, u32>) -> String {
+    match level {
+        Stored::Valid(level) => level.name().to_owned(),
+        Stored::Invalid { raw, .. } => format!("invalid ({raw}, reports as all)"),
+    }
+}
+
+fn show_event_level(common: &Common) -> CmdResult {
+    let maps = open_maps_for_reading(common)?;
+    let current = maps
+        .config
+        .event_level()
+        .map_err(|e| Failure::failed("read the event level", e))?;
+    let mut out = Out::new(common);
+    match out.format() {
+        Format::Json => out.json(&EventsJson {
+            event_level: event_level_name(current),
+        })?,
+        _ => out.note(format_args!("event level: {}", event_level_name(current)))?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn set_event_level(common: &Common, level: EventLevel) -> CmdResult {
+    let maps = open_maps_for_writing(common)?;
+    let current = maps
+        .config
+        .event_level()
+        .map_err(|e| Failure::failed("read the event level", e))?;
+    maps.config
+        .set_event_level(level)
+        .map_err(|e| Failure::failed(format_args!("set the event level to {level}"), e))?;
+    let note = if current == Stored::Valid(level) {
+        format!("event level: {level} (unchanged)")
+    } else {
+        format!("event level: {} -> {level}", event_level_name(current))
+    };
+    let mut out = Out::new(common);
+    report_change(&mut out, &[note], |out| {
+        if out.format() == Format::Json {
+            out.json(&EventsJson {
+                event_level: level.name().to_owned(),
+            })?;
+        }
+        Ok(())
+    })
+}
+
+fn print_rate_limit(out: &mut Out, limit: RateLimit) -> CmdResult {
+    match out.format() {
+        Format::Json => out.json(&RateLimitJson {
+            rate: limit.rate,
+            burst: limit.burst,
+        })?,
+        _ => out.note(format_args!(
+            "rate limit: {} a second per CPU, bursts of up to {} (events and trace lines each)",
+            limit.rate, limit.burst
+        ))?,
+    }
+    Ok(())
+}
+
+fn show_rate_limit(common: &Common) -> CmdResult {
+    let maps = open_maps_for_reading(common)?;
+    let limit = maps
+        .config
+        .rate_limit()
+        .map_err(|e| Failure::failed("read the rate limit", e))?;
+    let mut out = Out::new(common);
+    print_rate_limit(&mut out, limit)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Sets what is given; a new rate without a burst keeps bursts as large as
+/// the rate.
+fn set_rate_limit(common: &Common, rate: Option<u32>, burst: Option<u32>) -> CmdResult {
+    let maps = open_maps_for_writing(common)?;
+    let current = maps
+        .config
+        .rate_limit()
+        .map_err(|e| Failure::failed("read the rate limit", e))?;
+    let rate = rate.unwrap_or(current.rate);
+    let new = RateLimit {
+        rate,
+        burst: burst.unwrap_or(rate),
+    };
+    maps.config
+        .set_rate_limit(new)
+        .map_err(|e| Failure::failed("set the rate limit", e))?;
+    let mut out = Out::new(common);
+    report_change(&mut out, &[], |out| print_rate_limit(out, new))
 }
 
 /// Prints the paths of the pins that exist under `pin_dir`.

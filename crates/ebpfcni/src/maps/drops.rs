@@ -18,6 +18,13 @@ pub fn drop_reason_name(reason: types::ebpfcni_drop_reason) -> Option<&'static s
         .filter(|name| !name.is_empty())
 }
 
+/// Every drop reason's name, in the order of their values.
+pub fn drop_reasons() -> Vec<&'static str> {
+    (1..types::ebpfcni_drop_reason::EBPFCNI_DROP_REASON_MAX.0)
+        .filter_map(|r| drop_reason_name(types::ebpfcni_drop_reason(r)))
+        .collect()
+}
+
 #[derive(Debug)]
 pub struct DropCounters {
     pub(super) map: MapHandle,

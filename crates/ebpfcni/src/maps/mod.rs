@@ -33,7 +33,7 @@ use crate::object::{self, PinnedMap};
 pub use config::{ConfigMap, CtTimeouts, EventLevel, RateLimit, TraceLevel};
 pub use conntrack::{Connection, ConntrackMap, CtState};
 pub use counters::{EventCounters, NotifyCounts};
-pub use drops::{drop_reason_name, DropCounters};
+pub use drops::{drop_reason_name, drop_reasons, DropCounters};
 pub use endpoints::EndpointMap;
 pub use identities::IdentityAddr;
 pub use interfaces::{InterfaceMap, INTERFACE_ADDRS};

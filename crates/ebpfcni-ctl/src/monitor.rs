@@ -1,0 +1,518 @@
+//! `policyctl monitor`: the datapath's flow events, live, one line (or one
+//! JSON object) each, with what the rate limit or a full ring kept back
+//! reported on stderr.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, ValueEnum};
+use ebpfcni::events::{monotonic_now, Event, EventReader, Verdict};
+use ebpfcni::{EventLevel, Hook, Identity, Maps, NotifyCounts, Protocol, Stored};
+use serde::Serialize;
+
+use crate::links::{self, Interface};
+use crate::{args, CmdResult, Common, Failure, Format};
+
+/// Which verdicts to show.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerdictFilter {
+    Drop,
+    Pass,
+}
+
+/// Event levels `--level` can raise the datapath to.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// Every drop
+    Drops,
+    /// Drops, new tracked connections and their state changes
+    Flows,
+    /// Every IPv4 packet
+    All,
+}
+
+impl From<Level> for EventLevel {
+    fn from(level: Level) -> Self {
+        match level {
+            Level::Drops => EventLevel::Drops,
+            Level::Flows => EventLevel::Flows,
+            Level::All => EventLevel::All,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct MonitorArgs {
+    /// Only drops, or only passes
+    #[arg(long, value_enum)]
+    pub verdict: Option<VerdictFilter>,
+    /// Only events with this identity on either side (repeatable)
+    #[arg(long = "identity", value_name = "ID", value_parser = args::identity())]
+    pub identities: Vec<Identity>,
+    /// Only events with this address on either side (repeatable)
+    #[arg(long = "ip", value_name = "ADDR", value_parser = args::endpoint_ip())]
+    pub ips: Vec<Ipv4Addr>,
+    /// Only drops for this reason (no-policy, no-flow, invalid-source, ...)
+    #[arg(long, value_name = "NAME")]
+    pub reason: Option<String>,
+    /// Raise the datapath's event level while the monitor runs (restored when it ends)
+    #[arg(long, value_enum)]
+    pub level: Option<Level>,
+    /// Stop after this many events have been shown
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Stop after this many seconds
+    #[arg(long, value_name = "SECONDS", value_parser = args::seconds())]
+    pub duration: Option<u32>,
+}
+
+impl MonitorArgs {
+    /// The drop reason names the datapath knows, checked before anything
+    /// is opened (exit 2 for an unknown one).
+    fn check(&self) -> Result<(), Failure> {
+        if let Some(reason) = &self.reason {
+            let known = ebpfcni::drop_reasons();
+            if !known.contains(&reason.as_str()) {
+                return Err(Failure::Usage(format!(
+                    "--reason: unknown drop reason {}: expected one of {}",
+                    ebpfcni::quote_input(reason),
+                    known.join(", ")
+                )));
+            }
+            if self.verdict == Some(VerdictFilter::Pass) {
+                return Err(Failure::Usage(
+                    "--reason names drops; it cannot go with --verdict pass".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn shows(&self, e: &Event) -> bool {
+        let verdict = match self.verdict {
+            None => true,
+            Some(VerdictFilter::Drop) => e.verdict == Verdict::Drop,
+            Some(VerdictFilter::Pass) => e.verdict == Verdict::Pass,
+        };
+        verdict
+            && (self.identities.is_empty()
+                || self
+                    .identities
+                    .iter()
+                    .any(|id| id.get() == e.src_id || id.get() == e.dst_id))
+            && (self.ips.is_empty() || self.ips.iter().any(|ip| *ip == e.saddr || *ip == e.daddr))
+            && self.reason.as_deref().is_none_or(|r| e.reason == Some(r))
+    }
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: i32) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Ctrl-C and SIGTERM end the monitor cleanly (its level restored): the
+/// handler only sets a flag, which the loop checks between polls.
+fn catch_signals() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic.
+        let _ = unsafe { sigaction(signal, &action) };
+    }
+}
+
+/// "SYN-ACK", "FIN-ACK", "RST"; empty without flags.
+pub fn tcp_flags(flags: u8) -> String {
+    const NAMES: [(u8, &str); 8] = [
+        (0x02, "SYN"),
+        (0x01, "FIN"),
+        (0x04, "RST"),
+        (0x08, "PSH"),
+        (0x10, "ACK"),
+        (0x20, "URG"),
+        (0x40, "ECE"),
+        (0x80, "CWR"),
+    ];
+    NAMES
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, name)| *name)
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+fn hook_name(hook: Hook) -> &'static str {
+    match hook {
+        Hook::FromPod => "from-pod",
+        Hook::ToPod => "to-pod",
+    }
+}
+
+/// The host veths by ifindex, dumped again (at most once a second) when an
+/// event names one not seen yet.
+struct Interfaces {
+    known: HashMap<u32, Interface>,
+    dumped: Option<Instant>,
+}
+
+impl Interfaces {
+    fn new() -> Self {
+        Self {
+            known: HashMap::new(),
+            dumped: None,
+        }
+    }
+
+    fn get(&mut self, ifindex: u32) -> Option<&Interface> {
+        if !self.known.contains_key(&ifindex)
+            && self.dumped.is_none_or(|t| t.elapsed() > Duration::from_secs(1))
+        {
+            if let Ok(links) = links::dump() {
+                self.known = links;
+            }
+            self.dumped = Some(Instant::now());
+        }
+        self.known.get(&ifindex)
+    }
+}
+
+/// Wall-clock time of an event from its CLOCK_MONOTONIC stamp.
+struct Clock {
+    /// Realtime minus monotonic, in ns, when the monitor started.
+    offset_ns: i128,
+}
+
+impl Clock {
+    fn new() -> Self {
+        let real = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        Self {
+            offset_ns: real.as_nanos() as i128 - monotonic_now().as_nanos() as i128,
+        }
+    }
+
+    /// (seconds since the epoch, milliseconds).
+    fn wall(&self, monotonic: Duration) -> (i64, u32) {
+        let ns = monotonic.as_nanos() as i128 + self.offset_ns;
+        (
+            (ns / 1_000_000_000) as i64,
+            ((ns % 1_000_000_000) / 1_000_000) as u32,
+        )
+    }
+
+    /// "12:00:01.123", local time.
+    fn time_of_day(&self, monotonic: Duration) -> String {
+        let (secs, ms) = self.wall(monotonic);
+        let t = secs as nix::libc::time_t;
+        // SAFETY: localtime_r writes only into `tm`.
+        let mut tm: nix::libc::tm = unsafe { std::mem::zeroed() };
+        unsafe { nix::libc::localtime_r(&t, &mut tm) };
+        format!("{:02}:{:02}:{:02}.{ms:03}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+    }
+
+    /// "2026-11-27T12:00:01.123Z".
+    fn rfc3339(&self, monotonic: Duration) -> String {
+        let (secs, ms) = self.wall(monotonic);
+        let t = secs as nix::libc::time_t;
+        // SAFETY: gmtime_r writes only into `tm`.
+        let mut tm: nix::libc::tm = unsafe { std::mem::zeroed() };
+        unsafe { nix::libc::gmtime_r(&t, &mut tm) };
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+            tm.tm_year + 1900,
+            tm.tm_mon + 1,
+            tm.tm_mday,
+            tm.tm_hour,
+            tm.tm_min,
+            tm.tm_sec
+        )
+    }
+}
+
+/// An event as `-o json` prints it, one object a line.
+#[derive(Serialize)]
+struct EventJson<'a> {
+    time: String,
+    verdict: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pass: Option<&'static str>,
+    src_ip: Ipv4Addr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    src_port: Option<u16>,
+    src_identity: u32,
+    dst_ip: Ipv4Addr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dst_port: Option<u16>,
+    dst_identity: u32,
+    proto: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    icmp_id: Option<u16>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    tcp_flags: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ct_state: Option<&'static str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    ct_changed: bool,
+    hook: &'static str,
+    ifindex: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interface: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod: Option<&'a str>,
+}
+
+fn has_ports(protocol: u8) -> bool {
+    Protocol(protocol).has_ports()
+}
+
+/// "10.13.0.3:8080 (1002)"; "?" for an identity not known.
+fn end(addr: Ipv4Addr, port: u16, id: u32, protocol: u8) -> String {
+    let id = if id == 0 { "?".to_owned() } else { id.to_string() };
+    if has_ports(protocol) {
+        format!("{addr}:{port} ({id})")
+    } else {
+        format!("{addr} ({id})")
+    }
+}
+
+fn line(e: &Event, clock: &Clock, iface: Option<&Interface>) -> String {
+    let what = match e.verdict {
+        Verdict::Drop => e.reason.unwrap_or("unknown"),
+        Verdict::Pass => e.pass_kind.map_or("allowed", |k| k.name()),
+    };
+    let mut text = format!(
+        "{} {} {what} {} -> {} {}",
+        clock.time_of_day(e.time),
+        e.verdict.name(),
+        end(e.saddr, e.sport, e.src_id, e.protocol),
+        end(e.daddr, e.dport, e.dst_id, e.protocol),
+        Protocol(e.protocol),
+    );
+    if e.protocol == Protocol::ICMP.0 && e.sport != 0 {
+        text += &format!(" id {}", e.sport);
+    }
+    let flags = tcp_flags(e.tcp_flags);
+    if e.protocol == Protocol::TCP.0 && !flags.is_empty() {
+        text += &format!(" {flags}");
+    }
+    if let (true, Some(state)) = (e.ct_changed, e.ct_state) {
+        text += &format!(" ct:{}", state.name());
+    }
+    text += &format!(" {}", hook_name(e.hook));
+    match iface {
+        Some(i) => {
+            text += &format!(" {}", i.name);
+            if let Some(pod) = &i.pod {
+                text += &format!(" pod {pod}");
+            }
+        }
+        None => text += &format!(" ifindex {}", e.ifindex),
+    }
+    text
+}
+
+fn json_line(e: &Event, clock: &Clock, iface: Option<&Interface>) -> String {
+    let ports = has_ports(e.protocol);
+    let icmp = e.protocol == Protocol::ICMP.0 && e.sport != 0;
+    let json = EventJson {
+        time: clock.rfc3339(e.time),
+        verdict: match e.verdict {
+            Verdict::Drop => "drop",
+            Verdict::Pass => "pass",
+        },
+        reason: e.reason,
+        pass: e.pass_kind.map(|k| k.name()),
+        src_ip: e.saddr,
+        src_port: ports.then_some(e.sport),
+        src_identity: e.src_id,
+        dst_ip: e.daddr,
+        dst_port: ports.then_some(e.dport),
+        dst_identity: e.dst_id,
+        proto: Protocol(e.protocol).to_string(),
+        icmp_id: icmp.then_some(e.sport),
+        tcp_flags: if e.protocol == Protocol::TCP.0 {
+            tcp_flags(e.tcp_flags)
+        } else {
+            String::new()
+        },
+        ct_state: e.ct_state.map(|s| s.name()),
+        ct_changed: e.ct_changed,
+        hook: hook_name(e.hook),
+        ifindex: e.ifindex,
+        interface: iface.map(|i| i.name.as_str()),
+        pod: iface.and_then(|i| i.pod.as_deref()),
+    };
+    serde_json::to_string(&json).expect("an event serializes")
+}
+
+/// Waits for the maps to be pinned (a monitor may start before the first
+/// pod or rule), saying so once. `None` when stopped first.
+fn wait_for_maps(common: &Common, deadline: Option<Instant>) -> Result<Option<Maps>, Failure> {
+    let mut said = false;
+    loop {
+        match Maps::open_for_reading(&common.pin_dir) {
+            Ok(maps) => return Ok(Some(maps)),
+            Err(ebpfcni::Error::NothingPinned { .. }) => {
+                if !said {
+                    eprintln!(
+                        "policyctl monitor: waiting for ebpfcni's maps under {} (nothing is pinned there yet)",
+                        common.pin_dir.display()
+                    );
+                    said = true;
+                }
+            }
+            Err(e) => {
+                return Err(Failure::failed(
+                    format_args!("open the maps under {}", common.pin_dir.display()),
+                    e,
+                ))
+            }
+        }
+        if STOP.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What the rate limit and a full ring kept back since the monitor started.
+fn not_written(start: NotifyCounts, now: NotifyCounts) -> (u64, u64) {
+    (
+        now.events_suppressed.saturating_sub(start.events_suppressed),
+        now.events_lost.saturating_sub(start.events_lost),
+    )
+}
+
+pub fn monitor(common: &Common, args: &MonitorArgs) -> CmdResult {
+    args.check()?;
+    catch_signals();
+    let deadline = args
+        .duration
+        .map(|s| Instant::now() + Duration::from_secs(s.into()));
+    let Some(maps) = wait_for_maps(common, deadline)? else {
+        return Ok(());
+    };
+    let mut reader =
+        EventReader::open(&maps, &common.pin_dir).map_err(|e| Failure::failed("read flow events", e))?;
+
+    let previous = maps
+        .config
+        .event_level()
+        .map_err(|e| Failure::failed("read the event level", e))?;
+    if let Some(level) = args.level {
+        maps.config
+            .set_event_level(level.into())
+            .map_err(|e| Failure::failed("set the event level", e))?;
+    } else {
+        match previous {
+            Stored::Valid(EventLevel::Off) => eprintln!(
+                "policyctl monitor: the event level is off: nothing will show (`policyctl events drops`, or --level)"
+            ),
+            Stored::Valid(EventLevel::Drops) if args.verdict == Some(VerdictFilter::Pass) => eprintln!(
+                "policyctl monitor: passes are reported at event level flows (new connections) or all: add --level all"
+            ),
+            _ => {}
+        }
+    }
+    let level = match args.level {
+        Some(level) => EventLevel::from(level).to_string(),
+        None => match previous {
+            Stored::Valid(level) => level.to_string(),
+            Stored::Invalid { raw, .. } => format!("invalid ({raw})"),
+        },
+    };
+    eprintln!(
+        "policyctl monitor: watching the flow events of {} (event level {level}); Ctrl-C to stop",
+        common.pin_dir.display()
+    );
+    let result = watch(common, args, &maps, &mut reader, deadline);
+    if args.level.is_some() {
+        if let Stored::Valid(level) = previous {
+            if let Err(e) = maps.config.set_event_level(level) {
+                eprintln!("policyctl monitor: could not restore the event level {level}: {e}");
+            }
+        }
+    }
+    result
+}
+
+fn watch(
+    common: &Common,
+    args: &MonitorArgs,
+    maps: &Maps,
+    reader: &mut EventReader,
+    deadline: Option<Instant>,
+) -> CmdResult {
+    let start = monotonic_now();
+    let counts = || {
+        maps.counters
+            .all()
+            .map_err(|e| Failure::failed("read the event counters", e))
+    };
+    let first = counts()?;
+    let mut reported = (0, 0);
+    let mut last_report = Instant::now();
+    let clock = Clock::new();
+    let mut interfaces = Interfaces::new();
+    let mut shown = 0u64;
+    let mut stdout = io::stdout().lock();
+    let done = |shown: u64| {
+        STOP.load(Ordering::Relaxed)
+            || deadline.is_some_and(|d| Instant::now() >= d)
+            || args.count.is_some_and(|n| shown >= n)
+    };
+    while !done(shown) {
+        let events = reader
+            .poll(Duration::from_millis(100))
+            .map_err(|e| Failure::failed("read flow events", e))?;
+        for e in events.iter().filter(|e| e.time >= start && args.shows(e)) {
+            let iface = interfaces.get(e.ifindex).cloned();
+            let text = match common.output {
+                Format::Json => json_line(e, &clock, iface.as_ref()),
+                _ => line(e, &clock, iface.as_ref()),
+            };
+            writeln!(stdout, "{text}")?;
+            shown += 1;
+            if args.count.is_some_and(|n| shown >= n) {
+                break;
+            }
+        }
+        stdout.flush()?;
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            let now = not_written(first, counts()?);
+            if now != reported {
+                eprintln!(
+                    "policyctl monitor: {} events not written since the start: {} over the rate limit, {} to a full ring",
+                    now.0 + now.1,
+                    now.0,
+                    now.1
+                );
+                reported = now;
+            }
+            last_report = Instant::now();
+        }
+    }
+    let (limited, lost) = not_written(first, counts()?);
+    eprintln!(
+        "policyctl monitor: {shown} events shown; not written since the start: {limited} over the rate limit, {lost} to a full ring"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_flags_read_as_tcpdump_users_expect() {
+        assert_eq!(tcp_flags(0x12), "SYN-ACK");
+        assert_eq!(tcp_flags(0x11), "FIN-ACK");
+        assert_eq!(tcp_flags(0x04), "RST");
+        assert_eq!(tcp_flags(0), "");
+    }
+}

@@ -1,0 +1,449 @@
+//! Flow events, counters and the policy graph with real pods: two pod
+//! namespaces routed through a node namespace, the program attached to
+//! both host veths, and policyctl run inside the node namespace (where the
+//! host veths are) against the test's own pin directory.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, UdpSocket};
+use std::process::{Child, ChildStderr, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{fails, json, ok, POLICYCTL};
+use ebpfcni::{Identity, Maps, PolicyRule, Program, TraceLevel};
+use ebpfcni_testutil::{require_root, TestPinDir, TwoPods};
+use serde_json::Value;
+
+const A: Ipv4Addr = TwoPods::POD_A;
+const B: Ipv4Addr = TwoPods::POD_B;
+const A_ID: u64 = 1001;
+const B_ID: u64 = 1002;
+
+fn id(n: u64) -> Identity {
+    Identity::new(n as u32).unwrap()
+}
+
+/// Pods A (1001) and B (1002) with the program on both host veths and no
+/// rule; trace lines off (a flood must not fill the machine's trace
+/// buffer); pod A's host veth carries the alias the CNI plugin would give.
+struct Pods {
+    topo: TwoPods,
+    pins: TestPinDir,
+    maps: Maps,
+    _program: Program,
+}
+
+impl Pods {
+    fn new(tag: &str) -> Self {
+        let pins = TestPinDir::new(tag);
+        let topo = TwoPods::new(tag);
+        let pods = Self::attach(topo, pins);
+        pods.maps
+            .endpoints
+            .upsert_batch(&[(A, id(A_ID)), (B, id(B_ID))])
+            .unwrap();
+        pods
+    }
+
+    /// The program loaded against `pins` and attached to both host veths.
+    fn attach(topo: TwoPods, pins: TestPinDir) -> Self {
+        let program = Program::load(pins.path()).expect("load program");
+        let maps = Maps::open(pins.path()).unwrap();
+        maps.config.set_trace_level(TraceLevel::Off).unwrap();
+        maps.interfaces.set(topo.ifindex_a, &[A]).unwrap();
+        maps.interfaces.set(topo.ifindex_b, &[B]).unwrap();
+        topo.node
+            .run_in(|| {
+                program.attach(topo.ifindex_a)?;
+                program.attach(topo.ifindex_b)
+            })
+            .expect("attach");
+        topo.node.ip(&[
+            "link",
+            "set",
+            TwoPods::NODE_IF_A,
+            "alias",
+            "ebpfcni/testnet/ctr-a/eth0",
+        ]);
+        Self {
+            topo,
+            pins,
+            maps,
+            _program: program,
+        }
+    }
+
+    /// policyctl in the node namespace, against our pins.
+    fn policyctl(&self, args: &[&str]) -> std::process::Output {
+        self.policyctl_cmd(args).output().expect("run policyctl")
+    }
+
+    fn policyctl_cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = self.topo.node.command(POLICYCTL);
+        cmd.arg("--pin-dir").arg(self.pins.path()).args(args);
+        cmd
+    }
+
+    fn stats(&self) -> Value {
+        json(&ok(self.policyctl(&["stats", "-o", "json"])))
+    }
+
+    /// Sends `n` UDP datagrams from pod A to pod B, from one CPU (so that
+    /// one per-CPU rate limit bucket sees them all).
+    fn send_udp(&self, n: usize) {
+        self.topo.pod_a.run_in(|| {
+            let mut cpu = nix::sched::CpuSet::new();
+            cpu.set(0).unwrap();
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu).expect("pin to CPU 0");
+            let socket = UdpSocket::bind((A, 0)).expect("bind");
+            for _ in 0..n {
+                socket.send_to(b"x", (B, 9)).expect("send");
+            }
+        });
+    }
+}
+
+/// A running `policyctl monitor`, killed on drop.
+struct Monitor {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Monitor {
+    /// Starts it and waits until it says it is watching (or `waits_for` a
+    /// first line of stderr containing that text).
+    fn start(pods: &Pods, args: &[&str], waits_for: &str) -> Self {
+        let mut child = pods
+            .policyctl_cmd(&[&["monitor"], args].concat())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start policyctl monitor");
+        let stderr = lines_of(child.stderr.take().unwrap());
+        let mut monitor = Self { child, stderr };
+        monitor.wait_for(waits_for);
+        monitor
+    }
+
+    fn wait_for(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("policyctl monitor never said {text:?}");
+    }
+
+    /// Waits for it to end; its stdout, and the rest of its stderr.
+    fn finish(mut self) -> (String, String) {
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        let err: Vec<String> = self.stderr.try_iter().collect();
+        assert!(status.success(), "monitor failed: {}", err.join("\n"));
+        (out, err.join("\n"))
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines_of(stderr: ChildStderr) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn counter(stats: &Value, path: &[&str]) -> u64 {
+    let mut v = stats;
+    for key in path {
+        v = &v[*key];
+    }
+    v.as_u64().unwrap_or_else(|| panic!("{path:?} in {stats}"))
+}
+
+#[test]
+fn a_denied_ping_shows_up_in_the_monitor_with_both_identities() {
+    require_root!();
+    let pods = Pods::new("mon-ping");
+    let monitor = Monitor::start(
+        &pods,
+        &["-o", "json", "--count", "1", "--duration", "20"],
+        "watching",
+    );
+    assert!(!pods.topo.reaches(A), "ping passed without a rule");
+    let (out, _) = monitor.finish();
+    let event = json(out.lines().next().expect("an event"));
+    assert_eq!(event["verdict"], "drop", "{event}");
+    assert_eq!(event["reason"], "no-policy", "{event}");
+    assert_eq!(event["src_ip"], A.to_string());
+    assert_eq!(event["dst_ip"], B.to_string());
+    assert_eq!(event["src_identity"], A_ID);
+    assert_eq!(event["dst_identity"], B_ID);
+    assert_eq!(event["proto"], "icmp");
+    assert_eq!(event["hook"], "from-pod");
+    assert_eq!(event["interface"], TwoPods::NODE_IF_A);
+    assert_eq!(event["pod"], "ctr-a/eth0");
+
+    // With a stateful rule and --level all, one ping is four passes: its
+    // request leaves A's host veth (a new flow) and enters B's (tracked),
+    // its reply leaves B's and enters A's.
+    pods.maps
+        .allow(&[ebpfcni::Rule::pair(PolicyRule::new(id(A_ID), id(B_ID)), true)])
+        .unwrap();
+    let monitor = Monitor::start(
+        &pods,
+        &[
+            "--level",
+            "all",
+            "--identity",
+            "1002",
+            "--count",
+            "4",
+            "--duration",
+            "20",
+        ],
+        "watching",
+    );
+    assert!(pods.topo.reaches(A), "ping failed with a stateful rule");
+    let (out, _) = monitor.finish();
+    let lines: Vec<&str> = out.lines().collect();
+    let request = format!("{A} (1001) -> {B} (1002) icmp id");
+    let reply = format!("{B} (1002) -> {A} (1001) icmp id");
+    for (line, (what, packet, place)) in lines.iter().zip([
+        ("PASS new-flow", &request, "from-pod veth_a pod ctr-a/eth0"),
+        ("PASS tracked", &request, "to-pod veth_b"),
+        ("PASS reply", &reply, "from-pod veth_b"),
+        ("PASS reply", &reply, "to-pod veth_a pod ctr-a/eth0"),
+    ]) {
+        assert!(
+            line.contains(what) && line.contains(packet.as_str()) && line.ends_with(place),
+            "expected {what} {packet} ... {place}:\n{out}"
+        );
+    }
+    assert_eq!(
+        ok(pods.policyctl(&["events"])).trim(),
+        "event level: drops",
+        "--level was not restored"
+    );
+}
+
+#[test]
+fn stats_count_exactly_the_packets_sent() {
+    require_root!();
+    let pods = Pods::new("mon-stats");
+    let before = pods.stats();
+    pods.send_udp(50);
+    let after = pods.stats();
+    assert_eq!(
+        counter(&after, &["drops", "no-policy"]) - counter(&before, &["drops", "no-policy"]),
+        50
+    );
+    assert_eq!(
+        counter(&after, &["events_written"]) - counter(&before, &["events_written"]),
+        50
+    );
+    let maps = after["maps"].as_array().unwrap();
+    assert!(
+        maps.iter()
+            .any(|m| m["map"] == "endpoint_map" && m["entries"] == 2 && m["capacity"] == 16384),
+        "{after}"
+    );
+    let prom = ok(pods.policyctl(&["stats", "-o", "prometheus"]));
+    assert!(
+        prom.contains("ebpfcni_drops_total{reason=\"no-policy\"} 50"),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("ebpfcni_map_entries{map=\"endpoint_map\"} 2"),
+        "{prom}"
+    );
+    assert!(prom.contains("# TYPE ebpfcni_drops_total counter"), "{prom}");
+}
+
+#[test]
+fn a_flood_beyond_the_rate_limit_adds_up() {
+    require_root!();
+    let pods = Pods::new("mon-flood");
+    ok(pods.policyctl(&["rate-limit", "--rate", "1", "--burst", "20"]));
+    let before = pods.stats();
+    let monitor = Monitor::start(&pods, &["-o", "json", "--duration", "3"], "watching");
+    let sent = 500;
+    let start = Instant::now();
+    pods.send_udp(sent);
+    let elapsed = start.elapsed();
+    let (out, err) = monitor.finish();
+    let after = pods.stats();
+    let delta = |path: &[&str]| counter(&after, path) - counter(&before, path);
+    let shown = out.lines().count() as u64;
+    assert_eq!(
+        delta(&["drops", "no-policy"]),
+        sent as u64,
+        "the drop counter is exact"
+    );
+    assert_eq!(shown, delta(&["events_written"]), "every event written was shown");
+    assert_eq!(
+        shown + delta(&["events_over_rate_limit"]) + delta(&["events_ring_full"]),
+        sent as u64,
+        "events shown and held back add up to the packets"
+    );
+    let allowed = 20 + elapsed.as_secs() + 1;
+    assert!(
+        (20..=allowed).contains(&shown),
+        "{shown} events for a burst of 20 at 1/s"
+    );
+    assert!(err.contains("over the rate limit"), "{err}");
+}
+
+#[test]
+fn a_monitor_waits_for_maps_and_a_second_one_is_refused() {
+    require_root!();
+    let topo = TwoPods::new("mon-wait");
+    let pins = TestPinDir::adopt(TestPinDir::unused("mon-wait"));
+    // Nothing is pinned yet: the monitor waits.
+    let mut cmd = topo.node.command(POLICYCTL);
+    cmd.arg("--pin-dir")
+        .arg(pins.path())
+        .args(["monitor", "-o", "json", "--count", "1", "--duration", "30"]);
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = lines_of(child.stderr.take().unwrap());
+    let mut first = Monitor { child, stderr };
+    first.wait_for("waiting for ebpfcni's maps");
+
+    std::fs::create_dir_all(pins.path()).unwrap();
+    let pods = Pods::attach(topo, pins);
+    pods.maps
+        .endpoints
+        .upsert_batch(&[(A, id(A_ID)), (B, id(B_ID))])
+        .unwrap();
+    first.wait_for("watching");
+
+    let err = fails(pods.policyctl(&["monitor", "--duration", "5"]), 1);
+    assert!(
+        err.contains(&format!("another reader (pid {})", first.child.id())),
+        "{err}"
+    );
+    pods.send_udp(1);
+    let (out, _) = first.finish();
+    assert_eq!(json(out.trim())["reason"], "no-policy", "{out}");
+    // The first one is gone: a new one may read.
+    let ok_again = pods.policyctl(&["monitor", "--duration", "1"]);
+    assert!(
+        ok_again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok_again.stderr)
+    );
+}
+
+#[test]
+fn a_slow_reader_loses_events_but_the_counters_add_up() {
+    require_root!();
+    let pods = Pods::new("mon-slow");
+    ok(pods.policyctl(&["rate-limit", "--rate", "10000000"]));
+    let before = pods.stats();
+    // Nobody reads its stdout while the flood runs: once the pipe is full
+    // the monitor stops reading the ring, which then fills.
+    let monitor = Monitor::start(&pods, &["-o", "json", "--duration", "6"], "watching");
+    let sent = 40_000;
+    pods.send_udp(sent);
+    let (out, err) = monitor.finish();
+    let after = pods.stats();
+    let delta = |path: &[&str]| counter(&after, path) - counter(&before, path);
+    let shown = out.lines().count() as u64;
+    assert_eq!(
+        delta(&["drops", "no-policy"]),
+        sent as u64,
+        "the drop counter is exact"
+    );
+    assert!(delta(&["events_ring_full"]) > 0, "the ring never filled: {err}");
+    assert_eq!(
+        shown + delta(&["events_over_rate_limit"]) + delta(&["events_ring_full"]),
+        sent as u64
+    );
+    assert!(err.contains("to a full ring"), "{err}");
+}
+
+#[test]
+fn graph_is_valid_dot_with_identities_rules_and_flows() {
+    require_root!();
+    let pods = Pods::new("mon-graph");
+    ok(pods.policyctl(&[
+        "allow",
+        "--src",
+        "1002",
+        "--dst",
+        "1001",
+        "--port",
+        "8080",
+        "--stateful",
+    ]));
+    ok(pods.policyctl(&["allow", "--src", "1002", "--dst", "7"]));
+    let out = ok(pods.policyctl(&["graph"]));
+    assert!(out.starts_with("digraph ebpfcni {"), "{out}");
+    assert!(out.contains(&format!("\"1001\" [label=\"1001\\n{A}\"]")), "{out}");
+    assert!(
+        out.contains("\"1002\" -> \"1001\" [label=\"8080/tcp (stateful)\", style=bold]"),
+        "{out}"
+    );
+    assert!(out.contains("\"1002\" -> \"7\" [label=\"any\"]"), "{out}");
+    check_with_dot(&out);
+
+    let flows = std::thread::scope(|s| {
+        let graph = s.spawn(|| ok(pods.policyctl(&["graph", "--flows", "3"])));
+        std::thread::sleep(Duration::from_millis(1000));
+        pods.send_udp(5);
+        graph.join().unwrap()
+    });
+    assert!(
+        flows.contains("\"1001\" -> \"1002\" [label=\"5 dropped: no-policy\", color=red"),
+        "{flows}"
+    );
+    check_with_dot(&flows);
+}
+
+/// Parses `text` with Graphviz's `dot` when it is installed (the test
+/// dependencies install it).
+fn check_with_dot(text: &str) {
+    let Ok(mut dot) = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "dot (graphviz) is missing under CI"
+        );
+        eprintln!("dot not installed: DOT output not parsed");
+        return;
+    };
+    std::io::Write::write_all(dot.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    drop(dot.stdin.take());
+    let out = dot.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "dot rejected the graph: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,277 @@
+//! Flow events: the records the datapath writes into event_ring (one per
+//! drop, and per pass when the event level asks), decoded, and a reader.
+//!
+//! A BPF ring buffer has one consumer position, shared by whoever maps it:
+//! two readers would each get some of the events. So a reader first takes
+//! an exclusive lock for the pin directory ([`EventReader::open`]); a
+//! second one is refused with the first one's pid.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use libbpf_rs::{RingBuffer, RingBufferBuilder};
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::error::{Error, Result};
+use crate::maps::{drop_reason_name, CtState, Maps};
+use crate::object::PinnedMap;
+use crate::program::Hook;
+use crate::skel::types;
+
+/// What happened to the packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Verdict {
+    Pass,
+    Drop,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Drop => "DROP",
+        }
+    }
+}
+
+/// Why a packet passed (precedence steps of ebpfcni.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassKind {
+    /// A stateless rule allowed it (7, 8).
+    Allowed,
+    /// A stateful rule allowed it and its connection is new (9).
+    NewFlow,
+    /// A stateful rule allowed it; its connection was tracked (9).
+    Tracked,
+    /// A reply of a tracked connection (4).
+    Reply,
+    /// An ICMP error about a tracked connection (4).
+    Related,
+}
+
+impl PassKind {
+    fn from_raw(raw: u8) -> Option<Self> {
+        use types::ebpfcni_pass_kind as K;
+        Some(match K(raw) {
+            K::EBPFCNI_PASS_POLICY => PassKind::Allowed,
+            K::EBPFCNI_PASS_NEW_FLOW => PassKind::NewFlow,
+            K::EBPFCNI_PASS_TRACKED => PassKind::Tracked,
+            K::EBPFCNI_PASS_REPLY => PassKind::Reply,
+            K::EBPFCNI_PASS_RELATED => PassKind::Related,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PassKind::Allowed => "allowed",
+            PassKind::NewFlow => "new-flow",
+            PassKind::Tracked => "tracked",
+            PassKind::Reply => "reply",
+            PassKind::Related => "related",
+        }
+    }
+}
+
+/// One flow event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// CLOCK_MONOTONIC when the program judged the packet.
+    pub time: Duration,
+    /// The host veth.
+    pub ifindex: u32,
+    pub hook: Hook,
+    pub verdict: Verdict,
+    /// The drop reason's name (drops only).
+    pub reason: Option<&'static str>,
+    /// Why it passed (passes only).
+    pub pass_kind: Option<PassKind>,
+    pub saddr: Ipv4Addr,
+    pub daddr: Ipv4Addr,
+    /// 0 when not known yet (a drop before the identities were found).
+    pub src_id: u32,
+    pub dst_id: u32,
+    pub protocol: u8,
+    /// Ports (0 without them); for an ICMP echo, its identifier.
+    pub sport: u16,
+    pub dport: u16,
+    pub tcp_flags: u8,
+    /// The connection's state after the packet, when it is tracked.
+    pub ct_state: Option<CtState>,
+    /// The packet opened the connection or changed its state.
+    pub ct_changed: bool,
+}
+
+impl Event {
+    /// Decodes a record of event_ring; `None` for one of another size.
+    pub fn parse(record: &[u8]) -> Option<Self> {
+        if record.len() != size_of::<types::ebpfcni_event>() {
+            return None;
+        }
+        let e: types::ebpfcni_event = bytemuck::pod_read_unaligned(record);
+        let verdict = if e.verdict == types::ebpfcni_verdict::EBPFCNI_VERDICT_DROP {
+            Verdict::Drop
+        } else {
+            Verdict::Pass
+        };
+        Some(Self {
+            time: Duration::from_nanos(e.time_ns),
+            ifindex: e.ifindex,
+            hook: if u32::from(e.hook) == types::ebpfcni_hook::EBPFCNI_HOOK_FROM_POD.0 {
+                Hook::FromPod
+            } else {
+                Hook::ToPod
+            },
+            verdict,
+            reason: match verdict {
+                Verdict::Drop => {
+                    Some(drop_reason_name(types::ebpfcni_drop_reason(e.reason.into())).unwrap_or("unknown"))
+                }
+                Verdict::Pass => None,
+            },
+            pass_kind: PassKind::from_raw(e.pass_kind.0),
+            saddr: Ipv4Addr::from(e.saddr.to_ne_bytes()),
+            daddr: Ipv4Addr::from(e.daddr.to_ne_bytes()),
+            src_id: e.src_id,
+            dst_id: e.dst_id,
+            protocol: e.protocol,
+            sport: u16::from_be(e.sport),
+            dport: u16::from_be(e.dport),
+            tcp_flags: e.tcp_flags,
+            ct_state: (e.ct_state.0 != 0).then(|| CtState::from_raw(e.ct_state.0)),
+            ct_changed: e.ct_changed != 0,
+        })
+    }
+}
+
+/// The exclusive right to read a pin directory's events: a lock file under
+/// [`MonitorLock::DIR`], named after the pin directory, holding the
+/// reader's pid; removed when the reader ends.
+#[derive(Debug)]
+pub struct MonitorLock {
+    path: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl MonitorLock {
+    /// Where the lock files live.
+    pub const DIR: &'static str = "/run/ebpfcni";
+
+    fn path_for(pin_dir: &Path) -> PathBuf {
+        // FNV-1a of the pin directory's path: a short, stable name.
+        let hash = pin_dir
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+            });
+        Path::new(Self::DIR).join(format!("monitor-{hash:016x}.lock"))
+    }
+
+    /// Takes the lock, or says who holds it ([`Error::Busy`]).
+    pub fn acquire(pin_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(Self::DIR).map_err(|e| Error::io(format!("create {}", Self::DIR), e))?;
+        let path = Self::path_for(pin_dir);
+        loop {
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+            let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => lock,
+                Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                    let mut pid = String::new();
+                    let _ = file.read_to_string(&mut pid);
+                    return Err(Error::Busy(format!(
+                        "another reader (pid {}) is reading the events of {}: a ring buffer has one \
+                         reader at a time",
+                        pid.trim(),
+                        pin_dir.display()
+                    )));
+                }
+                Err((_, e)) => return Err(Error::errno(format!("lock {}", path.display()), e)),
+            };
+            // The file may have been removed by a reader that ended between
+            // our open and our lock: then lock the new one.
+            let same = std::fs::metadata(&path)
+                .ok()
+                .zip(lock.metadata().ok())
+                .is_some_and(|(a, b)| a.ino() == b.ino() && a.dev() == b.dev());
+            if !same {
+                continue;
+            }
+            lock.set_len(0)
+                .and_then(|()| lock.rewind())
+                .and_then(|()| write!(lock, "{}", std::process::id()))
+                .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+            return Ok(Self { path, _lock: lock });
+        }
+    }
+}
+
+impl Drop for MonitorLock {
+    fn drop(&mut self) {
+        // Removed while still held; the lock goes with the file descriptor.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Reads the events of a pin directory's event_ring (one reader at a time).
+pub struct EventReader<'m> {
+    ring: RingBuffer<'m>,
+    received: Rc<RefCell<Vec<Event>>>,
+    _lock: MonitorLock,
+}
+
+impl<'m> EventReader<'m> {
+    /// Takes the pin directory's reader lock and maps `maps`' event ring.
+    pub fn open(maps: &'m Maps, pin_dir: &Path) -> Result<Self> {
+        let lock = MonitorLock::acquire(pin_dir)?;
+        let received = Rc::new(RefCell::new(Vec::new()));
+        let sink = received.clone();
+        let mut builder = RingBufferBuilder::new();
+        builder
+            .add(maps.event_ring(), move |record: &[u8]| {
+                if let Some(event) = Event::parse(record) {
+                    sink.borrow_mut().push(event);
+                }
+                0
+            })
+            .map_err(|e| Error::bpf(format!("read {}", PinnedMap::EventRing), e))?;
+        let ring = builder
+            .build()
+            .map_err(|e| Error::bpf(format!("map {}", PinnedMap::EventRing), e))?;
+        Ok(Self {
+            ring,
+            received,
+            _lock: lock,
+        })
+    }
+
+    /// Waits up to `timeout` for events; returns those that arrived (at
+    /// most the ring's content: call again for more).
+    pub fn poll(&mut self, timeout: Duration) -> Result<Vec<Event>> {
+        match self.ring.poll(timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::bpf(format!("read {}", PinnedMap::EventRing), e)),
+        }
+        Ok(std::mem::take(&mut *self.received.borrow_mut()))
+    }
+}
+
+/// CLOCK_MONOTONIC now: the clock of [`Event::time`].
+pub fn monotonic_now() -> Duration {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("the monotonic clock reads");
+    Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
+}
