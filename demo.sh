@@ -64,7 +64,7 @@ while [[ ! -e $d ]]; do created_dir=$d; d=$(dirname "$d"); done
 suffix=$$
 node=ebpfcni-demo-node-$suffix frontend=ebpfcni-demo-frontend-$suffix backend=ebpfcni-demo-backend-$suffix
 work=$(mktemp -d /tmp/ebpfcni-demo.XXXXXX)
-httpd_pid='' mounted_tracefs=''
+httpd_pid="" mounted_tracefs="" monitor_pid=""
 
 cni() { # cni COMMAND CONTAINER_ID NETNS: runs the plugin from the node namespace, as a runtime would
   CNI_COMMAND=$1 CNI_CONTAINERID=$2 CNI_NETNS=${3:+/run/netns/$3} CNI_IFNAME=eth0 CNI_PATH=$CNI_PATH \
@@ -76,6 +76,7 @@ cleanup() {
   exec 1>&3 2>&4 # a signal may have arrived inside a redirected command
   step "cleaning up"
   [[ -n $httpd_pid ]] && kill "$httpd_pid" 2>/dev/null
+  [[ -n $monitor_pid ]] && kill "$monitor_pid" 2>/dev/null
   if [[ -e /run/netns/$node ]]; then
     cni DEL frontend "$frontend" >/dev/null 2>&1 || echo "warning: CNI DEL frontend failed"
     cni DEL backend "$backend" >/dev/null 2>&1 || echo "warning: CNI DEL backend failed"
@@ -176,6 +177,32 @@ grep -m 3 "$drop_line" "$work/trace" | sed 's/^ */   /'
 expect ok "the trace shows the backend's replies dropped at its host veth ($drop_line)" \
   grep -q "$drop_line" "$work/trace"
 show policyctl list
+
+# --- 7. flow events ------------------------------------------------------------
+step "7. the same verdicts as flow events: policyctl monitor (in the node namespace, where the host veths are)"
+in_node() { nsenter --net="/run/netns/$node" -- "$@"; }
+in_node "$BIN_DIR/policyctl" --pin-dir "$PIN_DIR" monitor --verdict drop --count 2 --duration 10 \
+  >"$work/monitor" 2>"$work/monitor.err" &
+monitor_pid=$!
+for _ in $(seq 50); do grep -q watching "$work/monitor.err" && break; sleep 0.1; done
+echo "\$ policyctl monitor --verdict drop"
+ping_backend
+wait "$monitor_pid"
+sed 's/^/   /' "$work/monitor"
+expect ok "the monitor shows the reply dropped, with both identities, at the backend's host veth" \
+  grep -q "DROP no-policy $BACKEND_IP (1002) -> $FRONTEND_IP (1001) icmp id [0-9]* from-pod $backend_veth pod backend/eth0" "$work/monitor"
+show policyctl stats
+
+# --- 8. a stateful port rule ------------------------------------------------------
+step "8. instead: frontend may open TCP 8080 on backend, statefully (its replies pass, nothing else)"
+show policyctl flush
+show policyctl allow --src 1001 --dst 1002 --port 8080 --stateful
+expect ok "curl http://$BACKEND_IP:8080/ (the reply passes as part of the connection)" curl_backend
+expect fail "ping frontend -> backend (ICMP is not TCP 8080)" ping_backend
+in_backend() { nsenter --net="/run/netns/$backend" -- "$@"; }
+expect fail "ping backend -> frontend (backend may not open anything)" \
+  in_backend ping -c 1 -W 1 -q "$FRONTEND_IP"
+show policyctl ct list
 
 printf '\n== %d passed, %d failed\n' "$passes" "$failures"
 if ((failures == 0)); then

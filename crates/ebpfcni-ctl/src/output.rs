@@ -199,7 +199,7 @@ impl Out {
             String::new()
         } else {
             format!(
-                "; {}: {port_rules} port and protocol rules in {} of {} entries",
+                "; {port_rules} port or protocol rules ({}: {} of {} entries)",
                 PinnedMap::PortPolicy,
                 usage.port_entries,
                 usage.port_capacity
