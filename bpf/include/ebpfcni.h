@@ -204,6 +204,9 @@ enum ebpfcni_default {
 	EBPFCNI_CT_DEFAULT_ICMP = 60,
 	/* The rate limit (see ebpfcni_config.notify_rate). */
 	EBPFCNI_NOTIFY_DEFAULT_RATE = 1000,
+	/* The highest rate the datapath takes (a higher notify_rate counts as
+	 * it): a refill's arithmetic stays in range. */
+	EBPFCNI_NOTIFY_MAX_RATE = 1000000000,
 };
 
 /* How much the program writes to the trace pipe (bpf_printk). */
@@ -303,7 +306,8 @@ enum ebpfcni_pass_kind : __u8 {
 
 /* event_ring record: one per event, fixed size. */
 struct ebpfcni_event {
-	__u64 time_ns;    /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	__u64 time_ns;    /* CLOCK_MONOTONIC_COARSE (a tick's resolution, 1-4 ms: the
+			   * precise clock would cost an event a third more) */
 	__u32 ifindex;    /* the host veth */
 	__u32 src_id;     /* 0 when not (yet) known */
 	__u32 dst_id;
@@ -322,22 +326,23 @@ struct ebpfcni_event {
 };
 _Static_assert(sizeof(struct ebpfcni_event) == 40, "ebpfcni_event is 40 bytes");
 
-/* Slots of event_counters (per CPU): what the rate limit and the ring kept
- * from being written. The drop counters stay exact whatever these say. */
-enum ebpfcni_counter {
-	EBPFCNI_COUNT_EVENTS = 0,            /* events written */
-	EBPFCNI_COUNT_EVENTS_SUPPRESSED = 1, /* events over the rate limit */
-	EBPFCNI_COUNT_EVENTS_LOST = 2,       /* events that found the ring full */
-	EBPFCNI_COUNT_TRACES = 3,            /* trace lines written */
-	EBPFCNI_COUNT_TRACES_SUPPRESSED = 4, /* trace lines over the rate limit */
-	EBPFCNI_COUNTERS = 16,               /* slots: room for more */
+/* Slots of notify_state (per CPU): flow events and trace lines each have
+ * their own rate limit and counts. */
+enum ebpfcni_notify {
+	EBPFCNI_NOTIFY_EVENTS = 0,
+	EBPFCNI_NOTIFY_TRACES = 1,
+	EBPFCNI_NOTIFY_SLOTS = 2,
 };
 
-/* rate_limit value (per CPU, one slot for events, one for trace lines): a
- * token bucket. */
-struct ebpfcni_bucket {
-	__u64 tokens;  /* in billionths of a token */
-	__u64 last_ns; /* when it was last refilled */
+/* notify_state value (per CPU, per slot): a token bucket, and what it let
+ * through or held back. The drop counters stay exact whatever these say. */
+struct ebpfcni_notify_state {
+	__u64 tokens;     /* in billionths of a token */
+	__u64 last_ns;    /* when it was last refilled (CLOCK_MONOTONIC_COARSE) */
+	__u64 written;    /* events or trace lines written */
+	__u64 over_limit; /* held back by the rate limit */
+	__u64 ring_full;  /* events that found the ring full */
 };
+_Static_assert(sizeof(struct ebpfcni_notify_state) == 40, "ebpfcni_notify_state is 40 bytes");
 
 #endif /* EBPFCNI_H */

@@ -6,9 +6,8 @@
  * buckets or a full ring keep from being written is counted; the drop
  * counters (verdict.h) stay exact whatever happens here.
  *
- * Maps: event_ring (ring buffer)       struct ebpfcni_event records
- *       event_counters (per-CPU array) enum ebpfcni_counter -> __u64
- *       rate_limit (per-CPU array)     0 events, 1 trace lines -> struct ebpfcni_bucket
+ * Maps: event_ring (ring buffer)      struct ebpfcni_event records
+ *       notify_state (per-CPU array)  enum ebpfcni_notify -> struct ebpfcni_notify_state
  * API:  ebpfcni_event(ctx, flow, verdict, reason)
  *       ebpfcni_trace(ctx, verdict, reason_name, flow)
  */
@@ -30,96 +29,80 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, EBPFCNI_COUNTERS);
-	__type(key, __u32); /* enum ebpfcni_counter */
-	__type(value, __u64);
-} event_counters SEC(".maps");
-
-#define EBPFCNI_BUCKET_EVENTS 0
-#define EBPFCNI_BUCKET_TRACES 1
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2);
-	__type(key, __u32);
-	__type(value, struct ebpfcni_bucket);
-} rate_limit SEC(".maps");
+	__uint(max_entries, EBPFCNI_NOTIFY_SLOTS);
+	__type(key, __u32); /* enum ebpfcni_notify */
+	__type(value, struct ebpfcni_notify_state);
+} notify_state SEC(".maps");
 
 #define EBPFCNI_TOKEN 1000000000ULL /* a bucket counts billionths of a token */
 
-static __always_inline void ebpfcni_count(enum ebpfcni_counter counter)
-{
-	__u32 key = counter;
-	__u64 *n = bpf_map_lookup_elem(&event_counters, &key);
-
-	if (n)
-		(*n)++; /* per-CPU slot: no atomics needed */
-}
-
-/* Takes a token from this CPU's bucket `which`. Returns: false when the
- * bucket is empty (the caller counts what it did not write). */
-static __always_inline bool ebpfcni_take_token(__u32 which)
+/* This CPU's state for events or trace lines, a token taken from its
+ * bucket when there is one. Returns: the state to count in (NULL only if
+ * the map cannot be read), and in *allowed whether to write. */
+static __always_inline struct ebpfcni_notify_state *ebpfcni_take_token(__u32 which, bool *allowed)
 {
 	const struct ebpfcni_config *cfg = ebpfcni_config();
-	struct ebpfcni_bucket *b = bpf_map_lookup_elem(&rate_limit, &which);
+	struct ebpfcni_notify_state *s = bpf_map_lookup_elem(&notify_state, &which);
 	__u64 rate = cfg->notify_rate ?: EBPFCNI_NOTIFY_DEFAULT_RATE;
-	__u64 burst = (cfg->notify_burst ?: rate) * EBPFCNI_TOKEN;
-	__u64 now = bpf_ktime_get_coarse_ns();
+	__u64 burst, now, elapsed;
 
-	if (!b)
-		return false;
-	/* Refill for the time since the last take, up to the burst: once the
-	 * time to fill an empty bucket has passed it is full (which also
-	 * keeps the product below burst, in range). A fresh bucket (last_ns
-	 * 0) is full. */
-	__u64 elapsed = now - b->last_ns;
-
-	if (!b->last_ns || elapsed >= burst / rate)
-		b->tokens = burst;
-	else if (b->tokens + elapsed * rate < burst)
-		b->tokens += elapsed * rate;
+	*allowed = false;
+	if (!s)
+		return NULL;
+	if (rate > EBPFCNI_NOTIFY_MAX_RATE)
+		rate = EBPFCNI_NOTIFY_MAX_RATE;
+	burst = (cfg->notify_burst ?: rate) * EBPFCNI_TOKEN;
+	now = bpf_ktime_get_coarse_ns();
+	elapsed = now - s->last_ns;
+	/* Refill for the time since the last take, up to the burst. A fresh
+	 * bucket (last_ns 0), or one idle for 10 s, is full: beyond that the
+	 * product could leave the range, and any bucket has refilled. */
+	if (!s->last_ns || elapsed >= 10 * EBPFCNI_TOKEN || s->tokens + elapsed * rate >= burst)
+		s->tokens = burst;
 	else
-		b->tokens = burst;
-	b->last_ns = now;
-	if (b->tokens < EBPFCNI_TOKEN)
-		return false;
-	b->tokens -= EBPFCNI_TOKEN;
-	return true;
+		s->tokens += elapsed * rate;
+	s->last_ns = now;
+	if (s->tokens < EBPFCNI_TOKEN) {
+		s->over_limit++; /* per-CPU slot: no atomics needed */
+		return s;
+	}
+	s->tokens -= EBPFCNI_TOKEN;
+	*allowed = true;
+	return s;
 }
 
 /* Writes the flow's event (rate limited). */
 static __always_inline void ebpfcni_event(struct __sk_buff *ctx, const struct ebpfcni_flow *flow,
 					  enum ebpfcni_verdict verdict, __u8 reason)
 {
-	struct ebpfcni_event *e;
+	bool allowed;
+	struct ebpfcni_notify_state *s = ebpfcni_take_token(EBPFCNI_NOTIFY_EVENTS, &allowed);
 
-	if (!ebpfcni_take_token(EBPFCNI_BUCKET_EVENTS)) {
-		ebpfcni_count(EBPFCNI_COUNT_EVENTS_SUPPRESSED);
+	if (!allowed)
 		return;
-	}
-	e = bpf_ringbuf_reserve(&event_ring, sizeof(*e), 0);
-	if (!e) {
-		ebpfcni_count(EBPFCNI_COUNT_EVENTS_LOST);
-		return;
-	}
-	e->time_ns = bpf_ktime_get_ns();
-	e->ifindex = ctx->ifindex;
-	e->src_id = flow->src_id;
-	e->dst_id = flow->dst_id;
-	e->saddr = flow->saddr;
-	e->daddr = flow->daddr;
-	e->sport = flow->has_ports ? flow->sport : flow->echo_id;
-	e->dport = flow->has_ports ? flow->dport : flow->echo_id;
-	e->protocol = flow->protocol;
-	e->tcp_flags = flow->tcp_flags;
-	e->verdict = verdict;
-	e->reason = reason;
-	e->hook = flow->hook;
-	e->pass_kind = flow->pass_kind;
-	e->ct_state = flow->ct_state;
-	e->ct_changed = flow->ct_changed;
-	bpf_ringbuf_submit(e, 0);
-	ebpfcni_count(EBPFCNI_COUNT_EVENTS);
+	struct ebpfcni_event e = {
+		.time_ns = s->last_ns, /* now, as the bucket just read it */
+		.ifindex = ctx->ifindex,
+		.src_id = flow->src_id,
+		.dst_id = flow->dst_id,
+		.saddr = flow->saddr,
+		.daddr = flow->daddr,
+		.sport = flow->has_ports ? flow->sport : flow->echo_id,
+		.dport = flow->has_ports ? flow->dport : flow->echo_id,
+		.protocol = flow->protocol,
+		.tcp_flags = flow->tcp_flags,
+		.verdict = verdict,
+		.reason = reason,
+		.hook = flow->hook,
+		.pass_kind = flow->pass_kind,
+		.ct_state = flow->ct_state,
+		.ct_changed = flow->ct_changed,
+	};
+	/* One helper call: copy into the ring and commit. */
+	if (bpf_ringbuf_output(&event_ring, &e, sizeof(e), 0))
+		s->ring_full++;
+	else
+		s->written++;
 }
 
 /* "ingress" is tc ingress of the host veth (what the pod sends), "egress"
@@ -133,13 +116,14 @@ static __always_inline const char *ebpfcni_hook_name(const struct ebpfcni_flow *
 static __always_inline void ebpfcni_trace(struct __sk_buff *ctx, const char *verdict, const volatile char *reason,
 					  const struct ebpfcni_flow *flow)
 {
-	if (!ebpfcni_take_token(EBPFCNI_BUCKET_TRACES)) {
-		ebpfcni_count(EBPFCNI_COUNT_TRACES_SUPPRESSED);
+	bool allowed;
+	struct ebpfcni_notify_state *s = ebpfcni_take_token(EBPFCNI_NOTIFY_TRACES, &allowed);
+
+	if (!allowed)
 		return;
-	}
 	bpf_printk("ebpfcni: %s %s %pI4 -> %pI4 id %u -> %u ifindex %u %s", verdict, reason, &flow->saddr,
 		   &flow->daddr, flow->src_id, flow->dst_id, ctx->ifindex, ebpfcni_hook_name(flow));
-	ebpfcni_count(EBPFCNI_COUNT_TRACES);
+	s->written++;
 }
 
 #endif /* EBPFCNI_LIB_NOTIFY_H */

@@ -95,3 +95,29 @@ pub fn seconds() -> Parser<u32> {
         ))
     })
 }
+
+/// A rate limit: events (or trace lines) a second per CPU, from 1 to
+/// [`ebpfcni::RateLimit::MAX_RATE`].
+pub fn rate() -> Parser<u32> {
+    Parser(|s| {
+        let max = ebpfcni::RateLimit::MAX_RATE;
+        match s.parse::<u32>() {
+            Ok(n) if (1..=max).contains(&n) && s.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+            _ => Err(format!(
+                "invalid rate {}: expected a decimal integer from 1 to {max}",
+                quote_input(s)
+            )),
+        }
+    })
+}
+
+/// A count, from 1 to 4294967295.
+pub fn count() -> Parser<u32> {
+    Parser(|s| match s.parse::<u32>() {
+        Ok(n) if n > 0 && s.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(format!(
+            "invalid number {}: expected a decimal integer from 1 to 4294967295",
+            quote_input(s)
+        )),
+    })
+}

@@ -62,10 +62,10 @@ pub struct MonitorArgs {
     #[arg(long, value_enum)]
     pub level: Option<Level>,
     /// Stop after this many events have been shown
-    #[arg(long, value_name = "N")]
-    pub count: Option<u64>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = args::count())]
+    pub count: Option<u32>,
     /// Stop after this many seconds
-    #[arg(long, value_name = "SECONDS", value_parser = args::seconds())]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, value_parser = args::seconds())]
     pub duration: Option<u32>,
 }
 
@@ -464,7 +464,7 @@ fn watch(
     let done = |shown: u64| {
         STOP.load(Ordering::Relaxed)
             || deadline.is_some_and(|d| Instant::now() >= d)
-            || args.count.is_some_and(|n| shown >= n)
+            || args.count.is_some_and(|n| shown >= u64::from(n))
     };
     while !done(shown) {
         let events = reader
@@ -478,7 +478,7 @@ fn watch(
             };
             writeln!(stdout, "{text}")?;
             shown += 1;
-            if args.count.is_some_and(|n| shown >= n) {
+            if args.count.is_some_and(|n| shown >= u64::from(n)) {
                 break;
             }
         }

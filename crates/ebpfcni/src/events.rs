@@ -82,7 +82,8 @@ impl PassKind {
 /// One flow event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    /// CLOCK_MONOTONIC when the program judged the packet.
+    /// CLOCK_MONOTONIC_COARSE when the program judged the packet (to a
+    /// kernel tick, 1-4 ms).
     pub time: Duration,
     /// The host veth.
     pub ifindex: u32,
@@ -270,8 +271,9 @@ impl<'m> EventReader<'m> {
     }
 }
 
-/// CLOCK_MONOTONIC now: the clock of [`Event::time`].
+/// CLOCK_MONOTONIC_COARSE now: the clock of [`Event::time`].
 pub fn monotonic_now() -> Duration {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("the monotonic clock reads");
+    let t =
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE).expect("the coarse clock reads");
     Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
 }

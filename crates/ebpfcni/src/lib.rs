@@ -62,7 +62,7 @@ pub use identity::{
 };
 pub use maps::{
     drop_reason_name, drop_reasons, ConfigMap, Connection, ConntrackMap, CtState, CtTimeouts, DropCounters,
-    EndpointMap, EventCounters, EventLevel, IdentityAddr, IdentitySource, InterfaceMap, Maps, NotifyCounts,
+    EndpointMap, EventLevel, IdentityAddr, IdentitySource, InterfaceMap, Maps, NotifyCounters, NotifyCounts,
     PolicyIndex, PolicyMap, PortPolicyMap, PrefixMap, Protocol, RateLimit, RawRule, Rule, RuleChange,
     Selector, Stored, StoredIdentity, StoredRule, TraceLevel, INTERFACE_ADDRS,
 };

@@ -42,16 +42,14 @@ pub enum PinnedMap {
     Conntrack,
     /// Flow events (a ring buffer), read by `policyctl monitor`.
     EventRing,
-    /// Events and trace lines written, and kept back by the rate limit or
-    /// a full ring, per CPU.
-    EventCounters,
-    /// The rate limit's token buckets, per CPU.
-    RateLimit,
+    /// The rate limits of events and trace lines, and what they let
+    /// through or held back, per CPU.
+    NotifyState,
 }
 
 impl PinnedMap {
     /// Every pinned map, in the order [`crate::Maps::ids`] reports them.
-    pub const ALL: [PinnedMap; 11] = [
+    pub const ALL: [PinnedMap; 10] = [
         PinnedMap::Endpoints,
         PinnedMap::Policy,
         PinnedMap::Config,
@@ -61,8 +59,7 @@ impl PinnedMap {
         PinnedMap::PortPolicy,
         PinnedMap::Conntrack,
         PinnedMap::EventRing,
-        PinnedMap::EventCounters,
-        PinnedMap::RateLimit,
+        PinnedMap::NotifyState,
     ];
 
     /// The pin's file name under a pin directory; also the map's name in
@@ -78,8 +75,7 @@ impl PinnedMap {
             PinnedMap::PortPolicy => "port_policy_map",
             PinnedMap::Conntrack => "ct_map",
             PinnedMap::EventRing => "event_ring",
-            PinnedMap::EventCounters => "event_counters",
-            PinnedMap::RateLimit => "rate_limit",
+            PinnedMap::NotifyState => "notify_state",
         }
     }
 
@@ -135,8 +131,7 @@ impl PinnedMap {
             PinnedMap::PortPolicy => &mut maps.port_policy_map,
             PinnedMap::Conntrack => &mut maps.ct_map,
             PinnedMap::EventRing => &mut maps.event_ring,
-            PinnedMap::EventCounters => &mut maps.event_counters,
-            PinnedMap::RateLimit => &mut maps.rate_limit,
+            PinnedMap::NotifyState => &mut maps.notify_state,
         }
     }
 }

@@ -33,6 +33,7 @@ const _: () = assert!(size_of::<types::ebpfcni_port_rule>() == 8);
 const _: () = assert!(size_of::<types::ebpfcni_ct_key>() == 16);
 const _: () = assert!(size_of::<types::ebpfcni_ct_entry>() == 24);
 const _: () = assert!(size_of::<types::ebpfcni_event>() == 40);
+const _: () = assert!(size_of::<types::ebpfcni_notify_state>() == 40);
 
 /// Declares shared types as plain old data: `#[repr(C)]`, no padding (the
 /// sizes are asserted above), every bit pattern a valid value.
@@ -55,6 +56,7 @@ plain_old_data!(
     types::ebpfcni_ct_key,
     types::ebpfcni_ct_entry,
     types::ebpfcni_event,
+    types::ebpfcni_notify_state,
     types::ebpfcni_policy_action,
     types::ebpfcni_config,
     types::ebpfcni_drop_count,

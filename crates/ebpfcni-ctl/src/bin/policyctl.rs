@@ -189,11 +189,11 @@ enum Command {
                             policyctl rate-limit --rate 5000 --burst 10000"
     )]
     RateLimit {
-        /// Events (and trace lines) a second per CPU
-        #[arg(long, value_name = "N", value_parser = args::seconds())]
+        /// Events (and trace lines) a second per CPU, at most 1000000000
+        #[arg(long, value_name = "N", value_parser = args::rate())]
         rate: Option<u32>,
         /// At most this many at once (default: as many as the rate)
-        #[arg(long, value_name = "N", value_parser = args::seconds())]
+        #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = args::count())]
         burst: Option<u32>,
     },
 

@@ -181,6 +181,11 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+impl RateLimit {
+    /// The highest rate the datapath takes (from ebpfcni.h).
+    pub const MAX_RATE: u32 = types::ebpfcni_default::EBPFCNI_NOTIFY_MAX_RATE.0;
+}
+
 #[derive(Debug)]
 pub struct ConfigMap {
     pub(super) map: MapHandle,
@@ -310,6 +315,7 @@ impl ConfigMap {
         Ok(RateLimit { rate, burst })
     }
 
+    /// Rates above [`RateLimit::MAX_RATE`] count as it (in the datapath too).
     pub fn set_rate_limit(&self, limit: RateLimit) -> Result<()> {
         self.update(|config| {
             config.notify_rate = limit.rate;

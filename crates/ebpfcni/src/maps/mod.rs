@@ -32,7 +32,7 @@ use crate::object::{self, PinnedMap};
 
 pub use config::{ConfigMap, CtTimeouts, EventLevel, RateLimit, TraceLevel};
 pub use conntrack::{Connection, ConntrackMap, CtState};
-pub use counters::{EventCounters, NotifyCounts};
+pub use counters::{NotifyCounters, NotifyCounts};
 pub use drops::{drop_reason_name, drop_reasons, DropCounters};
 pub use endpoints::EndpointMap;
 pub use identities::IdentityAddr;
@@ -100,10 +100,8 @@ pub struct Maps {
     pub interfaces: InterfaceMap,
     pub ports: PortPolicyMap,
     pub conntrack: ConntrackMap,
-    pub counters: EventCounters,
+    pub counters: NotifyCounters,
     event_ring: MapHandle,
-    /// Not read by the tools; opened so that its pin is checked.
-    _rate_limit: MapHandle,
     ids: [u32; PinnedMap::ALL.len()],
 }
 
@@ -166,8 +164,7 @@ impl Maps {
             ports: PortPolicyMap::new(next()),
             conntrack: ConntrackMap::new(next()),
             event_ring: next(),
-            counters: EventCounters::new(next()),
-            _rate_limit: next(),
+            counters: NotifyCounters::new(next()),
             ids: ids.try_into().expect("one id per pinned map"),
         })
     }
