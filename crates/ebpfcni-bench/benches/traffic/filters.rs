@@ -74,6 +74,20 @@ impl Ebpfcni {
         Self::with_rules(name, false, &rules)
     }
 
+    /// Pods A and B as identities 1 and 2, and no rule: everything A
+    /// sends is dropped at its host veth.
+    pub fn deny_all(name: &str) -> Result<Self> {
+        Self::with_rules(name, false, &[])
+    }
+
+    /// Sets the trace and event levels (and the default rate limit).
+    pub fn set_levels(&self, trace: TraceLevel, events: EventLevel) -> Result<()> {
+        let maps = Maps::open(self.pins.path())?;
+        maps.config.set_trace_level(trace)?;
+        maps.config.set_event_level(events)?;
+        Ok(())
+    }
+
     fn with_rules(name: &str, full: bool, rules: &[Rule]) -> Result<Self> {
         let pins = TestPinDir::new(name);
         let program = Program::load(pins.path())?;

@@ -311,3 +311,69 @@ pub fn connections(client: &Netns, server: Ipv4Addr, seconds: u32) -> Result<f64
     };
     client.run_in(run).map_err(Into::into)
 }
+
+/// CPU time of the whole machine that was not idle, from /proc/stat (in
+/// USER_HZ ticks, converted).
+pub fn busy_cpu_time() -> Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").map_err(|e| format!("read /proc/stat: {e}"))?;
+    let line = stat.lines().next().ok_or("empty /proc/stat")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is in user).
+    let busy: u64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| ![3, 4].contains(i) && *i < 8)
+        .map(|(_, t)| t)
+        .sum();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Ok(Duration::from_nanos(busy * 1_000_000_000 / hz))
+}
+
+/// What a flood of 64-byte UDP frames cost.
+pub struct Flood {
+    pub packets: u64,
+    pub elapsed: Duration,
+    /// Non-idle CPU time of the whole machine while it ran.
+    pub busy: Duration,
+}
+
+/// Sends 64-byte UDP frames (22 bytes of payload) from `client` to
+/// `server`:9 as fast as one thread can, for `seconds`.
+pub fn flood(client: &Netns, server: Ipv4Addr, seconds: u32) -> Result<Flood> {
+    let run = move || -> std::result::Result<Flood, String> {
+        pin_thread(client_cpu())?;
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("bind: {e}"))?;
+        socket.connect((server, 9)).map_err(|e| format!("connect: {e}"))?;
+        let payload = [0u8; 22];
+        let duration = Duration::from_secs(seconds.into());
+        let busy_before = busy_cpu_time().map_err(|e| e.to_string())?;
+        let start = Instant::now();
+        let mut packets = 0u64;
+        while start.elapsed() < duration {
+            for _ in 0..256 {
+                // Errors (a full queue, an ICMP error queued on the socket)
+                // are not packets sent.
+                if socket.send(&payload).is_ok() {
+                    packets += 1;
+                }
+            }
+        }
+        let elapsed = start.elapsed();
+        let busy = busy_cpu_time()
+            .map_err(|e| e.to_string())?
+            .saturating_sub(busy_before);
+        Ok(Flood {
+            packets,
+            elapsed,
+            busy,
+        })
+    };
+    client.run_in(run).map_err(Into::into)
+}
