@@ -21,8 +21,10 @@ fn main() {
         other => panic!("no multiarch include directory known for {other}"),
     };
 
+    let object = out_dir.join("ebpfcni.bpf.o");
     SkeletonBuilder::new()
         .source(bpf_dir.join("kernel/ebpfcni.bpf.c"))
+        .obj(&object)
         .clang(&clang)
         .clang_args([
             "-Wall".into(),
@@ -36,6 +38,13 @@ fn main() {
             panic!("building the BPF program with {clang} failed (is clang-19 installed? ./build.sh installs it): {e:#}")
         });
 
+    // The program's build id: a hash of the object, so that a binary
+    // reuses a pinned program only when it is exactly the one it carries.
+    let bytes = std::fs::read(&object).expect("read the compiled BPF object");
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    });
+    println!("cargo:rustc-env=EBPFCNI_PROGRAM_BUILD_ID={hash:016x}");
     println!("cargo:rerun-if-changed={}", bpf_dir.display());
     println!("cargo:rerun-if-env-changed=EBPFCNI_CLANG");
 }

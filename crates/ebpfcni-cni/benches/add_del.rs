@@ -72,6 +72,7 @@ fn main() {
             config: json!({
                 "cniVersion": "1.0.0", "name": "benchebpfcni", "type": "ebpfcni",
                 "pinDir": pins.path(), "ipam": ipam("10.13.7.0/24", "ebpfcni"),
+                "logFile": data.join("ebpfcni.log"),
             }),
         },
         Plugin {
@@ -117,5 +118,37 @@ fn main() {
         "  ebpfcni / ptp = {:.2}",
         ours.as_secs_f64() / theirs.as_secs_f64()
     );
+    print_breakdown(&data.join("ebpfcni.log"));
     let _ = std::fs::remove_dir_all(&data);
+}
+
+/// Medians of the steps the plugin logged ("timing: T ms: step t, ...")
+/// for ADD and DEL (warm-up rounds included: medians do not mind).
+fn print_breakdown(log: &std::path::Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    for command in ["ADD", "DEL"] {
+        let mut steps: Vec<(String, Vec<f64>)> = Vec::new();
+        for line in text
+            .lines()
+            .filter(|l| l.contains(&format!("] {command} ")) && l.contains("timing: "))
+        {
+            let timing = &line[line.find("timing: ").unwrap() + 8..];
+            let (total, rest) = timing.split_once(" ms:").unwrap_or((timing, ""));
+            let mut add = |name: &str, ms: f64| match steps.iter_mut().find(|(n, _)| n == name) {
+                Some((_, v)) => v.push(ms),
+                None => steps.push((name.to_owned(), vec![ms])),
+            };
+            add("total (in the plugin)", total.parse().unwrap_or(0.0));
+            for part in rest.split(',') {
+                if let Some((name, ms)) = part.trim().rsplit_once(' ') {
+                    add(name, ms.parse().unwrap_or(0.0));
+                }
+            }
+        }
+        let parts: Vec<String> = steps
+            .iter()
+            .map(|(name, v)| format!("{name} {:.2}", ebpfcni_testutil::median(v)))
+            .collect();
+        println!("  ebpfcni {command} steps (median ms): {}", parts.join(", "));
+    }
 }

@@ -27,6 +27,63 @@ pub struct Ipam<'a> {
     pub stdin: &'a [u8],
 }
 
+/// The newest of our versions among `theirs`.
+fn best_of(theirs: &[String]) -> Option<String> {
+    SUPPORTED_VERSIONS
+        .iter()
+        .rev()
+        .find(|v| theirs.iter().any(|t| t == *v))
+        .map(|v| v.to_string())
+}
+
+/// What an IPAM plugin binary said it supports, remembered in
+/// /run/ebpfcni (a file named after the binary's path, size and mtime, so
+/// that an upgraded plugin is asked again). Best effort: when the file
+/// cannot be read or written, the plugin is asked.
+struct VersionCache {
+    path: PathBuf,
+}
+
+impl VersionCache {
+    const DIR: &'static str = "/run/ebpfcni";
+
+    fn of(binary: &std::path::Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(binary).ok()?;
+        let key = format!(
+            "{}|{}|{}.{}",
+            binary.display(),
+            meta.len(),
+            meta.mtime(),
+            meta.mtime_nsec()
+        );
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        Some(Self {
+            path: PathBuf::from(Self::DIR).join(format!("ipam-versions-{hash:016x}")),
+        })
+    }
+
+    fn read(&self) -> Option<Vec<String>> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        let versions: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
+        (!versions.is_empty()).then_some(versions)
+    }
+
+    /// Writes through a temporary file and a rename: a concurrent reader
+    /// sees the old file or the new one, never half of one.
+    fn write(&self, versions: &[String]) {
+        if versions.is_empty() || std::fs::create_dir_all(Self::DIR).is_err() {
+            return;
+        }
+        let tmp = self.path.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, versions.join(" ")).is_ok() && std::fs::rename(&tmp, &self.path).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}
+
 impl Ipam<'_> {
     /// The plugin binary, if CNI_PATH has it.
     pub fn find(&self) -> Option<PathBuf> {
@@ -63,32 +120,54 @@ impl Ipam<'_> {
 
     /// Runs `command`; when the plugin says our cniVersion is too new for it,
     /// asks it for its versions and retries once with the newest it supports
-    /// among ours (1.0.0 and 1.1.0 results have the same shape).
+    /// among ours (1.0.0 and 1.1.0 results have the same shape). What the
+    /// plugin supports is remembered (see [`VersionCache`]), so that later
+    /// calls go straight to a version it speaks: one exec, not three.
     fn call(&self, command: &str, env: &CallEnv) -> Result<Vec<u8>> {
         let binary = self.binary()?;
+        let ours = serde_json::from_slice::<Value>(self.stdin)
+            .ok()
+            .and_then(|c| c["cniVersion"].as_str().map(str::to_owned));
+        let cache = VersionCache::of(&binary);
+        if let (Some(ours), Some(theirs)) = (&ours, cache.as_ref().and_then(VersionCache::read)) {
+            if !theirs.iter().any(|v| v == ours) {
+                if let Some(version) = best_of(&theirs) {
+                    return self.exec(&binary, command, env, &self.with_version(&version)?);
+                }
+            }
+        }
         match self.exec(&binary, command, env, self.stdin) {
             Err(e) if e.code() == INCOMPATIBLE_VERSION => {
-                let Some(version) = self.best_version(&binary)? else {
+                let theirs = self.versions(&binary)?;
+                if let Some(cache) = &cache {
+                    cache.write(&theirs);
+                }
+                let Some(version) = best_of(&theirs) else {
                     return Err(e);
                 };
-                let mut config: Value = serde_json::from_slice(self.stdin)
-                    .map_err(|e| Error::ipam(format!("re-encode config for IPAM: {e}")))?;
-                config["cniVersion"] = Value::String(version.clone());
-                if let Some(prev) = config.get_mut("prevResult").and_then(Value::as_object_mut) {
-                    prev.insert("cniVersion".into(), Value::String(version.clone()));
-                }
                 log::info!(
                     "IPAM plugin {} does not speak our version; retrying with {version}",
                     self.plugin
                 );
-                let stdin = serde_json::to_vec(&config).expect("a Value serialises");
-                self.exec(&binary, command, env, &stdin)
+                self.exec(&binary, command, env, &self.with_version(&version)?)
             }
             other => other,
         }
     }
 
-    fn best_version(&self, binary: &PathBuf) -> Result<Option<String>> {
+    /// Our config with `version` as its cniVersion (and its prevResult's).
+    fn with_version(&self, version: &str) -> Result<Vec<u8>> {
+        let mut config: Value = serde_json::from_slice(self.stdin)
+            .map_err(|e| Error::ipam(format!("re-encode config for IPAM: {e}")))?;
+        config["cniVersion"] = Value::String(version.to_owned());
+        if let Some(prev) = config.get_mut("prevResult").and_then(Value::as_object_mut) {
+            prev.insert("cniVersion".into(), Value::String(version.to_owned()));
+        }
+        Ok(serde_json::to_vec(&config).expect("a Value serialises"))
+    }
+
+    /// The versions the plugin says it supports (CNI_COMMAND=VERSION).
+    fn versions(&self, binary: &PathBuf) -> Result<Vec<String>> {
         let out = self.exec(
             binary,
             "VERSION",
@@ -96,15 +175,10 @@ impl Ipam<'_> {
             b"{\"cniVersion\":\"0.4.0\"}",
         )?;
         let reply: Value = serde_json::from_slice(&out).unwrap_or_default();
-        let theirs: Vec<&str> = reply["supportedVersions"]
+        Ok(reply["supportedVersions"]
             .as_array()
-            .map(|v| v.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        Ok(SUPPORTED_VERSIONS
-            .iter()
-            .rev()
-            .find(|v| theirs.contains(v))
-            .map(|v| v.to_string()))
+            .map(|v| v.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default())
     }
 
     fn exec(&self, binary: &PathBuf, command: &str, env: &CallEnv, stdin: &[u8]) -> Result<Vec<u8>> {

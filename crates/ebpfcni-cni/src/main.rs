@@ -28,6 +28,7 @@ mod netlink;
 mod netns;
 mod result;
 mod sysctl;
+mod timing;
 mod veth;
 
 use std::io::{Read, Write};
@@ -42,6 +43,7 @@ pub const SUPPORTED_VERSIONS: &[&str] = &["0.4.0", "1.0.0", "1.1.0"];
 const LATEST: &str = "1.1.0";
 
 fn main() {
+    timing::start();
     diagnostics::init();
     // libbpf's own messages (a verifier log, say) join our diagnostics.
     ebpfcni::set_libbpf_log(Some(|msg| log::info!("libbpf: {msg}")));
@@ -97,6 +99,6 @@ fn run(stdin: &[u8]) -> Result<Option<String>> {
         Command::Gc => command::gc(&conf, &env, stdin).map(|()| None)?,
         Command::Version => unreachable!("answered before the config is read"),
     };
-    log::info!("done");
+    log::info!("done; {}", timing::summary());
     Ok(reply)
 }

@@ -313,18 +313,32 @@ fn duplicate_add_is_refused_without_releasing_the_first() {
 }
 
 #[test]
-fn parallel_adds_and_dels() {
+fn parallel_adds_and_dels_32() {
+    parallel_adds_and_dels(32);
+}
+
+#[test]
+fn parallel_adds_and_dels_100() {
+    parallel_adds_and_dels(100);
+}
+
+/// `pods` ADDs at once end with one set of maps and one pinned program,
+/// which every pod runs; as many DELs at once remove everything.
+fn parallel_adds_and_dels(pods: usize) {
     require_root!();
-    const PODS: usize = 32;
-    let node = Node::new("par");
+    const NAME: &str = "par";
+    let node = Node::new(&format!("{NAME}{pods}"));
     let conf = node.config("1.1.0");
-    let pods: Vec<Pod> = (0..PODS).map(|i| Pod::new(&format!("par{i}"))).collect();
+    let count = pods;
+    let pods: Vec<Pod> = (0..count)
+        .map(|i| Pod::new(&format!("{NAME}{count}-{i}")))
+        .collect();
     let results: Vec<Value> = std::thread::scope(|s| {
         let handles: Vec<_> = pods.iter().map(|p| s.spawn(|| node.add(&conf, p))).collect();
         handles.into_iter().map(|h| h.join().unwrap().ok()).collect()
     });
     let ips: HashSet<String> = results.iter().map(pod_ip).collect();
-    assert_eq!(ips.len(), PODS, "addresses must be distinct");
+    assert_eq!(ips.len(), count, "addresses must be distinct");
 
     // One set of maps, and every veth runs our program on those maps,
     // with one filter per direction.
@@ -336,10 +350,17 @@ fn parallel_adds_and_dels() {
     let mut expected: Vec<String> = ebpfcni::PinnedMap::ALL
         .iter()
         .map(|m| m.name().to_string())
+        .chain(Hook::ALL.map(|hook| {
+            let pin = ebpfcni::program_pin(node.pins.path(), hook, ebpfcni::PROGRAM_BUILD_ID);
+            pin.file_name().unwrap().to_str().unwrap().to_owned()
+        }))
         .collect();
     expected.sort();
-    assert_eq!(pins, expected);
+    assert_eq!(pins, expected, "one set of maps and one pinned program");
     let maps = Maps::open(node.pins.path()).unwrap();
+    let shared = ebpfcni::Program::pinned(node.pins.path(), &maps)
+        .unwrap()
+        .expect("this build's program is pinned");
     for result in &results {
         let host = host_veth(result);
         assert_eq!(node.filters(&host, "ingress"), 1, "{host}");
@@ -350,6 +371,11 @@ fn parallel_adds_and_dels() {
             (Hook::FromPod, attached.ingress.unwrap()),
             (Hook::ToPod, attached.egress.unwrap()),
         ] {
+            assert_eq!(
+                id,
+                shared.id(hook),
+                "{host} runs another program than the pinned one"
+            );
             let info = ebpfcni::program_info(id).unwrap();
             assert_eq!(info.name, hook.program_name());
             assert!(

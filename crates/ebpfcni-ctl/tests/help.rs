@@ -73,6 +73,7 @@ fn policyctl_help_shows_examples_for_every_command() {
             "events",
             "rate-limit",
             "trace",
+            "reattach",
             "pins",
             "completions",
         ],

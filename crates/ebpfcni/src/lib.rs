@@ -25,6 +25,7 @@ mod maps;
 mod migrate;
 pub mod object;
 mod program;
+mod reattach;
 mod skel;
 pub mod tc;
 
@@ -67,5 +68,9 @@ pub use maps::{
     Selector, Stored, StoredIdentity, StoredRule, TraceLevel, INTERFACE_ADDRS,
 };
 pub use object::PinnedMap;
-pub use program::{program_info, Hook, Program, ProgramInfo, TestContext, TestRun, TC_ACT_OK, TC_ACT_SHOT};
+pub use program::{
+    program_info, program_pin, program_pins, Hook, Program, ProgramInfo, Provenance, TestContext, TestRun,
+    PROGRAM_BUILD_ID, TC_ACT_OK, TC_ACT_SHOT,
+};
+pub use reattach::{reattach, Reattached};
 pub use tc::{attachment, detach, Attachment, TC_HANDLE, TC_PRIORITY};

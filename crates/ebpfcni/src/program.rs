@@ -4,7 +4,7 @@
 
 use std::mem::size_of;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use libbpf_rs::libbpf_sys;
@@ -83,20 +83,133 @@ pub struct TestContext {
     pub ifindex: u32,
 }
 
+/// The build id of the program this binary carries: a hash of the
+/// compiled object. Programs are pinned under names that carry it.
+pub const PROGRAM_BUILD_ID: &str = env!("EBPFCNI_PROGRAM_BUILD_ID");
+
+/// How [`Program::shared`] got the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provenance {
+    /// This build's program was pinned already: nothing was loaded.
+    Pinned,
+    /// Loaded (and verified) now, and pinned for the next callers.
+    Loaded,
+}
+
+/// Where an entry point of the program of build `build_id` is pinned.
+pub fn program_pin(pin_dir: &Path, hook: Hook, build_id: &str) -> PathBuf {
+    pin_dir.join(format!("{}_{build_id}", hook.program_name()))
+}
+
+/// The programs pinned under `pin_dir`, by any build: (hook, build id, path).
+pub fn program_pins(pin_dir: &Path) -> Vec<(Hook, String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(pin_dir) else {
+        return Vec::new();
+    };
+    let mut pins: Vec<(Hook, String, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            Hook::ALL.into_iter().find_map(|hook| {
+                let id = name.strip_prefix(hook.program_name())?.strip_prefix('_')?;
+                let is_id = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
+                is_id.then(|| (hook, id.to_owned(), e.path()))
+            })
+        })
+        .collect();
+    pins.sort_by(|a, b| a.2.cmp(&b.2));
+    pins
+}
+
 impl Program {
+    /// This build's program as pinned under `pin_dir`, when it is there
+    /// and uses the maps pinned there (`None` otherwise: not pinned yet, or
+    /// pinned before its maps were replaced).
+    pub fn pinned(pin_dir: &Path, maps: &Maps) -> Result<Option<Self>> {
+        let mut handles = Vec::with_capacity(2);
+        for hook in Hook::ALL {
+            let path = program_pin(pin_dir, hook, PROGRAM_BUILD_ID);
+            let handle = match ProgramHandle::from_pinned_path(&path) {
+                Ok(handle) => handle,
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::bpf(format!("open pinned program {}", path.display()), e)),
+            };
+            if handle.name() != hook.program_name()
+                || !program_info(handle.id())?.foreign_maps(maps)?.is_empty()
+            {
+                return Ok(None);
+            }
+            handles.push(handle);
+        }
+        let to_pod = handles.pop().expect("two handles");
+        let from_pod = handles.pop().expect("two handles");
+        Ok(Some(Self { from_pod, to_pod }))
+    }
+
+    /// The program every pod of `pin_dir` shares: this build's, pinned
+    /// there. The first caller loads (and the kernel verifies) it and pins
+    /// it; later callers attach the pinned one, which costs no load. A
+    /// build with another program replaces the pins (pods attached to the
+    /// old program keep running it until they are attached again).
+    /// Concurrent callers end with one pinned program.
+    pub fn shared(pin_dir: &Path) -> Result<(Self, Provenance)> {
+        if let Ok(maps) = Maps::open(pin_dir) {
+            if let Some(program) = Self::pinned(pin_dir, &maps)? {
+                return Ok((program, Provenance::Pinned));
+            }
+        }
+        loader::load(pin_dir, |skel| {
+            // Under the pin directory's lock: another caller may have
+            // pinned it while this one waited.
+            let maps = Maps::open(pin_dir)?;
+            if let Some(program) = Self::pinned(pin_dir, &maps)? {
+                return Ok((program, Provenance::Pinned));
+            }
+            let program = Self::keep(skel)?;
+            program.pin(pin_dir)?;
+            Ok((program, Provenance::Loaded))
+        })
+    }
+
+    /// Pins both entry points under this build's names, replacing stale
+    /// pins of those names, then removes other builds' program pins.
+    fn pin(&self, pin_dir: &Path) -> Result<()> {
+        for hook in Hook::ALL {
+            let path = program_pin(pin_dir, hook, PROGRAM_BUILD_ID);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("remove stale pin {}", path.display()), e)),
+            }
+            self.handle(hook)
+                .pin(&path)
+                .map_err(|e| Error::bpf(format!("pin the program at {}", path.display()), e))?;
+        }
+        for (_, build, path) in program_pins(pin_dir) {
+            if build != PROGRAM_BUILD_ID {
+                std::fs::remove_file(&path).map_err(|e| {
+                    Error::io(format!("remove the older program's pin {}", path.display()), e)
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn keep(skel: &crate::skel::EbpfcniSkel<'_>) -> Result<Self> {
+        let keep = |prog| ProgramHandle::try_from(prog).map_err(|e| Error::bpf("keep the loaded program", e));
+        Ok(Self {
+            from_pod: keep(&skel.progs.ebpfcni_frompod)?,
+            to_pod: keep(&skel.progs.ebpfcni_topod)?,
+        })
+    }
+
     /// Loads the program with its maps pinned under `pin_dir`: pins that
     /// exist are reused (after checking their layout), missing ones are
     /// created and pinned. A fresh config map starts at trace level "drops".
     /// Concurrent loaders serialise on a lock of `pin_dir`.
+    /// The program itself is not pinned (see [`Program::shared`]).
     pub fn load(pin_dir: &Path) -> Result<Self> {
-        loader::load(pin_dir, |skel| {
-            let keep =
-                |prog| ProgramHandle::try_from(prog).map_err(|e| Error::bpf("keep the loaded program", e));
-            Ok(Self {
-                from_pod: keep(&skel.progs.ebpfcni_frompod)?,
-                to_pod: keep(&skel.progs.ebpfcni_topod)?,
-            })
-        })
+        loader::load(pin_dir, Self::keep)
     }
 
     /// Whether the program would load against the maps pinned under

@@ -3,7 +3,6 @@
 //! Everything acquired is given back when a later step fails.
 
 use std::fs::File;
-use std::path::Path;
 
 use ebpfcni::{Hook, Maps, Program};
 
@@ -15,9 +14,10 @@ use crate::ipam::{CallEnv, Ipam};
 use crate::netlink::{Link, Netlink, Route};
 use crate::result::{Interface, IpConfig, IpamResult};
 use crate::veth::{self, host_veth_name, Owner};
-use crate::{netns, sysctl};
+use crate::{netns, sysctl, timing};
 
 pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
+    let prepare = std::time::Instant::now();
     // What would otherwise fail half way is refused before anything is touched.
     super::check_pin_dir(conf)?;
     Owner::new(&conf.name, &env.container_id, &env.ifname).check_alias_fits()?;
@@ -44,32 +44,66 @@ pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
             env.ifname
         )));
     }
+    timing::record("prepare", prepare.elapsed());
 
-    // Loading the program (the verifier, the slowest step) runs beside
-    // this thread. The pair comes first and the lease after it: creating
-    // the pair is exclusive (NLM_F_EXCL), so of two ADDs racing for one
-    // attachment exactly one gets past it, and the loser never takes or
-    // releases a lease, which the IPAM plugin keys by the attachment.
+    // The program comes from a thread of its own: this build's pinned
+    // program, or on the first ADD, loaded (the verifier is the slowest
+    // step of all). The pair comes first, alone: creating it is exclusive
+    // (NLM_F_EXCL), so of two ADDs racing for one attachment exactly one
+    // gets past it, and the loser never takes or releases a lease, which
+    // the IPAM plugin keys by the attachment. The lease (the IPAM plugin's
+    // exec, the slowest step left) is then taken beside the rest of the
+    // host side: the program is attached before the pod has an address.
     let pin_dir = conf.pin_dir();
     std::thread::scope(|s| {
-        let loader = s.spawn(|| Program::load(&pin_dir));
-        let load = || {
-            loader.join().unwrap_or_else(|_| {
-                Err(ebpfcni::Error::Io {
+        let loader = s.spawn(|| {
+            let start = std::time::Instant::now();
+            Program::shared(&pin_dir).map(|(program, provenance)| {
+                log::info!(
+                    "program: {provenance:?} (build {}) in {:.2} ms, beside the rest",
+                    ebpfcni::PROGRAM_BUILD_ID,
+                    start.elapsed().as_secs_f64() * 1e3
+                );
+                program
+            })
+        });
+        timing::step("veth", || setup.create_veth(&netns_file))?;
+        let leasing = s.spawn(|| timing::step("ipam", || ipam.add(&CallEnv::default())));
+        let host_side = setup.finish_pair(&netns_file).and_then(|ends| {
+            let program = timing::step("program wait", || {
+                joined(loader, || ebpfcni::Error::Io {
                     context: "load the program".into(),
                     source: std::io::Error::other("the loader thread panicked"),
                 })
             })
-        };
-        let mut leased = false;
-        let outcome = setup.create_pair(&netns_file).and_then(|ends| {
-            let lease = ipam.add(&CallEnv::default())?;
-            leased = true;
+            .map_err(Error::bpf(format!(
+                "load the program (maps in {})",
+                pin_dir.display()
+            )))?;
+            let maps = timing::step("maps", || Maps::open(&pin_dir))
+                .map_err(Error::bpf(format!("open the maps in {}", pin_dir.display())))?;
+            setup.attach(&ends.1, &program)?;
+            Ok((ends, program, maps))
+        });
+        let lease = joined(leasing, || {
+            Error::ipam("the thread running the IPAM plugin panicked")
+        });
+        let leased = lease.is_ok();
+        let outcome = host_side.and_then(|prepared| {
+            let lease = lease?;
             log::info!("IPAM {} gave {:?}", ipam.plugin, lease.ips);
-            setup.configure(ends, &lease, &pin_dir, load)
+            setup.configure(prepared, &lease)
         });
         outcome.inspect_err(|e| setup.roll_back(e, leased.then_some(&ipam)))
     })
+}
+
+/// The result of a thread of this ADD; a panic becomes `panicked()`.
+fn joined<T, E>(
+    thread: std::thread::ScopedJoinHandle<'_, Result<T, E>>,
+    panicked: impl FnOnce() -> E,
+) -> Result<T, E> {
+    thread.join().unwrap_or_else(|_| Err(panicked()))
 }
 
 /// One ADD in progress: what it knows and what it has created.
@@ -90,17 +124,23 @@ struct Setup<'a> {
 type Ends = (Link, Link);
 
 impl Setup<'_> {
-    /// Creates the veth pair and finds both ends through the kernel.
-    fn create_pair(&mut self, netns_file: &File) -> Result<Ends> {
-        let env = self.env;
+    /// Creates the veth pair (exclusively: a pair of that name fails it).
+    fn create_veth(&mut self, netns_file: &File) -> Result<()> {
         let index = veth::create(
             &mut self.host,
             &self.host_name,
-            &env.ifname,
+            &self.env.ifname,
             netns_file,
             self.conf.mtu,
         )?;
         self.created = Some(index);
+        Ok(())
+    }
+
+    /// Turns IPv6 off on both ends and finds them through the kernel.
+    fn finish_pair(&mut self, netns_file: &File) -> Result<Ends> {
+        let env = self.env;
+        let index = self.created.expect("the pair was created");
         // Before either end is up, so that neither ever has an IPv6 address.
         let no_ipv6 = |context: String| move |source| Error::Sysctl { context, source };
         sysctl::disable_ipv6(&self.host_name)
@@ -119,37 +159,33 @@ impl Setup<'_> {
         Ok((pod, host_end))
     }
 
-    /// Addresses, routes, forwarding and the program; then the result.
+    /// Attaches the program to both hooks of the host end (before the pod
+    /// has an address: nothing passes yet).
+    fn attach(&mut self, host_end: &Link, program: &Program) -> Result<()> {
+        timing::step("attach", || program.attach(host_end.index)).map_err(|source| Error::Attach {
+            context: format!("attach the program to {}", self.host_name),
+            source,
+        })
+    }
+
+    /// With the lease: the pod's address recorded for the program, then
+    /// addresses, routes and forwarding; then the result.
     fn configure(
         &mut self,
-        (pod, host_end): Ends,
+        ((pod, host_end), program, maps): (Ends, Program, Maps),
         leased: &IpamResult,
-        pin_dir: &Path,
-        load: impl FnOnce() -> ebpfcni::Result<Program>,
     ) -> Result<IpamResult> {
         let (conf, env) = (self.conf, self.env);
         let lease = Allocation::from_ips(&leased.ips, None).map_err(Error::UnusableIpamResult)?;
         let routes = pod_routes(&leased.routes, lease.gateway);
-        self.configure_pod(&pod, &lease, &routes)?;
-        self.configure_host(&host_end, &lease)?;
-        sysctl::enable_forwarding()?;
-
-        let program = load().map_err(Error::bpf(format!(
-            "load the program (maps in {})",
-            pin_dir.display()
-        )))?;
-        // The pod's addresses, before the program sees its first packet:
-        // without a record, everything it sends is dropped.
-        let maps =
-            Maps::open(pin_dir).map_err(Error::bpf(format!("open the maps in {}", pin_dir.display())))?;
-        maps.interfaces
-            .set(host_end.index, &[lease.ip()])
+        // Before the pod has its address: without a record, everything it
+        // sends is dropped.
+        timing::step("record", || maps.interfaces.set(host_end.index, &[lease.ip()]))
             .map_err(Error::bpf(format!("record {}'s address", self.host_name)))?;
         self.recorded = true;
-        program.attach(host_end.index).map_err(|source| Error::Attach {
-            context: format!("attach the program to {}", self.host_name),
-            source,
-        })?;
+        timing::step("pod", || self.configure_pod(&pod, &lease, &routes))?;
+        timing::step("host", || self.configure_host(&host_end, &lease))?;
+        timing::step("forwarding", sysctl::enable_forwarding)?;
         log::info!(
             "{} {} -> host {} (ifindex {}), programs {} (from pod), {} (to pod)",
             env.ifname,

@@ -4,7 +4,7 @@
 //! writes map entries (identities and policy are the operator's). The IPAM
 //! plugin's own CHECK runs last, so that our findings name what is off.
 
-use ebpfcni::{Hook, Maps};
+use ebpfcni::{Hook, Maps, Program};
 
 use crate::addressing::{pod_routes, Allocation};
 use crate::config::NetConf;
@@ -177,6 +177,7 @@ fn check_program(conf: &NetConf, host_end: &Link) -> Result<()> {
     let maps = Maps::open(&pin_dir).map_err(Error::bpf(format!("open the maps in {}", pin_dir.display())))?;
     let attached =
         ebpfcni::attachment(host_end.index).map_err(Error::bpf(format!("query the filters of {name}")))?;
+    let current = Program::pinned(&pin_dir, &maps).map_err(Error::bpf("open this build's pinned program"))?;
     for (hook, id) in [(Hook::FromPod, attached.ingress), (Hook::ToPod, attached.egress)] {
         let (tc, want) = (hook.tc_name(), hook.program_name());
         let id = id.ok_or_else(|| Error::CheckFailed(format!("no ebpfcni filter on tc {tc} of {name}")))?;
@@ -195,6 +196,28 @@ fn check_program(conf: &NetConf, host_end: &Link) -> Result<()> {
                 "the program on tc {tc} of {name} (id {id}) uses a {map} (id {other}) other than the one pinned in {}",
                 pin_dir.display()
             )));
+        }
+        // After an upgrade, pods attached before it run the older build's
+        // program until they are attached again.
+        let reattach = "re-attach every pod with `policyctl reattach` in this namespace";
+        match &current {
+            Some(program) if program.id(hook) == id => {}
+            Some(program) => {
+                return Err(Error::CheckFailed(format!(
+                    "tc {tc} of {name} runs program id {id}, not this build's (id {}, build {}): an older \
+                     build's; {reattach}",
+                    program.id(hook),
+                    ebpfcni::PROGRAM_BUILD_ID
+                )))
+            }
+            None => {
+                return Err(Error::CheckFailed(format!(
+                "tc {tc} of {name} runs program id {id}, but this build's program (build {}) is not pinned \
+                     in {}: the pod runs an older build's; {reattach}",
+                ebpfcni::PROGRAM_BUILD_ID,
+                pin_dir.display()
+            )))
+            }
         }
     }
     Ok(())

@@ -12,14 +12,14 @@ use crate::env::{Command, Env};
 use crate::error::{Error, Result};
 use crate::ipam::CallEnv;
 use crate::netlink::Netlink;
-use crate::netns;
 use crate::veth::{self, host_veth_name, Owner, Unpaired};
+use crate::{netns, timing};
 
 pub fn del(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
     let ipam = super::ipam(conf, env, stdin)?;
     // The IPAM plugin (a child process) runs while this thread deletes.
     std::thread::scope(|s| {
-        let releasing = s.spawn(|| ipam.del(&CallEnv::default()));
+        let releasing = s.spawn(|| timing::step("ipam", || ipam.del(&CallEnv::default())));
         let mut errors = remove_veth(conf, env);
         match releasing.join() {
             Ok(Ok(())) => {}
@@ -49,7 +49,7 @@ fn remove_veth(conf: &NetConf, env: &Env) -> Vec<Error> {
     };
     [
         remove_host_end(conf, &mut host, &owner),
-        remove_pod_end(conf, &mut host, &owner, &env.netns),
+        timing::step("pod end", || remove_pod_end(conf, &mut host, &owner, &env.netns)),
     ]
     .into_iter()
     .filter_map(Result::err)
@@ -74,8 +74,8 @@ fn remove_host_end(conf: &NetConf, host: &mut Netlink, owner: &Owner) -> Result<
         );
         return Ok(());
     }
-    super::forget_addresses(conf, link.index)?;
-    host.delete_link(link.index)
+    timing::step("record", || super::forget_addresses(conf, link.index))?;
+    timing::step("delete veth", || host.delete_link(link.index))
         .map_err(Error::netlink(format!("delete {name}")))?;
     log::info!("deleted {name}");
     Ok(())

@@ -212,6 +212,19 @@ enum Command {
         level: Option<TraceLevel>,
     },
 
+    /// Move every pod of this network namespace onto this build's program (after an upgrade)
+    ///
+    /// Pods attached before an upgrade keep running the older build's program until they are
+    /// attached again (CNI CHECK reports them). This attaches this build's program, pinned under
+    /// --pin-dir (loaded first if no pod runs it yet), to every host veth of the namespace it runs
+    /// in that runs an ebpfcni program and has a record of its pod's addresses; each moves at once,
+    /// never unfiltered. Host veths without a record (pods made by a release before source trust)
+    /// are named and left alone: recreate those pods.
+    #[command(after_help = "Examples:\n  \
+                            policyctl reattach                                  # in the namespace of the host veths\n  \
+                            nsenter --net=/run/netns/node policyctl reattach   # another one")]
+    Reattach,
+
     /// List the datapath's pinned objects under --pin-dir, one path a line (creates nothing)
     #[command(after_help = "Examples:\n  \
                             policyctl pins\n  \
@@ -387,6 +400,7 @@ fn run(cli: Cli) -> CmdResult {
     match cli.command {
         Command::Completions { shell } => ebpfcni_ctl::print_completions::<Cli>(shell),
         Command::Pins => print_pins(&common.pin_dir),
+        Command::Reattach => reattach(common),
         Command::List => list(common),
         Command::Trace { level: None } => show_trace_level(common),
         Command::Trace { level: Some(level) } => set_trace_level(common, level),
@@ -673,7 +687,8 @@ fn set_rate_limit(common: &Common, rate: Option<u32>, burst: Option<u32>) -> Cmd
     report_change(&mut out, &[], |out| print_rate_limit(out, new))
 }
 
-/// Prints the paths of the pins that exist under `pin_dir`.
+/// Prints the paths of the pins that exist under `pin_dir`: the maps,
+/// then the programs (of any build).
 fn print_pins(pin_dir: &std::path::Path) -> CmdResult {
     let mut out = std::io::stdout().lock();
     for map in PinnedMap::ALL {
@@ -682,8 +697,45 @@ fn print_pins(pin_dir: &std::path::Path) -> CmdResult {
             writeln!(out, "{}", path.display())?;
         }
     }
+    for (_, _, path) in ebpfcni::program_pins(pin_dir) {
+        writeln!(out, "{}", path.display())?;
+    }
     out.flush()?;
     Ok(())
+}
+
+fn reattach(common: &Common) -> CmdResult {
+    let maps = open_maps_for_reading(common)?;
+    let report = ebpfcni::reattach(&maps, &common.pin_dir)
+        .map_err(|e| Failure::failed("attach this build's program", e))?;
+    let names = |list: &[(String, u32)]| {
+        list.iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut notes = vec![format!(
+        "this build's program (build {}){}: {} host veths moved onto it, {} already on it",
+        ebpfcni::PROGRAM_BUILD_ID,
+        if report.loaded {
+            " was loaded and pinned"
+        } else {
+            ""
+        },
+        report.moved.len(),
+        report.current.len()
+    )];
+    if !report.moved.is_empty() {
+        notes.push(format!("moved: {}", names(&report.moved)));
+    }
+    if !report.unrecorded.is_empty() {
+        notes.push(format!(
+            "left on their program, no record of their pod's addresses (recreate these pods): {}",
+            names(&report.unrecorded)
+        ));
+    }
+    let mut out = Out::new(common);
+    report_change(&mut out, &notes, |_| Ok(()))
 }
 
 /// "1 -> 2" or "1 -> 2 and 2 -> 1".

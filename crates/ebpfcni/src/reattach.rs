@@ -1,0 +1,67 @@
+//! After an upgrade: moving every pod of the calling thread's network
+//! namespace onto this build's program. Pods attached before the upgrade
+//! keep running the older program (the tc filters hold it) until this is
+//! done; attaching is create-or-replace, so each pod moves atomically,
+//! without a moment unfiltered.
+
+use std::collections::HashSet;
+
+use crate::error::{Error, Result};
+use crate::maps::Maps;
+use crate::program::{Hook, Program, Provenance};
+use crate::tc;
+
+/// What [`reattach`] did, interface by interface (name, ifindex).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reattached {
+    /// Whether this build's program was loaded now (no pod ran it yet).
+    pub loaded: bool,
+    /// Moved onto this build's program.
+    pub moved: Vec<(String, u32)>,
+    /// Already on it.
+    pub current: Vec<(String, u32)>,
+    /// Running an ebpfcni program but without a record of the pod's
+    /// addresses (interface_map), so this build's program would drop all
+    /// the pod sends: left on the old program. Pods made before source
+    /// trust; recreate them.
+    pub unrecorded: Vec<(String, u32)>,
+}
+
+/// Attaches this build's program (pinned under `pin_dir`, loaded first
+/// when needed) to every interface of this namespace that runs an ebpfcni
+/// program and has an address record.
+pub fn reattach(maps: &Maps, pin_dir: &std::path::Path) -> Result<Reattached> {
+    let (program, provenance) = Program::shared(pin_dir)?;
+    let recorded: HashSet<u32> = maps
+        .interfaces
+        .list()?
+        .into_iter()
+        .map(|(index, _)| index)
+        .collect();
+    let mut report = Reattached {
+        loaded: provenance == Provenance::Loaded,
+        ..Default::default()
+    };
+    let interfaces =
+        nix::net::if_::if_nameindex().map_err(|e| Error::errno("list the network interfaces", e))?;
+    for interface in interfaces.iter() {
+        let index = interface.index();
+        let name = interface.name().to_string_lossy().into_owned();
+        let attached = tc::attachment(index)?;
+        if attached.ingress.is_none() && attached.egress.is_none() {
+            continue;
+        }
+        let entry = (name, index);
+        if attached.ingress == Some(program.id(Hook::FromPod))
+            && attached.egress == Some(program.id(Hook::ToPod))
+        {
+            report.current.push(entry);
+        } else if recorded.contains(&index) {
+            program.attach(index)?;
+            report.moved.push(entry);
+        } else {
+            report.unrecorded.push(entry);
+        }
+    }
+    Ok(report)
+}
