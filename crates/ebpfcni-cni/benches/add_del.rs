@@ -89,14 +89,18 @@ fn main() {
     setns(netns.as_fd(), CloneFlags::CLONE_NEWNET).expect("enter the node namespace");
 
     let mut add = [Vec::new(), Vec::new()];
+    let mut add_cpu = [Vec::new(), Vec::new()];
     let mut del = [Vec::new(), Vec::new()];
     let mut total = [Vec::new(), Vec::new()];
     for round in 0..rounds + 3 {
         for (i, plugin) in plugins.iter().enumerate() {
             let id = format!("bench{round}");
+            let before = children_cpu();
             let a = call(plugin, "ADD", &pod, &id);
+            let a_cpu = children_cpu() - before;
             let d = call(plugin, "DEL", &pod, &id);
             if round >= 3 {
+                add_cpu[i].push(a_cpu);
                 add[i].push(a);
                 del[i].push(d);
                 total[i].push(a + d);
@@ -106,11 +110,12 @@ fn main() {
     println!("ADD+DEL latency, median of {rounds} rounds (after 3 warm-up), host-local IPAM, interleaved:");
     for (i, plugin) in plugins.iter().enumerate() {
         println!(
-            "  {:8} ADD {:>9}  DEL {:>9}  ADD+DEL {:>9}",
+            "  {:8} ADD {:>9}  DEL {:>9}  ADD+DEL {:>9}  CPU per ADD (plugin and IPAM) {:>9}",
             plugin.label,
             ms(median(&add[i])),
             ms(median(&del[i])),
-            ms(median(&total[i]))
+            ms(median(&total[i])),
+            ms(median(&add_cpu[i]))
         );
     }
     let (ours, theirs) = (median(&total[0]), median(&total[1]));
@@ -119,7 +124,90 @@ fn main() {
         ours.as_secs_f64() / theirs.as_secs_f64()
     );
     print_breakdown(&data.join("ebpfcni.log"));
+    print_program_memory(pins.path());
+    parallel(&plugins, PARALLEL_PODS, 3);
     let _ = std::fs::remove_dir_all(&data);
+}
+
+/// Pods created (and deleted) at once by `parallel`.
+const PARALLEL_PODS: usize = 100;
+
+/// `pods` ADDs at once, then as many DELs, per plugin, `rounds` times
+/// (interleaved): the wall time of all ADDs, and of all DELs.
+fn parallel(plugins: &[Plugin], pods: usize, rounds: usize) {
+    let namespaces: Vec<Netns> = (0..pods).map(|i| Netns::new(&format!("bench-par{i}"))).collect();
+    let mut add = vec![Vec::new(); plugins.len()];
+    let mut del = vec![Vec::new(); plugins.len()];
+    let mut cpu = vec![Vec::new(); plugins.len()];
+    for round in 0..rounds {
+        for (i, plugin) in plugins.iter().enumerate() {
+            let id = |n: usize| format!("par{round}-{n}");
+            let cpu_before = children_cpu();
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for (n, ns) in namespaces.iter().enumerate() {
+                    s.spawn(move || call(plugin, "ADD", ns, &id(n)));
+                }
+            });
+            add[i].push(start.elapsed());
+            cpu[i].push((children_cpu() - cpu_before) / pods as u32);
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for (n, ns) in namespaces.iter().enumerate() {
+                    s.spawn(move || call(plugin, "DEL", ns, &id(n)));
+                }
+            });
+            del[i].push(start.elapsed());
+        }
+    }
+    println!("{pods} pods at once, median of {rounds} rounds (wall time until the last one is done):");
+    for (i, plugin) in plugins.iter().enumerate() {
+        println!(
+            "  {:8} {pods} ADDs {:>10}  {pods} DELs {:>10}  CPU per ADD (plugin and IPAM, user+sys) {:>9}",
+            plugin.label,
+            ms(median(&add[i])),
+            ms(median(&del[i])),
+            ms(median(&cpu[i]))
+        );
+    }
+    println!(
+        "  ebpfcni / ptp: ADDs {:.2}, DELs {:.2}",
+        median(&add[0]).as_secs_f64() / median(&add[1]).as_secs_f64(),
+        median(&del[0]).as_secs_f64() / median(&del[1]).as_secs_f64()
+    );
+}
+
+/// CPU time (user + system) of this process's children that have ended,
+/// their own children included.
+fn children_cpu() -> Duration {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).expect("getrusage");
+    let tv = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+    tv(usage.user_time()) + tv(usage.system_time())
+}
+
+/// Kernel memory of the program every pod shares (memlock of both entry
+/// points, from fdinfo as bpftool reads it): once per node now, where
+/// each ADD used to load its own copy.
+fn print_program_memory(pin_dir: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    let mut total = 0u64;
+    for hook in ebpfcni::Hook::ALL {
+        let pin = ebpfcni::program_pin(pin_dir, hook, ebpfcni::PROGRAM_BUILD_ID);
+        let Ok(handle) = libbpf_rs::ProgramHandle::from_pinned_path(&pin) else {
+            println!("  program memory: {} is not pinned", pin.display());
+            return;
+        };
+        let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", handle.as_fd().as_raw_fd()))
+            .unwrap_or_default();
+        total += fdinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    println!(
+        "  program memory (memlock, both entry points): {total} bytes, once per node (loaded per ADD before: {total} bytes per pod)"
+    );
 }
 
 /// Medians of the steps the plugin logged ("timing: T ms: step t, ...")

@@ -82,8 +82,7 @@ impl PinnedMap {
     /// How many entries the map holds in this build (the capacities are
     /// written once, in bpf/include/ebpfcni.h).
     pub fn capacity(self) -> u32 {
-        static SPECS: OnceLock<[MapSpec; PinnedMap::ALL.len()]> = OnceLock::new();
-        let specs = SPECS.get_or_init(|| specs().expect("the embedded BPF object parses"));
+        let specs = specs().expect("the embedded BPF object parses");
         let index = PinnedMap::ALL
             .iter()
             .position(|m| *m == self)
@@ -201,11 +200,17 @@ pub(crate) fn open_object(storage: &mut MaybeUninit<libbpf_rs::OpenObject>) -> R
 }
 
 /// The layouts of the pinned maps as compiled into this build, in
-/// [`PinnedMap::ALL`] order.
+/// [`PinnedMap::ALL`] order. Read from the embedded object once per
+/// process: opening it (BTF and all) costs milliseconds of CPU.
 pub(crate) fn specs() -> Result<[MapSpec; PinnedMap::ALL.len()]> {
+    static SPECS: OnceLock<[MapSpec; PinnedMap::ALL.len()]> = OnceLock::new();
+    if let Some(specs) = SPECS.get() {
+        return Ok(*specs);
+    }
     let mut storage = MaybeUninit::uninit();
     let mut open = open_object(&mut storage)?;
-    Ok(PinnedMap::ALL.map(|map| MapSpec::of_open(map.in_object(&mut open.maps))))
+    let specs = PinnedMap::ALL.map(|map| MapSpec::of_open(map.in_object(&mut open.maps)));
+    Ok(*SPECS.get_or_init(|| specs))
 }
 
 /// Opens `map`'s pin under `pin_dir` and checks it against `spec`.
