@@ -111,6 +111,10 @@ impl Ebpfcni {
     /// Records each pod's address for its host veth, as the CNI plugin
     /// does (pod A's second address is not recorded: what it sends is
     /// dropped at the source check), and attaches the program to both.
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
     pub fn install(&self, topo: &TwoPods) -> Result<()> {
         let maps = Maps::open(self.pins.path())?;
         maps.interfaces.set(topo.ifindex_a, &[POD_A])?;
