@@ -10,9 +10,11 @@ pub mod exit;
 pub mod graph;
 pub mod identities_file;
 pub mod input;
+pub mod levels;
 pub mod links;
 pub mod monitor;
 pub mod output;
+pub mod policy;
 pub mod rules_file;
 pub mod stats;
 

@@ -12,7 +12,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use ebpfcni::{Hook, Program};
 use libbpf_rs::libbpf_sys;
 
-use crate::Result;
+use ebpfcni_testutil::{median, TwoPods};
+
+use crate::filters::Ebpfcni;
+use crate::{check_interrupted, Args, Ratio, Result};
+use crate::{traffic, POD_B};
 
 /// Run-time statistics on while this lives.
 pub struct StatsEnabled(#[allow(dead_code)] OwnedFd);
@@ -116,4 +120,145 @@ impl NoopFilter {
             Ok(())
         })
     }
+}
+
+/// The program's cost in place: BPF run-time statistics per entry point
+/// during an allowed 64-byte UDP flood and during iperf3 TCP, and the whole
+/// machine's CPU per packet of the flood, for no filter, nearly empty maps
+/// and full maps.
+pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni) -> Result<()> {
+    let noop = NoopFilter::load()?;
+    // (name, ebpfcni, or the no-op filter)
+    let setups: [(&str, Option<&Ebpfcni>, bool); 4] = [
+        ("no filter", None, false),
+        ("no-op tc program (the floor)", None, true),
+        ("ebpfcni, nearly empty maps", Some(empty), false),
+        ("ebpfcni, full maps", Some(full), false),
+    ];
+    // [setup] -> samples
+    let n = setups.len();
+    let mut cpu = vec![Vec::new(); n];
+    let mut pps = vec![Vec::new(); n];
+    let mut udp_run = vec![[Vec::new(), Vec::new()]; n];
+    let mut tcp_run = vec![[Vec::new(), Vec::new()]; n];
+    for round in 1..=args.rounds {
+        eprintln!("in place round {round}/{}", args.rounds);
+        for (i, (name, filter, is_noop)) in setups.iter().enumerate() {
+            check_interrupted()?;
+            if let Some(e) = filter {
+                e.install(topo)?;
+            }
+            if *is_noop {
+                noop.install(topo)?;
+            }
+            let outcome = (|| -> Result<()> {
+                // CPU per packet with statistics off (they cost time of
+                // their own), then the program's time per run with them on.
+                let f = traffic::flood(&topo.pod_a, POD_B, args.seconds)?;
+                let _stats = StatsEnabled::on()?;
+                let before = filter.map(|e| Snapshot::take(e.program())).transpose()?;
+                traffic::flood(&topo.pod_a, POD_B, args.seconds)?;
+                let udp = match (filter, before) {
+                    (Some(e), Some(before)) => Some(Snapshot::take(e.program())?.since(&before)),
+                    _ => None,
+                };
+                let before = filter.map(|e| Snapshot::take(e.program())).transpose()?;
+                traffic::throughput(&topo.pod_a, POD_B, args.seconds)?;
+                let tcp = match (filter, before) {
+                    (Some(e), Some(before)) => Some(Snapshot::take(e.program())?.since(&before)),
+                    _ => None,
+                };
+                let ns = f.busy.as_nanos() as f64 / f.packets as f64;
+                let rate = f.packets as f64 / f.elapsed.as_secs_f64();
+                eprintln!(
+                    "  {name:<28} UDP {rate:>9.0} packets/s {ns:>6.0} ns CPU/packet; program ns/run: UDP {:?}, TCP {:?}",
+                    udp.map(|r| [r[0].0.round(), r[1].0.round()]),
+                    tcp.map(|r| [r[0].0.round(), r[1].0.round()])
+                );
+                cpu[i].push(ns);
+                pps[i].push(rate);
+                for hook in 0..2 {
+                    if let Some(r) = udp {
+                        udp_run[i][hook].push(r[hook].0);
+                    }
+                    if let Some(r) = tcp {
+                        tcp_run[i][hook].push(r[hook].0);
+                    }
+                }
+                Ok(())
+            })();
+            if filter.is_some() || *is_noop {
+                Ebpfcni::remove(topo)?;
+            }
+            outcome?;
+        }
+    }
+    let med = |v: &Vec<f64>| if v.is_empty() { f64::NAN } else { median(v) };
+    println!();
+    println!(
+        "In place: BPF run-time statistics (BPF_ENABLE_STATS) per entry point, mean ns per run, during a 64-byte UDP \
+         flood from pod A to pod B (allowed) and during iperf3 TCP; and the whole machine's CPU time per UDP packet (measured with the statistics \
+         off). {} rounds of {} s, medians.",
+        args.rounds, args.seconds
+    );
+    println!();
+    println!(
+        "| {:<28} | {:>10} | {:>13} | {:>13} | {:>16} | {:>14} | {:>15} |",
+        "setup",
+        "UDP pkt/s",
+        "CPU ns/packet",
+        "vs no filter",
+        "UDP from-pod ns",
+        "UDP to-pod ns",
+        "TCP from-pod ns"
+    );
+    println!(
+        "|{:-<30}|{:->12}|{:->15}|{:->15}|{:->18}|{:->16}|{:->17}|",
+        "", "", "", "", "", "", ""
+    );
+    for (i, (name, _, _)) in setups.iter().enumerate() {
+        println!(
+            "| {:<28} | {:>10.0} | {:>13.0} | {:>13} | {:>16.1} | {:>14.1} | {:>15.1} |",
+            name,
+            med(&pps[i]),
+            med(&cpu[i]),
+            Ratio::of(&cpu[i], &cpu[0]).show(),
+            med(&udp_run[i][0]),
+            med(&udp_run[i][1]),
+            med(&tcp_run[i][0]),
+        );
+    }
+    println!();
+    let (empty_ns, full_ns) = (
+        med(&udp_run[2][0]) + med(&udp_run[2][1]),
+        med(&udp_run[3][0]) + med(&udp_run[3][1]),
+    );
+    println!(
+        "goal: in-place cost with full maps within 15% of nearly empty: {:.1} vs {:.1} ns per packet (both hooks): {:+.1}%: {}",
+        full_ns,
+        empty_ns,
+        (full_ns / empty_ns - 1.0) * 100.0,
+        if full_ns <= empty_ns * 1.15 { "met" } else { "NOT met" }
+    );
+    let floor = Ratio::of(&cpu[1], &cpu[0]);
+    println!(
+        "the tc hooks alone (a no-op program on both hooks of both host veths) cost x{} CPU per small packet",
+        floor.show()
+    );
+    for i in [2, 3] {
+        let r = Ratio::of(&cpu[i], &cpu[0]);
+        println!(
+            "goal: {} within 5% of no filter, CPU per small packet: x{}: {}",
+            setups[i].0,
+            r.show(),
+            if r.median <= 1.05 {
+                "met"
+            } else if r.median - r.noise <= 1.05 {
+                "not shown (within noise)"
+            } else {
+                "NOT met"
+            }
+        );
+    }
+    Ok(())
 }

@@ -3,22 +3,16 @@
 //! rules; and what the datapath does: flow events (monitor), counters
 //! (stats), a picture of the policy (graph), trace and event levels.
 
-use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
-use ebpfcni::{
-    CtTimeouts, EventLevel, Identity, Maps, PinnedMap, PolicyRule, RateLimit, Rule, RuleChange, Selector,
-    Stored, TraceLevel,
-};
+use ebpfcni::{CtTimeouts, EventLevel, Identity, PinnedMap, PolicyRule, Rule, Selector, TraceLevel};
 use ebpfcni_ctl::{
-    args, conntrack, exit_status_help, graph, input, monitor, open_maps_for_reading, open_maps_for_writing,
-    parse_rules, report_change, stats, CmdResult, Common, Failure, Format, Out, PolicyUsage, View,
+    args, conntrack, exit_status_help, graph, input, levels, monitor, open_maps_for_reading, parse_rules,
+    policy, report_change, stats, CmdResult, Common, Failure, Format, Out,
 };
-use serde::Serialize;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -175,7 +169,7 @@ enum Command {
     )]
     Events {
         /// New level; without it, show the current one
-        #[arg(value_parser = event_level_parser())]
+        #[arg(value_parser = levels::event_level_parser())]
         level: Option<EventLevel>,
     },
 
@@ -208,7 +202,7 @@ enum Command {
     )]
     Trace {
         /// New level; without it, show the current one
-        #[arg(value_parser = trace_level_parser())]
+        #[arg(value_parser = levels::trace_level_parser())]
         level: Option<TraceLevel>,
     },
 
@@ -346,45 +340,6 @@ impl DenyArgs {
     }
 }
 
-fn trace_level_parser() -> impl TypedValueParser<Value = TraceLevel> {
-    let values = TraceLevel::ALL_LEVELS.map(|level| {
-        PossibleValue::new(level.name()).help(match level {
-            TraceLevel::Off => "nothing",
-            TraceLevel::Drops => "one line per dropped packet (the default)",
-            TraceLevel::All => "one line per IPv4 packet; slow, for debugging",
-        })
-    });
-    PossibleValuesParser::new(values).map(|name| name.parse::<TraceLevel>().expect("a listed level"))
-}
-
-fn event_level_parser() -> impl TypedValueParser<Value = EventLevel> {
-    let values = EventLevel::ALL_LEVELS.map(|level| {
-        PossibleValue::new(level.name()).help(match level {
-            EventLevel::Off => "nothing",
-            EventLevel::Drops => "every drop (the default)",
-            EventLevel::Flows => "drops, new tracked connections and their state changes",
-            EventLevel::All => "every IPv4 packet",
-        })
-    });
-    PossibleValuesParser::new(values).map(|name| name.parse::<EventLevel>().expect("a listed level"))
-}
-
-#[derive(Serialize)]
-struct TraceJson {
-    trace_level: String,
-}
-
-#[derive(Serialize)]
-struct EventsJson {
-    event_level: String,
-}
-
-#[derive(Serialize)]
-struct RateLimitJson {
-    rate: u32,
-    burst: u32,
-}
-
 fn main() -> ExitCode {
     ebpfcni_ctl::init();
     ebpfcni_ctl::finish("policyctl", run(Cli::parse()))
@@ -401,16 +356,20 @@ fn run(cli: Cli) -> CmdResult {
         Command::Completions { shell } => ebpfcni_ctl::print_completions::<Cli>(shell),
         Command::Pins => print_pins(&common.pin_dir),
         Command::Reattach => reattach(common),
-        Command::List => list(common),
-        Command::Trace { level: None } => show_trace_level(common),
-        Command::Trace { level: Some(level) } => set_trace_level(common, level),
-        Command::Allow(args) => change(common, |maps| allow(maps, &args.rules())),
-        Command::Deny(args) => change(common, |maps| deny(maps, &args.keys(), args.selector.get())),
-        Command::Flush => change(common, flush),
+        Command::List => policy::list(common),
+        Command::Trace { level: None } => levels::show_trace_level(common),
+        Command::Trace { level: Some(level) } => levels::set_trace_level(common, level),
+        Command::Allow(args) => policy::change(common, |maps| policy::allow(maps, &args.rules())),
+        Command::Deny(args) => policy::change(common, |maps| {
+            policy::deny(maps, &args.keys(), args.selector.get())
+        }),
+        Command::Flush => policy::change(common, policy::flush),
         Command::Apply { file } => {
             // Read and checked before the maps are opened (which may create them).
             let rules = input::read_file(&file, parse_rules)?;
-            change(common, |maps| apply(maps, &rules, &input::source_name(&file)))
+            policy::change(common, |maps| {
+                policy::apply(maps, &rules, &input::source_name(&file))
+            })
         }
         Command::Ct(CtCommand::List) => conntrack::list(common),
         Command::Ct(CtCommand::Flush) => conntrack::flush(common),
@@ -418,273 +377,14 @@ fn run(cli: Cli) -> CmdResult {
         Command::Monitor(args) => monitor::monitor(common, &args),
         Command::Stats => stats::stats(common),
         Command::Graph(args) => graph::graph(common, &args),
-        Command::Events { level: None } => show_event_level(common),
-        Command::Events { level: Some(level) } => set_event_level(common, level),
+        Command::Events { level: None } => levels::show_event_level(common),
+        Command::Events { level: Some(level) } => levels::set_event_level(common, level),
         Command::RateLimit {
             rate: None,
             burst: None,
-        } => show_rate_limit(common),
-        Command::RateLimit { rate, burst } => set_rate_limit(common, rate, burst),
+        } => levels::show_rate_limit(common),
+        Command::RateLimit { rate, burst } => levels::set_rate_limit(common, rate, burst),
     }
-}
-
-/// Opens the maps, makes a change with `make` (which returns what it did,
-/// one note a line), then reports it and the rules (exit 3 when that
-/// fails: the change stands).
-fn change(common: &Common, make: impl FnOnce(&Maps) -> Result<Vec<String>, Failure>) -> CmdResult {
-    let maps = open_maps_for_writing(common)?;
-    let notes = make(&maps)?;
-    let mut out = Out::new(common);
-    report_change(&mut out, &notes, |out| {
-        let rules = maps.rules().map_err(|e| Failure::failed("list rules", e))?;
-        out.policy(&rules, usage(&maps)?, View::State)?;
-        Ok(())
-    })
-}
-
-fn usage(maps: &Maps) -> Result<PolicyUsage, Failure> {
-    Ok(PolicyUsage {
-        pair_capacity: maps.policy.capacity(),
-        port_capacity: maps.ports.capacity(),
-        port_entries: maps
-            .ports
-            .len()
-            .map_err(|e| Failure::failed("count the port rules' entries", e))?,
-    })
-}
-
-/// What `allow` did to one rule, in words.
-fn describe_change(change: &RuleChange) -> String {
-    let RuleChange { rule, before } = change;
-    let plain = Rule {
-        stateful: false,
-        ..*rule
-    };
-    match before {
-        None => format!("allowed {rule}"),
-        Some(was) if *was == rule.stateful => format!("{rule} was already allowed"),
-        Some(true) => {
-            format!("{plain}: no longer stateful (its tracked connections' replies need a rule now)")
-        }
-        Some(false) => format!("{plain}: now stateful"),
-    }
-}
-
-fn allow(maps: &Maps, rules: &[Rule]) -> Result<Vec<String>, Failure> {
-    let changes = maps
-        .allow(rules)
-        .map_err(|e| Failure::failed(format_args!("allow {}", describe(rules)), e))?;
-    Ok(changes.iter().map(describe_change).collect())
-}
-
-fn deny(maps: &Maps, keys: &[(u32, u32)], selector: Selector) -> Result<Vec<String>, Failure> {
-    let mut notes = Vec::new();
-    for &(src, dst) in keys {
-        let what = match selector {
-            Selector::Any => format!("{src} -> {dst}"),
-            s => format!("{src} -> {dst} {s}"),
-        };
-        let removed = maps
-            .deny(src, dst, selector)
-            .map_err(|e| Failure::failed(format_args!("deny {what}"), e))?;
-        notes.push(if removed {
-            format!("denied {what} (rule removed)")
-        } else {
-            format!("{what} was not allowed; nothing to remove")
-        });
-    }
-    Ok(notes)
-}
-
-fn flush(maps: &Maps) -> Result<Vec<String>, Failure> {
-    let n = maps
-        .flush_rules()
-        .map_err(|e| Failure::failed("flush rules", e))?;
-    Ok(vec![format!("removed {n} rules")])
-}
-
-fn apply(maps: &Maps, rules: &[Rule], source: &str) -> Result<Vec<String>, Failure> {
-    let changes = maps
-        .allow(rules)
-        .map_err(|e| Failure::failed(format_args!("apply {} rules from {source}", rules.len()), e))?;
-    let distinct: HashSet<&Rule> = rules.iter().collect();
-    let repeated = match rules.len() - distinct.len() {
-        0 => String::new(),
-        n => format!(" ({n} listed more than once)"),
-    };
-    // A rule listed twice shows up twice in `changes`, the second time as
-    // already allowed: count each rule once, by its first change.
-    let mut seen = HashSet::new();
-    let first: Vec<&RuleChange> = changes.iter().filter(|c| seen.insert(c.rule)).collect();
-    let new = first.iter().filter(|c| c.before.is_none()).count();
-    let already = first.iter().filter(|c| c.before == Some(c.rule.stateful)).count();
-    let changed = first.len() - new - already;
-    let changed = match changed {
-        0 => String::new(),
-        n => format!(", {n} changed (stateful or not)"),
-    };
-    Ok(vec![format!(
-        "applied {} rules from {source}{repeated}: {new} new, {already} already allowed{changed}",
-        rules.len()
-    )])
-}
-
-fn list(common: &Common) -> CmdResult {
-    let maps = open_maps_for_reading(common)?;
-    let rules = maps.rules().map_err(|e| Failure::failed("list rules", e))?;
-    let mut out = Out::new(common);
-    out.policy(&rules, usage(&maps)?, View::Full)?;
-    out.flush()?;
-    Ok(())
-}
-
-/// The trace level, "invalid (N)" for a value this build does not know.
-fn level_name(level: Stored<TraceLevel, u32>) -> String {
-    match level {
-        Stored::Valid(level) => level.name().to_owned(),
-        Stored::Invalid { raw, .. } => format!("invalid ({raw}, traces as all)"),
-    }
-}
-
-fn show_trace_level(common: &Common) -> CmdResult {
-    let maps = open_maps_for_reading(common)?;
-    let current = maps
-        .config
-        .trace_level()
-        .map_err(|e| Failure::failed("read the trace level", e))?;
-    let mut out = Out::new(common);
-    match out.format() {
-        Format::Table | Format::Prometheus => {
-            out.note(format_args!("trace level: {}", level_name(current)))?
-        }
-        Format::Json => out.json(&TraceJson {
-            trace_level: level_name(current),
-        })?,
-    }
-    out.flush()?;
-    Ok(())
-}
-
-/// Sets the level; a current value that is invalid is overwritten.
-fn set_trace_level(common: &Common, level: TraceLevel) -> CmdResult {
-    let maps = open_maps_for_writing(common)?;
-    let current = maps
-        .config
-        .trace_level()
-        .map_err(|e| Failure::failed("read the trace level", e))?;
-    maps.config
-        .set_trace_level(level)
-        .map_err(|e| Failure::failed(format_args!("set the trace level to {level}"), e))?;
-    let note = if current == Stored::Valid(level) {
-        format!("trace level: {level} (unchanged)")
-    } else {
-        format!("trace level: {} -> {level}", level_name(current))
-    };
-    let mut out = Out::new(common);
-    report_change(&mut out, &[note], |out| {
-        if out.format() == Format::Json {
-            out.json(&TraceJson {
-                trace_level: level.name().to_owned(),
-            })?;
-        }
-        Ok(())
-    })
-}
-
-/// The event level, "invalid (N)" for a value this build does not know.
-fn event_level_name(level: Stored<EventLevel, u32>) -> String {
-    match level {
-        Stored::Valid(level) => level.name().to_owned(),
-        Stored::Invalid { raw, .. } => format!("invalid ({raw}, reports as all)"),
-    }
-}
-
-fn show_event_level(common: &Common) -> CmdResult {
-    let maps = open_maps_for_reading(common)?;
-    let current = maps
-        .config
-        .event_level()
-        .map_err(|e| Failure::failed("read the event level", e))?;
-    let mut out = Out::new(common);
-    match out.format() {
-        Format::Json => out.json(&EventsJson {
-            event_level: event_level_name(current),
-        })?,
-        _ => out.note(format_args!("event level: {}", event_level_name(current)))?,
-    }
-    out.flush()?;
-    Ok(())
-}
-
-fn set_event_level(common: &Common, level: EventLevel) -> CmdResult {
-    let maps = open_maps_for_writing(common)?;
-    let current = maps
-        .config
-        .event_level()
-        .map_err(|e| Failure::failed("read the event level", e))?;
-    maps.config
-        .set_event_level(level)
-        .map_err(|e| Failure::failed(format_args!("set the event level to {level}"), e))?;
-    let note = if current == Stored::Valid(level) {
-        format!("event level: {level} (unchanged)")
-    } else {
-        format!("event level: {} -> {level}", event_level_name(current))
-    };
-    let mut out = Out::new(common);
-    report_change(&mut out, &[note], |out| {
-        if out.format() == Format::Json {
-            out.json(&EventsJson {
-                event_level: level.name().to_owned(),
-            })?;
-        }
-        Ok(())
-    })
-}
-
-fn print_rate_limit(out: &mut Out, limit: RateLimit) -> CmdResult {
-    match out.format() {
-        Format::Json => out.json(&RateLimitJson {
-            rate: limit.rate,
-            burst: limit.burst,
-        })?,
-        _ => out.note(format_args!(
-            "rate limit: {} a second per CPU, bursts of up to {} (events and trace lines each)",
-            limit.rate, limit.burst
-        ))?,
-    }
-    Ok(())
-}
-
-fn show_rate_limit(common: &Common) -> CmdResult {
-    let maps = open_maps_for_reading(common)?;
-    let limit = maps
-        .config
-        .rate_limit()
-        .map_err(|e| Failure::failed("read the rate limit", e))?;
-    let mut out = Out::new(common);
-    print_rate_limit(&mut out, limit)?;
-    out.flush()?;
-    Ok(())
-}
-
-/// Sets what is given; a new rate without a burst keeps bursts as large as
-/// the rate.
-fn set_rate_limit(common: &Common, rate: Option<u32>, burst: Option<u32>) -> CmdResult {
-    let maps = open_maps_for_writing(common)?;
-    let current = maps
-        .config
-        .rate_limit()
-        .map_err(|e| Failure::failed("read the rate limit", e))?;
-    let rate = rate.unwrap_or(current.rate);
-    let new = RateLimit {
-        rate,
-        burst: burst.unwrap_or(rate),
-    };
-    maps.config
-        .set_rate_limit(new)
-        .map_err(|e| Failure::failed("set the rate limit", e))?;
-    let mut out = Out::new(common);
-    report_change(&mut out, &[], |out| print_rate_limit(out, new))
 }
 
 /// Prints the paths of the pins that exist under `pin_dir`: the maps,
@@ -736,15 +436,6 @@ fn reattach(common: &Common) -> CmdResult {
     }
     let mut out = Out::new(common);
     report_change(&mut out, &notes, |_| Ok(()))
-}
-
-/// "1 -> 2" or "1 -> 2 and 2 -> 1".
-fn describe(rules: &[Rule]) -> String {
-    rules
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(" and ")
 }
 
 // Keeps the defaults' names in one place for `ct timeouts --help`.
