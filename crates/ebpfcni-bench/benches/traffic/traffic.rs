@@ -114,45 +114,50 @@ pub struct EchoServer {
 
 impl EchoServer {
     pub fn start(ns: &Netns, addr: Ipv4Addr, size: usize) -> Result<Self> {
-        let netns = File::open(ns.path()).map_err(|e| format!("open {}: {e}", ns.path().display()))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let thread = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let listener = setns(netns.as_fd(), CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| format!("setns: {e}"))
-                    .and_then(|()| pin_thread(server_cpu()))
-                    .and_then(|()| {
-                        TcpListener::bind((addr, ECHO_PORT)).map_err(|e| format!("bind {addr}: {e}"))
-                    })
-                    .and_then(|l| {
-                        l.set_nonblocking(true).map_err(|e| e.to_string())?;
-                        Ok(l)
-                    });
-                let listener = match listener {
-                    Ok(l) => {
-                        let _ = ready_tx.send(Ok(()));
-                        l
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                serve(&listener, &stop, size);
-            })
-        };
-        let server = Self {
+        let serving = stop.clone();
+        let thread = listen_in(ns, (addr, ECHO_PORT), "echo server", move |listener| {
+            listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+            Ok(move || serve(&listener, &serving, size))
+        })?;
+        Ok(Self {
             stop,
             thread: Some(thread),
-        };
-        ready_rx
-            .recv()
-            .map_err(|_| "echo server thread died")?
-            .map_err(|e| format!("echo server: {e}"))?;
-        Ok(server)
+        })
     }
+}
+
+/// Binds `addr` on a thread that entered `ns` and is pinned to the server
+/// CPU, lets `prepare` set the listener up, then runs what it returns on
+/// that thread. Returns once the listener is ready (or why it is not).
+fn listen_in<F, R>(ns: &Netns, addr: (Ipv4Addr, u16), what: &str, prepare: F) -> Result<JoinHandle<()>>
+where
+    F: FnOnce(TcpListener) -> std::result::Result<R, String> + Send + 'static,
+    R: FnOnce(),
+{
+    let netns = File::open(ns.path()).map_err(|e| format!("open {}: {e}", ns.path().display()))?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let server = setns(netns.as_fd(), CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("setns: {e}"))
+            .and_then(|()| pin_thread(server_cpu()))
+            .and_then(|()| TcpListener::bind(addr).map_err(|e| format!("bind {}: {e}", addr.0)))
+            .and_then(prepare);
+        match server {
+            Ok(run) => {
+                let _ = ready_tx.send(Ok(()));
+                run();
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+            }
+        }
+    });
+    ready_rx
+        .recv()
+        .map_err(|_| format!("{what} thread died"))?
+        .map_err(|e| format!("{what}: {e}"))?;
+    Ok(thread)
 }
 
 fn serve(listener: &TcpListener, stop: &AtomicBool, size: usize) {
@@ -218,47 +223,23 @@ pub struct AcceptServer {
 
 impl AcceptServer {
     pub fn start(ns: &Netns, addr: Ipv4Addr) -> Result<Self> {
-        let open = || File::open(ns.path()).map_err(|e| format!("open {}: {e}", ns.path().display()));
-        let netns = open()?;
+        let netns = File::open(ns.path()).map_err(|e| format!("open {}: {e}", ns.path().display()))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let thread = {
-            let stop = stop.clone();
-            let netns = open()?;
-            std::thread::spawn(move || {
-                let listener = setns(netns.as_fd(), CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| format!("setns: {e}"))
-                    .and_then(|()| pin_thread(server_cpu()))
-                    .and_then(|()| {
-                        TcpListener::bind((addr, ACCEPT_PORT)).map_err(|e| format!("bind {addr}: {e}"))
-                    });
-                let listener = match listener {
-                    Ok(l) => {
-                        let _ = ready_tx.send(Ok(()));
-                        l
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                // Blocking accepts; drop wakes the last one with a connection.
-                while !stop.load(Ordering::Relaxed) {
+        let serving = stop.clone();
+        let thread = listen_in(ns, (addr, ACCEPT_PORT), "accept server", move |listener| {
+            // Blocking accepts; drop wakes the last one with a connection.
+            Ok(move || {
+                while !serving.load(Ordering::Relaxed) {
                     let _ = listener.accept();
                 }
             })
-        };
-        let server = Self {
+        })?;
+        Ok(Self {
             stop,
             addr: SocketAddr::from((addr, ACCEPT_PORT)),
             netns,
             thread: Some(thread),
-        };
-        ready_rx
-            .recv()
-            .map_err(|_| "accept server thread died")?
-            .map_err(|e| format!("accept server: {e}"))?;
-        Ok(server)
+        })
     }
 }
 

@@ -65,13 +65,7 @@ impl EndpointMap {
             .filter(|ip| !present.contains(ip))
             .collect();
         let needed = present.len() + new.len();
-        if needed > self.capacity() as usize {
-            return Err(Error::MapFull {
-                map: MAP,
-                capacity: self.capacity(),
-                needed,
-            });
-        }
+        super::check_room(MAP, self.capacity(), needed)?;
         let keys: Vec<u8> = entries.iter().flat_map(|(ip, _)| key(*ip)).collect();
         let values: Vec<u8> = entries
             .iter()

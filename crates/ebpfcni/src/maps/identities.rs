@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use super::{Maps, Stored};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::identity::Identity;
 use crate::object::PinnedMap;
 
@@ -69,13 +69,7 @@ impl Maps {
                 present_nets.len() + new_nets.len(),
             ),
         ] {
-            if needed > capacity as usize {
-                return Err(Error::MapFull {
-                    map,
-                    capacity,
-                    needed,
-                });
-            }
+            super::check_room(map, capacity, needed)?;
         }
         self.endpoints.upsert_batch(&ips)?;
         if let Err(e) = self.prefixes.upsert_batch(&nets) {

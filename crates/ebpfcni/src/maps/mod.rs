@@ -209,6 +209,19 @@ fn map_id(map: &MapHandle) -> Result<u32> {
 
 /// Maps a failed insert to [`Error::MapFull`] when the map had no room.
 /// `needed` is the number of entries the map would have held.
+/// [`Error::MapFull`] when `needed` entries would not fit: checked before
+/// anything is written.
+fn check_room(map: PinnedMap, capacity: u32, needed: usize) -> Result<()> {
+    if needed > capacity as usize {
+        return Err(Error::MapFull {
+            map,
+            capacity,
+            needed,
+        });
+    }
+    Ok(())
+}
+
 fn insert_error(map: PinnedMap, capacity: u32, needed: usize, e: libbpf_rs::Error) -> Error {
     if e.kind() == libbpf_rs::ErrorKind::TooBig {
         Error::MapFull {
@@ -283,6 +296,20 @@ fn dump(map: &MapHandle, name: PinnedMap) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         token = next_token;
         first = false;
     }
+}
+
+/// Removes every entry of an LPM trie, key by key (tries have no batch
+/// operations). Returns how many there were.
+fn clear_each(map: &MapHandle, name: PinnedMap) -> Result<usize> {
+    let keys: Vec<Vec<u8>> = map.keys().collect();
+    for k in &keys {
+        match map.delete(k) {
+            Ok(()) => {}
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::bpf(format!("clear {name}"), e)),
+        }
+    }
+    Ok(keys.len())
 }
 
 /// Removes every entry of a hash map. Returns how many there were.

@@ -137,13 +137,7 @@ impl PolicyMap {
         }
         let new = wanted.keys().filter(|k| !present.contains_key(*k)).count();
         let needed = present.len() + new;
-        if needed > self.capacity() as usize {
-            return Err(Error::MapFull {
-                map: MAP,
-                capacity: self.capacity(),
-                needed,
-            });
-        }
+        super::check_room(MAP, self.capacity(), needed)?;
         let keys: Vec<u8> = wanted.keys().flatten().copied().collect();
         let values: Vec<u8> = wanted.values().copied().collect();
         if let Err(e) =

@@ -176,13 +176,7 @@ impl PortPolicyMap {
         }
         let new = writes.keys().filter(|k| !present.contains_key(*k)).count();
         let needed = present.len() + new;
-        if needed > self.capacity() as usize {
-            return Err(Error::MapFull {
-                map: MAP,
-                capacity: self.capacity(),
-                needed,
-            });
-        }
+        super::check_room(MAP, self.capacity(), needed)?;
         let mut written = Vec::new();
         for (k, v) in &writes {
             if let Err(e) = self.map.update(k, bytemuck::bytes_of(v), MapFlags::ANY) {
@@ -293,15 +287,7 @@ impl PortPolicyMap {
 
     /// Removes every entry. Returns how many there were.
     pub fn clear(&self) -> Result<usize> {
-        let keys: Vec<Vec<u8>> = self.map.keys().collect();
-        for k in &keys {
-            match self.map.delete(k) {
-                Ok(()) => {}
-                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::bpf(format!("clear {MAP}"), e)),
-            }
-        }
-        Ok(keys.len())
+        super::clear_each(&self.map, MAP)
     }
 }
 

@@ -68,13 +68,7 @@ impl PrefixMap {
             .filter(|net| !present.contains_key(net))
             .collect();
         let needed = present.len() + new.len();
-        if needed > self.capacity() as usize {
-            return Err(Error::MapFull {
-                map: MAP,
-                capacity: self.capacity(),
-                needed,
-            });
-        }
+        super::check_room(MAP, self.capacity(), needed)?;
         // LPM tries have no batch update: one by one, undone on failure.
         for (done, &(net, id)) in entries.iter().enumerate() {
             if let Err(e) = self.map.update(
@@ -161,14 +155,6 @@ impl PrefixMap {
 
     /// Removes every prefix. Returns how many there were.
     pub fn clear(&self) -> Result<usize> {
-        let keys: Vec<Vec<u8>> = self.map.keys().collect();
-        for k in &keys {
-            match self.map.delete(k) {
-                Ok(()) => {}
-                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::bpf(format!("clear {MAP}"), e)),
-            }
-        }
-        Ok(keys.len())
+        super::clear_each(&self.map, MAP)
     }
 }
