@@ -7,6 +7,7 @@ use std::fs::File;
 use ebpfcni::{Hook, Maps, Program};
 
 use crate::addressing::{pod_routes, Allocation, PodRoute};
+use crate::claim::Claim;
 use crate::config::NetConf;
 use crate::env::Env;
 use crate::error::{Error, Result};
@@ -23,39 +24,34 @@ pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
     Owner::new(&conf.name, &env.container_id, &env.ifname).check_alias_fits()?;
     let ipam = super::ipam(conf, env, stdin)?;
     let netns_file = super::open_netns(&env.netns)?;
-    let mut setup = Setup {
-        conf,
-        env,
-        host_name: host_veth_name(&env.container_id, &env.ifname),
-        host: Netlink::open().map_err(Error::netlink("open a netlink socket"))?,
-        container: netns::socket_in(&netns_file)
-            .map_err(Error::netlink(format!("open a netlink socket in {}", env.netns)))?,
-        created: None,
-        recorded: false,
-    };
-    if setup
-        .container
-        .link_by_name(&env.ifname)
-        .map_err(Error::netlink(format!("look up {} in the container", env.ifname)))?
+    let host_name = host_veth_name(&env.container_id, &env.ifname);
+    let mut host = Netlink::open().map_err(Error::netlink("open a netlink socket"))?;
+    let claim = timing::step("claim", || Claim::take(&host_name))?;
+    // The IPAM plugin keys its leases by the attachment (container id and
+    // interface), which also names the host veth: while that veth exists,
+    // the attachment is set up, and this ADD must neither take its lease
+    // again nor, failing later, release it.
+    if host
+        .link_by_name(&host_name)
+        .map_err(Error::netlink(format!("look up {host_name}")))?
         .is_some()
     {
         return Err(Error::Plumbing(format!(
-            "{} already exists in the container",
-            env.ifname
+            "{host_name}, the host veth of container {} interface {}, already exists: \
+             the attachment is set up (DEL it first)",
+            env.container_id, env.ifname
         )));
     }
     timing::record("prepare", prepare.elapsed());
 
-    // The program comes from a thread of its own: this build's pinned
-    // program, or on the first ADD, loaded (the verifier is the slowest
-    // step of all). The pair comes first, alone: creating it is exclusive
-    // (NLM_F_EXCL), so of two ADDs racing for one attachment exactly one
-    // gets past it, and the loser never takes or releases a lease, which
-    // the IPAM plugin keys by the attachment. The lease (the IPAM plugin's
-    // exec, the slowest step left) is then taken beside the rest of the
-    // host side: the program is attached before the pod has an address.
+    // The lease (the IPAM plugin's exec, the slowest step) is taken from
+    // here on, beside all the rest; the program comes from a thread of its
+    // own (this build's pinned program, or on the first ADD, loaded: the
+    // verifier is the slowest step of all). The claim is held until the
+    // veth exists: a racing ADD of this attachment waits, then finds it.
     let pin_dir = conf.pin_dir();
     std::thread::scope(|s| {
+        let leasing = s.spawn(|| timing::step("ipam", || ipam.add(&CallEnv::default())));
         let loader = s.spawn(|| {
             let start = std::time::Instant::now();
             Program::shared(&pin_dir).map(|(program, provenance)| {
@@ -67,9 +63,16 @@ pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
                 program
             })
         });
-        timing::step("veth", || setup.create_veth(&netns_file))?;
-        let leasing = s.spawn(|| timing::step("ipam", || ipam.add(&CallEnv::default())));
-        let host_side = setup.finish_pair(&netns_file).and_then(|ends| {
+        let mut setup = Setup {
+            conf,
+            env,
+            host_name,
+            host,
+            container: None,
+            created: None,
+            recorded: false,
+        };
+        let host_side = setup.make_pair(&netns_file, claim).and_then(|ends| {
             let program = timing::step("program wait", || {
                 joined(loader, || ebpfcni::Error::Io {
                     context: "load the program".into(),
@@ -83,6 +86,7 @@ pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
             let maps = timing::step("maps", || Maps::open(&pin_dir))
                 .map_err(Error::bpf(format!("open the maps in {}", pin_dir.display())))?;
             setup.attach(&ends.1, &program)?;
+            timing::step("up", || setup.set_up(&ends))?;
             Ok((ends, program, maps))
         });
         let lease = joined(leasing, || {
@@ -111,9 +115,10 @@ struct Setup<'a> {
     conf: &'a NetConf,
     env: &'a Env,
     host_name: String,
-    /// Netlink in the plugin's (host) namespace and in the container's.
+    /// Netlink in the plugin's (host) namespace and, once opened, in the
+    /// container's.
     host: Netlink,
-    container: Netlink,
+    container: Option<Netlink>,
     /// The ifindex of the host veth this ADD created, once it has.
     created: Option<u32>,
     /// Whether this ADD recorded the pod's addresses in interface_map.
@@ -124,38 +129,64 @@ struct Setup<'a> {
 type Ends = (Link, Link);
 
 impl Setup<'_> {
-    /// Creates the veth pair (exclusively: a pair of that name fails it).
-    fn create_veth(&mut self, netns_file: &File) -> Result<()> {
-        let index = veth::create(
-            &mut self.host,
-            &self.host_name,
-            &self.env.ifname,
-            netns_file,
-            self.conf.mtu,
-        )?;
-        self.created = Some(index);
-        Ok(())
+    fn container(&mut self) -> &mut Netlink {
+        self.container.as_mut().expect("opened by make_pair")
     }
 
-    /// Turns IPv6 off on both ends and finds them through the kernel.
-    fn finish_pair(&mut self, netns_file: &File) -> Result<Ends> {
+    /// Creates the veth pair (exclusively: a pair of that name fails it),
+    /// keeps IPv6 off both ends, and finds them through the kernel.
+    fn make_pair(&mut self, netns_file: &File, claim: Claim) -> Result<Ends> {
         let env = self.env;
-        let index = self.created.expect("the pair was created");
-        // Before either end is up, so that neither ever has an IPv6 address.
-        let no_ipv6 = |context: String| move |source| Error::Sysctl { context, source };
-        sysctl::disable_ipv6(&self.host_name)
-            .map_err(no_ipv6(format!("turn IPv6 off on {}", self.host_name)))?;
-        netns::run_in(netns_file, || sysctl::disable_ipv6(&env.ifname)).map_err(no_ipv6(format!(
-            "turn IPv6 off on {} in the container",
-            env.ifname
-        )))?;
-        let (pod, host_end) = veth::resolve_pair(&mut self.container, &mut self.host, &env.ifname)?;
+        let mut container = netns::socket_in(netns_file)
+            .map_err(Error::netlink(format!("open a netlink socket in {}", env.netns)))?;
+        if container
+            .link_by_name(&env.ifname)
+            .map_err(Error::netlink(format!("look up {} in the container", env.ifname)))?
+            .is_some()
+        {
+            return Err(Error::Plumbing(format!(
+                "{} already exists in the container",
+                env.ifname
+            )));
+        }
+        let index = timing::step("veth", || {
+            veth::create(
+                &mut self.host,
+                &self.host_name,
+                &env.ifname,
+                netns_file,
+                self.conf.mtu,
+            )
+        })?;
+        self.created = Some(index);
+        drop(claim); // the veth claims the attachment from now on
+        let (pod, host_end) = veth::resolve_pair(&mut container, &mut self.host, &env.ifname)?;
         if host_end.index != index {
             return Err(Error::Plumbing(format!(
                 "the peer of {} is {} (ifindex {}), not the {} (ifindex {index}) just created",
                 env.ifname, host_end.name, host_end.index, self.host_name
             )));
         }
+        // Before either end is up. The host end takes no IPv6 at all: the
+        // program judges IPv4 only and lets other frames pass, so IPv6 from
+        // the pod must reach nothing on the node. The pod end gets no IPv6
+        // address (not even link-local), set over netlink: a sysctl write
+        // would need a thread inside the pod's namespace, and under many
+        // ADDs at once it spins on the rtnl lock (the kernel's handler only
+        // tries it and restarts the write).
+        timing::step("no ipv6", || {
+            sysctl::disable_ipv6(&self.host_name).map_err(|source| Error::Sysctl {
+                context: format!("turn IPv6 off on {}", self.host_name),
+                source,
+            })?;
+            container
+                .set_no_ipv6_addresses(pod.index)
+                .map_err(Error::netlink(format!(
+                    "keep IPv6 addresses off {} in the container",
+                    env.ifname
+                )))
+        })?;
+        self.container = Some(container);
         Ok((pod, host_end))
     }
 
@@ -166,6 +197,19 @@ impl Setup<'_> {
             context: format!("attach the program to {}", self.host_name),
             source,
         })
+    }
+
+    /// Brings both ends up, the host end with its owner's alias: after the
+    /// program is attached, before the lease (there is no address yet).
+    fn set_up(&mut self, (pod, host_end): &Ends) -> Result<()> {
+        let (conf, env) = (self.conf, self.env);
+        let owner = Owner::new(&conf.name, &env.container_id, &env.ifname);
+        self.container()
+            .set_up(pod.index, None)
+            .map_err(Error::netlink(format!("set {} up", env.ifname)))?;
+        self.host
+            .set_up(host_end.index, Some(&owner.alias()))
+            .map_err(Error::netlink(format!("set {} up", self.host_name)))
     }
 
     /// With the lease: the pod's address recorded for the program, then
@@ -198,24 +242,22 @@ impl Setup<'_> {
         Ok(result(conf, env, &host_end, &pod, &lease, routes, leased))
     }
 
-    /// Pod side: the address without a prefix route, the gateway on-link,
-    /// the routes via it.
+    /// Pod side (up already): the address without a prefix route, the
+    /// gateway on-link, the routes via it.
     fn configure_pod(&mut self, pod: &Link, lease: &Allocation, routes: &[PodRoute]) -> Result<()> {
         let ifname = &self.env.ifname;
-        self.container
-            .set_up(pod.index, None)
-            .map_err(Error::netlink(format!("set {ifname} up")))?;
-        self.container
+        let container = self.container();
+        container
             .add_address(pod.index, lease.ip(), lease.net.prefix_len(), false)
             .map_err(Error::netlink(format!("add {} to {ifname}", lease.net)))?;
-        self.container
+        container
             .add_route(&Route::link(lease.gateway, 32, pod.index))
             .map_err(Error::netlink(format!(
                 "add route {}/32 dev {ifname}",
                 lease.gateway
             )))?;
         for r in routes {
-            self.container
+            container
                 .add_route(&Route::via(
                     r.dst.addr(),
                     r.dst.prefix_len(),
@@ -230,14 +272,9 @@ impl Setup<'_> {
         Ok(())
     }
 
-    /// Host side: up with the owner's alias, the gateway address, a /32
-    /// route to the pod.
+    /// Host side (up already): the gateway address, a /32 route to the pod.
     fn configure_host(&mut self, host_end: &Link, lease: &Allocation) -> Result<()> {
-        let (conf, env, name) = (self.conf, self.env, &self.host_name);
-        let owner = Owner::new(&conf.name, &env.container_id, &env.ifname);
-        self.host
-            .set_up(host_end.index, Some(&owner.alias()))
-            .map_err(Error::netlink(format!("set {name} up")))?;
+        let name = &self.host_name;
         self.host
             .add_address(host_end.index, lease.gateway, 32, true)
             .map_err(Error::netlink(format!("add {}/32 to {name}", lease.gateway)))?;

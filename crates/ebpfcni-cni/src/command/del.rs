@@ -47,44 +47,59 @@ fn remove_veth(conf: &NetConf, env: &Env) -> Vec<Error> {
         Ok(host) => host,
         Err(e) => return vec![Error::netlink("open a netlink socket")(e)],
     };
-    [
-        remove_host_end(conf, &mut host, &owner),
-        timing::step("pod end", || remove_pod_end(conf, &mut host, &owner, &env.netns)),
-    ]
-    .into_iter()
-    .filter_map(Result::err)
-    .collect()
+    match remove_host_end(conf, &mut host, &owner) {
+        // The pod end went with it.
+        Ok(Removed::Pair) => Vec::new(),
+        Ok(Removed::Nothing) => timing::step("pod end", || {
+            remove_pod_end(conf, &mut host, &owner, &env.netns)
+                .err()
+                .into_iter()
+                .collect()
+        }),
+        Err(e) => {
+            let pod_end = remove_pod_end(conf, &mut host, &owner, &env.netns);
+            std::iter::once(e).chain(pod_end.err()).collect()
+        }
+    }
+}
+
+/// What [`remove_host_end`] deleted.
+enum Removed {
+    /// Our veth pair, by its host end.
+    Pair,
+    /// Nothing: no veth of that name, or not ours.
+    Nothing,
 }
 
 /// Deletes the host veth named after this attachment when it is ours; the
 /// pod end goes with it.
-fn remove_host_end(conf: &NetConf, host: &mut Netlink, owner: &Owner) -> Result<()> {
+fn remove_host_end(conf: &NetConf, host: &mut Netlink, owner: &Owner) -> Result<Removed> {
     let name = host_veth_name(&owner.container_id, &owner.ifname);
     let found = host
         .link_by_name(&name)
         .map_err(Error::netlink(format!("look up {name}")))?;
     let Some(link) = found else {
         log::info!("{name} already gone");
-        return Ok(());
+        return Ok(Removed::Nothing);
     };
     if !owner.owns_host_end(&link) {
         log::warn!(
             "{name} is not this attachment's (alias {:?}): left alone",
             link.alias.unwrap_or_default()
         );
-        return Ok(());
+        return Ok(Removed::Nothing);
     }
     timing::step("record", || super::forget_addresses(conf, link.index))?;
     timing::step("delete veth", || host.delete_link(link.index))
         .map_err(Error::netlink(format!("delete {name}")))?;
     log::info!("deleted {name}");
-    Ok(())
+    Ok(Removed::Pair)
 }
 
 /// Deletes CNI_IFNAME in the container when it is the pod end of a veth
-/// whose host end is ours. After [`remove_host_end`] this only catches a
-/// pair whose host end was renamed (it keeps our alias); whatever else
-/// bears the name belongs to someone else and stays.
+/// whose host end is ours. Runs only when [`remove_host_end`] deleted
+/// nothing: it catches a pair whose host end was renamed (it keeps our
+/// alias); whatever else bears the name belongs to someone else and stays.
 fn remove_pod_end(conf: &NetConf, host: &mut Netlink, owner: &Owner, netns_path: &str) -> Result<()> {
     if netns_path.is_empty() {
         return Ok(());

@@ -1,10 +1,12 @@
-//! Links: looking them up, creating veth pairs, bringing them up, deleting.
+//! Links: looking them up, creating veth pairs, keeping IPv6 addresses off
+//! them, bringing them up, deleting.
 
 use std::os::fd::RawFd;
 
 use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags,
+    LinkInfo, LinkMessage,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
@@ -138,6 +140,23 @@ impl Netlink {
         }
         self.request(RouteNetlinkMessage::SetLink(msg), 0)?;
         Ok(())
+    }
+
+    /// Stops the kernel from giving link `index` IPv6 addresses of its own
+    /// (addr_gen_mode none: not even a link-local one when it comes up).
+    /// Must come before the link is first up. Without IPv6 in the kernel
+    /// or on the link there is nothing to stop.
+    pub fn set_no_ipv6_addresses(&mut self, index: u32) -> NlResult<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
+                AfSpecInet6::AddrGenMode(In6AddrGenMode::None),
+            ])]));
+        match self.request(RouteNetlinkMessage::SetLink(msg), 0) {
+            Err(e) if e.is(nix::libc::EAFNOSUPPORT) => Ok(()),
+            other => other.map(drop),
+        }
     }
 
     /// Deletes link `index`; returns false when it was already gone.
