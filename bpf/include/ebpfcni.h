@@ -17,7 +17,11 @@
  *         its pod (fail closed: unknown-interface);
  *      b. a source address that is not one of the record's addresses is
  *         dropped (invalid-source): a pod cannot borrow another's identity.
- *      What the node sends to a pod (to-pod) is not checked.
+ *      What the node sends to a pod (to-pod) is not checked. On to-pod, a
+ *      packet that this node's from-pod hook has just passed, unchanged
+ *      (same addresses, protocol and ports, received on that hook's
+ *      interface), passes as it passed there: it was judged once, by the
+ *      steps below against the same maps (lib/judged.h).
  *   4. Connection tracking, only while some rule is stateful
  *      (config conntrack != 0): a packet of a tracked connection (ct_map, an
  *      entry not expired) that goes from the responder to the opener is a

@@ -5,8 +5,9 @@
  * Two entry points share one body: ebpfcni_frompod runs on tc ingress of
  * every pod's host-side veth (what the pod sends), ebpfcni_topod on its tc
  * egress (what the pod receives); each knows its hook by construction. The
- * body checks that a pod sends from its own address (from-pod only), lets
- * the replies of tracked connections through, maps both addresses of an
+ * body checks that a pod sends from its own address (from-pod only), passes
+ * what the sender's from-pod hook has just passed (to-pod only), lets the
+ * replies of tracked connections through, maps both addresses of an
  * IPv4 packet to security identities and lets the packet through only when
  * a rule allows the identity pair (for its protocol and port). The steps and their
  * order are the numbered "Policy precedence" list in ebpfcni.h; code cites
@@ -27,6 +28,7 @@
 #include "ct.h"
 #include "identity.h"
 #include "policy.h"
+#include "judged.h"
 #include "verdict.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -97,6 +99,8 @@ static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfc
 		ret = ebpfcni_source_trusted(ctx, &flow);
 		if (ret < 0)
 			return ebpfcni_drop(ctx, -ret, &flow); /* step 3 */
+	} else if (ebpfcni_judged_at_from_pod(ctx, &flow)) {
+		return ebpfcni_pass(ctx, flow.pass_kind, &flow); /* step 3, to-pod */
 	}
 
 	if (tracking) {

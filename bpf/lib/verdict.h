@@ -19,6 +19,7 @@
 #include "ebpfcni.h"
 #include "config.h"
 #include "flow.h"
+#include "judged.h"
 #include "notify.h"
 
 /* Drops per reason, per CPU: touched only on the drop path. */
@@ -57,6 +58,8 @@ static __always_inline int ebpfcni_drop(struct __sk_buff *ctx, enum ebpfcni_drop
 
 	if (count)
 		count->packets++; /* per-CPU slot: no atomics needed */
+	if (flow->hook == EBPFCNI_HOOK_FROM_POD)
+		ebpfcni_forget_pass(); /* judged.h */
 	if (cfg->event_level >= EBPFCNI_EVENTS_DROPS)
 		ebpfcni_event(ctx, flow, EBPFCNI_VERDICT_DROP, reason);
 	if (cfg->trace_level >= EBPFCNI_TRACE_DROPS)
@@ -73,6 +76,8 @@ static __always_inline int ebpfcni_pass(struct __sk_buff *ctx, enum ebpfcni_pass
 	const struct ebpfcni_config *cfg = ebpfcni_config();
 
 	flow->pass_kind = kind;
+	if (flow->hook == EBPFCNI_HOOK_FROM_POD)
+		ebpfcni_note_pass(ctx, flow); /* for the receiver's to-pod (judged.h) */
 	if (cfg->event_level >= EBPFCNI_EVENTS_ALL ||
 	    (cfg->event_level >= EBPFCNI_EVENTS_FLOWS && flow->ct_changed))
 		ebpfcni_event(ctx, flow, EBPFCNI_VERDICT_PASS, 0);

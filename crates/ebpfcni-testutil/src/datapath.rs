@@ -28,10 +28,18 @@ impl Datapath {
         Self { program, maps, pins }
     }
 
-    /// The program's verdict on `frame` at `hook` (on [`TEST_IFINDEX`]).
+    /// The program's verdict on `frame` at `hook` (on [`TEST_IFINDEX`]),
+    /// a frame the node itself sends (received on no interface).
     pub fn verdict(&self, hook: Hook, frame: &[u8]) -> i32 {
+        self.verdict_received_on(hook, frame, 0)
+    }
+
+    /// The program's verdict on `frame` at `hook` (on [`TEST_IFINDEX`]) for
+    /// a frame the node received on `ingress_ifindex`.
+    pub fn verdict_received_on(&self, hook: Hook, frame: &[u8], ingress_ifindex: u32) -> i32 {
         let ctx = TestContext {
             ifindex: TEST_IFINDEX,
+            ingress_ifindex,
         };
         self.program
             .test_run(hook, frame, Some(&ctx), 1)

@@ -152,6 +152,7 @@ fn pins_of_the_first_release_are_migrated_by_the_next_pod() {
     maps.interfaces.set(TEST_IFINDEX, &[FRONTEND, BACKEND]).unwrap();
     let ctx = TestContext {
         ifindex: TEST_IFINDEX,
+        ..Default::default()
     };
     for hook in Hook::ALL {
         let run = |frame: &[u8]| program.test_run(hook, frame, Some(&ctx), 1).unwrap().verdict;

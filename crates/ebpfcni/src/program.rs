@@ -81,6 +81,8 @@ pub struct TestRun {
 pub struct TestContext {
     /// Device the program runs on (must exist in the caller's namespace; 1 is lo).
     pub ifindex: u32,
+    /// Device the packet was received on (0: sent by this host).
+    pub ingress_ifindex: u32,
 }
 
 /// The build id of the program this binary carries: a hash of the
@@ -261,6 +263,7 @@ impl Program {
         opts.data_size_in = frame.len() as u32;
         if let Some(ctx) = ctx {
             skb.ifindex = ctx.ifindex;
+            skb.ingress_ifindex = ctx.ingress_ifindex;
             opts.ctx_in = (&skb as *const types::__sk_buff).cast();
             opts.ctx_size_in = size_of::<types::__sk_buff>() as u32;
         }
