@@ -105,7 +105,7 @@ pub fn report_plan_rules(table: &Table, medians: &[Vec<Option<f64>>]) {
         .iter()
         .enumerate()
         .filter(|(_, r)| {
-            matches!(r.program, Runs::Hook(_))
+            matches!(r.program, Runs::Hook(_) | Runs::ToPodAfterFromPod)
                 && r.name != "non-IPv4 (ARP)"
                 && r.trace == TraceLevel::Off
                 && r.events == EventLevel::Off

@@ -44,6 +44,9 @@ pub enum Runs {
     Release1,
     /// This build's entry point for a hook.
     Hook(Hook),
+    /// To-pod on a packet from-pod has just passed (once, first, on the
+    /// same CPU), received on from-pod's interface: judged once.
+    ToPodAfterFromPod,
 }
 
 pub struct Row {
@@ -151,6 +154,13 @@ pub fn rows(repeat: u32) -> Vec<Row> {
         ),
         row("allow, first release", Runs::Release1, &allow, TC_ACT_OK, repeat),
         row("allow, to-pod", to_pod, &allow, TC_ACT_OK, repeat),
+        row(
+            "allow, to-pod, passed at from-pod",
+            Runs::ToPodAfterFromPod,
+            &allow,
+            TC_ACT_OK,
+            repeat,
+        ),
         row(
             "allow, from-pod (+ source check)",
             Runs::Hook(Hook::FromPod),

@@ -17,6 +17,8 @@ use ebpfcni_testutil::frames::{ipv4_tcp, SYN};
 use ebpfcni_testutil::{bpf, TestPinDir};
 use ipnet::Ipv4Net;
 use libbpf_rs::{MapCore, MapHandle, Object, ObjectBuilder};
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
 
 use crate::id;
 use crate::rows::{port_rule, Row, Runs, UNTRACKED_PORT};
@@ -162,6 +164,7 @@ impl Setup {
     pub fn fill_conntrack(self) -> Self {
         let ctx = TestContext {
             ifindex: TEST_IFINDEX,
+            ..Default::default()
         };
         for src in [CLIENT, SERVER] {
             for port in (1..=u16::MAX).filter(|p| *p != UNTRACKED_PORT || src != CLIENT) {
@@ -211,11 +214,41 @@ impl Setup {
             Runs::Hook(hook) => {
                 let ctx = TestContext {
                     ifindex: TEST_IFINDEX,
+                    ..Default::default()
                 };
                 let run = self
                     .program
                     .test_run(hook, &row.frame, Some(&ctx), row.repeat)
                     .expect("test run");
+                assert_eq!(run.verdict, row.verdict, "{}: unexpected verdict", row.name);
+                run.duration.as_nanos() as f64
+            }
+            Runs::ToPodAfterFromPod => {
+                // The note from-pod leaves is per CPU: both runs on one.
+                let all = sched_getaffinity(Pid::from_raw(0)).expect("affinity");
+                let mut one = CpuSet::new();
+                one.set(0).expect("cpu 0");
+                sched_setaffinity(Pid::from_raw(0), &one).expect("pin to cpu 0");
+                let from = TestContext {
+                    ifindex: TEST_IFINDEX,
+                    ..Default::default()
+                };
+                let passed = self.program.test_run(Hook::FromPod, &row.frame, Some(&from), 1);
+                assert_eq!(
+                    passed.expect("test run").verdict,
+                    TC_ACT_OK,
+                    "{}: from-pod",
+                    row.name
+                );
+                let to = TestContext {
+                    ingress_ifindex: TEST_IFINDEX,
+                    ..from
+                };
+                let run = self
+                    .program
+                    .test_run(Hook::ToPod, &row.frame, Some(&to), row.repeat)
+                    .expect("test run");
+                sched_setaffinity(Pid::from_raw(0), &all).expect("unpin");
                 assert_eq!(run.verdict, row.verdict, "{}: unexpected verdict", row.name);
                 run.duration.as_nanos() as f64
             }
