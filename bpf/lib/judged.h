@@ -21,7 +21,8 @@
  *       ebpfcni_forget_pass()         on a from-pod drop
  *       ebpfcni_judged_at_from_pod(ctx, flow)
  *   Returns: whether from-pod has just passed this packet; then the
- *   flow's identities and pass kind are the ones it had there.
+ *   flow's identities and pass kind are the ones it had there (a new flow
+ *   there is a tracked one here: its connection was opened).
  */
 #ifndef EBPFCNI_LIB_JUDGED_H
 #define EBPFCNI_LIB_JUDGED_H
@@ -98,7 +99,8 @@ static __always_inline bool ebpfcni_judged_at_from_pod(const struct __sk_buff *c
 		return false;
 	flow->src_id = j->src_id;
 	flow->dst_id = j->dst_id;
-	flow->pass_kind = j->pass_kind;
+	/* The connection from-pod opened is tracked by now. */
+	flow->pass_kind = j->pass_kind == EBPFCNI_PASS_NEW_FLOW ? EBPFCNI_PASS_TRACKED : j->pass_kind;
 	return true;
 }
 
