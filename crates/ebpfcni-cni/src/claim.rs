@@ -21,7 +21,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::{Error, Result};
 
-const DIR: &str = "/run/ebpfcni";
+use ebpfcni::RUN_DIR as DIR;
 
 /// How many lock files claims are spread over.
 const STRIPES: u64 = 64;
@@ -53,9 +53,7 @@ impl Claim {
 }
 
 fn stripe(host_name: &str) -> PathBuf {
-    let hash = host_name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
+    let hash = ebpfcni::fnv1a(host_name.as_bytes());
     PathBuf::from(DIR).join(format!("attach-{:02}.lock", hash % STRIPES))
 }
 

@@ -45,7 +45,7 @@ struct VersionCache {
 }
 
 impl VersionCache {
-    const DIR: &'static str = "/run/ebpfcni";
+    const DIR: &'static str = ebpfcni::RUN_DIR;
 
     fn of(binary: &std::path::Path) -> Option<Self> {
         use std::os::unix::fs::MetadataExt;
@@ -57,9 +57,7 @@ impl VersionCache {
             meta.mtime(),
             meta.mtime_nsec()
         );
-        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
+        let hash = ebpfcni::fnv1a(key.as_bytes());
         Some(Self {
             path: PathBuf::from(Self::DIR).join(format!("ipam-versions-{hash:016x}")),
         })

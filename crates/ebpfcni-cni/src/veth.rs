@@ -22,11 +22,7 @@ const ALIAS_MAX: usize = 255;
 /// The host veth's name for an attachment: stable, at most 15 characters.
 /// FNV-1a (64 bits, truncated to 48) of "container id/ifname".
 pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in container_id.bytes().chain([b'/']).chain(ifname.bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let hash = ebpfcni::fnv1a(format!("{container_id}/{ifname}").as_bytes());
     format!("{HOST_VETH_PREFIX}{:012x}", hash & 0xffff_ffff_ffff)
 }
 

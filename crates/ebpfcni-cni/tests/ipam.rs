@@ -40,10 +40,8 @@ fn cache_file(binary: &Path) -> std::path::PathBuf {
         meta.mtime(),
         meta.mtime_nsec()
     );
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    Path::new("/run/ebpfcni").join(format!("ipam-versions-{hash:016x}"))
+    let hash = ebpfcni::fnv1a(key.as_bytes());
+    Path::new(ebpfcni::RUN_DIR).join(format!("ipam-versions-{hash:016x}"))
 }
 
 #[test]

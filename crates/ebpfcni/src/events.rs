@@ -162,17 +162,10 @@ pub struct MonitorLock {
 
 impl MonitorLock {
     /// Where the lock files live.
-    pub const DIR: &'static str = "/run/ebpfcni";
+    pub const DIR: &'static str = crate::RUN_DIR;
 
     fn path_for(pin_dir: &Path) -> PathBuf {
-        // FNV-1a of the pin directory's path: a short, stable name.
-        let hash = pin_dir
-            .as_os_str()
-            .as_encoded_bytes()
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-            });
+        let hash = crate::fnv1a(pin_dir.as_os_str().as_encoded_bytes());
         Path::new(Self::DIR).join(format!("monitor-{hash:016x}.lock"))
     }
 

@@ -26,6 +26,7 @@ mod migrate;
 pub mod object;
 mod program;
 mod reattach;
+mod run_dir;
 mod skel;
 pub mod tc;
 
@@ -73,4 +74,5 @@ pub use program::{
     PROGRAM_BUILD_ID, TC_ACT_OK, TC_ACT_SHOT,
 };
 pub use reattach::{reattach, Reattached};
+pub use run_dir::{fnv1a, RUN_DIR};
 pub use tc::{attachment, detach, Attachment, TC_HANDLE, TC_PRIORITY};
