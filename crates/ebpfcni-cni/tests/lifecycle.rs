@@ -87,8 +87,10 @@ fn add_result_fields_and_datapath_setup(version: &str) {
     let host_addr = node.output("ip", &["-o", "-4", "addr", "show", host]);
     assert!(host_addr.contains("10.13.1.1/32"), "{host_addr}");
     assert_eq!(node.output("cat", &["/proc/sys/net/ipv4/ip_forward"]).trim(), "1");
-    assert_eq!(node.filters(host, "ingress"), 1);
-    assert_eq!(node.filters(host, "egress"), 1);
+    for hook in Hook::ALL {
+        let on = node.hook_programs(host, hook);
+        assert!(on.is_ours_alone(hook), "{hook:?}: {on:?}");
+    }
     assert!(node.allocated("10.13.1.2"));
 
     node.del(&conf, &pod).ok();
@@ -193,7 +195,7 @@ fn del_is_idempotent(version: &str) {
 }
 for_each_version!(del_is_idempotent);
 
-fn check_passes_then_fails_when_a_filter_is_removed(version: &str) {
+fn check_passes_then_fails_when_a_program_is_removed(version: &str) {
     require_root!();
     let node = Node::new("check");
     let pod = Pod::new("check-pod");
@@ -202,7 +204,10 @@ fn check_passes_then_fails_when_a_filter_is_removed(version: &str) {
     node.check(&conf, &pod, &result).ok();
 
     let host = host_veth(&result);
-    node.output("tc", &["filter", "del", "dev", &host, "ingress"]);
+    let index = node.ns.ifindex(&host);
+    node.ns
+        .run_in(|| ebpfcni::tc::detach_hook(index, Hook::FromPod))
+        .unwrap();
     let msg = node.check(&conf, &pod, &result).err(104);
     assert!(
         msg.contains("ingress") && msg.contains(&host),
@@ -214,7 +219,7 @@ fn check_passes_then_fails_when_a_filter_is_removed(version: &str) {
     let msg = node.check(&conf, &pod, &result).err(104);
     assert!(msg.contains("eth0"), "[{version}] {msg}");
 }
-for_each_version!(check_passes_then_fails_when_a_filter_is_removed);
+for_each_version!(check_passes_then_fails_when_a_program_is_removed);
 
 #[test]
 fn check_notices_a_missing_route() {
@@ -363,8 +368,10 @@ fn parallel_adds_and_dels(pods: usize) {
         .expect("this build's program is pinned");
     for result in &results {
         let host = host_veth(result);
-        assert_eq!(node.filters(&host, "ingress"), 1, "{host}");
-        assert_eq!(node.filters(&host, "egress"), 1, "{host}");
+        for hook in Hook::ALL {
+            let on = node.hook_programs(&host, hook);
+            assert!(on.is_ours_alone(hook), "{host} {hook:?}: {on:?}");
+        }
         let index = node.ns.ifindex(&host);
         let attached = node.ns.run_in(|| ebpfcni::attachment(index).unwrap());
         for (hook, id) in [

@@ -8,6 +8,7 @@
 //! - [`TestPinDir`]: a private pin directory under /sys/fs/bpf, removed on drop.
 //! - [`Netns`], [`VethPair`], [`TwoPods`]: throwaway namespaces and topologies.
 //! - [`run`], [`succeeds`], [`output_with_stdin`]: child processes.
+//! - [`hook_programs`]: what runs on a tc hook (tcx programs, clsact filters).
 //! - [`frames`]: frame builders; [`median`], [`quantile`]: summaries.
 //! - [`bpf`]: compiling and test-running BPF objects other than the product's.
 //! - [`datapath`]: the program on crafted frames, asserting verdicts and reasons.
@@ -18,6 +19,7 @@
 pub mod bpf;
 pub mod datapath;
 pub mod frames;
+mod hooks;
 mod netns;
 mod pins;
 mod privilege;
@@ -26,6 +28,7 @@ mod stats;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub use hooks::{hook_programs, HookPrograms};
 pub use netns::{Netns, TwoPods, VethPair};
 pub use pins::TestPinDir;
 pub use privilege::{privileged, tools_present};

@@ -1,44 +1,43 @@
-//! Attaching to a real veth in throwaway namespaces: one filter per
-//! direction however often we attach, filters that outlive the attaching
-//! process, and real traffic passing or dropping as the maps say.
+//! Attaching to a real veth in throwaway namespaces: one program per
+//! direction however often we attach, attachments that outlive the
+//! attaching process, an earlier build's clsact filters giving way to tcx,
+//! and real traffic passing or dropping as the maps say.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
 
 use ebpfcni::{Hook, Identity, Maps, PolicyRule, Program};
 use ebpfcni_testutil::frames::send_raw_frame;
-use ebpfcni_testutil::{require_root, Netns, TestPinDir, VethPair};
+use ebpfcni_testutil::{hook_programs, require_root, TestPinDir, VethPair};
 
-/// Filters on one hook of a device, as `tc` reads them back from the kernel.
-fn tc_filters(ns: &Netns, dev: &str, hook: &str) -> Vec<String> {
-    let out = ns
-        .command("tc")
-        .args(["filter", "show", "dev", dev, hook])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(" bpf ") && l.contains(" handle "))
-        .map(str::to_owned)
-        .collect()
+fn assert_ours_alone_each_way(pair: &VethPair) {
+    for hook in Hook::ALL {
+        let on = hook_programs(&pair.host, pair.host_ifname, hook);
+        assert!(on.is_ours_alone(hook), "{hook:?}: {on:?}");
+    }
 }
 
-fn assert_one_filter_each_way(pair: &VethPair) {
-    for hook in ["ingress", "egress"] {
-        let filters = tc_filters(&pair.host, pair.host_ifname, hook);
-        assert_eq!(filters.len(), 1, "{hook}: {filters:?}");
-        let program = match hook {
-            "ingress" => Hook::FromPod.program_name(),
-            _ => Hook::ToPod.program_name(),
+/// What a build before tcx attached: our program as clsact filters at our
+/// handle and priority.
+fn attach_as_clsact_filters(program: &Program, ifindex: u32) {
+    for hook in Hook::ALL {
+        let mut builder = libbpf_rs::TcHookBuilder::new(program.as_fd(hook));
+        builder
+            .ifindex(ifindex as i32)
+            .replace(true)
+            .handle(ebpfcni::TC_HANDLE)
+            .priority(ebpfcni::TC_PRIORITY);
+        builder.hook(libbpf_rs::TC_INGRESS).create().unwrap();
+        let point = match hook {
+            Hook::FromPod => libbpf_rs::TC_INGRESS,
+            Hook::ToPod => libbpf_rs::TC_EGRESS,
         };
-        assert!(filters[0].contains(program), "{hook}: {filters:?}");
+        builder.hook(point).attach().unwrap();
     }
 }
 
 #[test]
-fn attaching_twice_leaves_one_filter_per_direction() {
+fn attaching_twice_leaves_one_program_per_direction() {
     require_root!();
     let pins = TestPinDir::new("attach_twice");
     let pair = VethPair::new("att2", "10.13.0.1/24", "10.13.0.2/24");
@@ -52,7 +51,7 @@ fn attaching_twice_leaves_one_filter_per_direction() {
         let ids = |p: &Program| (p.id(Hook::FromPod), p.id(Hook::ToPod));
         (ids(&first), ids(&second))
     });
-    assert_one_filter_each_way(&pair);
+    assert_ours_alone_each_way(&pair);
     let attached = pair.host.run_in(|| ebpfcni::attachment(ifindex).unwrap());
     assert_ne!(first, second);
     assert_eq!(
@@ -62,8 +61,9 @@ fn attaching_twice_leaves_one_filter_per_direction() {
     );
 
     pair.host.run_in(|| ebpfcni::detach(ifindex).unwrap());
-    assert!(tc_filters(&pair.host, pair.host_ifname, "ingress").is_empty());
-    assert!(tc_filters(&pair.host, pair.host_ifname, "egress").is_empty());
+    for hook in Hook::ALL {
+        assert!(hook_programs(&pair.host, pair.host_ifname, hook).is_empty());
+    }
     let detached = pair.host.run_in(|| ebpfcni::attachment(ifindex).unwrap());
     assert_eq!((detached.ingress, detached.egress), (None, None));
     // Detaching what is not attached is fine.
@@ -83,7 +83,7 @@ fn attachment_outlives_the_process() {
         .status()
         .unwrap();
     assert!(status.success());
-    assert_one_filter_each_way(&pair);
+    assert_ours_alone_each_way(&pair);
     let ifindex = pair.host_ifindex();
     let attached = pair.host.run_in(|| ebpfcni::attachment(ifindex).unwrap());
     let info = ebpfcni::program_info(attached.ingress.expect("ingress attached")).unwrap();
@@ -94,6 +94,57 @@ fn attachment_outlives_the_process() {
             && info.uses(&maps, ebpfcni::PinnedMap::Interfaces).unwrap(),
         "uses the pinned maps"
     );
+}
+
+/// A pod attached by a build before tcx runs our program as clsact
+/// filters: attachment() reports them, reattach moves the pod to tcx and
+/// takes them away, and the pod's traffic is judged throughout.
+#[test]
+fn an_earlier_builds_clsact_filters_give_way_to_tcx() {
+    require_root!();
+    let pins = TestPinDir::new("clsact_tcx");
+    let pair = VethPair::new("cltx", "10.13.0.1/24", "10.13.0.2/24");
+    let ifindex = pair.host_ifindex();
+    let old = Program::load(pins.path()).unwrap();
+    let maps = Maps::open(pins.path()).unwrap();
+    let (host, pod) = (Identity::new(1).unwrap(), Identity::new(2).unwrap());
+    maps.endpoints.upsert(Ipv4Addr::new(10, 13, 0, 1), host).unwrap();
+    maps.endpoints.upsert(Ipv4Addr::new(10, 13, 0, 2), pod).unwrap();
+    maps.interfaces
+        .set(ifindex, &[Ipv4Addr::new(10, 13, 0, 2)])
+        .unwrap();
+    let rule = PolicyRule::new(pod, host);
+    maps.policy.allow_all(&[rule, rule.reverse()]).unwrap();
+
+    pair.host.run_in(|| attach_as_clsact_filters(&old, ifindex));
+    let attached = pair.host.run_in(|| ebpfcni::attachment(ifindex).unwrap());
+    assert_eq!(
+        (attached.ingress, attached.egress, attached.clsact),
+        (Some(old.id(Hook::FromPod)), Some(old.id(Hook::ToPod)), true)
+    );
+    assert!(pair.pod.ping("10.13.0.1", 1), "allowed under the old filters");
+
+    let report = pair
+        .host
+        .run_in(|| ebpfcni::reattach(&maps, pins.path()).unwrap());
+    assert_eq!(report.moved, vec![(pair.host_ifname.to_owned(), ifindex)]);
+    assert_ours_alone_each_way(&pair);
+    let attached = pair.host.run_in(|| ebpfcni::attachment(ifindex).unwrap());
+    assert!(
+        !attached.clsact && attached.ingress != Some(old.id(Hook::FromPod)),
+        "{attached:?}"
+    );
+    assert!(pair.pod.ping("10.13.0.1", 1), "allowed under tcx");
+    maps.policy.clear().unwrap();
+    assert!(!pair.pod.ping("10.13.0.1", 1), "and judged: no rule, dropped");
+
+    // detach takes both kinds away.
+    pair.host.run_in(|| attach_as_clsact_filters(&old, ifindex));
+    pair.host.run_in(|| ebpfcni::detach(ifindex).unwrap());
+    for hook in Hook::ALL {
+        let on = hook_programs(&pair.host, pair.host_ifname, hook);
+        assert!(on.is_empty(), "{hook:?}: {on:?}");
+    }
 }
 
 /// ping from the pod namespace to the host end: the request crosses tc

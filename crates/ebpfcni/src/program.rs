@@ -29,7 +29,7 @@ impl Hook {
     pub const ALL: [Hook; 2] = [Hook::FromPod, Hook::ToPod];
 
     /// The entry point's name in the kernel (`bpftool prog show`,
-    /// `tc filter show`).
+    /// `bpftool net show`).
     pub const fn program_name(self) -> &'static str {
         match self {
             Hook::FromPod => "ebpfcni_frompod",
@@ -240,7 +240,7 @@ impl Program {
     /// Attaches each entry point to its tc hook of `ifindex` in the calling
     /// thread's network namespace (see [`crate::tc`]).
     pub fn attach(&self, ifindex: u32) -> Result<()> {
-        crate::tc::attach(self.as_fd(Hook::FromPod), self.as_fd(Hook::ToPod), ifindex)
+        crate::tc::attach(self, ifindex)
     }
 
     /// Runs the entry point for `hook` once per repeat on `frame` through

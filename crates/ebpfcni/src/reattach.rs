@@ -1,8 +1,9 @@
 //! After an upgrade: moving every pod of the calling thread's network
 //! namespace onto this build's program. Pods attached before the upgrade
-//! keep running the older program (the tc filters hold it) until this is
-//! done; attaching is create-or-replace, so each pod moves atomically,
-//! without a moment unfiltered.
+//! keep running the older program (their tc hooks hold it) until this is
+//! done; attaching replaces it atomically, so no pod is a moment
+//! unfiltered. A pod an earlier build attached as clsact filters gets tcx
+//! first, then loses the filters (judged twice, never zero times, between).
 
 use std::collections::HashSet;
 
@@ -61,6 +62,11 @@ pub fn reattach(maps: &Maps, pin_dir: &std::path::Path) -> Result<Reattached> {
             report.moved.push(entry);
         } else {
             report.unrecorded.push(entry);
+            continue;
+        }
+        if attached.clsact {
+            // An earlier build's filters: tcx runs ours now.
+            tc::drop_clsact_filters(index)?;
         }
     }
     Ok(report)

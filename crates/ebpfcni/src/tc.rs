@@ -1,21 +1,35 @@
-//! The tc hooks of an interface: attaching a program to both directions of
-//! its clsact qdisc, reading back what is attached, and detaching.
+//! The tc hooks of an interface: attaching the program to both directions,
+//! reading back what is attached, and detaching.
+//!
+//! The program is attached with tcx (kernel 6.6+): the device itself holds
+//! the program, with no qdisc and no classifier in between, and, like a tc
+//! filter, the attachment outlives this process and goes with the device.
+//! A no-op program costs x1.02 the CPU of no program per small packet this
+//! way, against x1.05 as a clsact filter (BENCHMARKS.md, section 6).
+//!
+//! Builds before tcx attached clsact filters at a fixed handle and
+//! priority, and kernels without tcx still get those. Attaching replaces
+//! such a filter (after an upgrade, `policyctl reattach`); reading back and
+//! detaching see both kinds.
 //!
 //! These act on interfaces of the calling thread's network namespace.
 
-use std::os::fd::BorrowedFd;
+use std::mem::size_of;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
-use libbpf_rs::{TcHook, TcHookBuilder, TC_EGRESS, TC_INGRESS};
+use libbpf_rs::{libbpf_sys, ProgramHandle, TcHook, TcHookBuilder, TC_EGRESS, TC_INGRESS};
 
 use crate::error::{Error, Result};
+use crate::program::{Hook, Program};
 
-/// Our filter's handle and priority on both clsact hooks. Fixed, so that
-/// attaching again replaces it instead of adding a second filter.
+/// Our filter's handle and priority on both clsact hooks (kernels without
+/// tcx, and what builds before tcx attached). Fixed, so that attaching
+/// again replaces it instead of adding a second filter.
 pub const TC_HANDLE: u32 = 0xeb;
 pub const TC_PRIORITY: u32 = 1;
 
-/// Both hooks, with the names `tc` uses for them.
-const HOOKS: [(&str, libbpf_rs::TcAttachPoint); 2] = [("ingress", TC_INGRESS), ("egress", TC_EGRESS)];
+/// More programs than this on one hook of a pod's veth is an error.
+const MAX_TCX_PROGRAMS: usize = 64;
 
 fn ifindex_arg(ifindex: u32) -> Result<i32> {
     i32::try_from(ifindex).ok().filter(|i| *i > 0).ok_or_else(|| {
@@ -26,92 +40,190 @@ fn ifindex_arg(ifindex: u32) -> Result<i32> {
     })
 }
 
-/// Hooks of `ifindex` at our handle and priority, with `program` to attach.
-fn our_hooks(program: BorrowedFd<'_>, ifindex: i32) -> TcHookBuilder<'_> {
-    let mut builder = TcHookBuilder::new(program);
-    builder
-        .ifindex(ifindex)
-        .replace(true)
-        .handle(TC_HANDLE)
-        .priority(TC_PRIORITY);
-    builder
+fn os_error(rc: i32) -> libbpf_rs::Error {
+    libbpf_rs::Error::from_raw_os_error(-rc)
 }
 
-/// One hook of `ifindex` at our handle and priority.
-fn our_hook(program: BorrowedFd<'_>, ifindex: i32, point: libbpf_rs::TcAttachPoint) -> TcHook {
-    our_hooks(program, ifindex).hook(point)
+fn tcx_type(hook: Hook) -> libbpf_sys::bpf_attach_type {
+    match hook {
+        Hook::FromPod => libbpf_sys::BPF_TCX_INGRESS,
+        Hook::ToPod => libbpf_sys::BPF_TCX_EGRESS,
+    }
 }
 
-/// Query and detach must be given program fd 0 (libbpf checks); it is never used.
-fn no_program() -> BorrowedFd<'static> {
-    // SAFETY: the fd is only stored in the hook's options, never used.
-    unsafe { BorrowedFd::borrow_raw(0) }
+/// The programs attached with tcx to `hook` of `ifindex`, in the order
+/// they run, and the revision of that list (it changes with every attach
+/// and detach). None when the kernel has no tcx.
+fn tcx_query(ifindex: i32, hook: Hook) -> Result<Option<(Vec<u32>, u64)>> {
+    let mut ids = [0u32; MAX_TCX_PROGRAMS];
+    let mut opts = libbpf_sys::bpf_prog_query_opts {
+        sz: size_of::<libbpf_sys::bpf_prog_query_opts>() as _,
+        prog_ids: ids.as_mut_ptr(),
+        ..Default::default()
+    };
+    opts.__bindgen_anon_1.prog_cnt = ids.len() as u32;
+    // SAFETY: opts is sized and prog_ids has room for prog_cnt ids.
+    let rc = unsafe { libbpf_sys::bpf_prog_query_opts(ifindex, tcx_type(hook), &mut opts) };
+    if rc == -nix::libc::EINVAL {
+        return Ok(None); // no such attach type: a kernel before 6.6
+    }
+    if rc < 0 {
+        return Err(Error::bpf(
+            format!("query tcx {} of ifindex {ifindex}", hook.tc_name()),
+            os_error(rc),
+        ));
+    }
+    // SAFETY: the kernel wrote the count of ids it returned.
+    let count = unsafe { opts.__bindgen_anon_1.prog_cnt } as usize;
+    Ok(Some((ids[..count.min(ids.len())].to_vec(), opts.revision)))
 }
 
-/// True for the errors that mean "nothing of ours there": ENOENT (no
-/// filter) and EINVAL (no clsact qdisc at all).
-fn is_absent(e: &libbpf_rs::Error) -> bool {
-    matches!(
-        e.kind(),
-        libbpf_rs::ErrorKind::NotFound | libbpf_rs::ErrorKind::InvalidInput
-    )
+/// The first of `ids` that is our entry point for `hook` (by its name in
+/// the kernel), with a handle on it. A program that went away since the
+/// query is skipped.
+fn ours(ids: &[u32], hook: Hook) -> Option<(u32, ProgramHandle)> {
+    ids.iter().find_map(|&id| {
+        let handle = ProgramHandle::from_prog_id(id).ok()?;
+        (handle.name() == hook.program_name()).then_some((id, handle))
+    })
 }
 
-/// Attaches `ingress` to tc INGRESS (what the device receives: a host veth's
-/// pod egress) and `egress` to EGRESS (what it sends: pod ingress) of
-/// `ifindex`, creating the clsact qdisc when missing. Create-or-replace at a
-/// fixed handle and priority: any number of attaches leaves one filter per
-/// direction. The attachment outlives this process.
-pub(crate) fn attach(ingress: BorrowedFd<'_>, egress: BorrowedFd<'_>, ifindex: u32) -> Result<()> {
+/// Attaches each entry point of `program` to its hook of `ifindex`
+/// (from-pod on ingress, to-pod on egress), with tcx, or as clsact filters
+/// on a kernel without it: in place of an ebpfcni program already there,
+/// else after the programs there. Idempotent; the switch from an older
+/// program is atomic, so the pod is never unfiltered. A clsact filter an
+/// earlier build left stays until [`drop_clsact_filters`].
+pub(crate) fn attach(program: &Program, ifindex: u32) -> Result<()> {
     let idx = ifindex_arg(ifindex)?;
-    // One clsact qdisc holds both hooks; EEXIST (already there) is success.
-    our_hook(ingress, idx, TC_INGRESS)
-        .create()
-        .map_err(|e| Error::bpf(format!("create clsact qdisc on ifindex {ifindex}"), e))?;
-    for ((name, point), program) in HOOKS.into_iter().zip([ingress, egress]) {
-        our_hook(program, idx, point)
-            .attach()
-            .map_err(|e| Error::bpf(format!("attach to tc {name} of ifindex {ifindex}"), e))?;
+    for hook in Hook::ALL {
+        if !attach_tcx(program, idx, hook)? {
+            clsact::attach(program, idx, hook)?;
+        }
     }
     Ok(())
 }
 
-/// Ids of the programs attached at our handle and priority on `ifindex`.
+/// Removes the clsact filters an earlier build attached to `ifindex`, once
+/// tcx holds our programs (on a kernel without tcx they are the
+/// attachment, and stay).
+pub(crate) fn drop_clsact_filters(ifindex: u32) -> Result<()> {
+    let idx = ifindex_arg(ifindex)?;
+    for hook in Hook::ALL {
+        if tcx_query(idx, hook)?.is_some() {
+            clsact::detach(idx, hook)?;
+        }
+    }
+    Ok(())
+}
+
+/// Returns: false when the kernel has no tcx.
+fn attach_tcx(program: &Program, ifindex: i32, hook: Hook) -> Result<bool> {
+    let what = || format!("attach to tcx {} of ifindex {ifindex}", hook.tc_name());
+    // Another process may change the list between the query and the
+    // attach: the kernel then refuses the stale revision, and we look again.
+    for _ in 0..8 {
+        let Some((ids, revision)) = tcx_query(ifindex, hook)? else {
+            return Ok(false);
+        };
+        let mut opts = libbpf_sys::bpf_prog_attach_opts {
+            sz: size_of::<libbpf_sys::bpf_prog_attach_opts>() as _,
+            expected_revision: revision,
+            ..Default::default()
+        };
+        let old = ours(&ids, hook);
+        match &old {
+            Some((id, _)) if *id == program.id(hook) => return Ok(true),
+            Some((_, handle)) => {
+                opts.flags = libbpf_sys::BPF_F_REPLACE;
+                opts.__bindgen_anon_1.replace_prog_fd = handle.as_fd().as_raw_fd();
+            }
+            None => {}
+        }
+        let fd = program.as_fd(hook).as_raw_fd();
+        // SAFETY: opts is sized; the fds are open for the call.
+        let rc = unsafe { libbpf_sys::bpf_prog_attach_opts(fd, ifindex, tcx_type(hook), &opts) };
+        match -rc {
+            0 => return Ok(true),
+            nix::libc::ESTALE => continue,
+            _ => return Err(Error::bpf(what(), os_error(rc))),
+        }
+    }
+    Err(Error::bpf(what(), os_error(-nix::libc::ESTALE)))
+}
+
+/// Ids of the ebpfcni programs attached to `ifindex`, one per hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attachment {
     pub ingress: Option<u32>,
     pub egress: Option<u32>,
+    /// A clsact filter of ours is on either hook: an earlier build's
+    /// attachment (or, on a kernel without tcx, the attachment).
+    pub clsact: bool,
 }
 
-/// Reads back what is attached to `ifindex` at our handle and priority.
+/// Reads back what is attached to `ifindex`: on each hook our tcx program,
+/// else the program of our clsact filter.
 pub fn attachment(ifindex: u32) -> Result<Attachment> {
     let idx = ifindex_arg(ifindex)?;
-    let query = |(name, point): (&str, _)| -> Result<Option<u32>> {
-        match our_hook(no_program(), idx, point).query() {
-            Ok(id) => Ok(Some(id)),
-            Err(e) if is_absent(&e) => Ok(None),
-            Err(e) => Err(Error::bpf(format!("query tc {name} of ifindex {ifindex}"), e)),
-        }
+    let mut clsact = false;
+    let mut on = |hook: Hook| -> Result<Option<u32>> {
+        let filter = clsact::query(idx, hook)?;
+        clsact |= filter.is_some();
+        let tcx = tcx_query(idx, hook)?
+            .and_then(|(ids, _)| ours(&ids, hook))
+            .map(|(id, _)| id);
+        Ok(tcx.or(filter))
     };
+    let (ingress, egress) = (on(Hook::FromPod)?, on(Hook::ToPod)?);
     Ok(Attachment {
-        ingress: query(HOOKS[0])?,
-        egress: query(HOOKS[1])?,
+        ingress,
+        egress,
+        clsact,
     })
 }
 
-/// Removes our filters from both hooks of `ifindex`; absent filters are
+/// Every program attached with tcx to `hook` of `ifindex`, ours or not, in
+/// the order they run (empty on a kernel without tcx).
+pub fn tcx_programs(ifindex: u32, hook: Hook) -> Result<Vec<u32>> {
+    Ok(tcx_query(ifindex_arg(ifindex)?, hook)?
+        .map(|(ids, _)| ids)
+        .unwrap_or_default())
+}
+
+/// Removes our program from `hook` of `ifindex`, tcx and clsact filter
+/// alike; an absent one is fine.
+pub fn detach_hook(ifindex: u32, hook: Hook) -> Result<()> {
+    let idx = ifindex_arg(ifindex)?;
+    if let Some((ids, _)) = tcx_query(idx, hook)? {
+        if let Some((id, handle)) = ours(&ids, hook) {
+            let opts = libbpf_sys::bpf_prog_detach_opts {
+                sz: size_of::<libbpf_sys::bpf_prog_detach_opts>() as _,
+                ..Default::default()
+            };
+            let fd = handle.as_fd().as_raw_fd();
+            // SAFETY: opts is sized; the fd is open for the call.
+            let rc = unsafe { libbpf_sys::bpf_prog_detach_opts(fd, idx, tcx_type(hook), &opts) };
+            if rc < 0 && rc != -nix::libc::ENOENT {
+                return Err(Error::bpf(
+                    format!(
+                        "detach program {id} from tcx {} of ifindex {ifindex}",
+                        hook.tc_name()
+                    ),
+                    os_error(rc),
+                ));
+            }
+        }
+    }
+    clsact::detach(idx, hook)
+}
+
+/// Removes our programs from both hooks of `ifindex`; absent ones are
 /// fine. Tries both directions and reports every failure.
 pub fn detach(ifindex: u32) -> Result<()> {
-    let idx = ifindex_arg(ifindex)?;
-    let errors: Vec<String> = HOOKS
+    let errors: Vec<String> = Hook::ALL
         .into_iter()
-        .filter_map(
-            |(name, point)| match our_hook(no_program(), idx, point).detach() {
-                Ok(()) => None,
-                Err(e) if is_absent(&e) => None,
-                Err(e) => Some(format!("tc {name}: {e}")),
-            },
-        )
+        .filter_map(|hook| detach_hook(ifindex, hook).err().map(|e| e.to_string()))
         .collect();
     if errors.is_empty() {
         Ok(())
@@ -120,5 +232,78 @@ pub fn detach(ifindex: u32) -> Result<()> {
             format!("detach from ifindex {ifindex}: {}", errors.join("; ")),
             std::io::Error::other("detach failed"),
         ))
+    }
+}
+
+/// Filters on the clsact qdisc at our handle and priority.
+mod clsact {
+    use super::*;
+
+    fn point(hook: Hook) -> libbpf_rs::TcAttachPoint {
+        match hook {
+            Hook::FromPod => TC_INGRESS,
+            Hook::ToPod => TC_EGRESS,
+        }
+    }
+
+    /// `hook` of `ifindex` at our handle and priority, with `program` to attach.
+    fn our_hook(program: BorrowedFd<'_>, ifindex: i32, hook: Hook) -> TcHook {
+        let mut builder = TcHookBuilder::new(program);
+        builder
+            .ifindex(ifindex)
+            .replace(true)
+            .handle(TC_HANDLE)
+            .priority(TC_PRIORITY);
+        builder.hook(point(hook))
+    }
+
+    /// Query and detach must be given program fd 0 (libbpf checks); it is never used.
+    fn no_program() -> BorrowedFd<'static> {
+        // SAFETY: the fd is only stored in the hook's options, never used.
+        unsafe { BorrowedFd::borrow_raw(0) }
+    }
+
+    /// True for the errors that mean "nothing of ours there": ENOENT (no
+    /// filter) and EINVAL (no clsact qdisc at all).
+    fn is_absent(e: &libbpf_rs::Error) -> bool {
+        matches!(
+            e.kind(),
+            libbpf_rs::ErrorKind::NotFound | libbpf_rs::ErrorKind::InvalidInput
+        )
+    }
+
+    /// Create-or-replace, creating the clsact qdisc when missing (EEXIST,
+    /// already there, is success).
+    pub(super) fn attach(program: &Program, ifindex: i32, hook: Hook) -> Result<()> {
+        let hook_of = |h| our_hook(program.as_fd(h), ifindex, h);
+        hook_of(Hook::FromPod)
+            .create()
+            .map_err(|e| Error::bpf(format!("create clsact qdisc on ifindex {ifindex}"), e))?;
+        hook_of(hook)
+            .attach()
+            .map_err(|e| Error::bpf(format!("attach to tc {} of ifindex {ifindex}", hook.tc_name()), e))?;
+        Ok(())
+    }
+
+    pub(super) fn query(ifindex: i32, hook: Hook) -> Result<Option<u32>> {
+        match our_hook(no_program(), ifindex, hook).query() {
+            Ok(id) => Ok(Some(id)),
+            Err(e) if is_absent(&e) => Ok(None),
+            Err(e) => Err(Error::bpf(
+                format!("query tc {} of ifindex {ifindex}", hook.tc_name()),
+                e,
+            )),
+        }
+    }
+
+    pub(super) fn detach(ifindex: i32, hook: Hook) -> Result<()> {
+        match our_hook(no_program(), ifindex, hook).detach() {
+            Ok(()) => Ok(()),
+            Err(e) if is_absent(&e) => Ok(()),
+            Err(e) => Err(Error::bpf(
+                format!("detach from tc {} of ifindex {ifindex}", hook.tc_name()),
+                e,
+            )),
+        }
     }
 }

@@ -116,13 +116,19 @@ impl Ebpfcni {
     }
 
     pub fn install(&self, topo: &TwoPods) -> Result<()> {
-        let maps = Maps::open(self.pins.path())?;
-        maps.interfaces.set(topo.ifindex_a, &[POD_A])?;
-        maps.interfaces.set(topo.ifindex_b, &[POD_B])?;
+        self.record_addresses(topo)?;
         topo.node.run_in(|| {
             self.program.attach(topo.ifindex_a)?;
             self.program.attach(topo.ifindex_b)
         })?;
+        Ok(())
+    }
+
+    /// The interface records alone, as the CNI plugin writes them.
+    pub fn record_addresses(&self, topo: &TwoPods) -> Result<()> {
+        let maps = Maps::open(self.pins.path())?;
+        maps.interfaces.set(topo.ifindex_a, &[POD_A])?;
+        maps.interfaces.set(topo.ifindex_b, &[POD_B])?;
         Ok(())
     }
 
@@ -133,6 +139,74 @@ impl Ebpfcni {
             a.and(b)
         })?;
         Ok(())
+    }
+
+    /// Also takes the (then empty) clsact qdiscs away: an empty clsact still
+    /// sends every packet through the tc classifier, so "no filter" must
+    /// have none.
+    pub fn remove_clsact(topo: &TwoPods) -> Result<()> {
+        Self::remove(topo)?;
+        topo.node.run_in(|| -> Result<()> {
+            for ifindex in [topo.ifindex_a, topo.ifindex_b] {
+                // SAFETY: the fd is never used by a destroy; libbpf wants 0.
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(0) };
+                let mut hook = libbpf_rs::TcHookBuilder::new(fd);
+                hook.ifindex(ifindex as i32);
+                match hook.hook(libbpf_rs::TC_INGRESS | libbpf_rs::TC_EGRESS).destroy() {
+                    Ok(()) => {}
+                    Err(e)
+                        if e.kind() == libbpf_rs::ErrorKind::NotFound
+                            || e.kind() == libbpf_rs::ErrorKind::InvalidInput => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Two programs attached with tcx links (BPF_LINK_CREATE, kernel 6.6+)
+/// instead of clsact filters, on both host veths: from-pod on ingress,
+/// to-pod on egress. Attached while this lives (the links are not pinned).
+pub struct TcxLinks(#[allow(dead_code)] Vec<std::os::fd::OwnedFd>);
+
+impl TcxLinks {
+    pub fn attach(
+        topo: &TwoPods,
+        from_pod: std::os::fd::BorrowedFd<'_>,
+        to_pod: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<Self> {
+        use libbpf_rs::libbpf_sys;
+        use std::os::fd::{AsRawFd, FromRawFd};
+        topo.node.run_in(|| -> Result<Self> {
+            let mut links = Vec::new();
+            for ifindex in [topo.ifindex_a, topo.ifindex_b] {
+                for (program, point) in [
+                    (from_pod, libbpf_sys::BPF_TCX_INGRESS),
+                    (to_pod, libbpf_sys::BPF_TCX_EGRESS),
+                ] {
+                    // SAFETY: a syscall wrapper; NULL options are allowed.
+                    let fd = unsafe {
+                        libbpf_sys::bpf_link_create(
+                            program.as_raw_fd(),
+                            ifindex as i32,
+                            point,
+                            std::ptr::null(),
+                        )
+                    };
+                    if fd < 0 {
+                        return Err(format!(
+                            "tcx attach to ifindex {ifindex}: {}",
+                            std::io::Error::from_raw_os_error(-fd)
+                        )
+                        .into());
+                    }
+                    // SAFETY: fd was just returned to us and is open.
+                    links.push(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+                }
+            }
+            Ok(Self(links))
+        })
     }
 }
 

@@ -14,7 +14,7 @@ use libbpf_rs::libbpf_sys;
 
 use ebpfcni_testutil::{median, TwoPods};
 
-use crate::filters::Ebpfcni;
+use crate::filters::{Ebpfcni, TcxLinks};
 use crate::{check_interrupted, Args, Ratio, Result};
 use crate::{traffic, POD_B};
 
@@ -90,7 +90,7 @@ impl NoopFilter {
         Ok(Self { object })
     }
 
-    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;
         let prog = self
             .object
@@ -122,18 +122,44 @@ impl NoopFilter {
     }
 }
 
+/// How a setup's programs are attached to the host veths.
+#[derive(Clone, Copy, PartialEq)]
+enum Attach {
+    /// Filters on a clsact qdisc, as ebpfcni attaches today.
+    Clsact,
+    /// tcx links (kernel 6.6+): no qdisc, no classifier.
+    Tcx,
+}
+
+/// One row of the table: what sits on the host veths.
+struct Setup<'a> {
+    name: &'static str,
+    /// None: no program (`noop` says whether a no-op one is attached).
+    filter: Option<&'a Ebpfcni>,
+    noop: bool,
+    attach: Attach,
+}
+
 /// The program's cost in place: BPF run-time statistics per entry point
 /// during an allowed 64-byte UDP flood and during iperf3 TCP, and the whole
 /// machine's CPU per packet of the flood, for no filter, nearly empty maps
-/// and full maps.
+/// and full maps, attached with clsact filters and with tcx links.
 pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni) -> Result<()> {
     let noop = NoopFilter::load()?;
-    // (name, ebpfcni, or the no-op filter)
-    let setups: [(&str, Option<&Ebpfcni>, bool); 4] = [
-        ("no filter", None, false),
-        ("no-op tc program (the floor)", None, true),
-        ("ebpfcni, nearly empty maps", Some(empty), false),
-        ("ebpfcni, full maps", Some(full), false),
+    let setup = |name, filter, noop, attach| Setup {
+        name,
+        filter,
+        noop,
+        attach,
+    };
+    let setups = [
+        setup("no filter", None, false, Attach::Clsact),
+        setup("no-op program, clsact", None, true, Attach::Clsact),
+        setup("ebpfcni, nearly empty maps", Some(empty), false, Attach::Clsact),
+        setup("ebpfcni, full maps", Some(full), false, Attach::Clsact),
+        setup("no-op program, tcx", None, true, Attach::Tcx),
+        setup("ebpfcni, nearly empty, tcx", Some(empty), false, Attach::Tcx),
+        setup("ebpfcni, full maps, tcx", Some(full), false, Attach::Tcx),
     ];
     // [setup] -> samples
     let n = setups.len();
@@ -143,13 +169,25 @@ pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni) -> Resu
     let mut tcp_run = vec![[Vec::new(), Vec::new()]; n];
     for round in 1..=args.rounds {
         eprintln!("in place round {round}/{}", args.rounds);
-        for (i, (name, filter, is_noop)) in setups.iter().enumerate() {
+        for (i, s) in setups.iter().enumerate() {
             check_interrupted()?;
-            if let Some(e) = filter {
-                e.install(topo)?;
-            }
-            if *is_noop {
-                noop.install(topo)?;
+            let name = s.name;
+            let filter = s.filter;
+            let mut links = None;
+            match (s.filter, s.noop, s.attach) {
+                (Some(e), _, Attach::Clsact) => e.install(topo)?,
+                (Some(e), _, Attach::Tcx) => {
+                    e.record_addresses(topo)?;
+                    let p = e.program();
+                    links = Some(TcxLinks::attach(
+                        topo,
+                        p.as_fd(Hook::FromPod),
+                        p.as_fd(Hook::ToPod),
+                    )?);
+                }
+                (None, true, Attach::Clsact) => noop.install(topo)?,
+                (None, true, Attach::Tcx) => links = Some(TcxLinks::attach(topo, noop.fd(), noop.fd())?),
+                (None, false, _) => {}
             }
             let outcome = (|| -> Result<()> {
                 // CPU per packet with statistics off (they cost time of
@@ -187,9 +225,9 @@ pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni) -> Resu
                 }
                 Ok(())
             })();
-            if filter.is_some() || *is_noop {
-                Ebpfcni::remove(topo)?;
-            }
+            drop(links);
+            // Every setup starts from bare veths: no qdisc, no filter, no link.
+            Ebpfcni::remove_clsact(topo)?;
             outcome?;
         }
     }
@@ -216,7 +254,7 @@ pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni) -> Resu
         "|{:-<30}|{:->12}|{:->15}|{:->15}|{:->18}|{:->16}|{:->17}|",
         "", "", "", "", "", "", ""
     );
-    for (i, (name, _, _)) in setups.iter().enumerate() {
+    for (i, Setup { name, .. }) in setups.iter().enumerate() {
         println!(
             "| {:<28} | {:>10.0} | {:>13.0} | {:>13} | {:>16.1} | {:>14.1} | {:>15.1} |",
             name,
@@ -240,16 +278,17 @@ pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni) -> Resu
         (full_ns / empty_ns - 1.0) * 100.0,
         if full_ns <= empty_ns * 1.15 { "met" } else { "NOT met" }
     );
-    let floor = Ratio::of(&cpu[1], &cpu[0]);
-    println!(
-        "the tc hooks alone (a no-op program on both hooks of both host veths) cost x{} CPU per small packet",
-        floor.show()
-    );
-    for i in [2, 3] {
+    for (i, attach) in [(1, "clsact filters"), (4, "tcx links")] {
+        println!(
+            "the tc hooks alone, as {attach} (a no-op program on both hooks of both host veths), cost x{} CPU per small packet",
+            Ratio::of(&cpu[i], &cpu[0]).show()
+        );
+    }
+    for i in [2, 3, 5, 6] {
         let r = Ratio::of(&cpu[i], &cpu[0]);
         println!(
             "goal: {} within 5% of no filter, CPU per small packet: x{}: {}",
-            setups[i].0,
+            setups[i].name,
             r.show(),
             if r.median <= 1.05 {
                 "met"

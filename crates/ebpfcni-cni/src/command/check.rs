@@ -176,11 +176,11 @@ fn check_program(conf: &NetConf, host_end: &Link) -> Result<()> {
     let (pin_dir, name) = (conf.pin_dir(), &host_end.name);
     let maps = Maps::open(&pin_dir).map_err(Error::bpf(format!("open the maps in {}", pin_dir.display())))?;
     let attached =
-        ebpfcni::attachment(host_end.index).map_err(Error::bpf(format!("query the filters of {name}")))?;
+        ebpfcni::attachment(host_end.index).map_err(Error::bpf(format!("query the tc hooks of {name}")))?;
     let current = Program::pinned(&pin_dir, &maps).map_err(Error::bpf("open this build's pinned program"))?;
     for (hook, id) in [(Hook::FromPod, attached.ingress), (Hook::ToPod, attached.egress)] {
         let (tc, want) = (hook.tc_name(), hook.program_name());
-        let id = id.ok_or_else(|| Error::CheckFailed(format!("no ebpfcni filter on tc {tc} of {name}")))?;
+        let id = id.ok_or_else(|| Error::CheckFailed(format!("no ebpfcni program on tc {tc} of {name}")))?;
         let info = ebpfcni::program_info(id).map_err(Error::bpf(format!("read program {id}")))?;
         if info.name != want {
             return Err(Error::CheckFailed(format!(

@@ -201,12 +201,9 @@ impl Node {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Our tc filters on `dev`'s `hook` (ingress|egress) in the node.
-    pub fn filters(&self, dev: &str, hook: &str) -> usize {
-        self.output("tc", &["filter", "show", "dev", dev, hook])
-            .lines()
-            .filter(|l| l.contains("bpf") && l.contains(" ebpfcni_"))
-            .count()
+    /// What runs on `dev`'s `hook` in the node.
+    pub fn hook_programs(&self, dev: &str, hook: ebpfcni::Hook) -> ebpfcni_testutil::HookPrograms {
+        ebpfcni_testutil::hook_programs(&self.ns, dev, hook)
     }
 }
 

@@ -212,8 +212,9 @@ enum Command {
     /// attached again (CNI CHECK reports them). This attaches this build's program, pinned under
     /// --pin-dir (loaded first if no pod runs it yet), to every host veth of the namespace it runs
     /// in that runs an ebpfcni program and has a record of its pod's addresses; each moves at once,
-    /// never unfiltered. Host veths without a record (pods made by a release before source trust)
-    /// are named and left alone: recreate those pods.
+    /// never unfiltered. Pods an earlier build attached as clsact filters move to tcx, and the
+    /// filters go. Host veths without a record (pods made by a release before source trust) are
+    /// named and left alone: recreate those pods.
     #[command(after_help = "Examples:\n  \
                             policyctl reattach                                  # in the namespace of the host veths\n  \
                             nsenter --net=/run/netns/node policyctl reattach   # another one")]
