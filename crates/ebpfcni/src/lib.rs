@@ -33,13 +33,21 @@ pub mod tc;
 /// Where libbpf's own messages go: to `sink` (warnings and worse), or
 /// nowhere with `None`. Without a call they go to stderr, which a CLI's
 /// user should not see before the error that explains them.
-/// "Exclusivity flag on", which libbpf says whenever an interface already
-/// has its clsact qdisc (success for us), is always left out.
+/// What libbpf says of clsact operations that the library treats as
+/// success or absence is always left out: "Exclusivity flag on" (the
+/// interface already has its clsact qdisc), "Parent Qdisc doesn't exists"
+/// and "Invalid handle" (no clsact qdisc or filter of ours to read back or
+/// remove, the usual case since programs are attached with tcx).
 pub fn set_libbpf_log(sink: Option<fn(&str)>) {
     static SINK: std::sync::OnceLock<fn(&str)> = std::sync::OnceLock::new();
+    const EXPECTED: [&str; 3] = [
+        "Exclusivity flag on",
+        "Parent Qdisc doesn't exists",
+        "Invalid handle",
+    ];
     fn forward(_: libbpf_rs::PrintLevel, msg: String) {
         if let Some(sink) = SINK.get() {
-            if !msg.contains("Exclusivity flag on") {
+            if !EXPECTED.iter().any(|m| msg.contains(m)) {
                 sink(msg.trim_end());
             }
         }

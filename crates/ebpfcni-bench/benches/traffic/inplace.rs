@@ -7,7 +7,7 @@
 //! the file descriptor it returns: nothing global is left changed
 //! (kernel.bpf_stats_enabled is not touched).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use ebpfcni::{Hook, Program};
 use libbpf_rs::libbpf_sys;
@@ -76,8 +76,8 @@ impl Snapshot {
 }
 
 /// A tc program that does nothing, attached where ebpfcni's would be: the
-/// cost of the tc hooks themselves (clsact, classify), the floor under any
-/// tc filter.
+/// cost of the tc hooks themselves (tcx; or clsact and the classifier), the
+/// floor under any tc program.
 pub struct NoopFilter {
     object: libbpf_rs::Object,
 }
@@ -100,13 +100,15 @@ impl NoopFilter {
         // SAFETY: the fd lives as long as the object, which outlives the borrow.
         unsafe { std::os::fd::BorrowedFd::borrow_raw(prog.as_fd().as_raw_fd()) }
     }
+}
 
-    /// Attaches on both hooks of both host veths, at ebpfcni's handle and
-    /// priority (so that `Ebpfcni::remove` takes it off again).
-    pub fn install(&self, topo: &ebpfcni_testutil::TwoPods) -> Result<()> {
-        let fd = self.fd();
-        topo.node.run_in(|| -> Result<()> {
-            for ifindex in [topo.ifindex_a, topo.ifindex_b] {
+/// Attaches `from_pod` to tc ingress and `to_pod` to tc egress of both host
+/// veths as clsact filters at ebpfcni's handle and priority, as builds
+/// before tcx did (so that `Ebpfcni::remove` takes them off again).
+fn attach_as_clsact_filters(topo: &TwoPods, from_pod: BorrowedFd<'_>, to_pod: BorrowedFd<'_>) -> Result<()> {
+    topo.node.run_in(|| -> Result<()> {
+        for ifindex in [topo.ifindex_a, topo.ifindex_b] {
+            for (fd, point) in [(from_pod, libbpf_rs::TC_INGRESS), (to_pod, libbpf_rs::TC_EGRESS)] {
                 let mut builder = libbpf_rs::TcHookBuilder::new(fd);
                 builder
                     .ifindex(ifindex as i32)
@@ -114,20 +116,19 @@ impl NoopFilter {
                     .handle(ebpfcni::TC_HANDLE)
                     .priority(ebpfcni::TC_PRIORITY);
                 builder.hook(libbpf_rs::TC_INGRESS).create()?;
-                builder.hook(libbpf_rs::TC_INGRESS).attach()?;
-                builder.hook(libbpf_rs::TC_EGRESS).attach()?;
+                builder.hook(point).attach()?;
             }
-            Ok(())
-        })
-    }
+        }
+        Ok(())
+    })
 }
 
 /// How a setup's programs are attached to the host veths.
 #[derive(Clone, Copy, PartialEq)]
 enum Attach {
-    /// Filters on a clsact qdisc, as ebpfcni attaches today.
+    /// Filters on a clsact qdisc, as builds before tcx attached.
     Clsact,
-    /// tcx links (kernel 6.6+): no qdisc, no classifier.
+    /// tcx (kernel 6.6+): no qdisc, no classifier; how ebpfcni attaches.
     Tcx,
 }
 
@@ -155,11 +156,16 @@ pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni) -> Resu
     let setups = [
         setup("no filter", None, false, Attach::Clsact),
         setup("no-op program, clsact", None, true, Attach::Clsact),
-        setup("ebpfcni, nearly empty maps", Some(empty), false, Attach::Clsact),
-        setup("ebpfcni, full maps", Some(full), false, Attach::Clsact),
         setup("no-op program, tcx", None, true, Attach::Tcx),
-        setup("ebpfcni, nearly empty, tcx", Some(empty), false, Attach::Tcx),
-        setup("ebpfcni, full maps, tcx", Some(full), false, Attach::Tcx),
+        setup(
+            "ebpfcni, nearly empty, clsact",
+            Some(empty),
+            false,
+            Attach::Clsact,
+        ),
+        setup("ebpfcni clsact, full maps", Some(full), false, Attach::Clsact),
+        setup("ebpfcni, nearly empty maps", Some(empty), false, Attach::Tcx),
+        setup("ebpfcni, full maps", Some(full), false, Attach::Tcx),
     ];
     // [setup] -> samples
     let n = setups.len();
@@ -175,17 +181,15 @@ pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni) -> Resu
             let filter = s.filter;
             let mut links = None;
             match (s.filter, s.noop, s.attach) {
-                (Some(e), _, Attach::Clsact) => e.install(topo)?,
-                (Some(e), _, Attach::Tcx) => {
+                // As builds before tcx attached it.
+                (Some(e), _, Attach::Clsact) => {
                     e.record_addresses(topo)?;
                     let p = e.program();
-                    links = Some(TcxLinks::attach(
-                        topo,
-                        p.as_fd(Hook::FromPod),
-                        p.as_fd(Hook::ToPod),
-                    )?);
+                    attach_as_clsact_filters(topo, p.as_fd(Hook::FromPod), p.as_fd(Hook::ToPod))?;
                 }
-                (None, true, Attach::Clsact) => noop.install(topo)?,
+                // As the CNI plugin attaches it.
+                (Some(e), _, Attach::Tcx) => e.install(topo)?,
+                (None, true, Attach::Clsact) => attach_as_clsact_filters(topo, noop.fd(), noop.fd())?,
                 (None, true, Attach::Tcx) => links = Some(TcxLinks::attach(topo, noop.fd(), noop.fd())?),
                 (None, false, _) => {}
             }
@@ -268,8 +272,8 @@ pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni) -> Resu
     }
     println!();
     let (empty_ns, full_ns) = (
-        med(&udp_run[2][0]) + med(&udp_run[2][1]),
-        med(&udp_run[3][0]) + med(&udp_run[3][1]),
+        med(&udp_run[5][0]) + med(&udp_run[5][1]),
+        med(&udp_run[6][0]) + med(&udp_run[6][1]),
     );
     println!(
         "goal: in-place cost with full maps within 15% of nearly empty: {:.1} vs {:.1} ns per packet (both hooks): {:+.1}%: {}",
@@ -278,13 +282,13 @@ pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni) -> Resu
         (full_ns / empty_ns - 1.0) * 100.0,
         if full_ns <= empty_ns * 1.15 { "met" } else { "NOT met" }
     );
-    for (i, attach) in [(1, "clsact filters"), (4, "tcx links")] {
+    for (i, attach) in [(1, "clsact filters"), (2, "tcx")] {
         println!(
             "the tc hooks alone, as {attach} (a no-op program on both hooks of both host veths), cost x{} CPU per small packet",
             Ratio::of(&cpu[i], &cpu[0]).show()
         );
     }
-    for i in [2, 3, 5, 6] {
+    for i in [3, 4, 5, 6] {
         let r = Ratio::of(&cpu[i], &cpu[0]);
         println!(
             "goal: {} within 5% of no filter, CPU per small packet: x{}: {}",

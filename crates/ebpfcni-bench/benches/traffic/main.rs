@@ -51,14 +51,6 @@ struct Args {
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-/// libbpf's messages, minus the one every attach to an interface that already
-/// has a clsact qdisc prints (the library treats that as success).
-fn libbpf_print(_: libbpf_rs::PrintLevel, msg: String) {
-    if !msg.contains("Exclusivity flag on") {
-        eprint!("{msg}");
-    }
-}
-
 extern "C" fn on_signal(_: i32) {
     INTERRUPTED.store(true, Ordering::Relaxed);
 }
@@ -182,7 +174,8 @@ fn main() {
         unsafe { sigaction(signal, &handler) }.expect("install signal handler");
     }
 
-    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Warn, libbpf_print)));
+    // libbpf's warnings, minus what the library treats as success.
+    ebpfcni::set_libbpf_log(Some(|msg| eprintln!("libbpf: {msg}")));
 
     let forward_before = root_ip_forward();
     let result = run(&args);
