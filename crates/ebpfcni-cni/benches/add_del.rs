@@ -1,5 +1,6 @@
-//! ADD+DEL latency of `ebpfcni` beside the reference ptp plugin
-//! (/usr/lib/cni/ptp), both with host-local IPAM, in one run, interleaved.
+//! ADD+DEL latency of `ebpfcni` (attaching as clsact filters, the default,
+//! and with tcx) beside the reference ptp plugin (/usr/lib/cni/ptp), all
+//! with host-local IPAM, in one run, interleaved.
 //!
 //! `cargo bench -p ebpfcni-cni --bench add_del [-- ROUNDS]` (root; default 50
 //! rounds). Both plugins run from a throwaway node namespace that this
@@ -85,7 +86,17 @@ fn main() {
                 "ipam": ipam("10.13.8.0/24", "ptp"),
             }),
         },
-        // The floor of both: the IPAM plugin each of them runs, alone.
+        // ebpfcni attaching with tcx instead of clsact filters.
+        Plugin {
+            label: "ebpfcni tcx",
+            binary: env!("CARGO_BIN_EXE_ebpfcni").to_string(),
+            config: json!({
+                "cniVersion": "1.0.0", "name": "benchebpfcnitcx", "type": "ebpfcni",
+                "pinDir": pins.path(), "ipam": ipam("10.13.9.0/24", "ebpfcni-tcx"),
+                "logFile": data.join("ebpfcni-tcx.log"), "attach": "tcx",
+            }),
+        },
+        // The floor of all: the IPAM plugin each of them runs, alone.
         Plugin {
             label: "host-local alone",
             binary: "/usr/lib/cni/host-local".to_string(),
@@ -99,11 +110,11 @@ fn main() {
     let netns = File::open(node.path()).unwrap();
     setns(netns.as_fd(), CloneFlags::CLONE_NEWNET).expect("enter the node namespace");
 
-    let mut add = [Vec::new(), Vec::new(), Vec::new()];
-    let mut add_cpu = [Vec::new(), Vec::new(), Vec::new()];
-    let mut del = [Vec::new(), Vec::new(), Vec::new()];
-    let mut total = [Vec::new(), Vec::new(), Vec::new()];
-    let mut version = [Vec::new(), Vec::new(), Vec::new()];
+    let mut add = vec![Vec::new(); plugins.len()];
+    let mut add_cpu = vec![Vec::new(); plugins.len()];
+    let mut del = vec![Vec::new(); plugins.len()];
+    let mut total = vec![Vec::new(); plugins.len()];
+    let mut version = vec![Vec::new(); plugins.len()];
     for round in 0..rounds + 3 {
         for (i, plugin) in plugins.iter().enumerate() {
             let id = format!("bench{round}");
@@ -133,21 +144,24 @@ fn main() {
             ms(median(&version[i]))
         );
     }
-    let ratio =
-        |of: &[Vec<Duration>; 3], i: usize| median(&of[i]).as_secs_f64() / median(&of[1]).as_secs_f64();
-    println!(
-        "  ebpfcni / ptp: ADD {:.2}, DEL {:.2}, ADD+DEL {:.2}; host-local alone / ptp: ADD {:.2}",
-        ratio(&add, 0),
-        ratio(&del, 0),
-        ratio(&total, 0),
-        ratio(&add, 2)
-    );
+    let ratio = |of: &[Vec<Duration>], i: usize| median(&of[i]).as_secs_f64() / median(&of[1]).as_secs_f64();
+    for i in [0, 2] {
+        println!(
+            "  {} / ptp: ADD {:.2}, DEL {:.2}, ADD+DEL {:.2}",
+            plugins[i].label,
+            ratio(&add, i),
+            ratio(&del, i),
+            ratio(&total, i)
+        );
+    }
+    println!("  host-local alone / ptp: ADD {:.2}", ratio(&add, 3));
     println!(
         "  (VERSION is each binary's start and exit: a process's floor; host-local alone is the floor of an ADD that runs it)"
     );
-    print_breakdown(&data.join("ebpfcni.log"));
+    print_breakdown("ebpfcni", &data.join("ebpfcni.log"));
+    print_breakdown("ebpfcni tcx", &data.join("ebpfcni-tcx.log"));
     print_program_memory(pins.path());
-    parallel(&plugins[..2], PARALLEL_PODS, 3);
+    parallel(&plugins[..3], PARALLEL_PODS, 3);
     let _ = std::fs::remove_dir_all(&data);
 }
 
@@ -185,18 +199,21 @@ fn parallel(plugins: &[Plugin], pods: usize, rounds: usize) {
     println!("{pods} pods at once, median of {rounds} rounds (wall time until the last one is done):");
     for (i, plugin) in plugins.iter().enumerate() {
         println!(
-            "  {:8} {pods} ADDs {:>10}  {pods} DELs {:>10}  CPU per ADD (plugin and IPAM, user+sys) {:>9}",
+            "  {:11} {pods} ADDs {:>10}  {pods} DELs {:>10}  CPU per ADD (plugin and IPAM, user+sys) {:>9}",
             plugin.label,
             ms(median(&add[i])),
             ms(median(&del[i])),
             ms(median(&cpu[i]))
         );
     }
-    println!(
-        "  ebpfcni / ptp: ADDs {:.2}, DELs {:.2}",
-        median(&add[0]).as_secs_f64() / median(&add[1]).as_secs_f64(),
-        median(&del[0]).as_secs_f64() / median(&del[1]).as_secs_f64()
-    );
+    for i in (0..plugins.len()).filter(|&i| i != 1) {
+        println!(
+            "  {} / ptp: ADDs {:.2}, DELs {:.2}",
+            plugins[i].label,
+            median(&add[i]).as_secs_f64() / median(&add[1]).as_secs_f64(),
+            median(&del[i]).as_secs_f64() / median(&del[1]).as_secs_f64()
+        );
+    }
 }
 
 /// CPU time (user + system) of this process's children that have ended,
@@ -235,7 +252,7 @@ fn print_program_memory(pin_dir: &std::path::Path) {
 
 /// Medians of the steps the plugin logged ("timing: T ms: step t, ...")
 /// for ADD and DEL (warm-up rounds included: medians do not mind).
-fn print_breakdown(log: &std::path::Path) {
+fn print_breakdown(label: &str, log: &std::path::Path) {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     for command in ["ADD", "DEL"] {
         let mut steps: Vec<(String, Vec<f64>)> = Vec::new();
@@ -260,6 +277,6 @@ fn print_breakdown(log: &std::path::Path) {
             .iter()
             .map(|(name, v)| format!("{name} {:.2}", ebpfcni_testutil::median(v)))
             .collect();
-        println!("  ebpfcni {command} steps (median ms): {}", parts.join(", "));
+        println!("  {label} {command} steps (median ms): {}", parts.join(", "));
     }
 }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use ebpfcni::AttachMode;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -12,7 +13,7 @@ use crate::SUPPORTED_VERSIONS;
 /// The `type` this plugin answers to.
 pub const PLUGIN_TYPE: &str = "ebpfcni";
 
-/// Our network configuration: the standard fields plus `pinDir`, `mtu`, `logFile`.
+/// Our network configuration: the standard fields plus `pinDir`, `mtu`, `logFile`, `attach`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NetConf {
@@ -27,6 +28,10 @@ pub struct NetConf {
     /// Diagnostics go here (appended) instead of stderr.
     #[serde(default)]
     pub log_file: Option<PathBuf>,
+    /// How the program is attached to the host veth: "clsact" (the
+    /// default) or "tcx"; see [`NetConf::attach_mode`].
+    #[serde(default)]
+    pub attach: Option<String>,
     #[serde(default)]
     pub ipam: Option<IpamConf>,
     #[serde(default)]
@@ -52,7 +57,18 @@ pub struct ValidAttachment {
     pub ifname: String,
 }
 
+/// The values of `attach`.
+const ATTACH_MODES: [(&str, AttachMode); 2] = [("clsact", AttachMode::Clsact), ("tcx", AttachMode::Tcx)];
+
 impl NetConf {
+    /// `attach` (checked by [`parse`]): clsact filters unless it says "tcx".
+    pub fn attach_mode(&self) -> AttachMode {
+        ATTACH_MODES
+            .iter()
+            .find(|(name, _)| Some(*name) == self.attach.as_deref())
+            .map_or(AttachMode::Clsact, |(_, mode)| *mode)
+    }
+
     pub fn pin_dir(&self) -> PathBuf {
         self.pin_dir
             .clone()
@@ -119,6 +135,13 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf> {
     if let Some(mtu) = conf.mtu {
         if !(68..=65535).contains(&mtu) {
             return Err(Error::config(format!("mtu {mtu} outside 68..=65535")));
+        }
+    }
+    if let Some(attach) = &conf.attach {
+        if !ATTACH_MODES.iter().any(|(name, _)| name == attach) {
+            return Err(Error::config(format!(
+                "attach is {attach:?}: \"clsact\" or \"tcx\""
+            )));
         }
     }
     Ok(conf)

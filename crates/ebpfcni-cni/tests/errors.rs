@@ -63,6 +63,13 @@ fn malformed_config_is_rejected_with_the_right_code(version: &str) {
     conf["mtu"] = json!("big");
     add_raw(&node, &pod, conf.to_string().as_bytes(), &[]).err(7);
     let mut conf = good.clone();
+    conf["attach"] = json!("xdp");
+    let msg = add_raw(&node, &pod, conf.to_string().as_bytes(), &[]).err(7);
+    assert!(
+        msg.contains("attach") && msg.contains("xdp") && msg.contains("tcx"),
+        "{msg}"
+    );
+    let mut conf = good.clone();
     conf.as_object_mut().unwrap().remove("ipam");
     add_raw(&node, &pod, conf.to_string().as_bytes(), &[]).err(7);
 

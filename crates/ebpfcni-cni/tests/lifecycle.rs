@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use common::{for_each_version, host_veth, pod_ip, Node, Pod};
-use ebpfcni::{Hook, Identity, Maps, PolicyRule};
+use ebpfcni::{AttachMode, Hook, Identity, Maps, PolicyRule};
 use ebpfcni_testutil::require_root;
 use libbpf_rs::{MapHandle, MapType};
 use serde_json::{json, Value};
@@ -89,7 +89,7 @@ fn add_result_fields_and_datapath_setup(version: &str) {
     assert_eq!(node.output("cat", &["/proc/sys/net/ipv4/ip_forward"]).trim(), "1");
     for hook in Hook::ALL {
         let on = node.hook_programs(host, hook);
-        assert!(on.is_ours_alone(hook), "{hook:?}: {on:?}");
+        assert!(on.is_ours_alone(hook, AttachMode::Clsact), "{hook:?}: {on:?}");
     }
     assert!(node.allocated("10.13.1.2"));
 
@@ -220,6 +220,33 @@ fn check_passes_then_fails_when_a_program_is_removed(version: &str) {
     assert!(msg.contains("eth0"), "[{version}] {msg}");
 }
 for_each_version!(check_passes_then_fails_when_a_program_is_removed);
+
+/// `"attach": "tcx"` puts the program on the host veth with tcx instead of
+/// clsact filters; CHECK reads it back the same way.
+#[test]
+fn a_network_can_attach_with_tcx() {
+    require_root!();
+    let node = Node::new("tcx");
+    let pod = Pod::new("tcx-pod");
+    let mut conf = node.config("1.0.0");
+    conf["attach"] = json!("tcx");
+    let result = node.add(&conf, &pod).ok();
+    let host = host_veth(&result);
+    for hook in Hook::ALL {
+        let on = node.hook_programs(&host, hook);
+        assert!(on.is_ours_alone(hook, AttachMode::Tcx), "{hook:?}: {on:?}");
+    }
+    node.check(&conf, &pod, &result).ok();
+
+    let index = node.ns.ifindex(&host);
+    node.ns
+        .run_in(|| ebpfcni::tc::detach_hook(index, Hook::ToPod))
+        .unwrap();
+    let msg = node.check(&conf, &pod, &result).err(104);
+    assert!(msg.contains("egress") && msg.contains(&host), "{msg}");
+    node.del(&conf, &pod).ok();
+    assert!(!node.ns.links().contains(&host), "{host} deleted");
+}
 
 #[test]
 fn check_notices_a_missing_route() {
@@ -370,7 +397,10 @@ fn parallel_adds_and_dels(pods: usize) {
         let host = host_veth(result);
         for hook in Hook::ALL {
             let on = node.hook_programs(&host, hook);
-            assert!(on.is_ours_alone(hook), "{host} {hook:?}: {on:?}");
+            assert!(
+                on.is_ours_alone(hook, AttachMode::Clsact),
+                "{host} {hook:?}: {on:?}"
+            );
         }
         let index = node.ns.ifindex(&host);
         let attached = node.ns.run_in(|| ebpfcni::attachment(index).unwrap());

@@ -2,7 +2,7 @@
 //! independently of how ebpfcni reads it: tcx programs by name, clsact
 //! filters as `tc filter show` prints them.
 
-use ebpfcni::Hook;
+use ebpfcni::{AttachMode, Hook};
 use libbpf_rs::ProgramHandle;
 
 use crate::Netns;
@@ -12,14 +12,20 @@ use crate::Netns;
 pub struct HookPrograms {
     /// Names of the programs attached with tcx, in the order they run.
     pub tcx: Vec<String>,
-    /// The bpf filters of the clsact qdisc, one `tc filter show` line each.
+    /// The bpf filters of the clsact qdisc, one `tc filter show` line each
+    /// (the one with its handle).
     pub clsact: Vec<String>,
 }
 
 impl HookPrograms {
-    /// Exactly one program, ours for `hook`, attached with tcx; no filter.
-    pub fn is_ours_alone(&self, hook: Hook) -> bool {
-        self.tcx == [hook.program_name()] && self.clsact.is_empty()
+    /// Exactly one program, ours for `hook`, attached the way `mode` says.
+    pub fn is_ours_alone(&self, hook: Hook, mode: AttachMode) -> bool {
+        match mode {
+            AttachMode::Tcx => self.tcx == [hook.program_name()] && self.clsact.is_empty(),
+            AttachMode::Clsact => {
+                self.tcx.is_empty() && self.clsact.len() == 1 && self.clsact[0].contains(hook.program_name())
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -48,7 +54,7 @@ pub fn hook_programs(ns: &Netns, dev: &str, hook: Hook) -> HookPrograms {
     );
     let clsact = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| l.contains(" bpf "))
+        .filter(|l| l.contains(" bpf ") && l.contains(" handle "))
         .map(str::to_owned)
         .collect();
     HookPrograms { tcx, clsact }

@@ -1,149 +1,132 @@
-//! Attaching to a real veth in throwaway namespaces: one program per
-//! direction however often we attach, attachments that outlive the
-//! attaching process, an earlier build's clsact filters giving way to tcx,
-//! and real traffic passing or dropping as the maps say.
+//! Attaching to a real veth in throwaway namespaces, as clsact filters and
+//! with tcx: one program per direction however often we attach,
+//! attachments that outlive the attaching process, reattach keeping each
+//! pod's kind of attachment, and real traffic passing or dropping as the
+//! maps say.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use ebpfcni::{Hook, Identity, Maps, PolicyRule, Program};
+use ebpfcni::{AttachMode, Hook, Identity, Maps, PolicyRule, Program};
 use ebpfcni_testutil::frames::send_raw_frame;
 use ebpfcni_testutil::{hook_programs, require_root, TestPinDir, VethPair};
 
-fn assert_ours_alone_each_way(pair: &VethPair) {
+const MODES: [AttachMode; 2] = [AttachMode::Clsact, AttachMode::Tcx];
+
+fn assert_ours_alone_each_way(pair: &VethPair, mode: AttachMode) {
     for hook in Hook::ALL {
         let on = hook_programs(&pair.host, pair.host_ifname, hook);
-        assert!(on.is_ours_alone(hook), "{hook:?}: {on:?}");
-    }
-}
-
-/// What a build before tcx attached: our program as clsact filters at our
-/// handle and priority.
-fn attach_as_clsact_filters(program: &Program, ifindex: u32) {
-    for hook in Hook::ALL {
-        let mut builder = libbpf_rs::TcHookBuilder::new(program.as_fd(hook));
-        builder
-            .ifindex(ifindex as i32)
-            .replace(true)
-            .handle(ebpfcni::TC_HANDLE)
-            .priority(ebpfcni::TC_PRIORITY);
-        builder.hook(libbpf_rs::TC_INGRESS).create().unwrap();
-        let point = match hook {
-            Hook::FromPod => libbpf_rs::TC_INGRESS,
-            Hook::ToPod => libbpf_rs::TC_EGRESS,
-        };
-        builder.hook(point).attach().unwrap();
+        assert!(on.is_ours_alone(hook, mode), "{mode:?} {hook:?}: {on:?}");
     }
 }
 
 #[test]
 fn attaching_twice_leaves_one_program_per_direction() {
     require_root!();
-    let pins = TestPinDir::new("attach_twice");
-    let pair = VethPair::new("att2", "10.13.0.1/24", "10.13.0.2/24");
-    let ifindex = pair.host_ifindex();
-    let (first, second) = pair.host.run_in(|| {
-        let first = Program::load(pins.path()).unwrap();
-        first.attach(ifindex).unwrap();
-        first.attach(ifindex).unwrap();
-        let second = Program::load(pins.path()).unwrap();
-        second.attach(ifindex).unwrap();
-        let ids = |p: &Program| (p.id(Hook::FromPod), p.id(Hook::ToPod));
-        (ids(&first), ids(&second))
-    });
-    assert_ours_alone_each_way(&pair);
-    let attached = pair.host.run_in(|| ebpfcni::attachment(ifindex).unwrap());
-    assert_ne!(first, second);
-    assert_eq!(
-        (attached.ingress, attached.egress),
-        (Some(second.0), Some(second.1)),
-        "the later program replaced the first, each entry point on its hook"
-    );
+    for mode in MODES {
+        let pins = TestPinDir::new("attach_twice");
+        let pair = VethPair::new("att2", "10.13.0.1/24", "10.13.0.2/24");
+        let ifindex = pair.host_ifindex();
+        let (first, second) = pair.host.run_in(|| {
+            let first = Program::load(pins.path()).unwrap();
+            first.attach_as(ifindex, mode).unwrap();
+            first.attach_as(ifindex, mode).unwrap();
+            let second = Program::load(pins.path()).unwrap();
+            second.attach_as(ifindex, mode).unwrap();
+            let ids = |p: &Program| (p.id(Hook::FromPod), p.id(Hook::ToPod));
+            (ids(&first), ids(&second))
+        });
+        assert_ours_alone_each_way(&pair, mode);
+        let attached = pair.host.run_in(|| ebpfcni::attachment(ifindex).unwrap());
+        assert_ne!(first, second);
+        assert_eq!(
+            (attached.ingress, attached.egress, attached.mode),
+            (Some(second.0), Some(second.1), mode),
+            "the later program replaced the first, each entry point on its hook"
+        );
 
-    pair.host.run_in(|| ebpfcni::detach(ifindex).unwrap());
-    for hook in Hook::ALL {
-        assert!(hook_programs(&pair.host, pair.host_ifname, hook).is_empty());
+        pair.host.run_in(|| ebpfcni::detach(ifindex).unwrap());
+        for hook in Hook::ALL {
+            let on = hook_programs(&pair.host, pair.host_ifname, hook);
+            assert!(on.is_empty(), "{mode:?} {hook:?}: {on:?}");
+        }
+        let detached = pair.host.run_in(|| ebpfcni::attachment(ifindex).unwrap());
+        assert_eq!((detached.ingress, detached.egress), (None, None));
+        // Detaching what is not attached is fine.
+        pair.host.run_in(|| ebpfcni::detach(ifindex).unwrap());
     }
-    let detached = pair.host.run_in(|| ebpfcni::attachment(ifindex).unwrap());
-    assert_eq!((detached.ingress, detached.egress), (None, None));
-    // Detaching what is not attached is fine.
-    pair.host.run_in(|| ebpfcni::detach(ifindex).unwrap());
 }
 
 #[test]
 fn attachment_outlives_the_process() {
     require_root!();
-    let pins = TestPinDir::new("outlives");
-    let pair = VethPair::new("attx", "10.13.0.1/24", "10.13.0.2/24");
-    let status = Command::new(env!("CARGO_BIN_EXE_ebpfcni-test-helper"))
-        .arg("attach")
-        .arg(pins.path())
-        .arg(pair.host.path())
-        .arg(pair.host_ifname)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert_ours_alone_each_way(&pair);
-    let ifindex = pair.host_ifindex();
-    let attached = pair.host.run_in(|| ebpfcni::attachment(ifindex).unwrap());
-    let info = ebpfcni::program_info(attached.ingress.expect("ingress attached")).unwrap();
-    assert_eq!(info.name, Hook::FromPod.program_name());
-    let maps = Maps::open(pins.path()).unwrap();
-    assert!(
-        info.foreign_maps(&maps).unwrap().is_empty()
-            && info.uses(&maps, ebpfcni::PinnedMap::Interfaces).unwrap(),
-        "uses the pinned maps"
-    );
+    for (mode, arg) in [(AttachMode::Clsact, None), (AttachMode::Tcx, Some("tcx"))] {
+        let pins = TestPinDir::new("outlives");
+        let pair = VethPair::new("attx", "10.13.0.1/24", "10.13.0.2/24");
+        let status = Command::new(env!("CARGO_BIN_EXE_ebpfcni-test-helper"))
+            .arg("attach")
+            .arg(pins.path())
+            .arg(pair.host.path())
+            .arg(pair.host_ifname)
+            .args(arg)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_ours_alone_each_way(&pair, mode);
+        let ifindex = pair.host_ifindex();
+        let attached = pair.host.run_in(|| ebpfcni::attachment(ifindex).unwrap());
+        assert_eq!(attached.mode, mode);
+        let info = ebpfcni::program_info(attached.ingress.expect("ingress attached")).unwrap();
+        assert_eq!(info.name, Hook::FromPod.program_name());
+        let maps = Maps::open(pins.path()).unwrap();
+        assert!(
+            info.foreign_maps(&maps).unwrap().is_empty()
+                && info.uses(&maps, ebpfcni::PinnedMap::Interfaces).unwrap(),
+            "uses the pinned maps"
+        );
+    }
 }
 
-/// A pod attached by a build before tcx runs our program as clsact
-/// filters: attachment() reports them, reattach moves the pod to tcx and
-/// takes them away, and the pod's traffic is judged throughout.
+/// A pod attached with tcx is judged like one with clsact filters;
+/// reattach moves it to the pinned program and keeps it on tcx (and a pod
+/// on clsact filters on them).
 #[test]
-fn an_earlier_builds_clsact_filters_give_way_to_tcx() {
+fn reattach_keeps_each_pods_kind_of_attachment() {
     require_root!();
-    let pins = TestPinDir::new("clsact_tcx");
-    let pair = VethPair::new("cltx", "10.13.0.1/24", "10.13.0.2/24");
-    let ifindex = pair.host_ifindex();
-    let old = Program::load(pins.path()).unwrap();
-    let maps = Maps::open(pins.path()).unwrap();
-    let (host, pod) = (Identity::new(1).unwrap(), Identity::new(2).unwrap());
-    maps.endpoints.upsert(Ipv4Addr::new(10, 13, 0, 1), host).unwrap();
-    maps.endpoints.upsert(Ipv4Addr::new(10, 13, 0, 2), pod).unwrap();
-    maps.interfaces
-        .set(ifindex, &[Ipv4Addr::new(10, 13, 0, 2)])
-        .unwrap();
-    let rule = PolicyRule::new(pod, host);
-    maps.policy.allow_all(&[rule, rule.reverse()]).unwrap();
+    for mode in MODES {
+        let pins = TestPinDir::new("reattach_kind");
+        let pair = VethPair::new("rkind", "10.13.0.1/24", "10.13.0.2/24");
+        let ifindex = pair.host_ifindex();
+        let old = Program::load(pins.path()).unwrap();
+        let maps = Maps::open(pins.path()).unwrap();
+        let (host, pod) = (Identity::new(1).unwrap(), Identity::new(2).unwrap());
+        maps.endpoints.upsert(Ipv4Addr::new(10, 13, 0, 1), host).unwrap();
+        maps.endpoints.upsert(Ipv4Addr::new(10, 13, 0, 2), pod).unwrap();
+        maps.interfaces
+            .set(ifindex, &[Ipv4Addr::new(10, 13, 0, 2)])
+            .unwrap();
+        let rule = PolicyRule::new(pod, host);
+        maps.policy.allow_all(&[rule, rule.reverse()]).unwrap();
+        pair.host.run_in(|| old.attach_as(ifindex, mode).unwrap());
+        assert!(pair.pod.ping("10.13.0.1", 1), "{mode:?}: allowed");
 
-    pair.host.run_in(|| attach_as_clsact_filters(&old, ifindex));
-    let attached = pair.host.run_in(|| ebpfcni::attachment(ifindex).unwrap());
-    assert_eq!(
-        (attached.ingress, attached.egress, attached.clsact),
-        (Some(old.id(Hook::FromPod)), Some(old.id(Hook::ToPod)), true)
-    );
-    assert!(pair.pod.ping("10.13.0.1", 1), "allowed under the old filters");
-
-    let report = pair
-        .host
-        .run_in(|| ebpfcni::reattach(&maps, pins.path()).unwrap());
-    assert_eq!(report.moved, vec![(pair.host_ifname.to_owned(), ifindex)]);
-    assert_ours_alone_each_way(&pair);
-    let attached = pair.host.run_in(|| ebpfcni::attachment(ifindex).unwrap());
-    assert!(
-        !attached.clsact && attached.ingress != Some(old.id(Hook::FromPod)),
-        "{attached:?}"
-    );
-    assert!(pair.pod.ping("10.13.0.1", 1), "allowed under tcx");
-    maps.policy.clear().unwrap();
-    assert!(!pair.pod.ping("10.13.0.1", 1), "and judged: no rule, dropped");
-
-    // detach takes both kinds away.
-    pair.host.run_in(|| attach_as_clsact_filters(&old, ifindex));
-    pair.host.run_in(|| ebpfcni::detach(ifindex).unwrap());
-    for hook in Hook::ALL {
-        let on = hook_programs(&pair.host, pair.host_ifname, hook);
-        assert!(on.is_empty(), "{hook:?}: {on:?}");
+        let report = pair
+            .host
+            .run_in(|| ebpfcni::reattach(&maps, pins.path()).unwrap());
+        assert_eq!(
+            report.moved,
+            vec![(pair.host_ifname.to_owned(), ifindex)],
+            "{mode:?}"
+        );
+        assert_ours_alone_each_way(&pair, mode);
+        let attached = pair.host.run_in(|| ebpfcni::attachment(ifindex).unwrap());
+        assert!(
+            attached.mode == mode && attached.ingress != Some(old.id(Hook::FromPod)),
+            "{attached:?}"
+        );
+        assert!(pair.pod.ping("10.13.0.1", 1), "{mode:?}: still allowed");
+        maps.policy.clear().unwrap();
+        assert!(!pair.pod.ping("10.13.0.1", 1), "{mode:?}: no rule, dropped");
     }
 }
 

@@ -83,4 +83,4 @@ pub use program::{
 };
 pub use reattach::{reattach, Reattached};
 pub use run_dir::{fnv1a, RUN_DIR};
-pub use tc::{attachment, detach, Attachment, TC_HANDLE, TC_PRIORITY};
+pub use tc::{attachment, detach, AttachMode, Attachment, TC_HANDLE, TC_PRIORITY};

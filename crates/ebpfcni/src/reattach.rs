@@ -2,8 +2,7 @@
 //! namespace onto this build's program. Pods attached before the upgrade
 //! keep running the older program (their tc hooks hold it) until this is
 //! done; attaching replaces it atomically, so no pod is a moment
-//! unfiltered. A pod an earlier build attached as clsact filters gets tcx
-//! first, then loses the filters (judged twice, never zero times, between).
+//! unfiltered. Each pod keeps its kind of attachment (clsact or tcx).
 
 use std::collections::HashSet;
 
@@ -58,15 +57,10 @@ pub fn reattach(maps: &Maps, pin_dir: &std::path::Path) -> Result<Reattached> {
         {
             report.current.push(entry);
         } else if recorded.contains(&index) {
-            program.attach(index)?;
+            program.attach_as(index, attached.mode)?;
             report.moved.push(entry);
         } else {
             report.unrecorded.push(entry);
-            continue;
-        }
-        if attached.clsact {
-            // An earlier build's filters: tcx runs ours now.
-            tc::drop_clsact_filters(index)?;
         }
     }
     Ok(report)

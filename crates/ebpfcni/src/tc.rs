@@ -1,16 +1,17 @@
 //! The tc hooks of an interface: attaching the program to both directions,
 //! reading back what is attached, and detaching.
 //!
-//! The program is attached with tcx (kernel 6.6+): the device itself holds
-//! the program, with no qdisc and no classifier in between, and, like a tc
-//! filter, the attachment outlives this process and goes with the device.
-//! A no-op program costs x1.02 the CPU of no program per small packet this
-//! way, against x1.05 as a clsact filter (BENCHMARKS.md, section 6).
+//! Two ways to attach, both outliving this process and going with the
+//! device ([`AttachMode`]):
+//! - clsact filters at a fixed handle and priority (the default);
+//! - tcx (kernel 6.6+): the device holds the program, with no qdisc and no
+//!   classifier in between. Per small packet it costs less (a no-op
+//!   program x1.006 of no program, against x1.046 as a clsact filter), but
+//!   each attach waits for an RCU grace period under the rtnl lock, which
+//!   makes ADD and DEL many milliseconds slower (BENCHMARKS.md, sections 4
+//!   and 6).
 //!
-//! Builds before tcx attached clsact filters at a fixed handle and
-//! priority, and kernels without tcx still get those. Attaching replaces
-//! such a filter (after an upgrade, `policyctl reattach`); reading back and
-//! detaching see both kinds.
+//! Reading back and detaching see both kinds.
 //!
 //! These act on interfaces of the calling thread's network namespace.
 
@@ -22,9 +23,8 @@ use libbpf_rs::{libbpf_sys, ProgramHandle, TcHook, TcHookBuilder, TC_EGRESS, TC_
 use crate::error::{Error, Result};
 use crate::program::{Hook, Program};
 
-/// Our filter's handle and priority on both clsact hooks (kernels without
-/// tcx, and what builds before tcx attached). Fixed, so that attaching
-/// again replaces it instead of adding a second filter.
+/// Our filter's handle and priority on both clsact hooks. Fixed, so that
+/// attaching again replaces it instead of adding a second filter.
 pub const TC_HANDLE: u32 = 0xeb;
 pub const TC_PRIORITY: u32 = 1;
 
@@ -88,31 +88,28 @@ fn ours(ids: &[u32], hook: Hook) -> Option<(u32, ProgramHandle)> {
     })
 }
 
-/// Attaches each entry point of `program` to its hook of `ifindex`
-/// (from-pod on ingress, to-pod on egress), with tcx, or as clsact filters
-/// on a kernel without it: in place of an ebpfcni program already there,
-/// else after the programs there. Idempotent; the switch from an older
-/// program is atomic, so the pod is never unfiltered. A clsact filter an
-/// earlier build left stays until [`drop_clsact_filters`].
-pub(crate) fn attach(program: &Program, ifindex: u32) -> Result<()> {
-    let idx = ifindex_arg(ifindex)?;
-    for hook in Hook::ALL {
-        if !attach_tcx(program, idx, hook)? {
-            clsact::attach(program, idx, hook)?;
-        }
-    }
-    Ok(())
+/// How the program is attached to a host veth's hooks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Filters on the interface's clsact qdisc.
+    #[default]
+    Clsact,
+    /// tcx, where the kernel has it (6.6+); clsact filters where it does not.
+    Tcx,
 }
 
-/// Removes the clsact filters an earlier build attached to `ifindex`, once
-/// tcx holds our programs (on a kernel without tcx they are the
-/// attachment, and stay).
-pub(crate) fn drop_clsact_filters(ifindex: u32) -> Result<()> {
+/// Attaches each entry point of `program` to its hook of `ifindex`
+/// (from-pod on ingress, to-pod on egress) as `mode` says: in place of an
+/// ebpfcni program already there, else after the programs there.
+/// Idempotent; the switch from an older program is atomic, so the pod is
+/// never unfiltered.
+pub(crate) fn attach(program: &Program, ifindex: u32, mode: AttachMode) -> Result<()> {
     let idx = ifindex_arg(ifindex)?;
     for hook in Hook::ALL {
-        if tcx_query(idx, hook)?.is_some() {
-            clsact::detach(idx, hook)?;
+        if mode == AttachMode::Tcx && attach_tcx(program, idx, hook)? {
+            continue;
         }
+        clsact::attach(program, idx, hook)?;
     }
     Ok(())
 }
@@ -157,29 +154,27 @@ fn attach_tcx(program: &Program, ifindex: i32, hook: Hook) -> Result<bool> {
 pub struct Attachment {
     pub ingress: Option<u32>,
     pub egress: Option<u32>,
-    /// A clsact filter of ours is on either hook: an earlier build's
-    /// attachment (or, on a kernel without tcx, the attachment).
-    pub clsact: bool,
+    /// How they are attached: tcx when either one is, else clsact.
+    pub mode: AttachMode,
 }
 
 /// Reads back what is attached to `ifindex`: on each hook our tcx program,
 /// else the program of our clsact filter.
 pub fn attachment(ifindex: u32) -> Result<Attachment> {
     let idx = ifindex_arg(ifindex)?;
-    let mut clsact = false;
+    let mut mode = AttachMode::Clsact;
     let mut on = |hook: Hook| -> Result<Option<u32>> {
-        let filter = clsact::query(idx, hook)?;
-        clsact |= filter.is_some();
-        let tcx = tcx_query(idx, hook)?
-            .and_then(|(ids, _)| ours(&ids, hook))
-            .map(|(id, _)| id);
-        Ok(tcx.or(filter))
+        if let Some((id, _)) = tcx_query(idx, hook)?.and_then(|(ids, _)| ours(&ids, hook)) {
+            mode = AttachMode::Tcx;
+            return Ok(Some(id));
+        }
+        clsact::query(idx, hook)
     };
     let (ingress, egress) = (on(Hook::FromPod)?, on(Hook::ToPod)?);
     Ok(Attachment {
         ingress,
         egress,
-        clsact,
+        mode,
     })
 }
 

@@ -11,7 +11,9 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::Stdio;
 
-use ebpfcni::{EventLevel, Identity, Maps, PolicyRule, Program, Protocol, Rule, Selector, TraceLevel};
+use ebpfcni::{
+    AttachMode, EventLevel, Identity, Maps, PolicyRule, Program, Protocol, Rule, Selector, TraceLevel,
+};
 use ebpfcni_bench::{fill_maps, filler_ip, filler_pair};
 use ebpfcni_testutil::{TestPinDir, TwoPods};
 
@@ -116,10 +118,15 @@ impl Ebpfcni {
     }
 
     pub fn install(&self, topo: &TwoPods) -> Result<()> {
+        self.install_as(topo, AttachMode::Clsact)
+    }
+
+    /// [`Ebpfcni::install`], attached the way `mode` says.
+    pub fn install_as(&self, topo: &TwoPods, mode: AttachMode) -> Result<()> {
         self.record_addresses(topo)?;
         topo.node.run_in(|| {
-            self.program.attach(topo.ifindex_a)?;
-            self.program.attach(topo.ifindex_b)
+            self.program.attach_as(topo.ifindex_a, mode)?;
+            self.program.attach_as(topo.ifindex_b, mode)
         })?;
         Ok(())
     }

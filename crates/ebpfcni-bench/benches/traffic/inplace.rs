@@ -9,7 +9,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use ebpfcni::{Hook, Program};
+use ebpfcni::{AttachMode, Hook, Program};
 use libbpf_rs::libbpf_sys;
 
 use ebpfcni_testutil::{median, TwoPods};
@@ -103,8 +103,8 @@ impl NoopFilter {
 }
 
 /// Attaches `from_pod` to tc ingress and `to_pod` to tc egress of both host
-/// veths as clsact filters at ebpfcni's handle and priority, as builds
-/// before tcx did (so that `Ebpfcni::remove` takes them off again).
+/// veths as clsact filters at ebpfcni's handle and priority (so that
+/// `Ebpfcni::remove` takes them off again).
 fn attach_as_clsact_filters(topo: &TwoPods, from_pod: BorrowedFd<'_>, to_pod: BorrowedFd<'_>) -> Result<()> {
     topo.node.run_in(|| -> Result<()> {
         for ifindex in [topo.ifindex_a, topo.ifindex_b] {
@@ -123,22 +123,13 @@ fn attach_as_clsact_filters(topo: &TwoPods, from_pod: BorrowedFd<'_>, to_pod: Bo
     })
 }
 
-/// How a setup's programs are attached to the host veths.
-#[derive(Clone, Copy, PartialEq)]
-enum Attach {
-    /// Filters on a clsact qdisc, as builds before tcx attached.
-    Clsact,
-    /// tcx (kernel 6.6+): no qdisc, no classifier; how ebpfcni attaches.
-    Tcx,
-}
-
 /// One row of the table: what sits on the host veths.
 struct Setup<'a> {
     name: &'static str,
     /// None: no program (`noop` says whether a no-op one is attached).
     filter: Option<&'a Ebpfcni>,
     noop: bool,
-    attach: Attach,
+    attach: AttachMode,
 }
 
 /// The program's cost in place: BPF run-time statistics per entry point
@@ -154,18 +145,18 @@ pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni) -> Resu
         attach,
     };
     let setups = [
-        setup("no filter", None, false, Attach::Clsact),
-        setup("no-op program, clsact", None, true, Attach::Clsact),
-        setup("no-op program, tcx", None, true, Attach::Tcx),
+        setup("no filter", None, false, AttachMode::Clsact),
+        setup("no-op program, clsact", None, true, AttachMode::Clsact),
+        setup("no-op program, tcx", None, true, AttachMode::Tcx),
         setup(
-            "ebpfcni, nearly empty, clsact",
+            "ebpfcni, nearly empty maps",
             Some(empty),
             false,
-            Attach::Clsact,
+            AttachMode::Clsact,
         ),
-        setup("ebpfcni clsact, full maps", Some(full), false, Attach::Clsact),
-        setup("ebpfcni, nearly empty maps", Some(empty), false, Attach::Tcx),
-        setup("ebpfcni, full maps", Some(full), false, Attach::Tcx),
+        setup("ebpfcni, full maps", Some(full), false, AttachMode::Clsact),
+        setup("ebpfcni tcx, nearly empty", Some(empty), false, AttachMode::Tcx),
+        setup("ebpfcni tcx, full maps", Some(full), false, AttachMode::Tcx),
     ];
     // [setup] -> samples
     let n = setups.len();
@@ -181,16 +172,9 @@ pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni) -> Resu
             let filter = s.filter;
             let mut links = None;
             match (s.filter, s.noop, s.attach) {
-                // As builds before tcx attached it.
-                (Some(e), _, Attach::Clsact) => {
-                    e.record_addresses(topo)?;
-                    let p = e.program();
-                    attach_as_clsact_filters(topo, p.as_fd(Hook::FromPod), p.as_fd(Hook::ToPod))?;
-                }
-                // As the CNI plugin attaches it.
-                (Some(e), _, Attach::Tcx) => e.install(topo)?,
-                (None, true, Attach::Clsact) => attach_as_clsact_filters(topo, noop.fd(), noop.fd())?,
-                (None, true, Attach::Tcx) => links = Some(TcxLinks::attach(topo, noop.fd(), noop.fd())?),
+                (Some(e), _, mode) => e.install_as(topo, mode)?,
+                (None, true, AttachMode::Clsact) => attach_as_clsact_filters(topo, noop.fd(), noop.fd())?,
+                (None, true, AttachMode::Tcx) => links = Some(TcxLinks::attach(topo, noop.fd(), noop.fd())?),
                 (None, false, _) => {}
             }
             let outcome = (|| -> Result<()> {
@@ -271,17 +255,17 @@ pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni) -> Resu
         );
     }
     println!();
-    let (empty_ns, full_ns) = (
-        med(&udp_run[5][0]) + med(&udp_run[5][1]),
-        med(&udp_run[6][0]) + med(&udp_run[6][1]),
-    );
-    println!(
-        "goal: in-place cost with full maps within 15% of nearly empty: {:.1} vs {:.1} ns per packet (both hooks): {:+.1}%: {}",
-        full_ns,
-        empty_ns,
-        (full_ns / empty_ns - 1.0) * 100.0,
-        if full_ns <= empty_ns * 1.15 { "met" } else { "NOT met" }
-    );
+    for (empty, full, attach) in [(3, 4, "clsact filters"), (5, 6, "tcx")] {
+        let both_hooks = |i: usize| med(&udp_run[i][0]) + med(&udp_run[i][1]);
+        let (empty_ns, full_ns) = (both_hooks(empty), both_hooks(full));
+        println!(
+            "goal: in-place cost with full maps within 15% of nearly empty ({attach}): {:.1} vs {:.1} ns per packet (both hooks): {:+.1}%: {}",
+            full_ns,
+            empty_ns,
+            (full_ns / empty_ns - 1.0) * 100.0,
+            if full_ns <= empty_ns * 1.15 { "met" } else { "NOT met" }
+        );
+    }
     for (i, attach) in [(1, "clsact filters"), (2, "tcx")] {
         println!(
             "the tc hooks alone, as {attach} (a no-op program on both hooks of both host veths), cost x{} CPU per small packet",

@@ -193,7 +193,10 @@ impl Setup<'_> {
     /// Attaches the program to both hooks of the host end (before the pod
     /// has an address: nothing passes yet).
     fn attach(&mut self, host_end: &Link, program: &Program) -> Result<()> {
-        timing::step("attach", || program.attach(host_end.index)).map_err(|source| Error::Attach {
+        timing::step("attach", || {
+            program.attach_as(host_end.index, self.conf.attach_mode())
+        })
+        .map_err(|source| Error::Attach {
             context: format!("attach the program to {}", self.host_name),
             source,
         })

@@ -5,7 +5,7 @@
 //! ```text
 //! ebpfcni-test-helper write PIN_DIR                 endpoint 10.13.0.2 = 1001, rule 1001 -> 1002
 //! ebpfcni-test-helper open PIN_DIR                  prints "IDS <map ids>"
-//! ebpfcni-test-helper attach PIN_DIR NETNS IFNAME   loads and attaches, then exits
+//! ebpfcni-test-helper attach PIN_DIR NETNS IFNAME [tcx]   loads and attaches, then exits
 //! ```
 
 use std::net::Ipv4Addr;
@@ -13,7 +13,7 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::ExitCode;
 
-use ebpfcni::{Identity, Maps, PolicyRule, Program};
+use ebpfcni::{AttachMode, Identity, Maps, PolicyRule, Program};
 
 fn id(n: u32) -> Identity {
     Identity::new(n).expect("non-zero identity")
@@ -37,17 +37,22 @@ fn run(args: &[String]) -> Result<(), String> {
             println!("IDS {:?}", maps.ids().map_err(fail)?);
             Ok(())
         }
-        [task, pin_dir, netns, ifname] if task == "attach" => {
+        [task, pin_dir, netns, ifname, mode @ ..] if task == "attach" && mode.len() <= 1 => {
+            let mode = match mode.first().map(String::as_str) {
+                None => AttachMode::Clsact,
+                Some("tcx") => AttachMode::Tcx,
+                Some(other) => return Err(format!("attach mode {other:?}: tcx or nothing")),
+            };
             let file = std::fs::File::open(netns).map_err(|e| format!("open {netns}: {e}"))?;
             nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(|e| format!("setns {netns}: {e}"))?;
             let ifindex =
                 nix::net::if_::if_nametoindex(ifname.as_str()).map_err(|e| format!("{ifname}: {e}"))?;
             Program::load(Path::new(pin_dir))
-                .and_then(|p| p.attach(ifindex))
+                .and_then(|p| p.attach_as(ifindex, mode))
                 .map_err(fail)
         }
-        _ => Err("usage: ebpfcni-test-helper write|open PIN_DIR | attach PIN_DIR NETNS IFNAME".into()),
+        _ => Err("usage: ebpfcni-test-helper write|open PIN_DIR | attach PIN_DIR NETNS IFNAME [tcx]".into()),
     }
 }
 
