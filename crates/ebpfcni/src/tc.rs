@@ -5,11 +5,10 @@
 //! device ([`AttachMode`]):
 //! - clsact filters at a fixed handle and priority (the default);
 //! - tcx (kernel 6.6+): the device holds the program, with no qdisc and no
-//!   classifier in between. Per small packet it costs less (a no-op
-//!   program x1.006 of no program, against x1.046 as a clsact filter), but
-//!   each attach waits for an RCU grace period under the rtnl lock, which
-//!   makes ADD and DEL many milliseconds slower (BENCHMARKS.md, sections 4
-//!   and 6).
+//!   classifier in between. The hooks cost about 4% less CPU per small
+//!   packet, but each attach waits for an RCU grace period under the rtnl
+//!   lock, which makes ADD and DEL tens of milliseconds slower and
+//!   serializes parallel ADDs (BENCHMARKS.md, sections 4 and 6).
 //!
 //! Reading back and detaching see both kinds.
 //!
