@@ -68,16 +68,18 @@ fn main() {
     let pins = TestPinDir::new("bench");
     let data = std::env::temp_dir().join(unique_name("ebpfcni-bench-"));
     let ipam = |subnet: &str, dir: &str| json!({ "type": "host-local", "dataDir": data.join(dir), "ranges": [[{ "subnet": subnet }]] });
+    // ebpfcni attached `attach`-wise, on a subnet and log of its own.
+    let ebpfcni = |label, attach: &str, subnet: &str| Plugin {
+        label,
+        binary: env!("CARGO_BIN_EXE_ebpfcni").to_string(),
+        config: json!({
+            "cniVersion": "1.0.0", "name": format!("bench{attach}"), "type": "ebpfcni",
+            "pinDir": pins.path(), "ipam": ipam(subnet, attach),
+            "logFile": data.join(format!("ebpfcni-{attach}.log")), "attach": attach,
+        }),
+    };
     let plugins = [
-        Plugin {
-            label: "ebpfcni",
-            binary: env!("CARGO_BIN_EXE_ebpfcni").to_string(),
-            config: json!({
-                "cniVersion": "1.0.0", "name": "benchebpfcni", "type": "ebpfcni",
-                "pinDir": pins.path(), "ipam": ipam("10.13.7.0/24", "ebpfcni"),
-                "logFile": data.join("ebpfcni.log"),
-            }),
-        },
+        ebpfcni("ebpfcni", "clsact", "10.13.7.0/24"),
         Plugin {
             label: "ptp",
             binary: "/usr/lib/cni/ptp".to_string(),
@@ -86,16 +88,7 @@ fn main() {
                 "ipam": ipam("10.13.8.0/24", "ptp"),
             }),
         },
-        // ebpfcni attaching with tcx instead of clsact filters.
-        Plugin {
-            label: "ebpfcni tcx",
-            binary: env!("CARGO_BIN_EXE_ebpfcni").to_string(),
-            config: json!({
-                "cniVersion": "1.0.0", "name": "benchebpfcnitcx", "type": "ebpfcni",
-                "pinDir": pins.path(), "ipam": ipam("10.13.9.0/24", "ebpfcni-tcx"),
-                "logFile": data.join("ebpfcni-tcx.log"), "attach": "tcx",
-            }),
-        },
+        ebpfcni("ebpfcni tcx", "tcx", "10.13.9.0/24"),
         // The floor of all: the IPAM plugin each of them runs, alone.
         Plugin {
             label: "host-local alone",
@@ -158,7 +151,7 @@ fn main() {
     println!(
         "  (VERSION is each binary's start and exit: a process's floor; host-local alone is the floor of an ADD that runs it)"
     );
-    print_breakdown("ebpfcni", &data.join("ebpfcni.log"));
+    print_breakdown("ebpfcni", &data.join("ebpfcni-clsact.log"));
     print_breakdown("ebpfcni tcx", &data.join("ebpfcni-tcx.log"));
     print_program_memory(pins.path());
     parallel(&plugins[..3], PARALLEL_PODS, 3);
