@@ -99,9 +99,10 @@ pub enum AttachMode {
 
 /// Attaches each entry point of `program` to its hook of `ifindex`
 /// (from-pod on ingress, to-pod on egress) as `mode` says: in place of an
-/// ebpfcni program already there, else after the programs there.
-/// Idempotent; the switch from an older program is atomic, so the pod is
-/// never unfiltered.
+/// ebpfcni program attached the same way, else after the programs there
+/// (an attachment of the other kind stays: see `policyctl reattach`, which
+/// keeps each pod's kind). Idempotent; the switch from an older program is
+/// atomic, so the pod is never unfiltered.
 pub(crate) fn attach(program: &Program, ifindex: u32, mode: AttachMode) -> Result<()> {
     let idx = ifindex_arg(ifindex)?;
     for hook in Hook::ALL {
