@@ -63,8 +63,12 @@ fn tcx_query(ifindex: i32, hook: Hook) -> Result<Option<(Vec<u32>, u64)>> {
     opts.__bindgen_anon_1.prog_cnt = ids.len() as u32;
     // SAFETY: opts is sized and prog_ids has room for prog_cnt ids.
     let rc = unsafe { libbpf_sys::bpf_prog_query_opts(ifindex, tcx_type(hook), &mut opts) };
-    if rc == -nix::libc::EINVAL {
-        return Ok(None); // no such attach type: a kernel before 6.6
+    match -rc {
+        nix::libc::EINVAL => return Ok(None), // no such attach type: a kernel before 6.6
+        // No tcx program on that hook yet: some kernels say so instead of
+        // returning an empty list. Revision 0 checks nothing.
+        nix::libc::ENOENT => return Ok(Some((Vec::new(), 0))),
+        _ => {}
     }
     if rc < 0 {
         return Err(Error::bpf(
