@@ -188,4 +188,22 @@ mod tests {
             INVALID_CONFIG
         );
     }
+
+    #[test]
+    fn attach_is_clsact_unless_it_says_tcx() {
+        let with = |attach: &str| {
+            let extra = if attach.is_empty() {
+                String::new()
+            } else {
+                format!(r#","attach":{attach}"#)
+            };
+            parse(format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"ebpfcni"{extra}}}"#).as_bytes())
+        };
+        assert_eq!(with("").unwrap().attach_mode(), AttachMode::Clsact);
+        assert_eq!(with(r#""clsact""#).unwrap().attach_mode(), AttachMode::Clsact);
+        assert_eq!(with(r#""tcx""#).unwrap().attach_mode(), AttachMode::Tcx);
+        for bad in [r#""TCX""#, r#""xdp""#, r#""""#, "1"] {
+            assert_eq!(with(bad).unwrap_err().code(), INVALID_CONFIG, "{bad}");
+        }
+    }
 }

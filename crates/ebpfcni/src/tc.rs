@@ -5,7 +5,7 @@
 //! device ([`AttachMode`]):
 //! - clsact filters at a fixed handle and priority (the default);
 //! - tcx (kernel 6.6+): the device holds the program, with no qdisc and no
-//!   classifier in between. The hooks cost about 4% less CPU per small
+//!   classifier in between. The hooks cost about 3% less CPU per small
 //!   packet, but each attach waits for an RCU grace period under the rtnl
 //!   lock, which makes ADD and DEL tens of milliseconds slower and
 //!   serializes parallel ADDs (BENCHMARKS.md, sections 4 and 6).

@@ -220,6 +220,14 @@ pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni) -> Resu
         }
     }
     let med = |v: &Vec<f64>| if v.is_empty() { f64::NAN } else { median(v) };
+    // A run time, or "-" for a setup without ebpfcni's program.
+    let ns = |v: &Vec<f64>| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{:.1}", median(v))
+        }
+    };
     println!();
     println!(
         "In place: BPF run-time statistics (BPF_ENABLE_STATS) per entry point, mean ns per run, during a 64-byte UDP \
@@ -244,14 +252,14 @@ pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni) -> Resu
     );
     for (i, Setup { name, .. }) in setups.iter().enumerate() {
         println!(
-            "| {:<28} | {:>10.0} | {:>13.0} | {:>13} | {:>16.1} | {:>14.1} | {:>15.1} |",
+            "| {:<28} | {:>10.0} | {:>13.0} | {:>13} | {:>16} | {:>14} | {:>15} |",
             name,
             med(&pps[i]),
             med(&cpu[i]),
             Ratio::of(&cpu[i], &cpu[0]).show(),
-            med(&udp_run[i][0]),
-            med(&udp_run[i][1]),
-            med(&tcp_run[i][0]),
+            ns(&udp_run[i][0]),
+            ns(&udp_run[i][1]),
+            ns(&tcp_run[i][0]),
         );
     }
     println!();
