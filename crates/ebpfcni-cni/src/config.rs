@@ -32,6 +32,13 @@ pub struct NetConf {
     /// default) or "tcx"; see [`NetConf::attach_mode`].
     #[serde(default)]
     pub attach: Option<String>,
+    /// Agent mode: the node agent's socket. The agent gives the pod its
+    /// identity from its labels (and its address when there is no "ipam").
+    #[serde(default)]
+    pub agent: Option<PathBuf>,
+    /// The CNI conventions' `args`: `args.cni.labels` are the container's labels.
+    #[serde(default)]
+    pub args: Option<Value>,
     #[serde(default)]
     pub ipam: Option<IpamConf>,
     #[serde(default)]
@@ -75,7 +82,38 @@ impl NetConf {
             .unwrap_or_else(|| PathBuf::from(ebpfcni::DEFAULT_PIN_DIR))
     }
 
-    /// The IPAM section, which every command but VERSION needs.
+    /// The container's labels from `args.cni.labels` (the CNI conventions'
+    /// `[{"key": .., "value": ..}]`), checked by [`parse`].
+    pub fn labels(&self) -> Result<ebpfcni_api::Labels> {
+        let Some(list) = self.args.as_ref().and_then(|a| a.pointer("/cni/labels")) else {
+            return Ok(Default::default());
+        };
+        let bad = |why: &str| Error::config(format!("args.cni.labels: {why}"));
+        let list = list
+            .as_array()
+            .ok_or_else(|| bad("must be a list of {\"key\", \"value\"} objects"))?;
+        let mut labels = ebpfcni_api::Labels::new();
+        for (i, item) in list.iter().enumerate() {
+            let field = |name: &str| {
+                item.get(name)
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad(&format!("entry {i} needs a string \"{name}\"")))
+            };
+            let (key, value) = (field("key")?, field("value")?);
+            if labels
+                .insert(key.to_string(), value.to_string())
+                .is_some_and(|v| v != value)
+            {
+                return Err(bad(&format!(
+                    "label {key:?} is given twice with different values"
+                )));
+            }
+        }
+        Ok(labels)
+    }
+
+    /// The IPAM section, which every command but VERSION needs (in agent
+    /// mode, none: the agent leases addresses).
     pub fn ipam(&self) -> Result<&IpamConf> {
         self.ipam
             .as_ref()
@@ -144,6 +182,16 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf> {
             )));
         }
     }
+    if let Some(agent) = &conf.agent {
+        if !agent.is_absolute() {
+            return Err(Error::config(format!(
+                "agent is {:?}: the agent's socket as an absolute path (e.g. {:?})",
+                agent.display().to_string(),
+                ebpfcni_api::DEFAULT_SOCKET
+            )));
+        }
+    }
+    conf.labels()?;
     Ok(conf)
 }
 

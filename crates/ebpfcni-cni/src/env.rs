@@ -149,8 +149,20 @@ pub fn validate_ifname(name: &str) -> Result<()> {
     }
 }
 
-/// CNI_ARGS is "K=V;K=V". We use no keys, so every key is accepted (as with
-/// IgnoreUnknown=1), but the shape must be right.
+/// The value of `key` in CNI_ARGS ("K=V;K=V"), if given and not empty:
+/// `K8S_POD_NAMESPACE` and `K8S_POD_NAME` in agent mode.
+pub fn cni_arg(key: &str) -> Option<String> {
+    std::env::var("CNI_ARGS")
+        .unwrap_or_default()
+        .split(';')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, v)| *k == key && !v.is_empty())
+        .map(|(_, v)| v.to_string())
+}
+
+/// CNI_ARGS is "K=V;K=V". Every key is accepted (as with IgnoreUnknown=1;
+/// agent mode reads K8S_POD_NAMESPACE and K8S_POD_NAME), but the shape
+/// must be right.
 fn validate_args(args: &str) -> Result<()> {
     for pair in args.split(';').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {

@@ -19,6 +19,7 @@
 //! | 104  | CHECK found the attachment different from what ADD set up; the message says what |
 //! | 105  | sysctl: enabling IPv4 forwarding in the plugin's namespace failed |
 //! | 106  | DEL or GC failed part way (every failure is listed) |
+//! | 107  | agent mode: the agent refused the request, or its deletion queue could not be written (the agent unreachable is 11) |
 
 use std::io;
 
@@ -40,9 +41,26 @@ pub const ATTACH: u32 = 103;
 pub const CHECK: u32 = 104;
 pub const SYSCTL: u32 = 105;
 pub const TEARDOWN: u32 = 106;
+pub const AGENT: u32 = 107;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Agent mode: the agent could not be reached (11) or refused (107).
+    #[error("failed to {context}: {source}")]
+    Agent {
+        context: String,
+        #[source]
+        source: ebpfcni_api::ClientError,
+    },
+
+    /// Agent mode: a deletion could not be queued for the agent.
+    #[error("failed to queue the deletion for the agent: {context}: {source}")]
+    Queue {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+
     #[error("incompatible CNI version {version:?}")]
     IncompatibleVersion { version: String },
 
@@ -179,6 +197,13 @@ impl Error {
             }
             Error::Netlink { .. } | Error::Plumbing(_) => NETLINK,
             Error::Ipam { code, .. } => *code,
+            Error::Agent { source, .. } => match source {
+                ebpfcni_api::ClientError::Unreachable { .. } | ebpfcni_api::ClientError::Timeout { .. } => {
+                    TRY_AGAIN_LATER
+                }
+                _ => AGENT,
+            },
+            Error::Queue { .. } => AGENT,
             Error::UnusableIpamResult(_) => IPAM,
             Error::Bpf { .. } => BPF,
             Error::Attach { .. } => ATTACH,

@@ -18,6 +18,7 @@
 //! command, and turns a typed error into the spec's JSON.
 
 mod addressing;
+mod agent;
 mod claim;
 mod command;
 mod config;

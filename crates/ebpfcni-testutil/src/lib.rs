@@ -12,10 +12,13 @@
 //! - [`frames`]: frame builders; [`median`], [`quantile`]: summaries.
 //! - [`bpf`]: compiling and test-running BPF objects other than the product's.
 //! - [`datapath`]: the program on crafted frames, asserting verdicts and reasons.
+//! - [`AgentProcess`]: an `ebpfcni-agent` of the test's own (socket, state
+//!   and pin directory), started in a node namespace, stopped by pid.
 //!
 //! Names carry the process id and a counter, so tests run in parallel
 //! without meeting each other.
 
+mod agent;
 pub mod bpf;
 pub mod datapath;
 pub mod frames;
@@ -28,6 +31,7 @@ mod stats;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub use agent::{workspace_bin, AgentProcess};
 pub use hooks::{hook_programs, HookPrograms};
 pub use netns::{Netns, TwoPods, VethPair};
 pub use pins::TestPinDir;

@@ -15,14 +15,20 @@ use crate::ipam::{CallEnv, Ipam};
 use crate::netlink::{Link, Netlink, Route};
 use crate::result::{Interface, IpConfig, IpamResult};
 use crate::veth::{self, host_veth_name, Owner};
-use crate::{netns, sysctl, timing};
+use crate::{agent, netns, sysctl, timing};
 
 pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
     let prepare = std::time::Instant::now();
     // What would otherwise fail half way is refused before anything is touched.
     super::check_pin_dir(conf)?;
     Owner::new(&conf.name, &env.container_id, &env.ifname).check_alias_fits()?;
-    let ipam = super::ipam(conf, env, stdin)?;
+    // Agent mode: an agent that does not answer fails the ADD before
+    // anything exists; without an "ipam" section the agent leases.
+    let agent = agent::client(conf);
+    if let Some(client) = &agent {
+        timing::step("agent", || agent::ensure_reachable(client))?;
+    }
+    let ipam = super::delegated_ipam(conf, env, stdin)?;
     let netns_file = super::open_netns(&env.netns)?;
     let host_name = host_veth_name(&env.container_id, &env.ifname);
     let mut host = Netlink::open().map_err(Error::netlink("open a netlink socket"))?;
@@ -51,7 +57,9 @@ pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
     // veth exists: a racing ADD of this attachment waits, then finds it.
     let pin_dir = conf.pin_dir();
     std::thread::scope(|s| {
-        let leasing = s.spawn(|| timing::step("ipam", || ipam.add(&CallEnv::default())));
+        let leasing = ipam
+            .as_ref()
+            .map(|ipam| s.spawn(|| timing::step("ipam", || ipam.add(&CallEnv::default()))));
         let loader = s.spawn(|| {
             let start = std::time::Instant::now();
             Program::shared(&pin_dir).map(|(program, provenance)| {
@@ -71,6 +79,8 @@ pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
             container: None,
             created: None,
             recorded: false,
+            agent: agent.as_ref(),
+            registered: false,
         };
         let host_side = setup.make_pair(&netns_file, claim).and_then(|ends| {
             let program = timing::step("program wait", || {
@@ -89,16 +99,22 @@ pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
             timing::step("up", || setup.set_up(&ends))?;
             Ok((ends, program, maps))
         });
-        let lease = joined(leasing, || {
-            Error::ipam("the thread running the IPAM plugin panicked")
-        });
-        let leased = lease.is_ok();
+        let lease = match leasing {
+            Some(thread) => joined(thread, || {
+                Error::ipam("the thread running the IPAM plugin panicked")
+            })
+            .map(Some),
+            None => Ok(None),
+        };
+        let leased = matches!(lease, Ok(Some(_)));
         let outcome = host_side.and_then(|prepared| {
             let lease = lease?;
-            log::info!("IPAM {} gave {:?}", ipam.plugin, lease.ips);
-            setup.configure(prepared, &lease)
+            if let (Some(ipam), Some(lease)) = (&ipam, &lease) {
+                log::info!("IPAM {} gave {:?}", ipam.plugin, lease.ips);
+            }
+            setup.configure(prepared, lease)
         });
-        outcome.inspect_err(|e| setup.roll_back(e, leased.then_some(&ipam)))
+        outcome.inspect_err(|e| setup.roll_back(e, ipam.as_ref().filter(|_| leased)))
     })
 }
 
@@ -123,6 +139,9 @@ struct Setup<'a> {
     created: Option<u32>,
     /// Whether this ADD recorded the pod's addresses in interface_map.
     recorded: bool,
+    /// Agent mode: the agent's client, and whether it registered the pod.
+    agent: Option<&'a ebpfcni_api::Client>,
+    registered: bool,
 }
 
 /// Both ends of the pod's veth: (pod end, host end).
@@ -215,21 +234,53 @@ impl Setup<'_> {
             .map_err(Error::netlink(format!("set {} up", self.host_name)))
     }
 
-    /// With the lease: the pod's address recorded for the program, then
-    /// addresses, routes and forwarding; then the result.
+    /// With the lease (the IPAM plugin's; in agent mode without "ipam", the
+    /// agent's): the pod's address recorded for the program (in agent mode
+    /// by the agent, with the pod's identity), then addresses, routes and
+    /// forwarding; then the result.
     fn configure(
         &mut self,
         ((pod, host_end), program, maps): (Ends, Program, Maps),
-        leased: &IpamResult,
+        leased: Option<IpamResult>,
     ) -> Result<IpamResult> {
         let (conf, env) = (self.conf, self.env);
-        let lease = Allocation::from_ips(&leased.ips, None).map_err(Error::UnusableIpamResult)?;
-        let routes = pod_routes(&leased.routes, lease.gateway);
         // Before the pod has its address: without a record, everything it
         // sends is dropped.
-        timing::step("record", || maps.interfaces.set(host_end.index, &[lease.ip()]))
-            .map_err(Error::bpf(format!("record {}'s address", self.host_name)))?;
-        self.recorded = true;
+        let leased = match self.agent {
+            Some(client) => {
+                let ips = match &leased {
+                    Some(l) => vec![Allocation::from_ips(&l.ips, None)
+                        .map_err(Error::UnusableIpamResult)?
+                        .ip()],
+                    None => Vec::new(),
+                };
+                let endpoint =
+                    timing::step("register", || agent::register(client, conf, env, &host_end, ips))?;
+                self.registered = true;
+                log::info!(
+                    "agent: {:?} identity {} ({} labels)",
+                    endpoint.ips,
+                    endpoint.identity,
+                    endpoint.labels.len()
+                );
+                match leased {
+                    Some(l) => l,
+                    None => agent::lease_result(&endpoint).ok_or_else(|| {
+                        Error::ipam("the agent registered the pod without leasing it an address")
+                    })?,
+                }
+            }
+            None => {
+                let leased = leased.expect("IPAM runs outside agent mode");
+                let lease = Allocation::from_ips(&leased.ips, None).map_err(Error::UnusableIpamResult)?;
+                timing::step("record", || maps.interfaces.set(host_end.index, &[lease.ip()]))
+                    .map_err(Error::bpf(format!("record {}'s address", self.host_name)))?;
+                self.recorded = true;
+                leased
+            }
+        };
+        let lease = Allocation::from_ips(&leased.ips, None).map_err(Error::UnusableIpamResult)?;
+        let routes = pod_routes(&leased.routes, lease.gateway);
         timing::step("pod", || self.configure_pod(&pod, &lease, &routes))?;
         timing::step("host", || self.configure_host(&host_end, &lease))?;
         timing::step("forwarding", sysctl::enable_forwarding)?;
@@ -242,7 +293,7 @@ impl Setup<'_> {
             program.id(Hook::FromPod),
             program.id(Hook::ToPod)
         );
-        Ok(result(conf, env, &host_end, &pod, &lease, routes, leased))
+        Ok(result(conf, env, &host_end, &pod, &lease, routes, &leased))
     }
 
     /// Pod side (up already): the address without a prefix route, the
@@ -291,6 +342,11 @@ impl Setup<'_> {
     /// and, when it was taken, the IPAM allocation.
     fn roll_back(&mut self, cause: &Error, leased: Option<&Ipam<'_>>) {
         log::warn!("ADD failed, rolling back: {cause}");
+        if let (true, Some(client)) = (self.registered, self.agent) {
+            if let Err(undo) = client.delete_endpoint(&self.env.container_id, &self.env.ifname) {
+                log::warn!("rollback: failed to unregister the endpoint from the agent: {undo}");
+            }
+        }
         if let (true, Some(index)) = (self.recorded, self.created) {
             let removed = Maps::open(&self.conf.pin_dir()).and_then(|maps| maps.interfaces.remove(index));
             if let Err(undo) = removed {

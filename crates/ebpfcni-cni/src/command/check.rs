@@ -12,13 +12,13 @@ use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::ipam::CallEnv;
 use crate::netlink::{Link, Netlink, Route};
-use crate::netns;
 use crate::result::IpamResult;
 use crate::veth::{self, host_veth_name};
+use crate::{agent, netns};
 
 pub fn check(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
     super::check_pin_dir(conf)?;
-    let ipam = super::ipam(conf, env, stdin)?;
+    let ipam = super::delegated_ipam(conf, env, stdin)?;
     let prev = conf
         .prev_result
         .as_ref()
@@ -54,7 +54,10 @@ pub fn check(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
     check_host_side(&mut host, &host_end, &lease)?;
     check_record(conf, &host_end, &lease)?;
     check_program(conf, &host_end)?;
-    ipam.check(&CallEnv::default())
+    if let Some(client) = agent::client(conf) {
+        agent::check(&client, env, &host_end)?;
+    }
+    ipam.map_or(Ok(()), |ipam| ipam.check(&CallEnv::default()))
 }
 
 /// Both ends up, with the MAC of prevResult and the configured MTU.

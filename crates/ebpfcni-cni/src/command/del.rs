@@ -13,18 +13,29 @@ use crate::error::{Error, Result};
 use crate::ipam::CallEnv;
 use crate::netlink::Netlink;
 use crate::veth::{self, host_veth_name, Owner, Unpaired};
-use crate::{netns, timing};
+use crate::{agent, netns, timing};
 
 pub fn del(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
-    let ipam = super::ipam(conf, env, stdin)?;
+    let ipam = super::delegated_ipam(conf, env, stdin)?;
+    // Agent mode: the endpoint's identity goes first, before its address
+    // can be handed out again (queued when the agent is unreachable).
+    let unregistered = match agent::client(conf) {
+        Some(client) => timing::step("agent", || agent::unregister(&client, env)),
+        None => Ok(()),
+    };
     // The IPAM plugin (a child process) runs while this thread deletes.
     std::thread::scope(|s| {
-        let releasing = s.spawn(|| timing::step("ipam", || ipam.del(&CallEnv::default())));
+        let releasing = ipam
+            .as_ref()
+            .map(|ipam| s.spawn(|| timing::step("ipam", || ipam.del(&CallEnv::default()))));
         let mut errors = remove_veth(conf, env);
-        match releasing.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => errors.insert(0, e),
-            Err(_) => errors.insert(0, Error::ipam("the IPAM thread panicked")),
+        match releasing.map(|r| r.join()) {
+            None | Some(Ok(Ok(()))) => {}
+            Some(Ok(Err(e))) => errors.insert(0, e),
+            Some(Err(_)) => errors.insert(0, Error::ipam("the IPAM thread panicked")),
+        }
+        if let Err(e) = unregistered {
+            errors.insert(0, e);
         }
         if errors.is_empty() {
             Ok(())

@@ -14,16 +14,31 @@ use crate::netlink::Netlink;
 use crate::veth::{Owner, HOST_VETH_PREFIX};
 
 pub fn gc(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
-    let ipam = super::ipam(conf, env, stdin)?;
-    let valid: HashSet<(String, String)> = conf
+    let ipam = super::delegated_ipam(conf, env, stdin)?;
+    let attachments = conf
         .valid_attachments
         .as_ref()
-        .ok_or_else(|| Error::config("GC needs cni.dev/valid-attachments"))?
+        .ok_or_else(|| Error::config("GC needs cni.dev/valid-attachments"))?;
+    let valid: HashSet<(String, String)> = attachments
         .iter()
         .map(|a| (a.container_id.clone(), a.ifname.clone()))
         .collect();
     let mut host = Netlink::open().map_err(Error::netlink("open a netlink socket"))?;
     let mut errors = Vec::new();
+    // Agent mode: the agent forgets the stale endpoints first (their
+    // identities go before their veths and leases).
+    if let Some(client) = crate::agent::client(conf) {
+        let valid = attachments
+            .iter()
+            .map(|a| ebpfcni_api::Deletion {
+                container_id: a.container_id.clone(),
+                ifname: a.ifname.clone(),
+            })
+            .collect();
+        if let Err(e) = crate::agent::gc(&client, conf, valid) {
+            errors.push(e);
+        }
+    }
     let links = host.links().map_err(Error::netlink("list links"))?;
     let mut remaining: HashSet<u32> = links
         .iter()
@@ -55,7 +70,7 @@ pub fn gc(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
             ifname: Some(owner.ifname),
             netns: Some(String::new()),
         };
-        if let Err(e) = ipam.del(&call) {
+        if let Some(Err(e)) = ipam.as_ref().map(|ipam| ipam.del(&call)) {
             errors.push(e);
         }
         if let Err(e) = super::forget_addresses(conf, link.index) {
@@ -84,6 +99,10 @@ pub fn gc(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
 /// other networks sharing the pin directory belong to existing veths and
 /// stay.
 fn forget_stale_records(conf: &NetConf, existing: &HashSet<u32>) -> Result<()> {
+    if conf.agent.is_some() {
+        // Agent mode: the agent writes and removes the records.
+        return Ok(());
+    }
     let pin_dir = conf.pin_dir();
     let Some(map) = ebpfcni::InterfaceMap::open(&pin_dir).map_err(Error::bpf(format!(
         "open the interface records in {}",

@@ -33,6 +33,16 @@ fn ipam<'a>(conf: &'a NetConf, env: &'a Env, stdin: &'a [u8]) -> Result<Ipam<'a>
     })
 }
 
+/// The IPAM plugin when addresses are delegated to one: always outside
+/// agent mode, and in agent mode when the config has an "ipam" section
+/// (without one, the agent leases).
+fn delegated_ipam<'a>(conf: &'a NetConf, env: &'a Env, stdin: &'a [u8]) -> Result<Option<Ipam<'a>>> {
+    match (&conf.agent, &conf.ipam) {
+        (Some(_), None) => Ok(None),
+        _ => ipam(conf, env, stdin).map(Some),
+    }
+}
+
 /// Refuses a `pinDir` that cannot hold the maps, before anything is
 /// touched: found later, it would fail ADD only after IPAM and the veth.
 fn check_pin_dir(conf: &NetConf) -> Result<()> {
@@ -45,6 +55,10 @@ fn check_pin_dir(conf: &NetConf) -> Result<()> {
 /// `ifindex` (before the veth goes, while its ifindex still names it).
 /// Nothing pinned, or no record: nothing to do.
 pub(super) fn forget_addresses(conf: &NetConf, ifindex: u32) -> Result<()> {
+    if conf.agent.is_some() {
+        // Agent mode: the agent wrote the record and removes it.
+        return Ok(());
+    }
     let pin_dir = conf.pin_dir();
     let map = ebpfcni::InterfaceMap::open(&pin_dir).map_err(Error::bpf(format!(
         "open the interface records in {}",

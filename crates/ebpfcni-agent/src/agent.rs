@@ -1,0 +1,545 @@
+//! The agent's core, synchronous and behind one lock: endpoints in, map
+//! entries out. Every change is committed to the store first, then applied
+//! to the maps as a difference; the maps are never flushed, and entries
+//! the agent did not write (an operator's `endpointctl add`) are never
+//! overwritten or removed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+
+use ebpfcni::{Identity as Id, Maps, Stored};
+use ebpfcni_api::{
+    Deletion, Endpoint, EndpointRequest, EndpointState, Health, Identity, Labels, FIRST_LABEL_IDENTITY,
+    POD_NAMESPACE_LABEL, POD_NAME_LABEL,
+};
+
+use crate::ipam::Pool;
+use crate::labels::{canonical, check_container_labels, LabelFilter};
+use crate::store::{Changes, Contents, Store, StoredEndpoint};
+
+/// What the agent was started with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node: String,
+    pub pin_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub pod_cidr: Option<Pool>,
+    pub filter: LabelFilter,
+}
+
+/// Why a request was refused; each maps to an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Exhausted(String),
+    #[error("{0}")]
+    MapFull(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AgentError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AgentError::BadRequest(_) => "bad-request",
+            AgentError::Conflict(_) => "conflict",
+            AgentError::NotFound(_) => "not-found",
+            AgentError::Exhausted(_) => "exhausted",
+            AgentError::MapFull(_) => "map-full",
+            AgentError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for AgentError {
+    fn from(e: crate::store::StoreError) -> Self {
+        AgentError::Internal(e.to_string())
+    }
+}
+
+fn map_error(e: ebpfcni::Error) -> AgentError {
+    match e {
+        e @ ebpfcni::Error::MapFull { .. } => AgentError::MapFull(e.to_string()),
+        e => AgentError::Internal(e.to_string()),
+    }
+}
+
+/// An endpoint's key in the store and the API: `container/ifname`.
+pub fn key(container_id: &str, ifname: &str) -> String {
+    format!("{container_id}/{ifname}")
+}
+
+/// What the agent holds in memory: the store's contents, indexed.
+#[derive(Default)]
+struct State {
+    endpoints: BTreeMap<String, StoredEndpoint>,
+    identities: BTreeMap<u32, Labels>,
+    by_labels: HashMap<Labels, u32>,
+    /// Every address of a live endpoint, and whose it is.
+    owners: BTreeMap<Ipv4Addr, String>,
+    ipam_next: Option<u32>,
+}
+
+impl State {
+    fn from(contents: Contents) -> Self {
+        let mut state = State {
+            by_labels: contents
+                .identities
+                .iter()
+                .map(|(id, l)| (l.clone(), *id))
+                .collect(),
+            identities: contents.identities,
+            ipam_next: contents.ipam_next,
+            ..Default::default()
+        };
+        for (key, endpoint) in contents.endpoints {
+            state.insert(key, endpoint);
+        }
+        state
+    }
+
+    fn insert(&mut self, key: String, endpoint: StoredEndpoint) {
+        for ip in &endpoint.endpoint.ips {
+            self.owners.insert(*ip, key.clone());
+        }
+        self.endpoints.insert(key, endpoint);
+    }
+
+    fn remove(&mut self, key: &str) -> Option<StoredEndpoint> {
+        let endpoint = self.endpoints.remove(key)?;
+        for ip in &endpoint.endpoint.ips {
+            if self.owners.get(ip).map(String::as_str) == Some(key) {
+                self.owners.remove(ip);
+            }
+        }
+        Some(endpoint)
+    }
+
+    fn users(&self, id: u32) -> usize {
+        self.endpoints
+            .values()
+            .filter(|e| !e.deleting && e.endpoint.identity == id)
+            .count()
+    }
+}
+
+pub struct Agent {
+    config: Config,
+    store: Store,
+    maps: Maps,
+    state: Mutex<State>,
+}
+
+/// What a start-up reconciliation did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    pub endpoints: usize,
+    pub map_writes: usize,
+    pub finished_deletions: usize,
+    pub gone: usize,
+}
+
+impl Agent {
+    /// The agent over `store` and `maps`, with the store's contents read
+    /// (nothing applied yet: see [`Agent::reconcile`]).
+    pub fn new(config: Config, store: Store, maps: Maps) -> Result<Self, AgentError> {
+        let contents = store.read()?;
+        Ok(Self {
+            config,
+            store,
+            maps,
+            state: Mutex::new(State::from(contents)),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn health(&self) -> Health {
+        let state = self.state();
+        Health {
+            node: self.config.node.clone(),
+            pod_cidr: self.config.pod_cidr.map(|p| p.cidr.to_string()),
+            endpoints: state.endpoints.values().filter(|e| !e.deleting).count(),
+            identities: state.identities.len(),
+        }
+    }
+
+    /// Registers an endpoint (CNI ADD): its address (the agent's lease when
+    /// the request brings none), its identity from its labels, both in the
+    /// store, then in the maps. Idempotent for the same host veth.
+    pub fn create(&self, request: EndpointRequest) -> Result<Endpoint, AgentError> {
+        if request.container_id.is_empty() || request.ifname.is_empty() || request.host_ifindex == 0 {
+            return Err(AgentError::BadRequest(
+                "an endpoint needs container_id, ifname and host_ifindex".into(),
+            ));
+        }
+        check_container_labels(&request.labels).map_err(|e| AgentError::BadRequest(e.to_string()))?;
+        let key = key(&request.container_id, &request.ifname);
+        let mut state = self.state();
+        if let Some(existing) = state.endpoints.get(&key).filter(|e| !e.deleting) {
+            let same = existing.endpoint.host_ifindex == request.host_ifindex
+                && existing.endpoint.host_veth == request.host_veth
+                && (request.ips.is_empty() || request.ips == existing.endpoint.ips);
+            if same {
+                return Ok(existing.endpoint.clone());
+            }
+            // The attachment was set up again (its old veth is gone): the
+            // old endpoint goes first, so nothing of it outlives it.
+            log::info!("endpoint {key}: registered again with another veth, replacing");
+            self.delete_locked(&mut state, &key)?;
+        }
+        let (mut endpoint, ipam_next) = self.new_endpoint(&state, request)?;
+        let mut changes = Changes {
+            ipam_next,
+            ..Default::default()
+        };
+        endpoint.identity = self.identity_for(&mut state, &endpoint.identity_labels, &mut changes)?;
+        let stored = StoredEndpoint {
+            endpoint: endpoint.clone(),
+            deleting: false,
+        };
+        changes.endpoints.push((key.clone(), stored.clone()));
+        self.store.commit(&changes)?;
+        if let Some(next) = changes.ipam_next {
+            state.ipam_next = Some(next);
+        }
+        state.insert(key.clone(), stored);
+        if let Err(e) = self.write_endpoint(&endpoint) {
+            log::warn!("endpoint {key}: the maps refused it ({e}); removing it again");
+            self.delete_locked(&mut state, &key)?;
+            return Err(e);
+        }
+        log::info!(
+            "endpoint {key}: {:?} identity {} ({})",
+            endpoint.ips,
+            endpoint.identity,
+            canonical(&endpoint.identity_labels)
+        );
+        Ok(endpoint)
+    }
+
+    /// The endpoint a request describes (identity not set yet), its
+    /// address checked or leased, and the IPAM cursor after a lease.
+    fn new_endpoint(
+        &self,
+        state: &State,
+        request: EndpointRequest,
+    ) -> Result<(Endpoint, Option<u32>), AgentError> {
+        let mut labels = request.labels.clone();
+        let namespace = request.pod_namespace.clone().filter(|n| !n.is_empty());
+        labels.insert(
+            POD_NAMESPACE_LABEL.into(),
+            namespace.unwrap_or_else(|| "default".into()),
+        );
+        if let Some(name) = request.pod_name.clone().filter(|n| !n.is_empty()) {
+            labels.insert(POD_NAME_LABEL.into(), name);
+        }
+        let key = key(&request.container_id, &request.ifname);
+        let hand = self.maps.endpoints.list().map_err(map_error)?;
+        let hand: BTreeMap<Ipv4Addr, String> = hand
+            .into_iter()
+            .filter(|(ip, _)| !state.owners.contains_key(ip))
+            .map(|(ip, id)| (ip, describe(id)))
+            .collect();
+        let (ips, leased, prefix_len, gateway, next) = if request.ips.is_empty() {
+            let pool = self.config.pod_cidr.ok_or_else(|| {
+                AgentError::BadRequest(
+                    "the request brings no address and the agent has no --pod-cidr to lease one from \
+                     (give the network an \"ipam\" section, or start the agent with --pod-cidr)"
+                        .into(),
+                )
+            })?;
+            let (ip, next) = pool
+                .allocate(state.ipam_next, |ip| {
+                    state.owners.contains_key(&ip) || hand.contains_key(&ip)
+                })
+                .ok_or_else(|| {
+                    AgentError::Exhausted(format!("no free address left in the pod CIDR {}", pool.cidr))
+                })?;
+            (
+                vec![ip],
+                true,
+                Some(pool.cidr.prefix_len()),
+                Some(pool.gateway()),
+                Some(next),
+            )
+        } else {
+            for ip in &request.ips {
+                if let Some(owner) = state.owners.get(ip).filter(|o| **o != key) {
+                    return Err(AgentError::Conflict(format!(
+                        "{ip} is already endpoint {owner}'s: it cannot be endpoint {key}'s too"
+                    )));
+                }
+                if let Some(id) = hand.get(ip) {
+                    return Err(AgentError::Conflict(format!(
+                        "{ip} has a hand entry (endpointctl: identity {id}): the agent cannot give it to \
+                         endpoint {key}; remove the hand entry first (endpointctl del --ip {ip})"
+                    )));
+                }
+            }
+            (request.ips.clone(), false, None, None, None)
+        };
+        let identity_labels = self.config.filter.identity_labels(&labels);
+        let endpoint = Endpoint {
+            container_id: request.container_id,
+            ifname: request.ifname,
+            network: request.network,
+            netns: request.netns,
+            host_veth: request.host_veth,
+            host_ifindex: request.host_ifindex,
+            ips,
+            prefix_len,
+            gateway,
+            leased,
+            labels,
+            identity_labels,
+            identity: 0,
+            state: EndpointState::Ready,
+        };
+        Ok((endpoint, next))
+    }
+
+    /// The number of a label set: the one it has, or a new one from 256 up
+    /// that no entry of the maps uses (an operator's hand-typed identities
+    /// keep their meaning), recorded in `changes`.
+    fn identity_for(
+        &self,
+        state: &mut State,
+        labels: &Labels,
+        changes: &mut Changes,
+    ) -> Result<u32, AgentError> {
+        if let Some(id) = state.by_labels.get(labels) {
+            return Ok(*id);
+        }
+        let used = self.identities_in_maps(state)?;
+        let id = (FIRST_LABEL_IDENTITY..=u32::MAX)
+            .find(|id| !state.identities.contains_key(id) && !used.contains(id))
+            .ok_or_else(|| AgentError::Exhausted("no identity number left".into()))?;
+        state.identities.insert(id, labels.clone());
+        state.by_labels.insert(labels.clone(), id);
+        changes.identities.push((id, labels.clone()));
+        Ok(id)
+    }
+
+    /// Identities that entries the agent did not write use: hand endpoints
+    /// and prefixes, and both ends of every rule.
+    fn identities_in_maps(&self, state: &State) -> Result<BTreeSet<u32>, AgentError> {
+        let mut used = BTreeSet::new();
+        for (ip, id) in self.maps.endpoints.list().map_err(map_error)? {
+            if !state.owners.contains_key(&ip) {
+                used.extend(id.valid().map(Id::get));
+            }
+        }
+        for (_, id) in self.maps.prefixes.list().map_err(map_error)? {
+            used.extend(id.valid().map(Id::get));
+        }
+        for rule in self.maps.rules().map_err(map_error)? {
+            match rule {
+                Stored::Valid(r) => used.extend([r.pair.src.get(), r.pair.dst.get()]),
+                Stored::Invalid { raw, .. } => used.extend([raw.src, raw.dst]),
+            }
+        }
+        Ok(used)
+    }
+
+    /// The endpoint's entries: its identity for each address, then the
+    /// record of its addresses behind its host veth.
+    fn write_endpoint(&self, endpoint: &Endpoint) -> Result<usize, AgentError> {
+        let mut writes = 0;
+        let id = Id::new(endpoint.identity).expect("identities are not 0");
+        for ip in &endpoint.ips {
+            let current = self.maps.endpoints.get(*ip).map_err(map_error)?;
+            if current != Some(Stored::Valid(id)) {
+                if let Some(other) = current {
+                    log::warn!(
+                        "{ip}: the endpoint map says {}, but it is endpoint {}'s (identity {}): restored",
+                        describe(other),
+                        key(&endpoint.container_id, &endpoint.ifname),
+                        endpoint.identity
+                    );
+                }
+                self.maps.endpoints.upsert(*ip, id).map_err(map_error)?;
+                writes += 1;
+            }
+        }
+        let record = self
+            .maps
+            .interfaces
+            .get(endpoint.host_ifindex)
+            .map_err(map_error)?;
+        if record.as_deref() != Some(endpoint.ips.as_slice()) {
+            self.maps
+                .interfaces
+                .set(endpoint.host_ifindex, &endpoint.ips)
+                .map_err(map_error)?;
+            writes += 1;
+        }
+        if writes > 0 {
+            self.maps.after_identity_change().map_err(map_error)?;
+        }
+        Ok(writes)
+    }
+
+    /// Removes the endpoint's entries, where they are still what it wrote.
+    fn erase_endpoint(&self, endpoint: &Endpoint) -> Result<(), AgentError> {
+        let id = Id::new(endpoint.identity).expect("identities are not 0");
+        for ip in &endpoint.ips {
+            if self.maps.endpoints.get(*ip).map_err(map_error)? == Some(Stored::Valid(id)) {
+                self.maps.endpoints.delete(*ip).map_err(map_error)?;
+            }
+        }
+        let record = self
+            .maps
+            .interfaces
+            .get(endpoint.host_ifindex)
+            .map_err(map_error)?;
+        if record.as_deref() == Some(endpoint.ips.as_slice()) {
+            self.maps
+                .interfaces
+                .remove(endpoint.host_ifindex)
+                .map_err(map_error)?;
+        }
+        self.maps.after_identity_change().map_err(map_error)?;
+        Ok(())
+    }
+
+    /// Unregisters an endpoint (CNI DEL, GC, a runtime's "gone"): its map
+    /// entries go before its record and its lease, so that its address has
+    /// no identity before it can be handed out again.
+    pub fn delete(&self, container_id: &str, ifname: &str) -> Result<bool, AgentError> {
+        let mut state = self.state();
+        self.delete_locked(&mut state, &key(container_id, ifname))
+    }
+
+    fn delete_locked(&self, state: &mut State, key: &str) -> Result<bool, AgentError> {
+        let Some(stored) = state.endpoints.get(key).cloned() else {
+            return Ok(false);
+        };
+        if !stored.deleting {
+            let mut marked = stored.clone();
+            marked.deleting = true;
+            self.store.commit(&Changes {
+                endpoints: vec![(key.to_string(), marked.clone())],
+                ..Default::default()
+            })?;
+            state.endpoints.insert(key.to_string(), marked);
+        }
+        self.erase_endpoint(&stored.endpoint)?;
+        self.store.commit(&Changes {
+            removed_endpoints: vec![key.to_string()],
+            ..Default::default()
+        })?;
+        state.remove(key);
+        log::info!("endpoint {key}: removed ({:?})", stored.endpoint.ips);
+        Ok(true)
+    }
+
+    pub fn endpoint(&self, container_id: &str, ifname: &str) -> Option<Endpoint> {
+        self.state()
+            .endpoints
+            .get(&key(container_id, ifname))
+            .filter(|e| !e.deleting)
+            .map(|e| e.endpoint.clone())
+    }
+
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.state()
+            .endpoints
+            .values()
+            .filter(|e| !e.deleting)
+            .map(|e| e.endpoint.clone())
+            .collect()
+    }
+
+    /// Every identity: the reserved ones with a meaning, then the label sets'.
+    pub fn identities(&self) -> Vec<Identity> {
+        let state = self.state();
+        let reserved = ebpfcni_api::RESERVED.iter().map(|r| Identity {
+            id: r.id,
+            labels: Labels::new(),
+            endpoints: state.users(r.id),
+            reserved: Some(r.name.to_string()),
+        });
+        let labelled = state.identities.iter().map(|(id, labels)| Identity {
+            id: *id,
+            labels: labels.clone(),
+            endpoints: state.users(*id),
+            reserved: None,
+        });
+        reserved.chain(labelled).collect()
+    }
+
+    /// CNI GC: every endpoint of `network` whose attachment is not valid goes.
+    pub fn gc(&self, network: &str, valid: &[Deletion]) -> Result<Vec<Deletion>, AgentError> {
+        let mut state = self.state();
+        let valid: BTreeSet<String> = valid.iter().map(|d| key(&d.container_id, &d.ifname)).collect();
+        let stale: Vec<(String, Deletion)> = state
+            .endpoints
+            .iter()
+            .filter(|(k, e)| e.endpoint.network == network && !valid.contains(*k))
+            .map(|(k, e)| {
+                (
+                    k.clone(),
+                    Deletion {
+                        container_id: e.endpoint.container_id.clone(),
+                        ifname: e.endpoint.ifname.clone(),
+                    },
+                )
+            })
+            .collect();
+        let mut removed = Vec::new();
+        for (key, deletion) in stale {
+            self.delete_locked(&mut state, &key)?;
+            removed.push(deletion);
+        }
+        Ok(removed)
+    }
+
+    /// At start: finishes deletions a crash interrupted, removes endpoints
+    /// whose host veth is gone, and writes the maps' differences from the
+    /// store (never a flush: entries that are right are not touched).
+    pub fn reconcile(&self, alive: impl Fn(&Endpoint) -> bool) -> Result<Reconciled, AgentError> {
+        let mut state = self.state();
+        let mut done = Reconciled::default();
+        let keys: Vec<String> = state.endpoints.keys().cloned().collect();
+        for key in keys {
+            let stored = state.endpoints[&key].clone();
+            if stored.deleting {
+                self.delete_locked(&mut state, &key)?;
+                done.finished_deletions += 1;
+            } else if !alive(&stored.endpoint) {
+                log::info!(
+                    "endpoint {key}: its host veth {} is gone",
+                    stored.endpoint.host_veth
+                );
+                self.delete_locked(&mut state, &key)?;
+                done.gone += 1;
+            } else {
+                done.map_writes += self.write_endpoint(&stored.endpoint)?;
+                done.endpoints += 1;
+            }
+        }
+        Ok(done)
+    }
+}
+
+fn describe(id: ebpfcni::StoredIdentity) -> String {
+    match id {
+        Stored::Valid(id) => id.get().to_string(),
+        Stored::Invalid { raw, .. } => format!("{raw} (invalid)"),
+    }
+}

@@ -1,0 +1,18 @@
+//! The ebpfcni node agent: gives every container an identity from its
+//! labels for exactly its lifetime, leases its address from the node's pod
+//! CIDR, and keeps the pinned maps as its store says, applying only
+//! differences.
+//!
+//! - [`labels`]: label sets and the filter that makes identities;
+//! - [`store`]: the embedded ACID store (redb) under `--state-dir`;
+//! - [`ipam`]: the pod CIDR's addresses;
+//! - [`agent`]: the core (endpoints in, map entries out), one lock;
+//! - [`server`]: the HTTP/1.1 + JSON API on the unix socket;
+//! - [`queue`]: deletions the CNI plugin queued while the agent was down.
+
+pub mod agent;
+pub mod ipam;
+pub mod labels;
+pub mod queue;
+pub mod server;
+pub mod store;

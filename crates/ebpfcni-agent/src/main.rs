@@ -1,0 +1,229 @@
+//! `ebpfcni-agent`: the node agent. One per node, as root.
+//!
+//! At start it opens (or creates) the pinned maps and its store, finishes
+//! what a crash interrupted, applies the store's difference to the maps,
+//! carries out deletions the CNI plugin queued while it was down, and only
+//! then listens. SIGTERM or SIGINT stop it cleanly; the datapath keeps
+//! enforcing what the maps hold while it is down.
+
+use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use ebpfcni_agent::agent::{Agent, Config};
+use ebpfcni_agent::ipam::Pool;
+use ebpfcni_agent::labels::{LabelFilter, DEFAULT_EXCLUDED};
+use ebpfcni_agent::store::Store;
+use ebpfcni_agent::{queue, server};
+use ipnet::Ipv4Net;
+use nix::fcntl::{Flock, FlockArg};
+
+/// Exit codes: 0 stopped cleanly, 2 bad arguments, 3 the store is refused,
+/// 4 the maps cannot be opened, 5 another agent runs (socket or pin
+/// directory taken), 6 the socket cannot be served.
+const EXIT_STORE: u8 = 3;
+const EXIT_MAPS: u8 = 4;
+const EXIT_TAKEN: u8 = 5;
+const EXIT_SOCKET: u8 = 6;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ebpfcni-agent",
+    version,
+    about = "The ebpfcni node agent: identities from container labels, its own IPAM, an API socket",
+    long_about = "The ebpfcni node agent. Gives every container that the CNI plugin registers \
+                  (networks with \"agent\" in their config) an identity derived from its labels, \
+                  for exactly the container's lifetime, and leases its address from --pod-cidr \
+                  when the network has no \"ipam\" section. Its state lives in an embedded store \
+                  under --state-dir; a restart applies only differences to the maps.",
+    after_help = "Examples:\n  \
+                  ebpfcni-agent --pod-cidr 10.13.0.0/24\n  \
+                  RUST_LOG=debug ebpfcni-agent --pin-dir /sys/fs/bpf/tc/globals --socket /run/ebpfcni/agent.sock\n  \
+                  curl --unix-socket /run/ebpfcni/agent.sock http://agent/v1/endpoints"
+)]
+struct Args {
+    /// Where the datapath's maps are pinned.
+    #[arg(long, default_value = ebpfcni::DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+    /// The API socket (root only, mode 0600).
+    #[arg(long, default_value = ebpfcni_api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Where the agent keeps its store.
+    #[arg(long, default_value = "/var/lib/ebpfcni")]
+    state_dir: PathBuf,
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    node: Option<String>,
+    /// The node's pod addresses, for the agent's IPAM (e.g. 10.13.0.0/24;
+    /// the first address is every pod's gateway).
+    #[arg(long)]
+    pod_cidr: Option<Ipv4Net>,
+    /// Leave the label KEY out of identities; a KEY ending in '.', '/' or
+    /// '*' leaves out every key starting with it (repeat for more; added to
+    /// the default filter).
+    #[arg(long = "exclude-label", value_name = "KEY")]
+    exclude_label: Vec<String>,
+    /// Use only --exclude-label, not the default filter (runtime and image
+    /// metadata, pod names and hashes).
+    #[arg(long)]
+    no_default_label_filter: bool,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .init();
+    ebpfcni::set_libbpf_log(Some(|msg| log::info!("libbpf: {msg}")));
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, message)) => {
+            log::error!("{message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+type Failure = (u8, String);
+
+fn run(args: Args) -> Result<(), Failure> {
+    let node = match args.node.clone() {
+        Some(n) => n,
+        None => nix::unistd::gethostname()
+            .map_err(|e| (2, format!("no --node and no host name: {e}")))?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    let pod_cidr = args
+        .pod_cidr
+        .map(Pool::new)
+        .transpose()
+        .map_err(|e| (2, e.to_string()))?;
+    let mut excluded: Vec<String> = if args.no_default_label_filter {
+        Vec::new()
+    } else {
+        DEFAULT_EXCLUDED.iter().map(|s| s.to_string()).collect()
+    };
+    excluded.extend(args.exclude_label.iter().cloned());
+
+    let _pin_lock = lock_pin_dir(&args.pin_dir)?;
+    let maps = ebpfcni::Maps::open_or_create(&args.pin_dir).map_err(|e| {
+        (
+            EXIT_MAPS,
+            format!("open the maps in {}: {e}", args.pin_dir.display()),
+        )
+    })?;
+    std::fs::create_dir_all(&args.state_dir)
+        .map_err(|e| (EXIT_STORE, format!("create {}: {e}", args.state_dir.display())))?;
+    let store = Store::open(&args.state_dir, &node).map_err(|e| (EXIT_STORE, e.to_string()))?;
+    let config = Config {
+        node,
+        pin_dir: args.pin_dir.clone(),
+        state_dir: args.state_dir.clone(),
+        pod_cidr,
+        filter: LabelFilter::new(excluded),
+    };
+    let agent = Agent::new(config, store, maps).map_err(|e| (EXIT_STORE, e.to_string()))?;
+    let start = std::time::Instant::now();
+    let reconciled = agent
+        .reconcile(|e| nix::net::if_::if_nametoindex(e.host_veth.as_str()).ok() == Some(e.host_ifindex))
+        .map_err(|e| (EXIT_MAPS, format!("apply the store to the maps: {e}")))?;
+    let queued = queue::drain(&agent, &ebpfcni_api::delete_queue_dir(&args.socket))
+        .map_err(|e| (EXIT_MAPS, format!("carry out queued deletions: {e}")))?;
+    log::info!(
+        "node {}: {} endpoints, {} map writes, {} interrupted deletions finished, {} gone while down, \
+         {queued} queued deletions, in {:.1} ms",
+        agent.config().node,
+        reconciled.endpoints,
+        reconciled.map_writes,
+        reconciled.finished_deletions,
+        reconciled.gone,
+        start.elapsed().as_secs_f64() * 1e3
+    );
+
+    let listener = bind(&args.socket)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| (EXIT_SOCKET, format!("start the runtime: {e}")))?;
+    let agent = Arc::new(agent);
+    let socket = args.socket.clone();
+    let served = runtime.block_on(async move {
+        let listener = tokio::net::UnixListener::from_std(listener)?;
+        log::info!("ready: serving {}", socket.display());
+        axum::serve(listener, server::router(agent))
+            .with_graceful_shutdown(stopped())
+            .await
+    });
+    let _ = std::fs::remove_file(&args.socket);
+    served.map_err(|e| (EXIT_SOCKET, format!("serve {}: {e}", args.socket.display())))?;
+    log::info!("stopped");
+    Ok(())
+}
+
+/// One agent per pin directory: a lock in the run directory, held for the
+/// agent's life (the kernel drops it when the process ends, kill -9 too).
+fn lock_pin_dir(pin_dir: &Path) -> Result<Flock<File>, Failure> {
+    std::fs::create_dir_all(ebpfcni::RUN_DIR)
+        .map_err(|e| (EXIT_TAKEN, format!("create {}: {e}", ebpfcni::RUN_DIR)))?;
+    let canonical = std::fs::canonicalize(pin_dir).unwrap_or_else(|_| pin_dir.to_path_buf());
+    let path = Path::new(ebpfcni::RUN_DIR).join(format!(
+        "agent-{:016x}.lock",
+        ebpfcni::fnv1a(canonical.as_os_str().as_encoded_bytes())
+    ));
+    let file = File::create(&path).map_err(|e| (EXIT_TAKEN, format!("open {}: {e}", path.display())))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
+        (
+            EXIT_TAKEN,
+            format!(
+                "another ebpfcni-agent manages the maps in {} (it holds {})",
+                pin_dir.display(),
+                path.display()
+            ),
+        )
+    })
+}
+
+/// Binds the API socket, mode 0600. A socket file nobody answers on is a
+/// dead agent's and is replaced; one that answers is refused.
+fn bind(socket: &Path) -> Result<std::os::unix::net::UnixListener, Failure> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| (EXIT_SOCKET, format!("create {}: {e}", dir.display())))?;
+    }
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        return Err((
+            EXIT_TAKEN,
+            format!("another agent answers on {}", socket.display()),
+        ));
+    }
+    match std::fs::remove_file(socket) {
+        Ok(()) => log::info!("replaced the stale socket {}", socket.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err((EXIT_SOCKET, format!("remove {}: {e}", socket.display()))),
+    }
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = std::os::unix::net::UnixListener::bind(socket);
+    nix::sys::stat::umask(old);
+    let listener = bound.map_err(|e| (EXIT_SOCKET, format!("listen on {}: {e}", socket.display())))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| (EXIT_SOCKET, format!("chmod {}: {e}", socket.display())))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| (EXIT_SOCKET, format!("set {} non-blocking: {e}", socket.display())))?;
+    Ok(listener)
+}
+
+/// Resolves at SIGTERM or SIGINT.
+async fn stopped() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => log::info!("SIGTERM: stopping"),
+        _ = int.recv() => log::info!("SIGINT: stopping"),
+    }
+}

@@ -1,0 +1,222 @@
+//! The agent's state on disk: an embedded ACID store (redb) under
+//! `--state-dir`. Every change is one transaction, committed before the
+//! maps are written, so that after a crash at any point the store says
+//! what the maps must hold and the next start applies the difference.
+//!
+//! Tables (values are JSON of the API's types):
+//! - `meta`: `schema` (this layout's version), `node`, `ipam_next`;
+//! - `identities`: number -> label set;
+//! - `endpoints`: `container/ifname` -> [`StoredEndpoint`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ebpfcni_api::{Endpoint, Labels};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+const IDENTITIES: TableDefinition<u32, &str> = TableDefinition::new("identities");
+const ENDPOINTS: TableDefinition<&str, &str> = TableDefinition::new("endpoints");
+
+/// The layout this build reads and writes. A store of another layout is
+/// refused, never rewritten.
+pub const SCHEMA: &str = "1";
+
+/// The file under the state directory.
+pub const FILE: &str = "agent.redb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the agent's store {path} cannot be opened: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    #[error("the agent's store {path} has layout {found}, this build reads layout {SCHEMA}: refused, nothing written (use the build that wrote it, or move the file away to start empty)")]
+    Incompatible { path: PathBuf, found: String },
+    #[error("the agent's store {path} belongs to node {found:?}, not {node:?}: refused, nothing written")]
+    OtherNode {
+        path: PathBuf,
+        found: String,
+        node: String,
+    },
+    #[error("the agent's store {path}: {what}: {source}")]
+    Io {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: redb::Error,
+    },
+    #[error("the agent's store {path} holds an unreadable {what}: {why}")]
+    Corrupt {
+        path: PathBuf,
+        what: String,
+        why: String,
+    },
+}
+
+/// An endpoint as the store keeps it: `deleting` is set, and committed,
+/// before its map entries are removed; the record goes after them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredEndpoint {
+    pub endpoint: Endpoint,
+    #[serde(default)]
+    pub deleting: bool,
+}
+
+/// Everything the store holds, read at start.
+#[derive(Debug, Default)]
+pub struct Contents {
+    pub identities: BTreeMap<u32, Labels>,
+    pub endpoints: BTreeMap<String, StoredEndpoint>,
+    pub ipam_next: Option<u32>,
+}
+
+/// One transaction's worth of changes.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub identities: Vec<(u32, Labels)>,
+    pub endpoints: Vec<(String, StoredEndpoint)>,
+    pub removed_endpoints: Vec<String>,
+    pub ipam_next: Option<u32>,
+}
+
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the store of `node` under `state_dir`. A store of
+    /// another layout or node, or one redb cannot read, is refused.
+    pub fn open(state_dir: &Path, node: &str) -> Result<Self, StoreError> {
+        let path = state_dir.join(FILE);
+        let db = Database::create(&path).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let store = Self { db, path };
+        store.check_or_stamp(node)?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io<E: Into<redb::Error>>(&self, what: &str) -> impl FnOnce(E) -> StoreError + '_ {
+        let what = what.to_string();
+        move |e| StoreError::Io {
+            path: self.path.clone(),
+            what,
+            source: e.into(),
+        }
+    }
+
+    /// A new store gets this layout and node; an existing one must have them.
+    fn check_or_stamp(&self, node: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(self.io("begin a transaction"))?;
+        {
+            let mut meta = txn.open_table(META).map_err(self.io("open meta"))?;
+            let schema = meta
+                .get("schema")
+                .map_err(self.io("read meta"))?
+                .map(|v| v.value().to_string());
+            let owner = meta
+                .get("node")
+                .map_err(self.io("read meta"))?
+                .map(|v| v.value().to_string());
+            match schema {
+                None => {
+                    meta.insert("schema", SCHEMA).map_err(self.io("write meta"))?;
+                    meta.insert("node", node).map_err(self.io("write meta"))?;
+                }
+                Some(found) if found != SCHEMA => {
+                    return Err(StoreError::Incompatible {
+                        path: self.path.clone(),
+                        found,
+                    })
+                }
+                Some(_) => {
+                    if let Some(found) = owner.filter(|o| o != node) {
+                        return Err(StoreError::OtherNode {
+                            path: self.path.clone(),
+                            found,
+                            node: node.to_string(),
+                        });
+                    }
+                }
+            }
+            txn.open_table(IDENTITIES).map_err(self.io("open identities"))?;
+            txn.open_table(ENDPOINTS).map_err(self.io("open endpoints"))?;
+        }
+        txn.commit().map_err(self.io("commit"))
+    }
+
+    /// Everything, for the start.
+    pub fn read(&self) -> Result<Contents, StoreError> {
+        let txn = self.db.begin_read().map_err(self.io("begin a read"))?;
+        let mut contents = Contents::default();
+        let identities = txn.open_table(IDENTITIES).map_err(self.io("open identities"))?;
+        for entry in identities.iter().map_err(self.io("read identities"))? {
+            let (id, labels) = entry.map_err(self.io("read identities"))?;
+            let labels: Labels = serde_json::from_str(labels.value()).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: format!("identity {}", id.value()),
+                why: e.to_string(),
+            })?;
+            contents.identities.insert(id.value(), labels);
+        }
+        let endpoints = txn.open_table(ENDPOINTS).map_err(self.io("open endpoints"))?;
+        for entry in endpoints.iter().map_err(self.io("read endpoints"))? {
+            let (key, value) = entry.map_err(self.io("read endpoints"))?;
+            let endpoint: StoredEndpoint =
+                serde_json::from_str(value.value()).map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    what: format!("endpoint {}", key.value()),
+                    why: e.to_string(),
+                })?;
+            contents.endpoints.insert(key.value().to_string(), endpoint);
+        }
+        let meta = txn.open_table(META).map_err(self.io("open meta"))?;
+        contents.ipam_next = meta
+            .get("ipam_next")
+            .map_err(self.io("read meta"))?
+            .and_then(|v| v.value().parse().ok());
+        Ok(contents)
+    }
+
+    /// Commits `changes` as one transaction: all of them, or none.
+    pub fn commit(&self, changes: &Changes) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(self.io("begin a transaction"))?;
+        {
+            let mut identities = txn.open_table(IDENTITIES).map_err(self.io("open identities"))?;
+            for (id, labels) in &changes.identities {
+                let json = serde_json::to_string(labels).expect("labels serialise");
+                identities
+                    .insert(*id, json.as_str())
+                    .map_err(self.io("write an identity"))?;
+            }
+            let mut endpoints = txn.open_table(ENDPOINTS).map_err(self.io("open endpoints"))?;
+            for (key, endpoint) in &changes.endpoints {
+                let json = serde_json::to_string(endpoint).expect("endpoints serialise");
+                endpoints
+                    .insert(key.as_str(), json.as_str())
+                    .map_err(self.io("write an endpoint"))?;
+            }
+            for key in &changes.removed_endpoints {
+                endpoints
+                    .remove(key.as_str())
+                    .map_err(self.io("remove an endpoint"))?;
+            }
+            if let Some(next) = changes.ipam_next {
+                let mut meta = txn.open_table(META).map_err(self.io("open meta"))?;
+                meta.insert("ipam_next", next.to_string().as_str())
+                    .map_err(self.io("write meta"))?;
+            }
+        }
+        txn.commit().map_err(self.io("commit"))
+    }
+}

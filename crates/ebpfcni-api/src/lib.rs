@@ -1,0 +1,170 @@
+//! The node agent's API: one definition of every request and reply, and a
+//! small blocking client over the agent's unix socket.
+//!
+//! The agent (`ebpfcni-agent`) serves HTTP/1.1 + JSON on a unix socket
+//! (root only, mode 0600). The CNI plugin registers endpoints through it in
+//! agent mode; `endpointctl` and `policyctl` read labels from it.
+//!
+//! | method | path | body | reply |
+//! | --- | --- | --- | --- |
+//! | GET | `/v1/healthz` | | [`Health`] (200 once ready) |
+//! | POST | `/v1/endpoints` | [`EndpointRequest`] | [`Endpoint`] |
+//! | GET | `/v1/endpoints` | | `[Endpoint]` |
+//! | GET | `/v1/endpoints/{container}/{ifname}` | | [`Endpoint`] (404 when unknown) |
+//! | DELETE | `/v1/endpoints/{container}/{ifname}` | | [`Deleted`] (idempotent) |
+//! | POST | `/v1/gc` | [`GcRequest`] | [`GcReply`] |
+//! | GET | `/v1/identities` | | `[Identity]` |
+//!
+//! Errors come as [`ApiError`] with a 4xx or 5xx status.
+
+mod client;
+mod identity;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+pub use client::{Client, ClientError};
+pub use identity::{ReservedIdentity, FIRST_LABEL_IDENTITY, RESERVED};
+
+/// Where the agent listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/ebpfcni/agent.sock";
+
+/// The directory beside the socket where the CNI plugin queues deletions
+/// while the agent cannot be reached (one JSON [`Deletion`] per file); the
+/// agent carries them out when it starts, before it hands out any address.
+pub fn delete_queue_dir(socket: &std::path::Path) -> std::path::PathBuf {
+    socket
+        .parent()
+        .unwrap_or(std::path::Path::new("/"))
+        .join("delete-queue")
+}
+
+/// Labels: key -> value, sorted by key (a label set has one order).
+pub type Labels = BTreeMap<String, String>;
+
+/// Label keys that name a pod's namespace and name (Cilium's and the
+/// kubelet's keys). The namespace is part of a pod's identity; the name is
+/// kept on the endpoint but left out of its identity by the default filter.
+pub const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+pub const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
+
+/// Registers a container's interface (CNI ADD in agent mode).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EndpointRequest {
+    pub container_id: String,
+    pub ifname: String,
+    /// The CNI network's name.
+    pub network: String,
+    /// CNI_NETNS.
+    pub netns: String,
+    /// The host end of the pod's veth, by name and index in the node's
+    /// namespace (the agent records the pod's addresses behind it).
+    pub host_veth: String,
+    pub host_ifindex: u32,
+    /// Addresses an IPAM plugin gave; empty: the agent's own IPAM gives one.
+    #[serde(default)]
+    pub ips: Vec<Ipv4Addr>,
+    /// The container's labels from the CNI request (`args.cni.labels`).
+    #[serde(default)]
+    pub labels: Labels,
+    /// `K8S_POD_NAMESPACE` and `K8S_POD_NAME` from CNI_ARGS: the
+    /// namespace (`default` when absent) is part of the identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+}
+
+/// What an endpoint is while the agent knows it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndpointState {
+    /// Its identity is derived from all its labels and enforced.
+    Ready,
+    /// Its labels are not known yet (the runtime has not told): it has the
+    /// reserved `init` identity, which policy does not allow.
+    WaitingForLabels,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Endpoint {
+    pub container_id: String,
+    pub ifname: String,
+    pub network: String,
+    pub netns: String,
+    pub host_veth: String,
+    pub host_ifindex: u32,
+    pub ips: Vec<Ipv4Addr>,
+    /// The prefix length of the pod's address and its gateway, when the
+    /// agent's IPAM gave the address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_len: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    /// Whether the address is the agent's lease (released at delete).
+    pub leased: bool,
+    /// Every label the endpoint has.
+    pub labels: Labels,
+    /// The identity's labels (the filter applied to `labels`).
+    pub identity_labels: Labels,
+    pub identity: u32,
+    pub state: EndpointState,
+}
+
+/// A label set's number on this node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Identity {
+    pub id: u32,
+    pub labels: Labels,
+    /// Endpoints of the agent that have it now.
+    pub endpoints: usize,
+    /// Reserved numbers (below 256) have a name instead of labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Deleted {
+    /// False when the agent did not know the endpoint (DEL is idempotent).
+    pub existed: bool,
+}
+
+/// A deletion the CNI plugin queued while the agent was unreachable.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Deletion {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// CNI GC: every endpoint of `network` not in `valid` goes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GcRequest {
+    pub network: String,
+    pub valid: Vec<Deletion>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GcReply {
+    pub removed: Vec<Deletion>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Health {
+    pub node: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_cidr: Option<String>,
+    pub endpoints: usize,
+    pub identities: usize,
+}
+
+/// The body of every error reply.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiError {
+    /// A stable word for programs: `bad-request`, `conflict`,
+    /// `not-found`, `exhausted`, `map-full`, `internal`.
+    pub kind: String,
+    /// What went wrong, for people.
+    pub error: String,
+}

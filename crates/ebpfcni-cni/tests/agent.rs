@@ -1,0 +1,402 @@
+//! Agent mode with a real `ebpfcni-agent` of each test's own: identities
+//! from labels (CNI args and K8S_POD_*), the agent's IPAM, an address
+//! reused by another container, the agent down at ADD and at DEL, a kill -9
+//! in the middle of a storm of ADDs and DELs with traffic running through
+//! it, and stores the agent must refuse.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{pod_ip, Node, Outcome, Pod};
+use ebpfcni::{Identity, Maps, PolicyRule, Stored};
+use ebpfcni_testutil::{require_root, AgentProcess};
+use serde_json::{json, Value};
+
+/// An agent-mode config: no "ipam" (the agent leases), the container's
+/// labels in args.cni.labels.
+fn agent_config(node: &Node, agent: &AgentProcess, labels: &[(&str, &str)]) -> Value {
+    let labels: Vec<Value> = labels
+        .iter()
+        .map(|(k, v)| json!({"key": k, "value": v}))
+        .collect();
+    json!({
+        "cniVersion": "1.0.0",
+        "name": node.network,
+        "type": "ebpfcni",
+        "pinDir": node.pins.path(),
+        "agent": agent.socket,
+        "args": { "cni": { "labels": labels } },
+    })
+}
+
+/// The same with static IPAM giving `address` (gateway .1 of its /24).
+fn static_agent_config(node: &Node, agent: &AgentProcess, labels: &[(&str, &str)], address: &str) -> Value {
+    let mut conf = agent_config(node, agent, labels);
+    let gateway = format!("{}.1", address.rsplit_once('.').unwrap().0);
+    conf["ipam"] = json!({ "type": "static", "addresses": [{ "address": format!("{address}/24"), "gateway": gateway }] });
+    conf
+}
+
+fn start_agent(node: &Node, dir: &Path, cidr: &str) -> AgentProcess {
+    AgentProcess::start(&node.ns, node.pins.path(), dir, &["--pod-cidr", cidr])
+}
+
+fn tempdir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("ebpfcni-agent-{tag}-"))
+        .tempdir()
+        .expect("tempdir")
+}
+
+fn identity_of(maps: &Maps, ip: &str) -> Option<u32> {
+    maps.endpoints
+        .get(ip.parse().unwrap())
+        .unwrap()
+        .and_then(Stored::valid)
+        .map(Identity::get)
+}
+
+fn allow_both(maps: &Maps, a: u32, b: u32) {
+    let (a, b) = (Identity::new(a).unwrap(), Identity::new(b).unwrap());
+    maps.policy.allow(PolicyRule::new(a, b)).unwrap();
+    maps.policy.allow(PolicyRule::new(b, a)).unwrap();
+}
+
+fn ping_once(pod: &Pod, ip: &str) -> bool {
+    pod.ns
+        .command("ping")
+        .args(["-c", "1", "-W", "1", "-q", ip])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn containers_get_identities_from_their_labels_and_lose_them_at_del() {
+    require_root!();
+    let node = Node::new("agid");
+    let dir = tempdir("agid");
+    let agent = start_agent(&node, dir.path(), "10.13.21.0/24");
+    let (web1, web2, db) = (Pod::new("agw1"), Pod::new("agw2"), Pod::new("agdb"));
+    let web = agent_config(&node, &agent, &[("app", "web"), ("tier", "front")]);
+    // The same labels in another order: the same set.
+    let web_reordered = agent_config(&node, &agent, &[("tier", "front"), ("app", "web")]);
+    let dbc = agent_config(&node, &agent, &[("app", "db")]);
+    let r1 = node.add(&web, &web1).ok();
+    let r2 = node.add(&web_reordered, &web2).ok();
+    let r3 = node.add(&dbc, &db).ok();
+    let (ip1, ip2, ip3) = (pod_ip(&r1), pod_ip(&r2), pod_ip(&r3));
+    for ip in [&ip1, &ip2, &ip3] {
+        assert!(ip.starts_with("10.13.21."), "leased from --pod-cidr: {ip}");
+    }
+    assert_eq!(r1["ips"][0]["gateway"], "10.13.21.1");
+
+    let maps = Maps::open(node.pins.path()).unwrap();
+    let (id_web, id_web2, id_db) = (
+        identity_of(&maps, &ip1).expect("web1 has an identity"),
+        identity_of(&maps, &ip2).expect("web2 has an identity"),
+        identity_of(&maps, &ip3).expect("db has an identity"),
+    );
+    assert_eq!(id_web, id_web2, "the same labels share an identity");
+    assert_ne!(id_web, id_db);
+    assert!(id_web >= 256 && id_db >= 256, "label identities start at 256");
+    let endpoints = agent.client().endpoints().unwrap();
+    let web_ep = endpoints.iter().find(|e| e.container_id == web1.id).unwrap();
+    assert_eq!(web_ep.labels.get("app").map(String::as_str), Some("web"));
+    assert_eq!(
+        web_ep
+            .labels
+            .get("io.kubernetes.pod.namespace")
+            .map(String::as_str),
+        Some("default"),
+        "a pod without a namespace is in default"
+    );
+
+    // Policy written for the identities: web <-> db passes, web -> web not.
+    allow_both(&maps, id_web, id_db);
+    assert!(web1.ns.ping(&ip3, 2), "web1 -> db allowed");
+    assert!(!ping_once(&web1, &ip2), "web1 -> web2 has no rule");
+
+    // DEL: the address has no identity any more, and the agent forgets it.
+    node.del(&dbc, &db).ok();
+    assert_eq!(identity_of(&maps, &ip3), None);
+    assert!(agent
+        .client()
+        .endpoints()
+        .unwrap()
+        .iter()
+        .all(|e| e.container_id != db.id));
+    let ids = agent.client().identities().unwrap();
+    let db_id = ids
+        .iter()
+        .find(|i| i.id == id_db)
+        .expect("identities stay allocated");
+    assert_eq!(db_id.endpoints, 0);
+    assert!(ids
+        .iter()
+        .any(|i| i.reserved.as_deref() == Some("init") && i.id == 5));
+    node.del(&web, &web1).ok();
+    node.del(&web, &web2).ok();
+    assert!(agent.client().endpoints().unwrap().is_empty());
+}
+
+#[test]
+fn an_address_reused_by_another_container_has_its_identity_from_the_first_packet() {
+    require_root!();
+    let node = Node::new("agreuse");
+    let dir = tempdir("agreuse");
+    let agent = start_agent(&node, dir.path(), "10.13.22.0/24");
+    let (web, db, other) = (Pod::new("agrw"), Pod::new("agrd"), Pod::new("agro"));
+    let webc = static_agent_config(&node, &agent, &[("app", "web")], "10.13.22.2");
+    let dbc = static_agent_config(&node, &agent, &[("app", "db")], "10.13.22.3");
+    let otherc = static_agent_config(&node, &agent, &[("app", "other")], "10.13.22.3");
+    node.add(&webc, &web).ok();
+    node.add(&dbc, &db).ok();
+    let maps = Maps::open(node.pins.path()).unwrap();
+    let (id_web, id_db) = (
+        identity_of(&maps, "10.13.22.2").unwrap(),
+        identity_of(&maps, "10.13.22.3").unwrap(),
+    );
+    allow_both(&maps, id_web, id_db);
+    assert!(web.ns.ping("10.13.22.3", 2), "web -> db allowed");
+    node.del(&dbc, &db).ok();
+    node.add(&otherc, &other).ok();
+    let id_other = identity_of(&maps, "10.13.22.3").unwrap();
+    assert_ne!(id_other, id_db);
+    assert!(
+        !ping_once(&web, "10.13.22.3"),
+        "the new container on db's address must not inherit db's permissions"
+    );
+    allow_both(&maps, id_web, id_other);
+    assert!(web.ns.ping("10.13.22.3", 2), "once allowed, it answers");
+    node.del(&otherc, &other).ok();
+    node.del(&webc, &web).ok();
+}
+
+#[test]
+fn kubernetes_namespaces_are_part_of_the_identity_and_pod_names_are_not() {
+    require_root!();
+    let node = Node::new("agk8s");
+    let dir = tempdir("agk8s");
+    let agent = start_agent(&node, dir.path(), "10.13.23.0/24");
+    let conf = agent_config(&node, &agent, &[("app", "web")]);
+    let add = |pod: &Pod, args: &str| -> Outcome {
+        node.exec(
+            &[
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", &pod.id),
+                ("CNI_NETNS", &pod.ns.path_string()),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", common::CNI_PATH),
+                ("CNI_ARGS", args),
+            ],
+            conf.to_string().as_bytes(),
+        )
+    };
+    let (a, b, c) = (Pod::new("agka"), Pod::new("agkb"), Pod::new("agkc"));
+    add(&a, "IgnoreUnknown=1;K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-1").ok();
+    add(&b, "IgnoreUnknown=1;K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-2").ok();
+    add(&c, "IgnoreUnknown=1;K8S_POD_NAME=web-3").ok();
+    let endpoints = agent.client().endpoints().unwrap();
+    let by_id: BTreeMap<&str, &ebpfcni_api::Endpoint> =
+        endpoints.iter().map(|e| (e.container_id.as_str(), e)).collect();
+    let (ea, eb, ec) = (by_id[a.id.as_str()], by_id[b.id.as_str()], by_id[c.id.as_str()]);
+    assert_eq!(ea.labels["io.kubernetes.pod.namespace"], "prod");
+    assert_eq!(ea.labels["io.kubernetes.pod.name"], "web-1");
+    assert!(!ea.identity_labels.contains_key("io.kubernetes.pod.name"));
+    assert_eq!(ea.identity, eb.identity, "pod names do not split identities");
+    assert_ne!(ea.identity, ec.identity, "namespaces do");
+    assert_eq!(ec.labels["io.kubernetes.pod.namespace"], "default");
+
+    // A container cannot claim a namespace or a reserved key by its labels.
+    let d = Pod::new("agkd");
+    let links_before = node.links();
+    let forged = agent_config(&node, &agent, &[("io.kubernetes.pod.namespace", "kube-system")]);
+    let msg = node.add(&forged, &d).err(107);
+    assert!(msg.contains("io.kubernetes.pod.namespace"), "{msg}");
+    let reserved = agent_config(&node, &agent, &[("ebpfcni.io/identity", "1")]);
+    let msg = node.add(&reserved, &d).err(107);
+    assert!(msg.contains("reserved"), "{msg}");
+    assert_eq!(node.links(), links_before, "a refused ADD leaves no veth behind");
+}
+
+#[test]
+fn an_unreachable_agent_fails_add_cleanly_and_del_is_queued_until_it_is_back() {
+    require_root!();
+    let node = Node::new("agdown");
+    let dir = tempdir("agdown");
+    let mut agent = start_agent(&node, dir.path(), "10.13.24.0/24");
+    let conf = agent_config(&node, &agent, &[("app", "web")]);
+    let pod = Pod::new("agdp");
+    let result = node.add(&conf, &pod).ok();
+    let ip = pod_ip(&result);
+    let maps = Maps::open(node.pins.path()).unwrap();
+    let id = identity_of(&maps, &ip).unwrap();
+
+    assert!(
+        agent.stop(),
+        "SIGTERM stops the agent cleanly:\n{}",
+        agent.log_text()
+    );
+    // ADD with the agent down: code 11, nothing left behind.
+    let links_before = node.links();
+    let late = Pod::new("agdl");
+    let msg = node.add(&conf, &late).err(11);
+    assert!(msg.contains("unreachable"), "{msg}");
+    assert_eq!(node.links(), links_before, "no veth left behind");
+    assert!(!late.ns.links().iter().any(|l| l == "eth0"));
+
+    // DEL with the agent down succeeds; the identity stays until the agent
+    // is back (it hands out no address before the queue is done).
+    node.del(&conf, &pod).ok();
+    let queue = ebpfcni_api::delete_queue_dir(&agent.socket);
+    assert_eq!(
+        std::fs::read_dir(&queue).unwrap().count(),
+        1,
+        "one deletion queued"
+    );
+    assert_eq!(identity_of(&maps, &ip), Some(id));
+    agent.restart();
+    assert_eq!(
+        identity_of(&maps, &ip),
+        None,
+        "the queued deletion is carried out at start"
+    );
+    assert_eq!(std::fs::read_dir(&queue).unwrap().count(), 0);
+    assert!(agent.client().endpoints().unwrap().is_empty());
+}
+
+#[test]
+fn kill_9_in_a_storm_of_adds_and_dels_loses_nothing_and_drops_no_packet() {
+    require_root!();
+    let node = Node::new("agstorm");
+    let dir = tempdir("agstorm");
+    let mut agent = start_agent(&node, dir.path(), "10.13.25.0/24");
+    let (a, b) = (Pod::new("agsa"), Pod::new("agsb"));
+    let conf_a = agent_config(&node, &agent, &[("app", "a")]);
+    let conf_b = agent_config(&node, &agent, &[("app", "b")]);
+    let ip_b = pod_ip(&node.add(&conf_b, &b).ok());
+    let ip_a = pod_ip(&node.add(&conf_a, &a).ok());
+    let maps = Maps::open(node.pins.path()).unwrap();
+    allow_both(
+        &maps,
+        identity_of(&maps, &ip_a).unwrap(),
+        identity_of(&maps, &ip_b).unwrap(),
+    );
+    assert!(a.ns.ping(&ip_b, 1));
+
+    // 200 pings at 20 ms run through the whole storm and the restart.
+    let ping =
+        a.ns.command("ping")
+            .args(["-c", "200", "-i", "0.02", "-W", "1", "-q", &ip_b])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("ping");
+    let churn: Vec<Pod> = (0..24).map(|i| Pod::new(&format!("agc{i}"))).collect();
+    let conf_c = agent_config(&node, &agent, &[("app", "churn")]);
+    std::thread::scope(|s| {
+        for chunk in churn.chunks(6) {
+            let (node, conf_c) = (&node, &conf_c);
+            s.spawn(move || {
+                for pod in chunk {
+                    // Either outcome is fine while the agent is down; DEL
+                    // always succeeds (queued when it must be).
+                    let _ = node.add(conf_c, pod);
+                    node.del(conf_c, pod).ok();
+                    let _ = node.add(conf_c, pod);
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        agent.kill9();
+        std::thread::sleep(Duration::from_millis(500));
+        agent.restart();
+    });
+    let out = ping.wait_with_output().expect("ping ends");
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        summary.contains(" 0% packet loss"),
+        "ping lost packets through the restart: {summary}"
+    );
+
+    // Store, maps and the node agree: every endpoint the agent has is in
+    // the maps as it says, behind a veth that exists; every pod address in
+    // the maps is one of its endpoints'; no address has two containers.
+    let endpoints = agent.client().endpoints().unwrap();
+    let mut owners = BTreeMap::new();
+    for e in &endpoints {
+        for ip in &e.ips {
+            assert!(owners.insert(*ip, e.container_id.clone()).is_none(), "{ip} twice");
+            assert_eq!(identity_of(&maps, &ip.to_string()), Some(e.identity), "{ip}");
+        }
+        assert_eq!(
+            maps.interfaces.get(e.host_ifindex).unwrap().as_deref(),
+            Some(e.ips.as_slice())
+        );
+        assert!(node.links().contains(&e.host_veth), "{} exists", e.host_veth);
+    }
+    let cidr: ipnet::Ipv4Net = "10.13.25.0/24".parse().unwrap();
+    for (ip, _) in maps.endpoints.list().unwrap() {
+        if cidr.contains(&ip) {
+            assert!(owners.contains_key(&ip), "{ip} in the map but no endpoint's");
+        }
+    }
+    // Every churn pod that is set up now is an endpoint, and none other.
+    for pod in &churn {
+        let has_eth0 = pod.ns.links().iter().any(|l| l == "eth0");
+        let known = endpoints.iter().any(|e| e.container_id == pod.id);
+        assert_eq!(
+            has_eth0, known,
+            "pod {}: veth {has_eth0}, endpoint {known}",
+            pod.id
+        );
+        node.del(&conf_c, pod).ok();
+    }
+}
+
+#[test]
+fn a_store_the_agent_cannot_read_is_refused_and_the_maps_are_untouched() {
+    require_root!();
+    let node = Node::new("agstore");
+    let dir = tempdir("agstore");
+    let mut agent = start_agent(&node, dir.path(), "10.13.26.0/24");
+    let conf = agent_config(&node, &agent, &[("app", "web")]);
+    let pod = Pod::new("agst");
+    let ip = pod_ip(&node.add(&conf, &pod).ok());
+    assert!(agent.stop());
+    let maps = Maps::open(node.pins.path()).unwrap();
+    let before = maps.endpoints.list().unwrap();
+    let store = agent.state_dir.join("agent.redb");
+    let good = std::fs::read(&store).unwrap();
+    std::fs::write(&store, b"not a redb file at all, just bytes").unwrap();
+    let out = agent.run_once(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("agent.redb"));
+    assert_eq!(
+        maps.endpoints.list().unwrap(),
+        before,
+        "nothing written to the maps"
+    );
+    // The good store back: the agent starts and keeps the endpoint.
+    std::fs::write(&store, good).unwrap();
+    agent.restart();
+    assert!(identity_of(&maps, &ip).is_some());
+
+    // A second agent on the same pin directory is refused (exit 5).
+    let other = tempdir("agstore2");
+    let second = AgentProcess::start_unchecked(&node.ns, node.pins.path(), other.path());
+    assert_eq!(
+        second.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    node.del(&conf, &pod).ok();
+}
