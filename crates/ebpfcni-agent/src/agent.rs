@@ -11,8 +11,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use ebpfcni::{Identity as Id, Maps, Stored};
 use ebpfcni_api::{
-    Deletion, Endpoint, EndpointRequest, EndpointState, Health, Identity, Labels, FIRST_LABEL_IDENTITY,
-    POD_NAMESPACE_LABEL, POD_NAME_LABEL,
+    Deletion, Endpoint, EndpointRequest, EndpointState, Health, Identity, Labels, ReservedIdentity,
+    FIRST_LABEL_IDENTITY, POD_NAMESPACE_LABEL, POD_NAME_LABEL,
 };
 
 use crate::ipam::Pool;
@@ -27,6 +27,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub pod_cidr: Option<Pool>,
     pub filter: LabelFilter,
+    /// A runtime tells containers' labels: a new endpoint waits for them
+    /// with the reserved `init` identity.
+    pub runtime: Option<String>,
 }
 
 /// Why a request was refused; each maps to an HTTP status.
@@ -207,7 +210,15 @@ impl Agent {
             ipam_next,
             ..Default::default()
         };
-        endpoint.identity = self.identity_for(&mut state, &endpoint.identity_labels, &mut changes)?;
+        if self.config.runtime.is_some() {
+            // The runtime holds the container while its ADD runs: its
+            // labels are asked for afterwards, and until they are known the
+            // endpoint has `init`, which policy does not allow.
+            endpoint.state = EndpointState::WaitingForLabels;
+            endpoint.identity = ReservedIdentity::INIT;
+        } else {
+            endpoint.identity = self.identity_for(&mut state, &endpoint.identity_labels, &mut changes)?;
+        }
         let stored = StoredEndpoint {
             endpoint: endpoint.clone(),
             deleting: false,
@@ -309,6 +320,7 @@ impl Agent {
             identity_labels,
             identity: 0,
             state: EndpointState::Ready,
+            runtime: None,
         };
         Ok((endpoint, next))
     }
@@ -415,6 +427,96 @@ impl Agent {
         }
         self.maps.after_identity_change().map_err(map_error)?;
         Ok(())
+    }
+
+    /// The runtime's answer for an endpoint waiting for its labels: its
+    /// labels (merged under the CNI request's, which win), or `None` when
+    /// the runtime does not know the container (the CNI request's labels
+    /// are all it has). The identity follows; the maps get the difference.
+    /// Labels with reserved keys are left out (and logged).
+    pub fn runtime_labels(
+        &self,
+        container_id: &str,
+        ifname: &str,
+        host_ifindex: u32,
+        runtime: &str,
+        labels: Option<Labels>,
+    ) -> Result<Option<Endpoint>, AgentError> {
+        let key = key(container_id, ifname);
+        let mut state = self.state();
+        let Some(stored) = state
+            .endpoints
+            .get(&key)
+            .filter(|e| !e.deleting && e.endpoint.host_ifindex == host_ifindex)
+            .cloned()
+        else {
+            return Ok(None); // gone, or set up again since
+        };
+        let mut endpoint = stored.endpoint;
+        if let Some(labels) = &labels {
+            for (k, v) in labels {
+                if let Err(e) = crate::labels::check_label(k, v).and_then(|()| {
+                    crate::labels::check_container_labels(&Labels::from([(k.clone(), v.clone())]))
+                }) {
+                    log::warn!("endpoint {key}: {runtime} label left out: {e}");
+                    continue;
+                }
+                endpoint.labels.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            endpoint.runtime = Some(runtime.to_string());
+        }
+        endpoint.identity_labels = self.config.filter.identity_labels(&endpoint.labels);
+        endpoint.state = EndpointState::Ready;
+        let mut changes = Changes::default();
+        endpoint.identity = self.identity_for(&mut state, &endpoint.identity_labels, &mut changes)?;
+        let stored = StoredEndpoint {
+            endpoint: endpoint.clone(),
+            deleting: false,
+        };
+        changes.endpoints.push((key.clone(), stored.clone()));
+        self.store.commit(&changes)?;
+        state.insert(key.clone(), stored);
+        self.write_endpoint(&endpoint)?;
+        log::info!(
+            "endpoint {key}: labels from {}, identity {} ({})",
+            if labels.is_some() {
+                runtime
+            } else {
+                "the CNI request only"
+            },
+            endpoint.identity,
+            canonical(&endpoint.identity_labels)
+        );
+        Ok(Some(endpoint))
+    }
+
+    /// Endpoints whose labels a runtime has not given yet.
+    pub fn waiting(&self) -> Vec<Endpoint> {
+        self.state()
+            .endpoints
+            .values()
+            .filter(|e| !e.deleting && e.endpoint.state == EndpointState::WaitingForLabels)
+            .map(|e| e.endpoint.clone())
+            .collect()
+    }
+
+    /// Removes the endpoints of containers that `runtime` reported, now
+    /// reports gone: `exists` says which containers it still has.
+    pub fn forget_gone(&self, runtime: &str, exists: impl Fn(&str) -> bool) -> Result<usize, AgentError> {
+        let mut state = self.state();
+        let gone: Vec<String> = state
+            .endpoints
+            .iter()
+            .filter(|(_, e)| {
+                e.endpoint.runtime.as_deref() == Some(runtime) && !exists(&e.endpoint.container_id)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &gone {
+            log::info!("endpoint {key}: {runtime} reports its container gone");
+            self.delete_locked(&mut state, key)?;
+        }
+        Ok(gone.len())
     }
 
     /// Unregisters an endpoint (CNI DEL, GC, a runtime's "gone"): its map

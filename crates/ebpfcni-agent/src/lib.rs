@@ -8,11 +8,13 @@
 //! - [`ipam`]: the pod CIDR's addresses;
 //! - [`agent`]: the core (endpoints in, map entries out), one lock;
 //! - [`server`]: the HTTP/1.1 + JSON API on the unix socket;
-//! - [`queue`]: deletions the CNI plugin queued while the agent was down.
+//! - [`queue`]: deletions the CNI plugin queued while the agent was down;
+//! - [`runtime`]: podman, asked for labels and for the containers it has.
 
 pub mod agent;
 pub mod ipam;
 pub mod labels;
 pub mod queue;
+pub mod runtime;
 pub mod server;
 pub mod store;

@@ -11,11 +11,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use ebpfcni_agent::agent::{Agent, Config};
 use ebpfcni_agent::ipam::Pool;
 use ebpfcni_agent::labels::{LabelFilter, DEFAULT_EXCLUDED};
+use ebpfcni_agent::runtime::{self, Podman};
 use ebpfcni_agent::store::Store;
 use ebpfcni_agent::{queue, server};
 use ipnet::Ipv4Net;
@@ -70,6 +72,25 @@ struct Args {
     /// metadata, pod names and hashes).
     #[arg(long)]
     no_default_label_filter: bool,
+    /// Where containers' labels come from besides the CNI request: podman
+    /// (its API socket, --podman-socket), none, or auto (podman when its
+    /// socket exists at start).
+    #[arg(long, value_enum, default_value_t = RuntimeChoice::Auto)]
+    runtime: RuntimeChoice,
+    /// Podman's API socket (`podman system service`, or podman.socket).
+    #[arg(long, default_value = "/run/podman/podman.sock")]
+    podman_socket: PathBuf,
+    /// How often the runtime's container list is compared with the
+    /// endpoints (containers gone without a DEL lose theirs).
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    resync_seconds: u64,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum RuntimeChoice {
+    Auto,
+    Podman,
+    None,
 }
 
 fn main() -> ExitCode {
@@ -109,6 +130,21 @@ fn run(args: Args) -> Result<(), Failure> {
     };
     excluded.extend(args.exclude_label.iter().cloned());
 
+    let podman = match args.runtime {
+        RuntimeChoice::None => None,
+        RuntimeChoice::Podman => Some(Podman::new(&args.podman_socket)),
+        RuntimeChoice::Auto => args
+            .podman_socket
+            .exists()
+            .then(|| Podman::new(&args.podman_socket)),
+    };
+    match &podman {
+        Some(p) => log::info!(
+            "labels from the CNI request and podman at {}",
+            p.socket().display()
+        ),
+        None => log::info!("labels from the CNI request only (no runtime)"),
+    }
     let _pin_lock = lock_pin_dir(&args.pin_dir)?;
     let maps = ebpfcni::Maps::open_or_create(&args.pin_dir).map_err(|e| {
         (
@@ -125,6 +161,7 @@ fn run(args: Args) -> Result<(), Failure> {
         state_dir: args.state_dir.clone(),
         pod_cidr,
         filter: LabelFilter::new(excluded),
+        runtime: podman.as_ref().map(|_| Podman::NAME.to_string()),
     };
     let agent = Agent::new(config, store, maps).map_err(|e| (EXIT_STORE, e.to_string()))?;
     let start = std::time::Instant::now();
@@ -152,10 +189,18 @@ fn run(args: Args) -> Result<(), Failure> {
         .map_err(|e| (EXIT_SOCKET, format!("start the runtime: {e}")))?;
     let agent = Arc::new(agent);
     let socket = args.socket.clone();
+    let resync = Duration::from_secs(args.resync_seconds.max(1));
     let served = runtime.block_on(async move {
         let listener = tokio::net::UnixListener::from_std(listener)?;
+        if let Some(podman) = &podman {
+            for endpoint in agent.waiting() {
+                tokio::spawn(runtime::resolve(podman.clone(), agent.clone(), endpoint));
+            }
+            tokio::spawn(runtime::resync(podman.clone(), agent.clone(), resync));
+        }
         log::info!("ready: serving {}", socket.display());
-        axum::serve(listener, server::router(agent))
+        let shared = server::Shared { agent, podman };
+        axum::serve(listener, server::router(shared))
             .with_graceful_shutdown(stopped())
             .await
     });

@@ -10,15 +10,21 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ebpfcni_api::{ApiError, Deleted, EndpointRequest, GcReply, GcRequest};
+use ebpfcni_api::{ApiError, Deleted, EndpointRequest, EndpointState, GcReply, GcRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::agent::{Agent, AgentError};
+use crate::runtime::{self, Podman};
 
-type Shared = Arc<Agent>;
+/// What the handlers share: the agent, and the runtime that tells labels.
+#[derive(Clone)]
+pub struct Shared {
+    pub agent: Arc<Agent>,
+    pub podman: Option<Podman>,
+}
 
-pub fn router(agent: Shared) -> Router {
+pub fn router(shared: Shared) -> Router {
     Router::new()
         .route("/v1/healthz", get(health))
         .route("/v1/endpoints", get(endpoints).post(create))
@@ -26,7 +32,7 @@ pub fn router(agent: Shared) -> Router {
         .route("/v1/gc", post(gc))
         .route("/v1/identities", get(identities))
         .fallback(|| async { failure(StatusCode::NOT_FOUND, "not-found", "no such API path".into()) })
-        .with_state(agent)
+        .with_state(shared)
 }
 
 fn failure(status: StatusCode, kind: &str, error: String) -> Response {
@@ -69,37 +75,54 @@ async fn blocking<T: Serialize + Send + 'static>(
     }
 }
 
-async fn health(State(agent): State<Shared>) -> Response {
-    Json(agent.health()).into_response()
+async fn health(State(shared): State<Shared>) -> Response {
+    Json(shared.agent.health()).into_response()
 }
 
-async fn endpoints(State(agent): State<Shared>) -> Response {
-    Json(agent.endpoints()).into_response()
+async fn endpoints(State(shared): State<Shared>) -> Response {
+    Json(shared.agent.endpoints()).into_response()
 }
 
-async fn identities(State(agent): State<Shared>) -> Response {
-    Json(agent.identities()).into_response()
+async fn identities(State(shared): State<Shared>) -> Response {
+    Json(shared.agent.identities()).into_response()
 }
 
 async fn endpoint(
-    State(agent): State<Shared>,
+    State(shared): State<Shared>,
     Path((container, ifname)): Path<(String, String)>,
 ) -> Response {
-    match agent.endpoint(&container, &ifname) {
+    match shared.agent.endpoint(&container, &ifname) {
         Some(e) => Json(e).into_response(),
         None => AgentError::NotFound(format!("no endpoint {container}/{ifname}")).into_response(),
     }
 }
 
-async fn create(State(agent): State<Shared>, bytes: Bytes) -> Response {
+async fn create(State(shared): State<Shared>, bytes: Bytes) -> Response {
     let request: EndpointRequest = match body(&bytes) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    blocking(move || agent.create(request)).await
+    let agent = shared.agent.clone();
+    let created = tokio::task::spawn_blocking(move || agent.create(request)).await;
+    match created {
+        Ok(Ok(endpoint)) => {
+            if let (Some(podman), EndpointState::WaitingForLabels) = (&shared.podman, endpoint.state) {
+                // Asked beside the ADD, never inside it (see runtime.rs).
+                tokio::spawn(runtime::resolve(
+                    podman.clone(),
+                    shared.agent.clone(),
+                    endpoint.clone(),
+                ));
+            }
+            Json(endpoint).into_response()
+        }
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => AgentError::Internal(format!("the request's worker failed: {e}")).into_response(),
+    }
 }
 
-async fn delete(State(agent): State<Shared>, Path((container, ifname)): Path<(String, String)>) -> Response {
+async fn delete(State(shared): State<Shared>, Path((container, ifname)): Path<(String, String)>) -> Response {
+    let agent = shared.agent;
     blocking(move || {
         agent
             .delete(&container, &ifname)
@@ -108,11 +131,12 @@ async fn delete(State(agent): State<Shared>, Path((container, ifname)): Path<(St
     .await
 }
 
-async fn gc(State(agent): State<Shared>, bytes: Bytes) -> Response {
+async fn gc(State(shared): State<Shared>, bytes: Bytes) -> Response {
     let request: GcRequest = match body(&bytes) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
+    let agent = shared.agent;
     blocking(move || {
         agent
             .gc(&request.network, &request.valid)

@@ -28,6 +28,15 @@ pub enum ClientError {
         what: String,
         after: Duration,
     },
+    /// The connection ended before the reply was complete (the agent
+    /// stopped or was killed): whether the request was carried out is not
+    /// known.
+    #[error("the ebpfcni agent at {socket} went away during {what}: {why}")]
+    Interrupted {
+        socket: PathBuf,
+        what: String,
+        why: String,
+    },
     /// The agent answered with an error.
     #[error("the ebpfcni agent refused {what}: {}", .error.error)]
     Api {
@@ -43,6 +52,15 @@ impl ClientError {
     /// The agent answered 404 (an unknown endpoint, say).
     pub fn is_not_found(&self) -> bool {
         matches!(self, ClientError::Api { status: 404, .. })
+    }
+
+    /// No answer came: the agent is not there, or went away, or was too
+    /// slow. The request may or may not have been carried out.
+    pub fn is_unanswered(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Unreachable { .. } | ClientError::Timeout { .. } | ClientError::Interrupted { .. }
+        )
     }
 }
 
@@ -156,42 +174,61 @@ impl Client {
         path: &str,
         body: Vec<u8>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        let unreachable = |source| ClientError::Unreachable {
-            socket: self.socket.clone(),
-            source,
-        };
-        let protocol = |why: String| ClientError::Protocol {
-            what: format!("{method} {path}"),
-            why,
-        };
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(unreachable)?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unreachable(std::io::Error::other(e)))?;
-        let connection = tokio::spawn(connection);
-        let request = Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .header("host", "ebpfcni-agent")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| protocol(e.to_string()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| protocol(e.to_string()))?;
+        let response = send(&self.socket, method.clone(), path, body).await?;
         let status = response.status();
         let bytes = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| protocol(e.to_string()))?
+            .map_err(|e| ClientError::Interrupted {
+                socket: self.socket.clone(),
+                what: format!("{method} {path}"),
+                why: e.to_string(),
+            })?
             .to_bytes();
-        connection.abort();
         Ok((status, bytes))
     }
+}
+
+/// Sends one HTTP/1.1 request over the unix socket `socket` and returns the
+/// response, its body still to be read (a stream of events, say). The
+/// connection lives as long as the body is read.
+pub async fn send(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+    let unreachable = |source| ClientError::Unreachable {
+        socket: socket.to_path_buf(),
+        source,
+    };
+    let protocol = |why: String| ClientError::Protocol {
+        what: format!("{method} {path}"),
+        why,
+    };
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(unreachable)?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| unreachable(std::io::Error::other(e)))?;
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .method(method.clone())
+        .uri(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| protocol(e.to_string()))?;
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| ClientError::Interrupted {
+            socket: socket.to_path_buf(),
+            what: format!("{method} {path}"),
+            why: e.to_string(),
+        })
 }
 
 /// A path segment: container ids and interface names are plain, but a

@@ -25,7 +25,9 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-pub use client::{Client, ClientError};
+pub use client::{send, Client, ClientError};
+/// The HTTP types [`send`] takes and returns.
+pub use hyper;
 pub use identity::{ReservedIdentity, FIRST_LABEL_IDENTITY, RESERVED};
 
 /// Where the agent listens unless told otherwise.
@@ -111,6 +113,11 @@ pub struct Endpoint {
     pub identity_labels: Labels,
     pub identity: u32,
     pub state: EndpointState,
+    /// The runtime that told the agent the container's labels (`podman`),
+    /// when one did; the agent removes the endpoint when that runtime
+    /// reports the container gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
 
 /// A label set's number on this node.

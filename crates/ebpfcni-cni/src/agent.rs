@@ -93,7 +93,12 @@ pub fn unregister(client: &Client, env: &Env) -> Result<()> {
             );
             Ok(())
         }
-        Err(ClientError::Unreachable { .. } | ClientError::Timeout { .. }) => queue(client.socket(), env),
+        // No answer: carried out or not, the agent does it (again) from
+        // its queue when it is back.
+        Err(e) if e.is_unanswered() => {
+            log::warn!("{e}");
+            queue(client.socket(), env)
+        }
         Err(e) => Err(failed("unregister the endpoint")(e)),
     }
 }

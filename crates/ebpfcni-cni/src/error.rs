@@ -198,9 +198,7 @@ impl Error {
             Error::Netlink { .. } | Error::Plumbing(_) => NETLINK,
             Error::Ipam { code, .. } => *code,
             Error::Agent { source, .. } => match source {
-                ebpfcni_api::ClientError::Unreachable { .. } | ebpfcni_api::ClientError::Timeout { .. } => {
-                    TRY_AGAIN_LATER
-                }
+                e if e.is_unanswered() => TRY_AGAIN_LATER,
                 _ => AGENT,
             },
             Error::Queue { .. } => AGENT,

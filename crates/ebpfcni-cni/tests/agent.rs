@@ -41,7 +41,12 @@ fn static_agent_config(node: &Node, agent: &AgentProcess, labels: &[(&str, &str)
 }
 
 fn start_agent(node: &Node, dir: &Path, cidr: &str) -> AgentProcess {
-    AgentProcess::start(&node.ns, node.pins.path(), dir, &["--pod-cidr", cidr])
+    AgentProcess::start(
+        &node.ns,
+        node.pins.path(),
+        dir,
+        &["--pod-cidr", cidr, "--runtime", "none"],
+    )
 }
 
 fn tempdir(tag: &str) -> tempfile::TempDir {

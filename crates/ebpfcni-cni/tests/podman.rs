@@ -28,6 +28,11 @@ struct Podman<'a> {
 
 impl<'a> Podman<'a> {
     fn new(node: &'a Node) -> Self {
+        Self::with_plugin(node, node.config("1.0.0"))
+    }
+
+    /// Podman with `plugin` as the network's one plugin.
+    fn with_plugin(node: &'a Node, mut plugin: serde_json::Value) -> Self {
         let dir = node.data_dir.join("podman");
         let (confdir, plugins, rootfs) = (dir.join("net.d"), dir.join("plugins"), dir.join("rootfs"));
         for d in [&confdir, &plugins, &rootfs.join("bin")] {
@@ -41,7 +46,6 @@ impl<'a> Podman<'a> {
             symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
         symlink(env!("CARGO_BIN_EXE_ebpfcni"), plugins.join("ebpfcni")).unwrap();
-        let mut plugin = node.config("1.0.0");
         plugin.as_object_mut().unwrap().remove("cniVersion");
         plugin.as_object_mut().unwrap().remove("name");
         plugin["logFile"] = json!(dir.join("ebpfcni.log"));
@@ -90,28 +94,55 @@ impl<'a> Podman<'a> {
 
     /// Starts a sleeping container and returns its address.
     fn start(&mut self) -> String {
+        self.start_labelled(&[])
+    }
+
+    /// Starts a sleeping container with `labels` (`k=v`) and returns its address.
+    fn start_labelled(&mut self, labels: &[&str]) -> String {
         let name = unique_name("ebpfcni-pod");
         let rootfs = self.dir.join("rootfs").display().to_string();
-        self.ok(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            &self.node.network,
-            "--cap-add",
-            "NET_RAW",
-            "--rootfs",
-            &rootfs,
-            "sleep",
-            "600",
-        ]);
+        let mut args = vec!["run", "-d", "--name", &name, "--network", &self.node.network];
+        for label in labels {
+            args.extend(["--label", label]);
+        }
+        args.extend(["--cap-add", "NET_RAW", "--rootfs", &rootfs, "sleep", "600"]);
+        self.ok(&args);
         self.containers.push(name.clone());
         let format = format!(
             "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
             self.node.network
         );
         self.ok(&["inspect", "-f", &format, &name])
+    }
+
+    /// Podman's API service on a socket of the test's own, in the node
+    /// namespace; stopped by pid on drop.
+    fn service(&self) -> Service {
+        let socket = self.dir.join("podman.sock");
+        let mut cmd = self.node.ns.command("podman");
+        cmd.env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            .args([
+                "--runtime",
+                "runc",
+                "--cgroup-manager",
+                "cgroupfs",
+                "system",
+                "service",
+                "--time=0",
+            ])
+            .arg(format!("unix://{}", socket.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let child = cmd.spawn().expect("start podman system service");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "podman's API did not come up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Service { child, socket }
     }
 
     fn pings(&self, from: usize, ip: &str) -> bool {
@@ -125,6 +156,20 @@ impl Drop for Podman<'_> {
         for name in std::mem::take(&mut self.containers) {
             let _ = self.podman(&["rm", "-f", "-t", "0", &name]);
         }
+    }
+}
+
+/// `podman system service`, killed by pid on drop.
+struct Service {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
     }
 }
 
@@ -172,5 +217,103 @@ fn podman_containers_ping_when_allowed_and_leave_no_veth() {
         node.allocations().is_empty(),
         "podman rm left allocations: {:?}",
         node.allocations()
+    );
+}
+
+/// Agent mode with podman: the agent asks podman's API for each container's
+/// labels (after the ADD, which podman runs holding the container), so
+/// containers started with the same `--label`s share an identity, and
+/// policy written for it lets them talk; `podman rm` takes it away.
+#[test]
+fn podman_labels_give_identities_through_the_agent() {
+    require_root!();
+    if !tools_present("podman_agent", &TOOLS) {
+        return;
+    }
+    let node = Node::new("pmagent");
+    let agent_dir = node.data_dir.join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let socket = agent_dir.join("agent.sock");
+    let plugin = json!({ "type": "ebpfcni", "pinDir": node.pins.path(), "agent": socket });
+    let mut podman = Podman::with_plugin(&node, plugin);
+    let service = podman.service();
+    let agent = ebpfcni_testutil::AgentProcess::start(
+        &node.ns,
+        node.pins.path(),
+        &agent_dir,
+        &[
+            "--pod-cidr",
+            "10.13.31.0/24",
+            "--runtime",
+            "podman",
+            "--podman-socket",
+            &service.socket.display().to_string(),
+        ],
+    );
+    let web1 = podman.start_labelled(&["app=web", "tier=front"]);
+    let web2 = podman.start_labelled(&["tier=front", "app=web"]);
+    let db = podman.start_labelled(&["app=db"]);
+    let client = agent.client();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let endpoints = loop {
+        let endpoints = client.endpoints().unwrap();
+        if endpoints.len() == 3
+            && endpoints
+                .iter()
+                .all(|e| e.state == ebpfcni_api::EndpointState::Ready)
+        {
+            break endpoints;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "labels never arrived: {endpoints:#?}\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let of = |ip: &str| {
+        endpoints
+            .iter()
+            .find(|e| e.ips[0].to_string() == ip)
+            .unwrap_or_else(|| panic!("no endpoint for {ip}"))
+    };
+    let (e1, e2, e3) = (of(&web1), of(&web2), of(&db));
+    assert_eq!(e1.labels["app"], "web");
+    assert_eq!(e1.runtime.as_deref(), Some("podman"));
+    assert_eq!(e1.identity, e2.identity, "the same labels share an identity");
+    assert_ne!(e1.identity, e3.identity);
+    assert!(e1.identity >= 256);
+    assert!(
+        e1.identity_labels
+            .keys()
+            .all(|k| !k.starts_with("io.containers.")),
+        "runtime metadata is not part of identities: {:?}",
+        e1.identity_labels
+    );
+
+    let maps = Maps::open(node.pins.path()).unwrap();
+    assert!(!podman.pings(0, &web2), "no rule yet");
+    maps.policy
+        .allow(PolicyRule::new(id(e1.identity), id(e1.identity)))
+        .unwrap();
+    assert!(
+        podman.pings(0, &web2),
+        "web -> web allowed by the label identity's rule"
+    );
+    assert!(!podman.pings(0, &db), "web -> db has no rule");
+
+    let db_name = podman.containers[2].clone();
+    podman.ok(&["rm", "-f", "-t", "0", &db_name]);
+    podman.containers.retain(|c| *c != db_name);
+    assert!(client
+        .endpoints()
+        .unwrap()
+        .iter()
+        .all(|e| e.ips[0].to_string() != db));
+    assert_eq!(maps.endpoints.get(db.parse().unwrap()).unwrap(), None);
+    drop(podman);
+    assert!(
+        client.endpoints().unwrap().is_empty(),
+        "podman rm removed every endpoint"
     );
 }

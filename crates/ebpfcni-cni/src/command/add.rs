@@ -80,7 +80,6 @@ pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
             created: None,
             recorded: false,
             agent: agent.as_ref(),
-            registered: false,
         };
         let host_side = setup.make_pair(&netns_file, claim).and_then(|ends| {
             let program = timing::step("program wait", || {
@@ -139,9 +138,8 @@ struct Setup<'a> {
     created: Option<u32>,
     /// Whether this ADD recorded the pod's addresses in interface_map.
     recorded: bool,
-    /// Agent mode: the agent's client, and whether it registered the pod.
+    /// Agent mode: the agent's client.
     agent: Option<&'a ebpfcni_api::Client>,
-    registered: bool,
 }
 
 /// Both ends of the pod's veth: (pod end, host end).
@@ -256,7 +254,6 @@ impl Setup<'_> {
                 };
                 let endpoint =
                     timing::step("register", || agent::register(client, conf, env, &host_end, ips))?;
-                self.registered = true;
                 log::info!(
                     "agent: {:?} identity {} ({} labels)",
                     endpoint.ips,
@@ -342,8 +339,10 @@ impl Setup<'_> {
     /// and, when it was taken, the IPAM allocation.
     fn roll_back(&mut self, cause: &Error, leased: Option<&Ipam<'_>>) {
         log::warn!("ADD failed, rolling back: {cause}");
-        if let (true, Some(client)) = (self.registered, self.agent) {
-            if let Err(undo) = client.delete_endpoint(&self.env.container_id, &self.env.ifname) {
+        // Agent mode: unregistered, or queued for the agent when it does
+        // not answer (the registration may have happened without its reply).
+        if let (Some(client), Some(_)) = (self.agent, self.created) {
+            if let Err(undo) = agent::unregister(client, self.env) {
                 log::warn!("rollback: failed to unregister the endpoint from the agent: {undo}");
             }
         }
