@@ -46,7 +46,7 @@ expect() {
 
 # --- set up ------------------------------------------------------------------
 scripts/install-deps.sh demo || exit 1
-if [[ ! -x $BIN_DIR/ebpfcni || ! -x $BIN_DIR/endpointctl || ! -x $BIN_DIR/policyctl ]]; then
+if [[ ! -x $BIN_DIR/ebpfcni || ! -x $BIN_DIR/endpointctl || ! -x $BIN_DIR/policyctl || ! -x $BIN_DIR/ebpfcni-agent ]]; then
   ./build.sh || exit 1
 fi
 endpointctl() { "$BIN_DIR/endpointctl" --pin-dir "$PIN_DIR" "$@"; }
@@ -64,7 +64,8 @@ while [[ ! -e $d ]]; do created_dir=$d; d=$(dirname "$d"); done
 suffix=$$
 node=ebpfcni-demo-node-$suffix frontend=ebpfcni-demo-frontend-$suffix backend=ebpfcni-demo-backend-$suffix
 work=$(mktemp -d /tmp/ebpfcni-demo.XXXXXX)
-httpd_pid="" mounted_tracefs="" monitor_pid=""
+httpd_pid="" mounted_tracefs="" monitor_pid="" agent_pid=""
+web=ebpfcni-demo-web-$suffix db=ebpfcni-demo-db-$suffix other=ebpfcni-demo-other-$suffix
 
 cni() { # cni COMMAND CONTAINER_ID NETNS: runs the plugin from the node namespace, as a runtime would
   CNI_COMMAND=$1 CNI_CONTAINERID=$2 CNI_NETNS=${3:+/run/netns/$3} CNI_IFNAME=eth0 CNI_PATH=$CNI_PATH \
@@ -80,8 +81,14 @@ cleanup() {
   if [[ -e /run/netns/$node ]]; then
     cni DEL frontend "$frontend" >/dev/null 2>&1 || echo "warning: CNI DEL frontend failed"
     cni DEL backend "$backend" >/dev/null 2>&1 || echo "warning: CNI DEL backend failed"
+    if [[ -n $agent_pid ]]; then
+      agent_cni DEL web "$web" net-agent >/dev/null 2>&1
+      agent_cni DEL db "$db" net-static-db >/dev/null 2>&1
+      agent_cni DEL other "$other" net-static-other >/dev/null 2>&1
+    fi
   fi
-  for ns in "$frontend" "$backend" "$node"; do
+  [[ -n $agent_pid ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
+  for ns in "$frontend" "$backend" "$web" "$db" "$other" "$node"; do
     [[ -e /run/netns/$ns ]] && ip netns del "$ns"
   done
   # The maps were created by this demo (it refuses to start otherwise).
@@ -93,6 +100,10 @@ cleanup() {
   [[ -n $mounted_tracefs ]] && umount "$mounted_tracefs"
   rm -rf "$work"
   echo "removed namespaces, veths, IPAM state and pinned maps"
+}
+agent_cni() { # agent_cni COMMAND CONTAINER_ID NETNS CONFIG: the same, with one of the agent-mode configs
+  CNI_COMMAND=$1 CNI_CONTAINERID=$2 CNI_NETNS=${3:+/run/netns/$3} CNI_IFNAME=eth0 CNI_PATH=$CNI_PATH \
+    nsenter --net="/run/netns/$node" -- "$BIN_DIR/ebpfcni" <"$work/$4.json" 2>>"$work/cni.log"
 }
 exec 3>&1 4>&2
 trap cleanup EXIT
@@ -203,6 +214,55 @@ in_backend() { nsenter --net="/run/netns/$backend" -- "$@"; }
 expect fail "ping backend -> frontend (backend may not open anything)" \
   in_backend ping -c 1 -W 1 -q "$FRONTEND_IP"
 show policyctl ct list
+
+# --- 9. the agent ------------------------------------------------------------------
+step "9. the node agent: identities from container labels, addresses from its own IPAM"
+socket=$work/agent.sock
+echo "\$ ebpfcni-agent --pod-cidr 10.13.1.0/24 &"
+nsenter --net="/run/netns/$node" -- "$BIN_DIR/ebpfcni-agent" --pin-dir "$PIN_DIR" --socket "$socket" \
+  --state-dir "$work/agent-state" --node demo --pod-cidr 10.13.1.0/24 --runtime none 2>"$work/agent.log" &
+agent_pid=$!
+agent_api() { curl -sS --max-time 5 --unix-socket "$socket" "http://agent$1"; }
+for _ in $(seq 100); do agent_api /v1/healthz >/dev/null 2>&1 && break; sleep 0.1; done
+agent_ready() { agent_api /v1/healthz >/dev/null; }
+expect ok "the agent answers on its socket" agent_ready
+conf() { # conf LABEL [STATIC_ADDRESS]: an agent-mode config, with the container's label
+  local ipam=''
+  [[ -n ${2:-} ]] && ipam=", \"ipam\": {\"type\": \"static\", \"addresses\": [{\"address\": \"$2/24\", \"gateway\": \"10.13.1.1\"}]}"
+  printf '{"cniVersion": "1.0.0", "name": "ebpfcni-demo-agent", "type": "ebpfcni", "pinDir": "%s", "agent": "%s", "args": {"cni": {"labels": [{"key": "app", "value": "%s"}]}}%s}\n' \
+    "$PIN_DIR" "$socket" "$1" "$ipam"
+}
+conf web >"$work/net-agent.json"
+conf db 10.13.1.200 >"$work/net-static-db.json"
+conf other 10.13.1.200 >"$work/net-static-other.json"
+cat "$work/net-agent.json"
+for pod in "$web" "$db" "$other"; do ip netns add "$pod" && ip -n "$pod" link set lo up; done
+echo "\$ CNI_COMMAND=ADD ... ebpfcni < net-agent.json   # web: app=web, address from the agent"
+agent_cni ADD web "$web" net-agent >"$work/web.json" && cat "$work/web.json"
+echo "\$ CNI_COMMAND=ADD ... ebpfcni < net-static-db.json   # db: app=db on 10.13.1.200 (static IPAM)"
+agent_cni ADD db "$db" net-static-db >"$work/db.json"
+web_ip=$(sed -n 's/.*"address":"\([0-9.]*\)\/24".*/\1/p' "$work/web.json")
+expect ok "web got an address from the agent's pod CIDR ($web_ip)" grep -q '"10.13.1.[0-9]*/24"' "$work/web.json"
+echo "\$ curl --unix-socket $socket http://agent/v1/endpoints"
+agent_api /v1/endpoints >"$work/endpoints.json" && sed 's/},{/},\n {/g' "$work/endpoints.json" | sed 's/^/   /'
+identity_of() { endpointctl list | awk -v ip="$1" '$1 == ip { print $2; exit }'; }
+web_id=$(identity_of "$web_ip") db_id=$(identity_of 10.13.1.200)
+show endpointctl list
+expect ok "identities appeared by themselves: web $web_id, db $db_id (from 256 up)" \
+  test "${web_id:-0}" -ge 256 -a "${db_id:-0}" -ge 256 -a "${web_id:-0}" != "${db_id:-0}"
+in_web() { nsenter --net="/run/netns/$web" -- "$@"; }
+expect fail "ping web -> db: no policy for their identities yet" in_web ping -c 1 -W 1 -q 10.13.1.200
+show policyctl allow --src "$web_id" --dst "$db_id" --symmetric
+expect ok "ping web -> db, allowed for their identities" in_web ping -c 2 -W 1 -i 0.3 -q 10.13.1.200
+
+step "10. db is deleted, another container (app=other) gets its address: it does not inherit db's permissions"
+show agent_cni DEL db "$db" net-static-db
+expect fail "10.13.1.200 has no identity once db is gone" sh -c "$BIN_DIR/endpointctl --pin-dir $PIN_DIR list | grep -q '^10.13.1.200 '"
+show agent_cni ADD other "$other" net-static-other >/dev/null
+other_id=$(identity_of 10.13.1.200)
+expect ok "the new container on 10.13.1.200 has its own identity ($other_id, not db's $db_id)" \
+  test "${other_id:-0}" -ge 256 -a "${other_id:-0}" != "$db_id"
+expect fail "ping web -> 10.13.1.200: the rule for db does not apply to other" in_web ping -c 1 -W 1 -q 10.13.1.200
 
 printf '\n== %d passed, %d failed\n' "$passes" "$failures"
 if ((failures == 0)); then

@@ -18,6 +18,8 @@ fn demo_walkthrough_holds() {
             "{tool} is not built next to ebpfcni: run `cargo test --workspace`"
         );
     }
+    // The agent's part of the demo: its binary beside the others.
+    ebpfcni_testutil::workspace_bin("ebpfcni-agent", "ebpfcni-agent");
     let pins = TestPinDir::new("demo");
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../demo.sh");
     let out = Command::new("bash")
