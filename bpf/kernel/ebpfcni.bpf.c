@@ -7,7 +7,8 @@
  * egress (what the pod receives); each knows its hook by construction. The
  * body checks that a pod sends from its own address (from-pod only), passes
  * what the sender's from-pod hook has just passed (to-pod only), lets the
- * replies of tracked connections through, maps both addresses of an
+ * replies of tracked connections (and the later fragments of a datagram
+ * whose first fragment passed) through, maps both addresses of an
  * IPv4 packet to security identities and lets the packet through only when
  * a rule allows the identity pair (for its protocol and port). The steps and their
  * order are the numbered "Policy precedence" list in ebpfcni.h; code cites
@@ -25,6 +26,7 @@
 #include "config.h"
 #include "parse.h"
 #include "trust.h"
+#include "frag.h"
 #include "ct.h"
 #include "identity.h"
 #include "policy.h"
@@ -45,7 +47,7 @@ const volatile enum ebpfcni_ct_timeout ebpfcni_btf_ct_timeout;
 const volatile struct ebpfcni_event ebpfcni_btf_event;
 const volatile enum ebpfcni_default ebpfcni_btf_default;
 
-/* Step 4, for a flow whose connection is tracked: a reply (or an ICMP
+/* Step 4b, for a flow whose connection is tracked: a reply (or an ICMP
  * error about it) passes; the opener's packets go on to policy, with the
  * entry to refresh. Returns: the verdict for a reply, -1 to go on. */
 static __always_inline int ebpfcni_conntrack(struct __sk_buff *ctx, struct ebpfcni_flow *flow,
@@ -105,11 +107,14 @@ static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfc
 		return ebpfcni_pass(ctx, flow->pass_kind, flow); /* step 3, to-pod */
 	}
 
+	if (ebpfcni_frag_find(flow))
+		return ebpfcni_pass(ctx, flow->pass_kind, flow); /* step 4a */
+
 	if (tracking) {
 		now = bpf_ktime_get_coarse_ns();
 		ret = ebpfcni_conntrack(ctx, flow, &key, &sender_is_b, &forward, now);
 		if (ret >= 0)
-			return ret; /* step 4 */
+			return ret; /* step 4b */
 	}
 
 	if (forward) {
@@ -144,25 +149,32 @@ static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfc
 
 /* What the pod sends: tc ingress of its host veth. The verdict is noted
  * for the receiver's to-pod hook (judged.h): a pass is, a drop clears the
- * note; a frame that is not IPv4 leaves it as it is. */
+ * note; a frame that is not IPv4 leaves it as it is. A first fragment's
+ * pass is recorded for the rest of its datagram (frag.h). */
 SEC("tc")
 int ebpfcni_frompod(struct __sk_buff *ctx)
 {
 	struct ebpfcni_flow flow = { .hook = EBPFCNI_HOOK_FROM_POD };
 	int verdict = ebpfcni_judge(ctx, EBPFCNI_HOOK_FROM_POD, &flow);
 
-	if (verdict == TC_ACT_SHOT)
+	if (verdict == TC_ACT_SHOT) {
 		ebpfcni_forget_pass();
-	else if (flow.pass_kind)
+		return verdict;
+	}
+	if (flow.pass_kind)
 		ebpfcni_note_pass(ctx, &flow);
+	ebpfcni_frag_passed(&flow);
 	return verdict;
 }
 
-/* What the pod receives: tc egress of its host veth. */
+/* What the pod receives: tc egress of its host veth. A first fragment's
+ * pass is recorded for the rest of its datagram (frag.h). */
 SEC("tc")
 int ebpfcni_topod(struct __sk_buff *ctx)
 {
 	struct ebpfcni_flow flow = { .hook = EBPFCNI_HOOK_TO_POD };
+	int verdict = ebpfcni_judge(ctx, EBPFCNI_HOOK_TO_POD, &flow);
 
-	return ebpfcni_judge(ctx, EBPFCNI_HOOK_TO_POD, &flow);
+	ebpfcni_frag_passed(&flow);
+	return verdict;
 }

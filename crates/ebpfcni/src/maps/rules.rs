@@ -307,7 +307,8 @@ impl Maps {
     /// Keeps connection tracking in step with the rules: on while some rule
     /// is stateful, and no tracked connection that no rule allows
     /// statefully any longer (or whose addresses' identities changed), so
-    /// that revoking a rule stops its replies at once.
+    /// that revoking a rule stops its replies at once; the fragments'
+    /// records, given under the old rules, are forgotten too.
     pub fn after_policy_change(&self) -> Result<()> {
         let index = PolicyIndex::read(self)?;
         // The flags follow the maps, which were written first: a rule is
@@ -315,6 +316,17 @@ impl Maps {
         self.config.set_port_rules(!self.ports.is_empty()?)?;
         self.config.set_conntrack(index.any_stateful())?;
         self.sweep_connections(&index)?;
+        self.forget_fragments()?;
+        Ok(())
+    }
+
+    /// Forgets the records of fragmented datagrams (a rule or an identity
+    /// they passed under may have gone): their later fragments still on
+    /// the way are judged by themselves.
+    fn forget_fragments(&self) -> Result<()> {
+        if !self.fragments.is_empty()? {
+            self.fragments.clear()?;
+        }
         Ok(())
     }
 
@@ -338,6 +350,7 @@ impl Maps {
     /// removed, so that none outlives the identity it was allowed for.
     /// Returns how many went.
     pub fn after_identity_change(&self) -> Result<usize> {
+        self.forget_fragments()?;
         if self.conntrack.is_empty()? {
             return Ok(0);
         }
