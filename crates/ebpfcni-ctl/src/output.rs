@@ -6,7 +6,7 @@ use std::io::{self, BufWriter, StdoutLock, Write};
 use std::net::Ipv4Addr;
 
 use clap::ValueEnum;
-use ebpfcni::{IdentityAddr, PinnedMap, Rule, Selector, Stored, StoredIdentity, StoredRule};
+use ebpfcni::{IdentityAddr, PinnedMap, PolicyIndex, Rule, Selector, Stored, StoredIdentity, StoredRule};
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
@@ -172,7 +172,8 @@ impl Out {
             return Ok(());
         }
         let valid: Vec<Rule> = rules.iter().filter_map(|r| r.clone().valid()).collect();
-        let reverse = |r: &Rule| reverse_of(r, &valid);
+        let index = PolicyIndex::of(valid.iter().copied());
+        let reverse = |r: &Rule| reverse_of(r, &index);
         if self.format == Format::Json {
             let rows: Vec<RuleRow> = rules
                 .iter()
@@ -400,8 +401,9 @@ pub enum Reverse {
     Tracked,
     /// Source and destination are one identity.
     Same,
-    /// A rule of the reverse pair allows them: its pair rule, or for a
-    /// whole-protocol rule, one for the same protocol.
+    /// The rules of the reverse pair allow them, whatever the opener's
+    /// port: its pair rule, a rule for the whole protocol, or port rules
+    /// covering every port ([`PolicyIndex::replies_allowed`]).
     Allowed,
     /// No rule allows them (a one-way rule; for a stateless port rule,
     /// `--stateful` is what lets its replies back).
@@ -419,24 +421,16 @@ impl fmt::Display for Reverse {
     }
 }
 
-/// How the replies of `rule` pass, given every valid rule.
-pub fn reverse_of(rule: &Rule, rules: &[Rule]) -> Reverse {
+/// How the replies of `rule` pass, given every valid rule (as the
+/// datapath judges them: [`PolicyIndex`]).
+pub fn reverse_of(rule: &Rule, rules: &PolicyIndex) -> Reverse {
     if rule.stateful {
         return Reverse::Tracked;
     }
     if rule.pair.src == rule.pair.dst {
         return Reverse::Same;
     }
-    let back = rule.pair.reverse();
-    let covers = |r: &Rule| {
-        r.pair == back
-            && match (rule.selector, r.selector) {
-                (_, Selector::Any) => true,
-                (Selector::Protocol(p), Selector::Protocol(q)) => p == q,
-                _ => false,
-            }
-    };
-    if rules.iter().any(covers) {
+    if rules.replies_allowed(rule) {
         Reverse::Allowed
     } else {
         Reverse::Missing
@@ -486,6 +480,78 @@ fn write_table(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use ebpfcni::{Identity, PolicyRule};
+
+    fn rule(src: u32, dst: u32, selector: &str) -> Rule {
+        let selector = match selector {
+            "any" => Selector::Any,
+            s if s.contains('/') => Selector::parse_ports(s).unwrap(),
+            s => Selector::Protocol(s.parse().unwrap()),
+        };
+        Rule {
+            pair: PolicyRule::new(Identity::new(src).unwrap(), Identity::new(dst).unwrap()),
+            selector,
+            stateful: false,
+        }
+    }
+
+    /// The REVERSE column of the first rule, given all of them.
+    fn reverse(rules: &[Rule]) -> Reverse {
+        reverse_of(&rules[0], &PolicyIndex::of(rules.iter().copied()))
+    }
+
+    #[test]
+    fn a_port_rule_whose_replies_a_whole_protocol_rule_allows_is_not_missing() {
+        // The case: the replies of 8080/tcp come from port 8080 to
+        // any port, and `2 -> 1 tcp` allows them all.
+        assert_eq!(
+            reverse(&[rule(1, 2, "8080/tcp"), rule(2, 1, "tcp")]),
+            Reverse::Allowed
+        );
+    }
+
+    #[test]
+    fn reverse_says_whether_every_reply_passes() {
+        let cases: &[(&[Rule], Reverse)] = &[
+            (&[rule(1, 2, "any")], Reverse::Missing),
+            (&[rule(1, 2, "any"), rule(2, 1, "any")], Reverse::Allowed),
+            (&[rule(1, 2, "any"), rule(2, 1, "udp")], Reverse::Missing),
+            (&[rule(1, 2, "53/udp"), rule(2, 1, "any")], Reverse::Allowed),
+            (&[rule(1, 2, "53/udp"), rule(2, 1, "tcp")], Reverse::Missing),
+            (&[rule(1, 2, "icmp"), rule(2, 1, "icmp")], Reverse::Allowed),
+            (&[rule(1, 2, "tcp"), rule(2, 1, "8080/tcp")], Reverse::Missing),
+            (
+                &[rule(1, 2, "8080/tcp"), rule(2, 1, "8080/tcp")],
+                Reverse::Missing,
+            ),
+            (
+                &[
+                    rule(1, 2, "8080/tcp"),
+                    rule(2, 1, "1-30000/tcp"),
+                    rule(2, 1, "30001-65535/tcp"),
+                ],
+                Reverse::Allowed,
+            ),
+            (
+                &[
+                    rule(1, 2, "8080/tcp"),
+                    rule(2, 1, "1-30000/tcp"),
+                    rule(2, 1, "30002-65535/tcp"),
+                ],
+                Reverse::Missing,
+            ),
+            (&[rule(1, 1, "8080/tcp")], Reverse::Same),
+        ];
+        for (rules, expected) in cases {
+            assert_eq!(reverse(rules), *expected, "{rules:?}");
+        }
+        let stateful = Rule {
+            stateful: true,
+            ..rule(1, 2, "8080/tcp")
+        };
+        assert_eq!(reverse(&[stateful]), Reverse::Tracked);
+    }
 
     #[test]
     fn state_table_is_capped() {
