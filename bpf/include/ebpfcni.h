@@ -22,15 +22,25 @@
  *      (same addresses, protocol and ports, received on that hook's
  *      interface), passes as it passed there: it was judged once, by the
  *      steps below against the same maps (lib/judged.h).
- *   4. Connection tracking, only while some rule is stateful
- *      (config conntrack != 0): a packet of a tracked connection (ct_map, an
- *      entry not expired) that goes from the responder to the opener is a
- *      reply and passes; an ICMP error (destination unreachable, time
- *      exceeded) about a tracked connection, sent to the connection's side
- *      that sent the packet it quotes, passes as related. A packet from the
- *      opener goes on to policy (7, 8), judged like any other, every time,
- *      for the identities the connection was opened with (a change of
- *      either identity ends the connection: the tools remove its entry).
+ *   4. What was already allowed:
+ *      a. a later fragment (fragment offset != 0: it carries no L4 header)
+ *         of a datagram whose first fragment (offset 0, MF set) passed by a
+ *         port rule (8) or as a reply (4b) passes as that one did, with its
+ *         identities: frag_map holds the first fragment's verdict, keyed by
+ *         (source, destination, protocol, IP ID), for EBPFCNI_FRAG_LIFETIME
+ *         seconds (an LRU hash; as Cilium does). A later fragment without
+ *         a record (its first was dropped, allowed by a pair rule, not seen
+ *         yet, or the record went) goes on, judged by the steps below,
+ *         where only a pair rule or a whole-protocol rule can match it;
+ *      b. connection tracking, only while some rule is stateful
+ *         (config conntrack != 0): a packet of a tracked connection (ct_map, an
+ *         entry not expired) that goes from the responder to the opener is a
+ *         reply and passes; an ICMP error (destination unreachable, time
+ *         exceeded) about a tracked connection, sent to the connection's side
+ *         that sent the packet it quotes, passes as related. A packet from the
+ *         opener goes on to policy (7, 8), judged like any other, every time,
+ *         for the identities the connection was opened with (a change of
+ *         either identity ends the connection: the tools remove its entry).
  *   5. An address's identity is its endpoint_map entry; an address with none
  *      takes the identity of the longest prefix in prefix_map that holds it
  *      (an exact endpoint always beats a prefix). A source address with
@@ -41,13 +51,15 @@
  *   8. Else a port rule (port_policy_map, longest match, looked up only
  *      while config port_rules != 0): one destination port, then a range
  *      of ports, then the whole protocol. A packet
- *      without ports (a later fragment, a protocol without ports) can only
- *      match a whole-protocol rule.
+ *      without ports (a later fragment not passed by 4a, a protocol
+ *      without ports) can only match a whole-protocol rule.
  *   9. A packet allowed by a stateful rule (7 or 8) creates or refreshes its
  *      connection's entry (the sender is the opener), so that replies pass
- *      (4) without a reverse rule; a packet allowed by a stateless rule is
- *      not tracked. Everything allowed passes.
- *  10. Everything else is dropped: while tracking (4), no-flow when the
+ *      (4b) without a reverse rule; a packet allowed by a stateless rule is
+ *      not tracked. Everything allowed passes; a first fragment that passed
+ *      by a port rule (8) or as a reply (4b) records its verdict for the
+ *      rest of its datagram (4a).
+ *  10. Everything else is dropped: while tracking (4b), no-flow when the
  *      reverse direction has a stateful rule (a reply whose connection is
  *      not tracked, or no longer is); else no-policy (default deny).
  *
@@ -71,6 +83,7 @@ enum ebpfcni_capacity {
 	EBPFCNI_INTERFACE_MAP_CAPACITY = 16384, /* host veths: pods on the node */
 	EBPFCNI_PORT_POLICY_MAP_CAPACITY = 65536, /* entries: a port range takes several */
 	EBPFCNI_CT_MAP_CAPACITY = 131072,         /* connections (LRU: the oldest go) */
+	EBPFCNI_FRAG_MAP_CAPACITY = 8192,         /* fragmented datagrams (LRU: the oldest go) */
 	EBPFCNI_EVENT_RING_BYTES = 1 << 20,       /* about 21,000 events */
 };
 
@@ -113,7 +126,7 @@ _Static_assert(sizeof(struct policy_key) == 8, "policy_key must be 8 bytes");
 
 /* policy_map value (one byte), and the action of a port rule. An absent
  * entry is a deny. A stateful rule's connections are tracked, so that their
- * replies pass without a reverse rule (precedence 4, 9). */
+ * replies pass without a reverse rule (precedence 4b, 9). */
 enum ebpfcni_policy_action : __u8 {
 	EBPFCNI_POLICY_ALLOW = 1,
 	EBPFCNI_POLICY_ALLOW_STATEFUL = 3,
@@ -206,6 +219,11 @@ enum ebpfcni_default {
 	EBPFCNI_CT_DEFAULT_CLOSING = 10,
 	EBPFCNI_CT_DEFAULT_UDP = 60,
 	EBPFCNI_CT_DEFAULT_ICMP = 60,
+	/* Seconds a first fragment's verdict holds for the rest of its
+	 * datagram (frag_map; precedence 4a): its fragments follow it within
+	 * microseconds, and an IP ID comes round again only after 65,536
+	 * datagrams between the same two addresses. */
+	EBPFCNI_FRAG_LIFETIME = 10,
 	/* The rate limit (see ebpfcni_config.notify_rate). */
 	EBPFCNI_NOTIFY_DEFAULT_RATE = 1000,
 	/* The highest rate the datapath takes (a higher notify_rate counts as
@@ -240,7 +258,7 @@ struct ebpfcni_config {
 	enum ebpfcni_trace_level trace_level;
 	enum ebpfcni_event_level event_level;
 	/* Nonzero while some rule is stateful (policyctl keeps it so): only
-	 * then does the program look connections up (precedence 4). */
+	 * then does the program look connections up (precedence 4b). */
 	__u32 conntrack;
 	/* Seconds, by enum ebpfcni_ct_timeout; 0: the default. */
 	__u32 ct_timeout[EBPFCNI_CT_TIMEOUTS];
@@ -304,8 +322,8 @@ enum ebpfcni_pass_kind : __u8 {
 	EBPFCNI_PASS_POLICY = 1,      /* a rule allowed it (7, 8); not tracked */
 	EBPFCNI_PASS_NEW_FLOW = 2,    /* a stateful rule allowed it and its connection is new (9) */
 	EBPFCNI_PASS_TRACKED = 3,     /* a stateful rule allowed it; the connection was tracked */
-	EBPFCNI_PASS_REPLY = 4,       /* a reply of a tracked connection (4) */
-	EBPFCNI_PASS_RELATED = 5,     /* an ICMP error about a tracked connection (4) */
+	EBPFCNI_PASS_REPLY = 4,       /* a reply of a tracked connection (4b) */
+	EBPFCNI_PASS_RELATED = 5,     /* an ICMP error about a tracked connection (4b) */
 };
 
 /* event_ring record: one per event, fixed size. */
@@ -329,6 +347,29 @@ struct ebpfcni_event {
 	__u8 ct_changed;  /* the packet created the connection or changed its state */
 };
 _Static_assert(sizeof(struct ebpfcni_event) == 40, "ebpfcni_event is 40 bytes");
+
+/* frag_map key: a datagram being fragmented, as its fragments' IPv4
+ * headers say (precedence 4a). */
+struct ebpfcni_frag_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 id;     /* the IP ID */
+	__u8 protocol; /* IPPROTO_* */
+	__u8 pad;      /* zero */
+};
+_Static_assert(sizeof(struct ebpfcni_frag_key) == 12, "ebpfcni_frag_key is 12 bytes");
+
+/* frag_map value: the verdict of the datagram's first fragment, which its
+ * later fragments pass with. An entry whose expiry has passed counts as
+ * absent. */
+struct ebpfcni_frag_entry {
+	__u64 expires_ns; /* CLOCK_MONOTONIC_COARSE, as bpf_ktime_get_coarse_ns */
+	__u32 src_id;     /* the first fragment's identities (for events) */
+	__u32 dst_id;
+	enum ebpfcni_pass_kind pass_kind; /* how the first fragment passed */
+	__u8 pad[7];
+};
+_Static_assert(sizeof(struct ebpfcni_frag_entry) == 24, "ebpfcni_frag_entry is 24 bytes");
 
 /* Slots of notify_state (per CPU): flow events and trace lines each have
  * their own rate limit and counts. */

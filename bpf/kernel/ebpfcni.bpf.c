@@ -7,7 +7,8 @@
  * egress (what the pod receives); each knows its hook by construction. The
  * body checks that a pod sends from its own address (from-pod only), passes
  * what the sender's from-pod hook has just passed (to-pod only), lets the
- * replies of tracked connections through, maps both addresses of an
+ * replies of tracked connections (and the later fragments of a datagram
+ * whose first fragment passed) through, maps both addresses of an
  * IPv4 packet to security identities and lets the packet through only when
  * a rule allows the identity pair (for its protocol and port). The steps and their
  * order are the numbered "Policy precedence" list in ebpfcni.h; code cites
@@ -25,6 +26,7 @@
 #include "config.h"
 #include "parse.h"
 #include "trust.h"
+#include "frag.h"
 #include "ct.h"
 #include "identity.h"
 #include "policy.h"
@@ -45,7 +47,7 @@ const volatile enum ebpfcni_ct_timeout ebpfcni_btf_ct_timeout;
 const volatile struct ebpfcni_event ebpfcni_btf_event;
 const volatile enum ebpfcni_default ebpfcni_btf_default;
 
-/* Step 4, for a flow whose connection is tracked: a reply (or an ICMP
+/* Step 4b, for a flow whose connection is tracked: a reply (or an ICMP
  * error about it) passes; the opener's packets go on to policy, with the
  * entry to refresh. Returns: the verdict for a reply, -1 to go on. */
 static __always_inline int ebpfcni_conntrack(struct __sk_buff *ctx, struct ebpfcni_flow *flow,
@@ -78,10 +80,12 @@ static __always_inline int ebpfcni_conntrack(struct __sk_buff *ctx, struct ebpfc
 }
 
 /* The verdict on one packet seen at `hook` (a constant: each entry point
- * gets its own copy of this body, without the branches of the other). */
-static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfcni_hook hook)
+ * gets its own copy of this body, without the branches of the other).
+ * `flow` (its hook set) is the caller's: a pass leaves its kind there
+ * (verdict.h), 0 for a frame that is not IPv4. */
+static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfcni_hook hook,
+					 struct ebpfcni_flow *flow)
 {
-	struct ebpfcni_flow flow = { .hook = hook };
 	struct ebpfcni_ct_key key = {};
 	struct ebpfcni_ct_entry *forward = NULL;
 	bool tracking = ebpfcni_config()->conntrack, sender_is_b = false;
@@ -89,67 +93,88 @@ static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfc
 	__u8 action;
 	int ret;
 
-	ret = ebpfcni_parse(ctx, &flow);
+	ret = ebpfcni_parse(ctx, flow);
 	if (ret == EBPFCNI_NOT_IPV4)
 		return TC_ACT_OK; /* step 1 */
 	if (ret < 0)
-		return ebpfcni_drop(ctx, -ret, &flow); /* step 2 */
+		return ebpfcni_drop(ctx, -ret, flow); /* step 2 */
 
 	if (hook == EBPFCNI_HOOK_FROM_POD) {
-		ret = ebpfcni_source_trusted(ctx, &flow);
+		ret = ebpfcni_source_trusted(ctx, flow);
 		if (ret < 0)
-			return ebpfcni_drop(ctx, -ret, &flow); /* step 3 */
-	} else if (ebpfcni_judged_at_from_pod(ctx, &flow)) {
-		return ebpfcni_pass(ctx, flow.pass_kind, &flow); /* step 3, to-pod */
+			return ebpfcni_drop(ctx, -ret, flow); /* step 3 */
+	} else if (ebpfcni_judged_at_from_pod(ctx, flow)) {
+		return ebpfcni_pass(ctx, flow->pass_kind, flow); /* step 3, to-pod */
 	}
+
+	if (ebpfcni_frag_find(flow))
+		return ebpfcni_pass(ctx, flow->pass_kind, flow); /* step 4a */
 
 	if (tracking) {
 		now = bpf_ktime_get_coarse_ns();
-		ret = ebpfcni_conntrack(ctx, &flow, &key, &sender_is_b, &forward, now);
+		ret = ebpfcni_conntrack(ctx, flow, &key, &sender_is_b, &forward, now);
 		if (ret >= 0)
-			return ret; /* step 4 */
+			return ret; /* step 4b */
 	}
 
 	if (forward) {
 		/* The connection's identities: its entry goes when either changes. */
-		flow.src_id = forward->opener_id;
-		flow.dst_id = forward->responder_id;
+		flow->src_id = forward->opener_id;
+		flow->dst_id = forward->responder_id;
 	} else {
-		ret = ebpfcni_lookup_identities(&flow);
+		ret = ebpfcni_lookup_identities(flow);
 		if (ret < 0)
-			return ebpfcni_drop(ctx, -ret, &flow); /* steps 5, 6 */
+			return ebpfcni_drop(ctx, -ret, flow); /* steps 5, 6 */
 	}
 
-	action = ebpfcni_policy_of(&flow); /* steps 7, 8 */
+	action = ebpfcni_policy_of(flow); /* steps 7, 8 */
 	if (action == EBPFCNI_POLICY_ALLOW_STATEFUL && tracking) {
 		if (forward) {
-			ebpfcni_ct_track(forward, &flow, false, now);
-			return ebpfcni_pass(ctx, EBPFCNI_PASS_TRACKED, &flow);
+			ebpfcni_ct_track(forward, flow, false, now);
+			return ebpfcni_pass(ctx, EBPFCNI_PASS_TRACKED, flow);
 		}
-		ret = ebpfcni_ct_open(&flow, &key, sender_is_b, now);
+		ret = ebpfcni_ct_open(flow, &key, sender_is_b, now);
 		if (ret < 0)
-			return ebpfcni_drop(ctx, -ret, &flow); /* step 9 */
-		return ebpfcni_pass(ctx, EBPFCNI_PASS_NEW_FLOW, &flow);
+			return ebpfcni_drop(ctx, -ret, flow); /* step 9 */
+		return ebpfcni_pass(ctx, EBPFCNI_PASS_NEW_FLOW, flow);
 	}
 	if (action)
-		return ebpfcni_pass(ctx, EBPFCNI_PASS_POLICY, &flow); /* step 9 */
+		return ebpfcni_pass(ctx, EBPFCNI_PASS_POLICY, flow); /* step 9 */
 
 	/* Step 10. Only drops pay for the second lookup, and only while tracking. */
-	if (tracking && ebpfcni_policy_of_reverse(&flow) == EBPFCNI_POLICY_ALLOW_STATEFUL)
-		return ebpfcni_drop(ctx, EBPFCNI_DROP_NO_FLOW, &flow);
-	return ebpfcni_drop(ctx, EBPFCNI_DROP_NO_POLICY, &flow);
+	if (tracking && ebpfcni_policy_of_reverse(flow) == EBPFCNI_POLICY_ALLOW_STATEFUL)
+		return ebpfcni_drop(ctx, EBPFCNI_DROP_NO_FLOW, flow);
+	return ebpfcni_drop(ctx, EBPFCNI_DROP_NO_POLICY, flow);
 }
 
-/* What the pod sends: tc ingress of its host veth. */
+/* What the pod sends: tc ingress of its host veth. The verdict is noted
+ * for the receiver's to-pod hook (judged.h): a pass is, a drop clears the
+ * note; a frame that is not IPv4 leaves it as it is. A first fragment's
+ * pass is recorded for the rest of its datagram (frag.h). */
 SEC("tc")
 int ebpfcni_frompod(struct __sk_buff *ctx)
 {
-	return ebpfcni_judge(ctx, EBPFCNI_HOOK_FROM_POD);
+	struct ebpfcni_flow flow = { .hook = EBPFCNI_HOOK_FROM_POD };
+	int verdict = ebpfcni_judge(ctx, EBPFCNI_HOOK_FROM_POD, &flow);
+
+	if (verdict == TC_ACT_SHOT) {
+		ebpfcni_forget_pass();
+		return verdict;
+	}
+	if (flow.pass_kind)
+		ebpfcni_note_pass(ctx, &flow);
+	ebpfcni_frag_passed(&flow);
+	return verdict;
 }
 
-/* What the pod receives: tc egress of its host veth. */
+/* What the pod receives: tc egress of its host veth. A first fragment's
+ * pass is recorded for the rest of its datagram (frag.h). */
 SEC("tc")
 int ebpfcni_topod(struct __sk_buff *ctx)
 {
-	return ebpfcni_judge(ctx, EBPFCNI_HOOK_TO_POD);
+	struct ebpfcni_flow flow = { .hook = EBPFCNI_HOOK_TO_POD };
+	int verdict = ebpfcni_judge(ctx, EBPFCNI_HOOK_TO_POD, &flow);
+
+	ebpfcni_frag_passed(&flow);
+	return verdict;
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * ct.h: connection tracking for stateful rules. Precedence steps 4 and 9 of
+ * ct.h: connection tracking for stateful rules. Precedence steps 4b and 9 of
  * ebpfcni.h. One entry per connection, the same key for both directions
  * (the two ends ordered), so one lookup serves any packet. An entry whose
  * expiry has passed counts as absent: correctness never waits for a
@@ -178,7 +178,7 @@ static __always_inline int ebpfcni_ct_open(struct ebpfcni_flow *flow, const stru
 
 /* Whether the flow is an ICMP error (destination unreachable, which says
  * "fragmentation needed" too, or time exceeded) about a live connection,
- * sent to the end that sent the packet it quotes (step 4). */
+ * sent to the end that sent the packet it quotes (step 4b). */
 static __always_inline bool ebpfcni_ct_related(struct __sk_buff *ctx, const struct ebpfcni_flow *flow, __u64 now)
 {
 	struct ebpfcni_quoted q = {};

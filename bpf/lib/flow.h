@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * flow.h: what the program learns about one packet, filled in step by step
- * (parse.h, identity.h, policy.h, ct.h) and read by every later step and by
+ * (parse.h, identity.h, policy.h, ct.h, frag.h) and read by every later step and by
  * the verdict (verdict.h).
  */
 #ifndef EBPFCNI_LIB_FLOW_H
@@ -30,7 +30,17 @@ struct ebpfcni_flow {
 	enum ebpfcni_pass_kind pass_kind;
 	enum ebpfcni_ct_state ct_state;
 	__u8 ct_changed;
+	__u8 fragment;  /* enum ebpfcni_fragment */
+	__be16 ip_id;   /* a fragment's IP ID (else 0) */
+	__u8 port_rule; /* a port rule (step 8), not a pair rule, allowed it */
 	__u8 pad;
+};
+
+/* Which part of a datagram a packet is (its IPv4 header's fragment field). */
+enum ebpfcni_fragment {
+	EBPFCNI_FRAG_NONE = 0,  /* the whole datagram */
+	EBPFCNI_FRAG_FIRST = 1, /* offset 0, more fragments: it carries the L4 header */
+	EBPFCNI_FRAG_LATER = 2, /* offset != 0: no L4 header */
 };
 
 #endif /* EBPFCNI_LIB_FLOW_H */

@@ -2,7 +2,7 @@
 /*
  * identity.h: the security identities of a packet's two addresses: the
  * exact endpoint first, the longest CIDR prefix only when there is none.
- * Precedence steps 4 and 5 of ebpfcni.h.
+ * Precedence steps 5 and 6 of ebpfcni.h.
  *
  * Maps: endpoint_map (hash)      IPv4 address, host byte order -> identity
  *       prefix_map (LPM trie)    struct ebpfcni_prefix_key -> identity
@@ -55,10 +55,10 @@ static __always_inline int ebpfcni_lookup_identities(struct ebpfcni_flow *flow)
 {
 	flow->src_id = ebpfcni_identity_of(flow->saddr);
 	if (!flow->src_id)
-		return -EBPFCNI_DROP_UNKNOWN_SRC; /* step 4 */
+		return -EBPFCNI_DROP_UNKNOWN_SRC; /* step 5 */
 	flow->dst_id = ebpfcni_identity_of(flow->daddr);
 	if (!flow->dst_id)
-		return -EBPFCNI_DROP_UNKNOWN_DST; /* step 5 */
+		return -EBPFCNI_DROP_UNKNOWN_DST; /* step 6 */
 	return 0;
 }
 

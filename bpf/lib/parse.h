@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * parse.h: a frame into a flow tuple (addresses, protocol, L4 ports and TCP
- * flags, ICMP type and echo identifier). Precedence steps 1 and 2 of
- * ebpfcni.h. Also reads the packet an ICMP error quotes (for ct.h).
+ * flags, ICMP type and echo identifier, which part of a datagram it is).
+ * Precedence steps 1 and 2 of ebpfcni.h. Also reads the packet an ICMP
+ * error quotes (for ct.h).
  *
  * API:  ebpfcni_parse(ctx, flow)
  *   Returns: 0 for a well-formed IPv4 packet, EBPFCNI_NOT_IPV4 for any other
@@ -29,6 +30,10 @@
 
 /* ebpfcni_parse() result for frames that are not IPv4 (step 1). */
 #define EBPFCNI_NOT_IPV4 1
+
+/* The IPv4 header's fragment field (network order on the wire). */
+#define EBPFCNI_IP_MF 0x2000     /* more fragments */
+#define EBPFCNI_IP_OFFSET 0x1fff /* the fragment's offset, in 8 bytes */
 
 /* The part of a TCP or UDP header the program reads: the ports, and for
  * TCP the flags byte (offset 13). */
@@ -68,8 +73,15 @@ static __always_inline void ebpfcni_parse_l4(struct __sk_buff *ctx, const struct
 	__u32 need;
 
 	flow->protocol = ip->protocol;
-	if (ip->frag_off & bpf_htons(0x1fff)) /* a later fragment: no L4 header */
-		return;
+	/* The one test a packet that is not a fragment pays (frag.h). */
+	if (ip->frag_off & bpf_htons(EBPFCNI_IP_MF | EBPFCNI_IP_OFFSET)) {
+		flow->ip_id = ip->id;
+		if (ip->frag_off & bpf_htons(EBPFCNI_IP_OFFSET)) {
+			flow->fragment = EBPFCNI_FRAG_LATER; /* no L4 header */
+			return;
+		}
+		flow->fragment = EBPFCNI_FRAG_FIRST;
+	}
 	if (ip->protocol == IPPROTO_TCP)
 		need = 14;
 	else if (ip->protocol == IPPROTO_UDP)

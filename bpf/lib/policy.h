@@ -7,7 +7,7 @@
  * Maps: policy_map (hash)           struct policy_key -> enum ebpfcni_policy_action
  *       port_policy_map (LPM trie)  struct ebpfcni_port_key -> struct ebpfcni_port_rule
  * API:  ebpfcni_policy_action(src_id, dst_id, protocol, dport)
- *       ebpfcni_policy_of(flow)
+ *       ebpfcni_policy_of(flow)   (and flow->port_rule: step 8 allowed it)
  *   Returns: EBPFCNI_POLICY_ALLOW or EBPFCNI_POLICY_ALLOW_STATEFUL for the
  *   rule that allows, 0 when none does (step 10 is the caller's drop).
  */
@@ -42,15 +42,20 @@ static __always_inline __u8 ebpfcni_valid_action(__u8 action)
 	return action == EBPFCNI_POLICY_ALLOW || action == EBPFCNI_POLICY_ALLOW_STATEFUL ? action : 0;
 }
 
-/* `dport` is 0 for a packet without ports: only a whole-protocol rule can
- * match it, as no port rule covers port 0. */
-static __always_inline __u8 ebpfcni_policy_action(__u32 src_id, __u32 dst_id, __u8 protocol, __be16 dport)
+/* Step 7: the pair rule's action, 0 when there is none. */
+static __always_inline __u8 ebpfcni_pair_action(__u32 src_id, __u32 dst_id)
 {
 	struct policy_key pair = { .src_id = src_id, .dst_id = dst_id };
 	__u8 *action = bpf_map_lookup_elem(&policy_map, &pair);
 
-	if (action && ebpfcni_valid_action(*action))
-		return *action; /* step 7 */
+	return action ? ebpfcni_valid_action(*action) : 0;
+}
+
+/* Step 8: the longest port rule's action, 0 when there is none. `dport`
+ * is 0 for a packet without ports: only a whole-protocol rule can match
+ * it, as no port rule covers port 0. */
+static __always_inline __u8 ebpfcni_port_action(__u32 src_id, __u32 dst_id, __u8 protocol, __be16 dport)
+{
 	if (!ebpfcni_config()->port_rules)
 		return 0;
 
@@ -63,13 +68,25 @@ static __always_inline __u8 ebpfcni_policy_action(__u32 src_id, __u32 dst_id, __
 	};
 	struct ebpfcni_port_rule *rule = bpf_map_lookup_elem(&port_policy_map, &key);
 
-	return rule ? ebpfcni_valid_action(rule->action) : 0; /* step 8 */
+	return rule ? ebpfcni_valid_action(rule->action) : 0;
 }
 
-static __always_inline __u8 ebpfcni_policy_of(const struct ebpfcni_flow *flow)
+static __always_inline __u8 ebpfcni_policy_action(__u32 src_id, __u32 dst_id, __u8 protocol, __be16 dport)
 {
-	return ebpfcni_policy_action(flow->src_id, flow->dst_id, flow->protocol,
-				     flow->has_ports ? flow->dport : 0);
+	return ebpfcni_pair_action(src_id, dst_id) ?: ebpfcni_port_action(src_id, dst_id, protocol, dport);
+}
+
+/* Also notes in the flow whether a port rule (not the pair rule) allowed
+ * it (for frag.h). */
+static __always_inline __u8 ebpfcni_policy_of(struct ebpfcni_flow *flow)
+{
+	__u8 action = ebpfcni_pair_action(flow->src_id, flow->dst_id);
+
+	if (action)
+		return action; /* step 7 */
+	action = ebpfcni_port_action(flow->src_id, flow->dst_id, flow->protocol, flow->has_ports ? flow->dport : 0);
+	flow->port_rule = action != 0;
+	return action; /* step 8 */
 }
 
 /* The rule the reverse direction would have (a reply's view: the packet's

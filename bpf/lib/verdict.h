@@ -3,7 +3,8 @@
  * verdict.h: how every packet ends. Each drop is counted per reason (exact,
  * per CPU), reported as an event and traced when the levels ask for it
  * (notify.h); a pass is reported at level "all", and a new or changed
- * tracked connection at level "flows".
+ * tracked connection at level "flows". A pass sets flow->pass_kind, which
+ * the entry points read for the judged note (judged.h).
  *
  * Map:  drop_counters (per-CPU array)  enum ebpfcni_drop_reason -> packets
  * API:  ebpfcni_drop(ctx, reason, flow)  Returns: TC_ACT_SHOT
@@ -19,7 +20,6 @@
 #include "ebpfcni.h"
 #include "config.h"
 #include "flow.h"
-#include "judged.h"
 #include "notify.h"
 
 /* Drops per reason, per CPU: touched only on the drop path. */
@@ -58,8 +58,6 @@ static __always_inline int ebpfcni_drop(struct __sk_buff *ctx, enum ebpfcni_drop
 
 	if (count)
 		count->packets++; /* per-CPU slot: no atomics needed */
-	if (flow->hook == EBPFCNI_HOOK_FROM_POD)
-		ebpfcni_forget_pass(); /* judged.h */
 	if (cfg->event_level >= EBPFCNI_EVENTS_DROPS)
 		ebpfcni_event(ctx, flow, EBPFCNI_VERDICT_DROP, reason);
 	if (cfg->trace_level >= EBPFCNI_TRACE_DROPS)
@@ -76,8 +74,6 @@ static __always_inline int ebpfcni_pass(struct __sk_buff *ctx, enum ebpfcni_pass
 	const struct ebpfcni_config *cfg = ebpfcni_config();
 
 	flow->pass_kind = kind;
-	if (flow->hook == EBPFCNI_HOOK_FROM_POD)
-		ebpfcni_note_pass(ctx, flow); /* for the receiver's to-pod (judged.h) */
 	if (cfg->event_level >= EBPFCNI_EVENTS_ALL ||
 	    (cfg->event_level >= EBPFCNI_EVENTS_FLOWS && flow->ct_changed))
 		ebpfcni_event(ctx, flow, EBPFCNI_VERDICT_PASS, 0);

@@ -1,12 +1,13 @@
 //! Stateful port rules with real pods made by the plugin: with only
 //! "frontend may open TCP 8080 on backend, statefully", an HTTP request
 //! from frontend gets its answer, nothing else of either direction passes,
-//! and revoking the rule stops a running stream at once.
+//! and revoking the rule stops a running stream at once. A UDP answer too
+//! large for the MTU arrives, fragments and all.
 
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -37,7 +38,8 @@ struct Pods {
 impl Pods {
     fn new(tag: &str) -> Self {
         let node = Node::new(tag);
-        let conf = node.config("1.1.0");
+        let mut conf = node.config("1.1.0");
+        conf["mtu"] = 1500.into();
         let (frontend, backend) = (Pod::new(&format!("{tag}-fe")), Pod::new(&format!("{tag}-be")));
         let frontend_ip = pod_ip(&node.add(&conf, &frontend).ok()).parse().unwrap();
         let backend_ip = pod_ip(&node.add(&conf, &backend).ok()).parse().unwrap();
@@ -217,5 +219,71 @@ fn ping_passes_one_way_with_a_stateful_icmp_rule() {
     assert!(
         !connections.is_empty() && connections.iter().all(|c| c.opener == pods.frontend_ip),
         "{connections:#?}"
+    );
+}
+
+/// A datagram of `size` bytes from `from` to `to`:`port` and the answer of
+/// `answer` bytes that `server` (bound there) sends back: the sizes that
+/// arrived at each end (None: nothing within a second).
+fn udp_exchange(
+    from: &Pod,
+    server: &UdpSocket,
+    to: Ipv4Addr,
+    port: u16,
+    size: usize,
+    answer: usize,
+) -> (Option<usize>, Option<usize>) {
+    let client = from
+        .ns
+        .run_in(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
+        .unwrap();
+    for socket in [&client, server] {
+        socket.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    }
+    client.send_to(&vec![1u8; size], (to, port)).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let Ok((asked, peer)) = server.recv_from(&mut buf) else {
+        return (None, None);
+    };
+    server.send_to(&vec![2u8; answer], peer).unwrap();
+    (Some(asked), client.recv(&mut buf).ok())
+}
+
+#[test]
+fn a_fragmented_udp_answer_under_a_stateful_port_rule_reaches_the_opener() {
+    require_root!();
+    let pods = Pods::new("ct-frag");
+    pods.allow_stateful(Selector::Ports {
+        protocol: Protocol::UDP,
+        first: 5353,
+        last: 5353,
+    });
+    let server = pods
+        .backend
+        .ns
+        .run_in(|| UdpSocket::bind((pods.backend_ip, 5353)))
+        .unwrap();
+    // 3,000 bytes on an MTU of 1,500: three fragments each way.
+    assert_eq!(
+        udp_exchange(&pods.frontend, &server, pods.backend_ip, 5353, 64, 3000),
+        (Some(64), Some(3000)),
+        "a small query and its fragmented answer"
+    );
+    assert_eq!(
+        udp_exchange(&pods.frontend, &server, pods.backend_ip, 5353, 3000, 3000),
+        (Some(3000), Some(3000)),
+        "a fragmented query (the port rule's own direction) and its answer"
+    );
+    // The first fragments' verdicts were recorded: the query's, by the
+    // port rule, and the answers', as replies.
+    let records = pods.maps.fragments.list().unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|d| d.src == pods.backend_ip && d.dst == pods.frontend_ip)
+            && records
+                .iter()
+                .any(|d| d.src == pods.frontend_ip && d.dst == pods.backend_ip),
+        "{records:#?}"
     );
 }

@@ -73,6 +73,7 @@ impl Stats {
                 occupancy(PinnedMap::Policy, maps.policy.len()?),
                 occupancy(PinnedMap::PortPolicy, maps.ports.len()?),
                 occupancy(PinnedMap::Conntrack, maps.conntrack.len()?),
+                occupancy(PinnedMap::Fragments, maps.fragments.len()?),
             ],
             trace_level: level_name(trace),
             event_level: level_name(events),

@@ -75,6 +75,37 @@ pub fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8>
     f
 }
 
+/// The IPv4 header's fragment field: more fragments follow.
+pub const MF: u16 = 0x2000;
+
+/// The first fragment (offset 0, [`MF`] set) of a UDP datagram with IP ID
+/// `ip_id` from `sport` to `dport`: it carries the UDP header.
+pub fn udp_first_fragment(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, ip_id: u16) -> Vec<u8> {
+    let mut f = ipv4_udp(src, dst, sport, dport);
+    f[14 + 4..14 + 6].copy_from_slice(&ip_id.to_be_bytes());
+    f[14 + 6..14 + 8].copy_from_slice(&MF.to_be_bytes());
+    f
+}
+
+/// A later fragment of a datagram of `protocol` with IP ID `ip_id`, at
+/// `offset` (in 8-byte units, not 0), with [`MF`] when `more`: data only,
+/// no L4 header.
+pub fn later_fragment(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    ip_id: u16,
+    offset: u16,
+    more: bool,
+) -> Vec<u8> {
+    assert!(offset != 0 && offset <= 0x1fff, "a later fragment's offset");
+    let frag = offset | if more { MF } else { 0 };
+    let mut f = eth(ETH_P_IP);
+    f.extend(ipv4_header(src, dst, 5, frag, protocol, 32));
+    f[14 + 4..14 + 6].copy_from_slice(&ip_id.to_be_bytes());
+    f
+}
+
 /// Ethernet + IPv4 + a 20-byte TCP header from `sport` to `dport` with
 /// `flags` (SYN, ACK, ...).
 pub fn ipv4_tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {

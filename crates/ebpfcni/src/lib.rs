@@ -71,10 +71,10 @@ pub use identity::{
     ParsePrefixError, PolicyRule,
 };
 pub use maps::{
-    drop_reason_name, drop_reasons, ConfigMap, Connection, ConntrackMap, CtState, CtTimeouts, DropCounters,
-    EndpointMap, EventLevel, IdentityAddr, IdentitySource, InterfaceMap, Maps, NotifyCounters, NotifyCounts,
-    PolicyIndex, PolicyMap, PortPolicyMap, PrefixMap, Protocol, RateLimit, RawRule, Rule, RuleChange,
-    Selector, Stored, StoredIdentity, StoredRule, TraceLevel, INTERFACE_ADDRS,
+    drop_reason_name, drop_reasons, ConfigMap, Connection, ConntrackMap, CtState, CtTimeouts, Datagram,
+    DropCounters, EndpointMap, EventLevel, FragmentMap, IdentityAddr, IdentitySource, InterfaceMap, Maps,
+    NotifyCounters, NotifyCounts, PolicyIndex, PolicyMap, PortPolicyMap, PrefixMap, Protocol, RateLimit,
+    RawRule, Rule, RuleChange, Selector, Stored, StoredIdentity, StoredRule, TraceLevel, INTERFACE_ADDRS,
 };
 pub use object::PinnedMap;
 pub use program::{

@@ -40,6 +40,9 @@ pub enum PinnedMap {
     PortPolicy,
     /// Tracked connections of stateful rules (an LRU hash).
     Conntrack,
+    /// The verdicts of fragmented datagrams' first fragments, for their
+    /// later fragments (an LRU hash).
+    Fragments,
     /// Flow events (a ring buffer), read by `policyctl monitor`.
     EventRing,
     /// The rate limits of events and trace lines, and what they let
@@ -49,7 +52,7 @@ pub enum PinnedMap {
 
 impl PinnedMap {
     /// Every pinned map, in the order [`crate::Maps::ids`] reports them.
-    pub const ALL: [PinnedMap; 10] = [
+    pub const ALL: [PinnedMap; 11] = [
         PinnedMap::Endpoints,
         PinnedMap::Policy,
         PinnedMap::Config,
@@ -58,6 +61,7 @@ impl PinnedMap {
         PinnedMap::Interfaces,
         PinnedMap::PortPolicy,
         PinnedMap::Conntrack,
+        PinnedMap::Fragments,
         PinnedMap::EventRing,
         PinnedMap::NotifyState,
     ];
@@ -74,6 +78,7 @@ impl PinnedMap {
             PinnedMap::Interfaces => "interface_map",
             PinnedMap::PortPolicy => "port_policy_map",
             PinnedMap::Conntrack => "ct_map",
+            PinnedMap::Fragments => "frag_map",
             PinnedMap::EventRing => "event_ring",
             PinnedMap::NotifyState => "notify_state",
         }
@@ -129,6 +134,7 @@ impl PinnedMap {
             PinnedMap::Interfaces => &mut maps.interface_map,
             PinnedMap::PortPolicy => &mut maps.port_policy_map,
             PinnedMap::Conntrack => &mut maps.ct_map,
+            PinnedMap::Fragments => &mut maps.frag_map,
             PinnedMap::EventRing => &mut maps.event_ring,
             PinnedMap::NotifyState => &mut maps.notify_state,
         }

@@ -67,7 +67,7 @@ pub struct Connection {
 }
 
 /// CLOCK_MONOTONIC_COARSE in ns: the clock of the entries' expiries.
-fn now_coarse_ns() -> u64 {
+pub(super) fn now_coarse_ns() -> u64 {
     let t =
         nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE).expect("the coarse clock reads");
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64

@@ -9,6 +9,7 @@ mod conntrack;
 mod counters;
 mod drops;
 mod endpoints;
+mod fragments;
 mod identities;
 mod interfaces;
 mod policy;
@@ -35,6 +36,7 @@ pub use conntrack::{Connection, ConntrackMap, CtState};
 pub use counters::{NotifyCounters, NotifyCounts};
 pub use drops::{drop_reason_name, drop_reasons, DropCounters};
 pub use endpoints::EndpointMap;
+pub use fragments::{Datagram, FragmentMap};
 pub use identities::IdentityAddr;
 pub use interfaces::{InterfaceMap, INTERFACE_ADDRS};
 pub use policy::PolicyMap;
@@ -100,6 +102,7 @@ pub struct Maps {
     pub interfaces: InterfaceMap,
     pub ports: PortPolicyMap,
     pub conntrack: ConntrackMap,
+    pub fragments: FragmentMap,
     pub counters: NotifyCounters,
     event_ring: MapHandle,
     ids: [u32; PinnedMap::ALL.len()],
@@ -163,6 +166,7 @@ impl Maps {
             interfaces: InterfaceMap::new(next()),
             ports: PortPolicyMap::new(next()),
             conntrack: ConntrackMap::new(next()),
+            fragments: FragmentMap::new(next()),
             event_ring: next(),
             counters: NotifyCounters::new(next()),
             ids: ids.try_into().expect("one id per pinned map"),

@@ -307,7 +307,8 @@ impl Maps {
     /// Keeps connection tracking in step with the rules: on while some rule
     /// is stateful, and no tracked connection that no rule allows
     /// statefully any longer (or whose addresses' identities changed), so
-    /// that revoking a rule stops its replies at once.
+    /// that revoking a rule stops its replies at once; the fragments'
+    /// records, given under the old rules, are forgotten too.
     pub fn after_policy_change(&self) -> Result<()> {
         let index = PolicyIndex::read(self)?;
         // The flags follow the maps, which were written first: a rule is
@@ -315,6 +316,17 @@ impl Maps {
         self.config.set_port_rules(!self.ports.is_empty()?)?;
         self.config.set_conntrack(index.any_stateful())?;
         self.sweep_connections(&index)?;
+        self.forget_fragments()?;
+        Ok(())
+    }
+
+    /// Forgets the records of fragmented datagrams (a rule or an identity
+    /// they passed under may have gone): their later fragments still on
+    /// the way are judged by themselves.
+    fn forget_fragments(&self) -> Result<()> {
+        if !self.fragments.is_empty()? {
+            self.fragments.clear()?;
+        }
         Ok(())
     }
 
@@ -338,6 +350,7 @@ impl Maps {
     /// removed, so that none outlives the identity it was allowed for.
     /// Returns how many went.
     pub fn after_identity_change(&self) -> Result<usize> {
+        self.forget_fragments()?;
         if self.conntrack.is_empty()? {
             return Ok(0);
         }
@@ -345,27 +358,41 @@ impl Maps {
     }
 }
 
-/// The rules in memory, to judge many connections at once as the program
-/// would (steps 7 and 8).
+/// The rules in memory, judging packets as the program does (steps 7 and
+/// 8 of ebpfcni.h, written in bpf/lib/policy.h): the one copy of that
+/// decision in Rust, for the tools (which connections a rule change ends,
+/// whether a rule's replies pass). The datapath tests run it beside the
+/// program on the same rule sets.
 pub struct PolicyIndex {
     pairs: HashMap<(u32, u32), bool>,
     ports: HashMap<(u32, u32), Vec<Rule>>,
 }
 
 impl PolicyIndex {
+    /// The valid rules of the maps (invalid entries allow nothing).
     pub fn read(maps: &Maps) -> Result<Self> {
+        Ok(Self::of(maps.rules()?.into_iter().filter_map(Stored::valid)))
+    }
+
+    /// `rules`, as if they were the maps' (a later rule with the selector
+    /// of an earlier one replaces it, as `allow` does).
+    pub fn of(rules: impl IntoIterator<Item = Rule>) -> Self {
         let mut index = Self {
             pairs: HashMap::new(),
             ports: HashMap::new(),
         };
-        for rule in maps.rules()?.into_iter().filter_map(Stored::valid) {
+        for rule in rules {
             let key = (rule.pair.src.get(), rule.pair.dst.get());
             match rule.selector {
                 Selector::Any => drop(index.pairs.insert(key, rule.stateful)),
-                _ => index.ports.entry(key).or_default().push(rule),
+                _ => {
+                    let rules = index.ports.entry(key).or_default();
+                    rules.retain(|r| r.selector != rule.selector);
+                    rules.push(rule);
+                }
             }
         }
-        Ok(index)
+        index
     }
 
     fn any_stateful(&self) -> bool {
@@ -386,6 +413,48 @@ impl PolicyIndex {
             .filter(|r| r.selector.matches(protocol, dport))
             .max_by_key(|r| matches!(r.selector, Selector::Ports { .. }))
             .map(|r| r.stateful)
+    }
+
+    /// Whether the rules of the reverse pair let every reply of `rule`'s
+    /// packets through by themselves (tracking aside): packets from its
+    /// destination to its source, of its protocol (of every protocol for
+    /// a pair rule), whatever their destination port (the opener's port,
+    /// 1 to 65535). That is: the reverse pair rule, a rule of the reverse
+    /// for the whole protocol, or its port rules covering every port.
+    pub fn replies_allowed(&self, rule: &Rule) -> bool {
+        let (src, dst) = (rule.pair.dst.get(), rule.pair.src.get());
+        let every_port = |protocol: u8| {
+            // A packet without ports (dport 0) matches no port rule: only
+            // the pair rule or a whole-protocol rule allows it, and those
+            // allow every port.
+            self.action(src, dst, protocol, 0).is_some() || self.ports_cover_all(src, dst, protocol)
+        };
+        match rule.selector.protocol() {
+            None => (0..=u8::MAX).all(every_port),
+            Some(p) => every_port(p.0),
+        }
+    }
+
+    /// Whether the port rules of `src -> dst` for `protocol` cover every
+    /// port from 1 to 65535 (their ranges do not overlap).
+    fn ports_cover_all(&self, src: u32, dst: u32, protocol: u8) -> bool {
+        let mut ranges: Vec<(u16, u16)> = self
+            .ports
+            .get(&(src, dst))
+            .into_iter()
+            .flatten()
+            .filter(|r| r.selector.protocol().map(|p| p.0) == Some(protocol))
+            .filter_map(|r| r.selector.ports())
+            .collect();
+        ranges.sort_unstable();
+        let mut next = 1u32; // the first port not covered yet
+        for (first, last) in ranges {
+            if u32::from(first) > next {
+                return false;
+            }
+            next = next.max(u32::from(last) + 1);
+        }
+        next > u32::from(u16::MAX)
     }
 }
 
