@@ -17,7 +17,7 @@ use ebpfcni_api::{
 
 use crate::ipam::Pool;
 use crate::labels::{canonical, check_container_labels, LabelFilter};
-use crate::store::{Changes, Contents, Store, StoredEndpoint};
+use crate::store::{Changes, Contents, Store};
 
 /// What the agent was started with.
 #[derive(Debug, Clone)]
@@ -83,7 +83,7 @@ pub fn key(container_id: &str, ifname: &str) -> String {
 /// What the agent holds in memory: the store's contents, indexed.
 #[derive(Default)]
 struct State {
-    endpoints: BTreeMap<String, StoredEndpoint>,
+    endpoints: BTreeMap<String, Endpoint>,
     identities: BTreeMap<u32, Labels>,
     by_labels: HashMap<Labels, u32>,
     /// Every address of a live endpoint, and whose it is.
@@ -109,16 +109,16 @@ impl State {
         state
     }
 
-    fn insert(&mut self, key: String, endpoint: StoredEndpoint) {
-        for ip in &endpoint.endpoint.ips {
+    fn insert(&mut self, key: String, endpoint: Endpoint) {
+        for ip in &endpoint.ips {
             self.owners.insert(*ip, key.clone());
         }
         self.endpoints.insert(key, endpoint);
     }
 
-    fn remove(&mut self, key: &str) -> Option<StoredEndpoint> {
+    fn remove(&mut self, key: &str) -> Option<Endpoint> {
         let endpoint = self.endpoints.remove(key)?;
-        for ip in &endpoint.endpoint.ips {
+        for ip in &endpoint.ips {
             if self.owners.get(ip).map(String::as_str) == Some(key) {
                 self.owners.remove(ip);
             }
@@ -127,10 +127,7 @@ impl State {
     }
 
     fn users(&self, id: u32) -> usize {
-        self.endpoints
-            .values()
-            .filter(|e| !e.deleting && e.endpoint.identity == id)
-            .count()
+        self.endpoints.values().filter(|e| e.identity == id).count()
     }
 }
 
@@ -146,7 +143,6 @@ pub struct Agent {
 pub struct Reconciled {
     pub endpoints: usize,
     pub map_writes: usize,
-    pub finished_deletions: usize,
     pub gone: usize,
 }
 
@@ -176,7 +172,7 @@ impl Agent {
         Health {
             node: self.config.node.clone(),
             pod_cidr: self.config.pod_cidr.map(|p| p.cidr.to_string()),
-            endpoints: state.endpoints.values().filter(|e| !e.deleting).count(),
+            endpoints: state.endpoints.len(),
             identities: state.identities.len(),
         }
     }
@@ -193,12 +189,12 @@ impl Agent {
         check_container_labels(&request.labels).map_err(|e| AgentError::BadRequest(e.to_string()))?;
         let key = key(&request.container_id, &request.ifname);
         let mut state = self.state();
-        if let Some(existing) = state.endpoints.get(&key).filter(|e| !e.deleting) {
-            let same = existing.endpoint.host_ifindex == request.host_ifindex
-                && existing.endpoint.host_veth == request.host_veth
-                && (request.ips.is_empty() || request.ips == existing.endpoint.ips);
+        if let Some(existing) = state.endpoints.get(&key) {
+            let same = existing.host_ifindex == request.host_ifindex
+                && existing.host_veth == request.host_veth
+                && (request.ips.is_empty() || request.ips == existing.ips);
             if same {
-                return Ok(existing.endpoint.clone());
+                return Ok(existing.clone());
             }
             // The attachment was set up again (its old veth is gone): the
             // old endpoint goes first, so nothing of it outlives it.
@@ -219,16 +215,12 @@ impl Agent {
         } else {
             endpoint.identity = self.identity_for(&mut state, &endpoint.identity_labels, &mut changes)?;
         }
-        let stored = StoredEndpoint {
-            endpoint: endpoint.clone(),
-            deleting: false,
-        };
-        changes.endpoints.push((key.clone(), stored.clone()));
+        changes.endpoints.push((key.clone(), endpoint.clone()));
         self.store.commit(&changes)?;
         if let Some(next) = changes.ipam_next {
             state.ipam_next = Some(next);
         }
-        state.insert(key.clone(), stored);
+        state.insert(key.clone(), endpoint.clone());
         if let Err(e) = self.write_endpoint(&endpoint) {
             log::warn!("endpoint {key}: the maps refused it ({e}); removing it again");
             self.delete_locked(&mut state, &key)?;
@@ -447,12 +439,12 @@ impl Agent {
         let Some(stored) = state
             .endpoints
             .get(&key)
-            .filter(|e| !e.deleting && e.endpoint.host_ifindex == host_ifindex)
+            .filter(|e| e.host_ifindex == host_ifindex)
             .cloned()
         else {
             return Ok(None); // gone, or set up again since
         };
-        let mut endpoint = stored.endpoint;
+        let mut endpoint = stored;
         if let Some(labels) = &labels {
             for (k, v) in labels {
                 if let Err(e) = crate::labels::check_label(k, v).and_then(|()| {
@@ -469,13 +461,9 @@ impl Agent {
         endpoint.state = EndpointState::Ready;
         let mut changes = Changes::default();
         endpoint.identity = self.identity_for(&mut state, &endpoint.identity_labels, &mut changes)?;
-        let stored = StoredEndpoint {
-            endpoint: endpoint.clone(),
-            deleting: false,
-        };
-        changes.endpoints.push((key.clone(), stored.clone()));
+        changes.endpoints.push((key.clone(), endpoint.clone()));
         self.store.commit(&changes)?;
-        state.insert(key.clone(), stored);
+        state.insert(key.clone(), endpoint.clone());
         self.write_endpoint(&endpoint)?;
         log::info!(
             "endpoint {key}: labels from {}, identity {} ({})",
@@ -495,8 +483,8 @@ impl Agent {
         self.state()
             .endpoints
             .values()
-            .filter(|e| !e.deleting && e.endpoint.state == EndpointState::WaitingForLabels)
-            .map(|e| e.endpoint.clone())
+            .filter(|e| e.state == EndpointState::WaitingForLabels)
+            .cloned()
             .collect()
     }
 
@@ -507,9 +495,7 @@ impl Agent {
         let gone: Vec<String> = state
             .endpoints
             .iter()
-            .filter(|(_, e)| {
-                e.endpoint.runtime.as_deref() == Some(runtime) && !exists(&e.endpoint.container_id)
-            })
+            .filter(|(_, e)| e.runtime.as_deref() == Some(runtime) && !exists(&e.container_id))
             .map(|(k, _)| k.clone())
             .collect();
         for key in &gone {
@@ -528,43 +514,27 @@ impl Agent {
     }
 
     fn delete_locked(&self, state: &mut State, key: &str) -> Result<bool, AgentError> {
-        let Some(stored) = state.endpoints.get(key).cloned() else {
+        let Some(endpoint) = state.endpoints.get(key).cloned() else {
             return Ok(false);
         };
-        if !stored.deleting {
-            let mut marked = stored.clone();
-            marked.deleting = true;
-            self.store.commit(&Changes {
-                endpoints: vec![(key.to_string(), marked.clone())],
-                ..Default::default()
-            })?;
-            state.endpoints.insert(key.to_string(), marked);
-        }
-        self.erase_endpoint(&stored.endpoint)?;
+        // Entries first, record (and lease) after: a crash between leaves
+        // the record, and the next start removes the endpoint again.
+        self.erase_endpoint(&endpoint)?;
         self.store.commit(&Changes {
             removed_endpoints: vec![key.to_string()],
             ..Default::default()
         })?;
         state.remove(key);
-        log::info!("endpoint {key}: removed ({:?})", stored.endpoint.ips);
+        log::info!("endpoint {key}: removed ({:?})", endpoint.ips);
         Ok(true)
     }
 
     pub fn endpoint(&self, container_id: &str, ifname: &str) -> Option<Endpoint> {
-        self.state()
-            .endpoints
-            .get(&key(container_id, ifname))
-            .filter(|e| !e.deleting)
-            .map(|e| e.endpoint.clone())
+        self.state().endpoints.get(&key(container_id, ifname)).cloned()
     }
 
     pub fn endpoints(&self) -> Vec<Endpoint> {
-        self.state()
-            .endpoints
-            .values()
-            .filter(|e| !e.deleting)
-            .map(|e| e.endpoint.clone())
-            .collect()
+        self.state().endpoints.values().cloned().collect()
     }
 
     /// Every identity: the reserved ones with a meaning, then the label sets'.
@@ -592,13 +562,13 @@ impl Agent {
         let stale: Vec<(String, Deletion)> = state
             .endpoints
             .iter()
-            .filter(|(k, e)| e.endpoint.network == network && !valid.contains(*k))
+            .filter(|(k, e)| e.network == network && !valid.contains(*k))
             .map(|(k, e)| {
                 (
                     k.clone(),
                     Deletion {
-                        container_id: e.endpoint.container_id.clone(),
-                        ifname: e.endpoint.ifname.clone(),
+                        container_id: e.container_id.clone(),
+                        ifname: e.ifname.clone(),
                     },
                 )
             })
@@ -611,27 +581,22 @@ impl Agent {
         Ok(removed)
     }
 
-    /// At start: finishes deletions a crash interrupted, removes endpoints
-    /// whose host veth is gone, and writes the maps' differences from the
-    /// store (never a flush: entries that are right are not touched).
+    /// At start: removes endpoints whose host veth is gone (a DEL a crash
+    /// interrupted, or containers gone while the agent was down), and
+    /// writes the maps' differences from the store (never a flush: entries
+    /// that are right are not touched).
     pub fn reconcile(&self, alive: impl Fn(&Endpoint) -> bool) -> Result<Reconciled, AgentError> {
         let mut state = self.state();
         let mut done = Reconciled::default();
         let keys: Vec<String> = state.endpoints.keys().cloned().collect();
         for key in keys {
-            let stored = state.endpoints[&key].clone();
-            if stored.deleting {
-                self.delete_locked(&mut state, &key)?;
-                done.finished_deletions += 1;
-            } else if !alive(&stored.endpoint) {
-                log::info!(
-                    "endpoint {key}: its host veth {} is gone",
-                    stored.endpoint.host_veth
-                );
+            let endpoint = state.endpoints[&key].clone();
+            if !alive(&endpoint) {
+                log::info!("endpoint {key}: its host veth {} is gone", endpoint.host_veth);
                 self.delete_locked(&mut state, &key)?;
                 done.gone += 1;
             } else {
-                done.map_writes += self.write_endpoint(&stored.endpoint)?;
+                done.map_writes += self.write_endpoint(&endpoint)?;
                 done.endpoints += 1;
             }
         }

@@ -171,12 +171,10 @@ fn run(args: Args) -> Result<(), Failure> {
     let queued = queue::drain(&agent, &ebpfcni_api::delete_queue_dir(&args.socket))
         .map_err(|e| (EXIT_MAPS, format!("carry out queued deletions: {e}")))?;
     log::info!(
-        "node {}: {} endpoints, {} map writes, {} interrupted deletions finished, {} gone while down, \
-         {queued} queued deletions, in {:.1} ms",
+        "node {}: {} endpoints, {} map writes, {} gone while down, {queued} queued deletions, in {:.1} ms",
         agent.config().node,
         reconciled.endpoints,
         reconciled.map_writes,
-        reconciled.finished_deletions,
         reconciled.gone,
         start.elapsed().as_secs_f64() * 1e3
     );

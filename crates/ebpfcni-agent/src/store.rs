@@ -6,14 +6,17 @@
 //! Tables (values are JSON of the API's types):
 //! - `meta`: `schema` (this layout's version), `node`, `ipam_next`;
 //! - `identities`: number -> label set;
-//! - `endpoints`: `container/ifname` -> [`StoredEndpoint`].
+//! - `endpoints`: `container/ifname` -> [`Endpoint`].
+//!
+//! An endpoint's record goes in before its map entries (create) and after
+//! them (delete): at every moment the store holds at least what the maps
+//! do, so a start after a crash knows every entry it may have to remove.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ebpfcni_api::{Endpoint, Labels};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const IDENTITIES: TableDefinition<u32, &str> = TableDefinition::new("identities");
@@ -57,20 +60,11 @@ pub enum StoreError {
     },
 }
 
-/// An endpoint as the store keeps it: `deleting` is set, and committed,
-/// before its map entries are removed; the record goes after them.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct StoredEndpoint {
-    pub endpoint: Endpoint,
-    #[serde(default)]
-    pub deleting: bool,
-}
-
 /// Everything the store holds, read at start.
 #[derive(Debug, Default)]
 pub struct Contents {
     pub identities: BTreeMap<u32, Labels>,
-    pub endpoints: BTreeMap<String, StoredEndpoint>,
+    pub endpoints: BTreeMap<String, Endpoint>,
     pub ipam_next: Option<u32>,
 }
 
@@ -78,7 +72,7 @@ pub struct Contents {
 #[derive(Debug, Default)]
 pub struct Changes {
     pub identities: Vec<(u32, Labels)>,
-    pub endpoints: Vec<(String, StoredEndpoint)>,
+    pub endpoints: Vec<(String, Endpoint)>,
     pub removed_endpoints: Vec<String>,
     pub ipam_next: Option<u32>,
 }
@@ -172,7 +166,7 @@ impl Store {
         let endpoints = txn.open_table(ENDPOINTS).map_err(self.io("open endpoints"))?;
         for entry in endpoints.iter().map_err(self.io("read endpoints"))? {
             let (key, value) = entry.map_err(self.io("read endpoints"))?;
-            let endpoint: StoredEndpoint =
+            let endpoint: Endpoint =
                 serde_json::from_str(value.value()).map_err(|e| StoreError::Corrupt {
                     path: self.path.clone(),
                     what: format!("endpoint {}", key.value()),

@@ -96,6 +96,17 @@ impl Client {
         &self.socket
     }
 
+    /// Whether something listens on the socket (a connect, no request):
+    /// the cheap check before work that needs the agent later.
+    pub fn listening(&self) -> Result<(), ClientError> {
+        std::os::unix::net::UnixStream::connect(&self.socket)
+            .map(drop)
+            .map_err(|source| ClientError::Unreachable {
+                socket: self.socket.clone(),
+                source,
+            })
+    }
+
     pub fn health(&self) -> Result<Health, ClientError> {
         self.call(Method::GET, "/v1/healthz", None::<&()>)
     }

@@ -1,6 +1,7 @@
 //! ADD+DEL latency of `ebpfcni` (attaching as clsact filters, the default,
 //! and with tcx) beside the reference ptp plugin (/usr/lib/cni/ptp), all
-//! with host-local IPAM, in one run, interleaved.
+//! with host-local IPAM, and of `ebpfcni` in agent mode with the agent's
+//! IPAM (no IPAM exec), in one run, interleaved.
 //!
 //! `cargo bench -p ebpfcni-cni --bench add_del [-- ROUNDS]` (root; default 50
 //! rounds). Both plugins run from a throwaway node namespace that this
@@ -89,6 +90,17 @@ fn main() {
             }),
         },
         ebpfcni("ebpfcni tcx", "tcx", "10.13.9.0/24"),
+        // Agent mode: identities from labels, the address from the agent.
+        Plugin {
+            label: "ebpfcni agent",
+            binary: env!("CARGO_BIN_EXE_ebpfcni").to_string(),
+            config: json!({
+                "cniVersion": "1.0.0", "name": "benchagent", "type": "ebpfcni",
+                "pinDir": pins.path(), "agent": data.join("agent/agent.sock"),
+                "logFile": data.join("ebpfcni-agent.log"),
+                "args": { "cni": { "labels": [{ "key": "app", "value": "bench" }] } },
+            }),
+        },
         // The floor of all: the IPAM plugin each of them runs, alone.
         Plugin {
             label: "host-local alone",
@@ -99,6 +111,13 @@ fn main() {
             }),
         },
     ];
+    std::fs::create_dir_all(data.join("agent")).unwrap();
+    let agent = ebpfcni_testutil::AgentProcess::start(
+        &node,
+        pins.path(),
+        &data.join("agent"),
+        &["--pod-cidr", "10.13.10.0/24", "--runtime", "none"],
+    );
     // Children inherit this thread's network namespace: the node's.
     let netns = File::open(node.path()).unwrap();
     setns(netns.as_fd(), CloneFlags::CLONE_NEWNET).expect("enter the node namespace");
@@ -138,7 +157,7 @@ fn main() {
         );
     }
     let ratio = |of: &[Vec<Duration>], i: usize| median(&of[i]).as_secs_f64() / median(&of[1]).as_secs_f64();
-    for i in [0, 2] {
+    for i in [0, 2, 3] {
         println!(
             "  {} / ptp: ADD {:.2}, DEL {:.2}, ADD+DEL {:.2}",
             plugins[i].label,
@@ -147,14 +166,16 @@ fn main() {
             ratio(&total, i)
         );
     }
-    println!("  host-local alone / ptp: ADD {:.2}", ratio(&add, 3));
+    println!("  host-local alone / ptp: ADD {:.2}", ratio(&add, 4));
     println!(
         "  (VERSION is each binary's start and exit: a process's floor; host-local alone is the floor of an ADD that runs it)"
     );
     print_breakdown("ebpfcni", &data.join("ebpfcni-clsact.log"));
     print_breakdown("ebpfcni tcx", &data.join("ebpfcni-tcx.log"));
+    print_breakdown("ebpfcni agent", &data.join("ebpfcni-agent.log"));
     print_program_memory(pins.path());
-    parallel(&plugins[..3], PARALLEL_PODS, 3);
+    parallel(&plugins[..4], PARALLEL_PODS, 3);
+    drop(agent);
     let _ = std::fs::remove_dir_all(&data);
 }
 

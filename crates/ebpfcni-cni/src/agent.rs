@@ -31,7 +31,7 @@ fn failed(what: &str) -> impl FnOnce(ClientError) -> Error + '_ {
 /// ADD's first step: an agent that does not answer fails the ADD before
 /// anything is created.
 pub fn ensure_reachable(client: &Client) -> Result<()> {
-    client.health().map(drop).map_err(failed("reach the agent"))
+    client.listening().map_err(failed("reach the agent"))
 }
 
 /// Registers the pod's interface; returns the endpoint with its identity
