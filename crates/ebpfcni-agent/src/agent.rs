@@ -252,12 +252,14 @@ impl Agent {
             labels.insert(POD_NAME_LABEL.into(), name);
         }
         let key = key(&request.container_id, &request.ifname);
-        let hand = self.maps.endpoints.list().map_err(map_error)?;
-        let hand: BTreeMap<Ipv4Addr, String> = hand
-            .into_iter()
-            .filter(|(ip, _)| !state.owners.contains_key(ip))
-            .map(|(ip, id)| (ip, describe(id)))
-            .collect();
+        // An address with an entry the agent did not write is an
+        // operator's (endpointctl): never given out, never taken over.
+        let hand = |ip: Ipv4Addr| -> Result<Option<String>, AgentError> {
+            if state.owners.contains_key(&ip) {
+                return Ok(None);
+            }
+            Ok(self.maps.endpoints.get(ip).map_err(map_error)?.map(describe))
+        };
         let (ips, leased, prefix_len, gateway, next) = if request.ips.is_empty() {
             let pool = self.config.pod_cidr.ok_or_else(|| {
                 AgentError::BadRequest(
@@ -266,13 +268,22 @@ impl Agent {
                         .into(),
                 )
             })?;
-            let (ip, next) = pool
-                .allocate(state.ipam_next, |ip| {
-                    state.owners.contains_key(&ip) || hand.contains_key(&ip)
-                })
-                .ok_or_else(|| {
-                    AgentError::Exhausted(format!("no free address left in the pod CIDR {}", pool.cidr))
-                })?;
+            let mut failed = None;
+            let found = pool.allocate(state.ipam_next, |ip| {
+                state.owners.contains_key(&ip)
+                    || hand(ip)
+                        .unwrap_or_else(|e| {
+                            failed.get_or_insert(e);
+                            None
+                        })
+                        .is_some()
+            });
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            let (ip, next) = found.ok_or_else(|| {
+                AgentError::Exhausted(format!("no free address left in the pod CIDR {}", pool.cidr))
+            })?;
             (
                 vec![ip],
                 true,
@@ -287,7 +298,7 @@ impl Agent {
                         "{ip} is already endpoint {owner}'s: it cannot be endpoint {key}'s too"
                     )));
                 }
-                if let Some(id) = hand.get(ip) {
+                if let Some(id) = hand(*ip)? {
                     return Err(AgentError::Conflict(format!(
                         "{ip} has a hand entry (endpointctl: identity {id}): the agent cannot give it to \
                          endpoint {key}; remove the hand entry first (endpointctl del --ip {ip})"

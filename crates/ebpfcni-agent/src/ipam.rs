@@ -47,7 +47,11 @@ impl Pool {
 
     /// The first address from `next` on (wrapping) that `taken` does not
     /// refuse, and the cursor after it; `None` when every one is taken.
-    pub fn allocate(&self, next: Option<u32>, taken: impl Fn(Ipv4Addr) -> bool) -> Option<(Ipv4Addr, u32)> {
+    pub fn allocate(
+        &self,
+        next: Option<u32>,
+        mut taken: impl FnMut(Ipv4Addr) -> bool,
+    ) -> Option<(Ipv4Addr, u32)> {
         let (first, last) = (self.first(), self.last());
         let start = next.filter(|n| (first..=last).contains(n)).unwrap_or(first);
         let size = last - first + 1;
