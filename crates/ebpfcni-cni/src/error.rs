@@ -19,6 +19,7 @@
 //! | 104  | CHECK found the attachment different from what ADD set up; the message says what |
 //! | 105  | sysctl: enabling IPv4 forwarding in the plugin's namespace failed |
 //! | 106  | DEL or GC failed part way (every failure is listed) |
+//! | 107  | `pinDir` serves another network namespace (the one its first pod was added in): nothing was changed |
 
 use std::io;
 
@@ -40,6 +41,7 @@ pub const ATTACH: u32 = 103;
 pub const CHECK: u32 = 104;
 pub const SYSCTL: u32 = 105;
 pub const TEARDOWN: u32 = 106;
+pub const OTHER_NETNS: u32 = 107;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -120,6 +122,11 @@ pub enum Error {
         errors: Vec<Error>,
     },
 
+    /// `pinDir` serves another network namespace: its interface records
+    /// name other interfaces ([`ebpfcni::bind_netns`]).
+    #[error("{0}")]
+    OtherNetns(#[source] ebpfcni::Error),
+
     /// STATUS: not ready to add pods.
     #[error("{0}")]
     NotReady(String),
@@ -152,7 +159,10 @@ impl Error {
     /// A `map_err` closure for the library's BPF calls.
     pub fn bpf(context: impl Into<String>) -> impl FnOnce(ebpfcni::Error) -> Self {
         let context = context.into();
-        move |source| Error::Bpf { context, source }
+        move |source| match source {
+            ebpfcni::Error::OtherNetns { .. } => Error::OtherNetns(source),
+            source => Error::Bpf { context, source },
+        }
     }
 
     /// An IPAM failure of ours (not the plugin's own code).
@@ -185,6 +195,7 @@ impl Error {
             Error::CheckFailed(_) => CHECK,
             Error::Sysctl { .. } => SYSCTL,
             Error::Teardown { .. } => TEARDOWN,
+            Error::OtherNetns(_) => OTHER_NETNS,
             Error::NotReady(_) => NOT_AVAILABLE,
         }
     }

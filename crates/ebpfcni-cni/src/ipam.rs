@@ -99,13 +99,17 @@ impl Ipam<'_> {
         })
     }
 
-    pub fn add(&self, env: &CallEnv) -> Result<IpamResult> {
+    /// ADD. The outer error: the plugin failed (it holds nothing for this
+    /// attachment). The inner one: the plugin succeeded, so it holds a
+    /// lease, but its result cannot be decoded; the caller gives the lease
+    /// back (DEL).
+    pub fn add(&self, env: &CallEnv) -> Result<Result<IpamResult>> {
         let out = self.call("ADD", env)?;
-        serde_json::from_slice(&out).map_err(|e| Error::Ipam {
+        Ok(serde_json::from_slice(&out).map_err(|e| Error::Ipam {
             code: IPAM,
             msg: format!("failed to decode the result of IPAM plugin {}: {e}", self.plugin),
             details: String::from_utf8_lossy(&out).into_owned(),
-        })
+        }))
     }
 
     pub fn del(&self, env: &CallEnv) -> Result<()> {

@@ -20,11 +20,10 @@ pub struct Interface {
     pub pod: Option<String>,
 }
 
-/// The pod named by an ebpfcni host veth's alias.
+/// The pod named by an ebpfcni host veth's alias (the CNI plugin's
+/// format, kept in the library).
 pub fn pod_of_alias(alias: &str) -> Option<String> {
-    let rest = alias.strip_prefix("ebpfcni/")?;
-    let (_network, attachment) = rest.split_once('/')?;
-    Some(attachment.to_owned())
+    ebpfcni::PodAttachment::from_alias(alias).map(|a| a.pod())
 }
 
 /// Every interface of the calling thread's namespace, by index.

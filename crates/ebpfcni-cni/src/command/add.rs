@@ -3,8 +3,9 @@
 //! Everything acquired is given back when a later step fails.
 
 use std::fs::File;
+use std::net::Ipv4Addr;
 
-use ebpfcni::{Hook, Maps, Program};
+use ebpfcni::{AttachmentMap, Hook, Maps, Program};
 
 use crate::addressing::{pod_routes, Allocation, PodRoute};
 use crate::claim::Claim;
@@ -14,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::ipam::{CallEnv, Ipam};
 use crate::netlink::{Link, Netlink, Route};
 use crate::result::{Interface, IpConfig, IpamResult};
-use crate::veth::{self, host_veth_name, Owner};
+use crate::veth::{self, host_veth_name, Owner, OwnerExt};
 use crate::{netns, sysctl, timing};
 
 pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
@@ -23,6 +24,7 @@ pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
     super::check_pin_dir(conf)?;
     Owner::new(&conf.name, &env.container_id, &env.ifname).check_alias_fits()?;
     let ipam = super::ipam(conf, env, stdin)?;
+    timing::step("netns binding", || super::bind_netns(conf))?;
     let netns_file = super::open_netns(&env.netns)?;
     let host_name = host_veth_name(&env.container_id, &env.ifname);
     let mut host = Netlink::open().map_err(Error::netlink("open a netlink socket"))?;
@@ -92,7 +94,10 @@ pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
         let lease = joined(leasing, || {
             Error::ipam("the thread running the IPAM plugin panicked")
         });
+        // The plugin succeeded (it holds a lease) even when its result
+        // cannot be decoded: that lease is given back too.
         let leased = lease.is_ok();
+        let lease = lease.and_then(|decoded| decoded);
         let outcome = host_side.and_then(|prepared| {
             let lease = lease?;
             log::info!("IPAM {} gave {:?}", ipam.plugin, lease.ips);
@@ -224,12 +229,21 @@ impl Setup<'_> {
     ) -> Result<IpamResult> {
         let (conf, env) = (self.conf, self.env);
         let lease = Allocation::from_ips(&leased.ips, None).map_err(Error::UnusableIpamResult)?;
+        let attachments = AttachmentMap::open_or_create(&self.conf.pin_dir())
+            .map_err(Error::bpf("open the attachment records"))?;
+        refuse_other_pods_address(&maps, &attachments, lease.gateway)?;
         let routes = pod_routes(&leased.routes, lease.gateway);
         // Before the pod has its address: without a record, everything it
-        // sends is dropped.
-        timing::step("record", || maps.interfaces.set(host_end.index, &[lease.ip()]))
-            .map_err(Error::bpf(format!("record {}'s address", self.host_name)))?;
+        // sends is dropped. Whose record it is comes first, so that GC
+        // always knows (and can give back its lease once the veth is gone).
         self.recorded = true;
+        let owner = Owner::new(&conf.name, &env.container_id, &env.ifname);
+        timing::step("record", || {
+            attachments
+                .set(host_end.index, &owner)
+                .and_then(|()| maps.interfaces.set(host_end.index, &[lease.ip()]))
+        })
+        .map_err(Error::bpf(format!("record {}'s address", self.host_name)))?;
         timing::step("pod", || self.configure_pod(&pod, &lease, &routes))?;
         timing::step("host", || self.configure_host(&host_end, &lease))?;
         timing::step("forwarding", sysctl::enable_forwarding)?;
@@ -292,8 +306,7 @@ impl Setup<'_> {
     fn roll_back(&mut self, cause: &Error, leased: Option<&Ipam<'_>>) {
         log::warn!("ADD failed, rolling back: {cause}");
         if let (true, Some(index)) = (self.recorded, self.created) {
-            let removed = Maps::open(&self.conf.pin_dir()).and_then(|maps| maps.interfaces.remove(index));
-            if let Err(undo) = removed {
+            if let Err(undo) = super::forget_addresses(self.conf, index) {
                 log::warn!("rollback: failed to remove the record of ifindex {index}: {undo}");
             }
         }
@@ -311,6 +324,31 @@ impl Setup<'_> {
             }
         }
     }
+}
+
+/// Refuses a gateway that is the address of a pod (of any network sharing
+/// the pin directory): the host veth would hold it, making it local on the
+/// node, and that pod would be cut off.
+fn refuse_other_pods_address(maps: &Maps, attachments: &AttachmentMap, gateway: Ipv4Addr) -> Result<()> {
+    let records = maps
+        .interfaces
+        .list()
+        .map_err(Error::bpf("list the interface records"))?;
+    let Some((index, _)) = records.iter().find(|(_, addrs)| addrs.contains(&gateway)) else {
+        return Ok(());
+    };
+    let whose = match attachments.get(*index) {
+        Ok(Some(owner)) => format!(
+            "pod {} of network {} (host ifindex {index})",
+            owner.pod(),
+            owner.network
+        ),
+        _ => format!("the pod behind host ifindex {index}"),
+    };
+    Err(Error::ipam(format!(
+        "unusable IPAM result: the gateway {gateway} is the address of {whose}; as a gateway it would \
+         become an address of this node and cut that pod off (fix the IPAM configuration's gateway)"
+    )))
 }
 
 /// The ADD result, appended to a chained prevResult when there is one.

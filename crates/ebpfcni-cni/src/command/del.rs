@@ -12,11 +12,12 @@ use crate::env::{Command, Env};
 use crate::error::{Error, Result};
 use crate::ipam::CallEnv;
 use crate::netlink::Netlink;
-use crate::veth::{self, host_veth_name, Owner, Unpaired};
+use crate::veth::{self, host_veth_name, Owner, OwnerExt, Unpaired};
 use crate::{netns, timing};
 
 pub fn del(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
     let ipam = super::ipam(conf, env, stdin)?;
+    super::bind_netns_if_used(conf)?;
     // The IPAM plugin (a child process) runs while this thread deletes.
     std::thread::scope(|s| {
         let releasing = s.spawn(|| timing::step("ipam", || ipam.del(&CallEnv::default())));
