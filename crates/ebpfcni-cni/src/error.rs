@@ -20,6 +20,7 @@
 //! | 105  | sysctl: enabling IPv4 forwarding in the plugin's namespace failed |
 //! | 106  | DEL or GC failed part way (every failure is listed) |
 //! | 107  | `pinDir` serves another network namespace (the one its first pod was added in): nothing was changed |
+//! | 108  | the result could not be written on stdout; ADD was rolled back (the message says whether that failed too) |
 
 use std::io;
 
@@ -42,6 +43,7 @@ pub const CHECK: u32 = 104;
 pub const SYSCTL: u32 = 105;
 pub const TEARDOWN: u32 = 106;
 pub const OTHER_NETNS: u32 = 107;
+pub const RESULT_UNWRITTEN: u32 = 108;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -127,6 +129,21 @@ pub enum Error {
     #[error("{0}")]
     OtherNetns(#[source] ebpfcni::Error),
 
+    /// The result could not be written on stdout; ADD is rolled back
+    /// (`rollback`: how that failed, if it did).
+    #[error(
+        "failed to write the result on stdout: {source}; {}",
+        match rollback {
+            None => "ADD (if this was one) was rolled back".to_string(),
+            Some(e) => format!("rolling the ADD back failed too: {e}"),
+        }
+    )]
+    ResultUnwritten {
+        #[source]
+        source: io::Error,
+        rollback: Option<Box<Error>>,
+    },
+
     /// STATUS: not ready to add pods.
     #[error("{0}")]
     NotReady(String),
@@ -196,6 +213,7 @@ impl Error {
             Error::Sysctl { .. } => SYSCTL,
             Error::Teardown { .. } => TEARDOWN,
             Error::OtherNetns(_) => OTHER_NETNS,
+            Error::ResultUnwritten { .. } => RESULT_UNWRITTEN,
             Error::NotReady(_) => NOT_AVAILABLE,
         }
     }
