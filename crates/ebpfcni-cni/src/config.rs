@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::result::{Dns, IpamResult};
-use crate::SUPPORTED_VERSIONS;
+use crate::versions::SUPPORTED_VERSIONS;
 
 /// The `type` this plugin answers to.
 pub const PLUGIN_TYPE: &str = "ebpfcni";

@@ -6,7 +6,7 @@
 //!
 //! | code | meaning |
 //! |------|---------|
-//! | 1    | incompatible CNI version (cniVersion not in [`crate::SUPPORTED_VERSIONS`]) |
+//! | 1    | incompatible CNI version (cniVersion not in [`crate::versions::SUPPORTED_VERSIONS`]) |
 //! | 4    | invalid environment: a CNI_* variable is missing or malformed, or CNI_NETNS is not a network namespace |
 //! | 6    | the network configuration on stdin is not JSON |
 //! | 7    | invalid network configuration (missing or wrong field, `pinDir` not usable, IPAM plugin not found on CNI_PATH, unusable prevResult) |
@@ -222,7 +222,10 @@ impl Error {
     pub fn details(&self) -> String {
         match self {
             Error::IncompatibleVersion { .. } => {
-                format!("supported versions: {}", crate::SUPPORTED_VERSIONS.join(", "))
+                format!(
+                    "supported versions: {}",
+                    crate::versions::SUPPORTED_VERSIONS.join(", ")
+                )
             }
             Error::InvalidConfig { details, .. } | Error::Ipam { details, .. } => details.clone(),
             _ => String::new(),

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result, INCOMPATIBLE_VERSION, IPAM};
 use crate::result::IpamResult;
-use crate::SUPPORTED_VERSIONS;
+use crate::versions::SUPPORTED_VERSIONS;
 
 /// Overrides of the inherited CNI_* environment for one call.
 #[derive(Debug, Default, Clone)]
@@ -48,19 +48,7 @@ impl VersionCache {
     const DIR: &'static str = ebpfcni::RUN_DIR;
 
     fn of(binary: &std::path::Path) -> Option<Self> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(binary).ok()?;
-        let key = format!(
-            "{}|{}|{}.{}",
-            binary.display(),
-            meta.len(),
-            meta.mtime(),
-            meta.mtime_nsec()
-        );
-        let hash = ebpfcni::fnv1a(key.as_bytes());
-        Some(Self {
-            path: PathBuf::from(Self::DIR).join(format!("ipam-versions-{hash:016x}")),
-        })
+        ebpfcni::ipam_versions_file(binary).map(|path| Self { path })
     }
 
     fn read(&self) -> Option<Vec<String>> {

@@ -30,18 +30,14 @@ mod netns;
 mod result;
 mod sysctl;
 mod timing;
+mod versions;
 mod veth;
 
 use std::io::{Read, Write};
 
 use crate::env::{Command, Env};
 use crate::error::{exit_status, Result};
-
-/// Spec versions this plugin speaks, oldest first.
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.4.0", "1.0.0", "1.1.0"];
-
-/// The version errors are reported in when the config names none we know.
-const LATEST: &str = "1.1.0";
+use crate::versions::LATEST;
 
 fn main() {
     timing::start();

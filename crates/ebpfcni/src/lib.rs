@@ -88,5 +88,5 @@ pub use program::{
     PROGRAM_BUILD_ID, TC_ACT_OK, TC_ACT_SHOT,
 };
 pub use reattach::{reattach, Reattached};
-pub use run_dir::{fnv1a, RUN_DIR};
+pub use run_dir::{fnv1a, ipam_versions_file, RUN_DIR};
 pub use tc::{attachment, detach, AttachMode, Attachment, TC_HANDLE, TC_PRIORITY};
