@@ -25,7 +25,6 @@ mod diagnostics;
 mod env;
 mod error;
 mod ipam;
-mod netlink;
 mod netns;
 mod result;
 mod sysctl;
@@ -34,6 +33,9 @@ mod versions;
 mod veth;
 
 use std::io::{Read, Write};
+
+/// The rtnetlink client is the library's (the CLIs use it too).
+use ebpfcni::netlink;
 
 use crate::env::{Command, Env};
 use crate::error::{exit_status, Result};

@@ -12,6 +12,10 @@
 //! - Shared layouts come from `bpf/include/ebpfcni.h` through the BTF of the
 //!   compiled object ([`types`]); the policy precedence is documented there.
 //!
+//! - [`netlink`] is a small rtnetlink client (links, addresses, routes),
+//!   shared by the CNI plugin and the CLIs; [`PodAttachment`] is the CNI
+//!   attachment a host veth's alias records.
+//!
 //! Imports run one way: `maps` and `program` use `loader`, which uses
 //! `migrate`, `object`, `bpffs` and the generated `skel`; nothing lower
 //! imports anything higher.
@@ -25,6 +29,7 @@ mod loader;
 mod local_maps;
 mod maps;
 mod migrate;
+pub mod netlink;
 mod netns;
 pub mod object;
 mod program;
