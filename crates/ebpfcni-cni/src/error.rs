@@ -129,19 +129,21 @@ pub enum Error {
     #[error("{0}")]
     OtherNetns(#[source] ebpfcni::Error),
 
-    /// The result could not be written on stdout; ADD is rolled back
-    /// (`rollback`: how that failed, if it did).
+    /// The result could not be written on stdout. `rollback`: for ADD,
+    /// whether rolling it back worked (`None` for commands that changed
+    /// nothing).
     #[error(
-        "failed to write the result on stdout: {source}; {}",
+        "failed to write the result on stdout: {source}{}",
         match rollback {
-            None => "ADD (if this was one) was rolled back".to_string(),
-            Some(e) => format!("rolling the ADD back failed too: {e}"),
+            None => String::new(),
+            Some(Ok(())) => "; the ADD was rolled back".to_string(),
+            Some(Err(e)) => format!("; rolling the ADD back failed too: {e}"),
         }
     )]
     ResultUnwritten {
         #[source]
         source: io::Error,
-        rollback: Option<Box<Error>>,
+        rollback: Option<Result<(), Box<Error>>>,
     },
 
     /// STATUS: not ready to add pods.

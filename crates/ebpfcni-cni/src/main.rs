@@ -109,7 +109,7 @@ fn run(stdin: &[u8]) -> Result<Option<String>> {
             let reply = serde_json::to_string(&result).expect("results serialise");
             if let Err(source) = print(&reply) {
                 log::error!("failed to write the result on stdout ({source}): rolling the ADD back");
-                let rollback = command::del(&conf, &env, stdin).err().map(Box::new);
+                let rollback = Some(command::del(&conf, &env, stdin).map_err(Box::new));
                 return Err(error::Error::ResultUnwritten { source, rollback });
             }
             None
