@@ -229,9 +229,11 @@ impl Setup<'_> {
     ) -> Result<IpamResult> {
         let (conf, env) = (self.conf, self.env);
         let lease = Allocation::from_ips(&leased.ips, None).map_err(Error::UnusableIpamResult)?;
-        let attachments = AttachmentMap::open_or_create(&self.conf.pin_dir())
-            .map_err(Error::bpf("open the attachment records"))?;
-        refuse_other_pods_address(&maps, &attachments, lease.gateway)?;
+        let attachments = timing::step("gateway check", || {
+            let attachments = AttachmentMap::open_or_create(&self.conf.pin_dir())
+                .map_err(Error::bpf("open the attachment records"))?;
+            refuse_other_pods_address(&maps, &attachments, lease.gateway).map(|()| attachments)
+        })?;
         let routes = pod_routes(&leased.routes, lease.gateway);
         // Before the pod has its address: without a record, everything it
         // sends is dropped. Whose record it is comes first, so that GC
