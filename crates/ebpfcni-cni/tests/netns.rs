@@ -174,3 +174,27 @@ fn gc_keeps_the_record_of_a_renamed_host_veth() {
     assert!(!node.allocated(&pod_ip(&r1)));
     node.del(&conf, &p2).ok();
 }
+
+/// A pin directory of an earlier release has no binding: the first use
+/// binds it to the namespace it runs in, and the others are refused.
+#[test]
+fn a_pin_dir_without_a_binding_is_bound_at_its_next_use() {
+    require_root!();
+    let node = Node::new("legacybind");
+    let conf = node.config("1.1.0");
+    let pod = Pod::new("legacybind-pod");
+    let result = node.add(&conf, &pod).ok();
+    std::fs::remove_file(node.pins.path().join("netns_binding")).unwrap();
+    assert_eq!(ebpfcni::netns_binding(node.pins.path()).unwrap(), None);
+
+    gc(&node.ns, &conf, &[&pod]).ok();
+    let bound = ebpfcni::netns_binding(node.pins.path())
+        .unwrap()
+        .expect("bound by GC");
+    let here = node.ns.run_in(|| ebpfcni::NetnsId::current().unwrap());
+    assert!(bound.same_as(&here), "{bound} is not the node's {here}");
+    let other = Netns::new("legacybind-other");
+    gc(&other, &conf, &[&pod]).err(OTHER_NETNS);
+    node.check(&conf, &pod, &result).ok();
+    node.del(&conf, &pod).ok();
+}

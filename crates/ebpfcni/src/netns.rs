@@ -64,16 +64,31 @@ impl NetnsId {
             )
         };
         if rc != 0 {
-            return Err(Error::io(
-                "read the network namespace cookie (SO_NETNS_COOKIE, Linux 5.14)",
-                std::io::Error::last_os_error(),
-            ));
+            let e = std::io::Error::last_os_error();
+            // Before Linux 5.14: no cookie (0); the nsfs inode decides.
+            if e.raw_os_error() != Some(libc::ENOPROTOOPT) {
+                return Err(Error::io(
+                    "read the network namespace cookie (SO_NETNS_COOKIE)",
+                    e,
+                ));
+            }
+            cookie = 0;
         }
         Ok(Self {
             cookie,
             dev: meta.dev(),
             inode: meta.ino(),
         })
+    }
+
+    /// The same namespace: by cookie when both have one (never reused),
+    /// else by nsfs device and inode.
+    pub fn same_as(&self, other: &NetnsId) -> bool {
+        if self.cookie != 0 && other.cookie != 0 {
+            self.cookie == other.cookie
+        } else {
+            (self.dev, self.inode) == (other.dev, other.inode)
+        }
     }
 
     fn to_bytes(self) -> [u8; BINDING_SIZE] {
@@ -174,7 +189,7 @@ pub fn check_netns(pin_dir: &Path) -> Result<()> {
 }
 
 fn same(pin_dir: &Path, bound: NetnsId, here: NetnsId) -> Result<NetnsId> {
-    if bound.cookie == here.cookie {
+    if bound.same_as(&here) {
         return Ok(here);
     }
     Err(Error::OtherNetns {
@@ -196,5 +211,19 @@ mod tests {
             inode: 4026531840,
         };
         assert_eq!(NetnsId::from_bytes(&id.to_bytes()), id);
+    }
+
+    #[test]
+    fn namespaces_are_compared_by_cookie_else_by_inode() {
+        let id = |cookie, inode| NetnsId {
+            cookie,
+            dev: 4,
+            inode,
+        };
+        assert!(id(7, 100).same_as(&id(7, 100)));
+        // A cookie is never reused; an inode may be, after the namespace goes.
+        assert!(!id(7, 100).same_as(&id(8, 100)));
+        assert!(id(0, 100).same_as(&id(7, 100)));
+        assert!(!id(0, 100).same_as(&id(0, 101)));
     }
 }
