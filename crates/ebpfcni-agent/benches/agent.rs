@@ -61,14 +61,14 @@ fn main() {
     let client = agent.client();
     let (mut new_set, mut known_set, mut late_set) = (Vec::new(), Vec::new(), Vec::new());
     let start = Instant::now();
-    for i in 0..n + LATE {
+    for (i, &host_ifindex) in indexes.iter().enumerate() {
         let request = EndpointRequest {
             container_id: format!("bench{i}"),
             ifname: "eth0".into(),
             network: "bench".into(),
             netns: String::new(),
             host_veth: format!("ebcb{i:06}"),
-            host_ifindex: indexes[i],
+            host_ifindex,
             ips: Vec::new(),
             labels: Labels::from([(
                 "app".to_string(),

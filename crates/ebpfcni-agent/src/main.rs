@@ -146,6 +146,9 @@ fn run(args: Args) -> Result<(), Failure> {
         None => log::info!("labels from the CNI request only (no runtime)"),
     }
     let _pin_lock = lock_pin_dir(&args.pin_dir)?;
+    // The interface records it writes name host veths by index: of this
+    // namespace only (a pin dir serves one).
+    ebpfcni::bind_netns(&args.pin_dir).map_err(|e| (EXIT_MAPS, format!("{e}")))?;
     let maps = ebpfcni::Maps::open_or_create(&args.pin_dir).map_err(|e| {
         (
             EXIT_MAPS,

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::result::{Dns, IpamResult};
-use crate::SUPPORTED_VERSIONS;
+use crate::versions::SUPPORTED_VERSIONS;
 
 /// The `type` this plugin answers to.
 pub const PLUGIN_TYPE: &str = "ebpfcni";
@@ -128,6 +128,9 @@ pub fn version_of(stdin: &[u8]) -> Option<String> {
     SUPPORTED_VERSIONS.contains(&version).then(|| version.to_string())
 }
 
+/// The smallest `mtu`: IPv6's minimum (see [`parse`]).
+const MIN_MTU: u32 = 1280;
+
 /// Parses and validates a network configuration.
 pub fn parse(stdin: &[u8]) -> Result<NetConf> {
     let value: Value = serde_json::from_slice(stdin).map_err(|e| Error::Decode(e.to_string()))?;
@@ -171,8 +174,17 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf> {
         }
     }
     if let Some(mtu) = conf.mtu {
-        if !(68..=65535).contains(&mtu) {
-            return Err(Error::config(format!("mtu {mtu} outside 68..=65535")));
+        if !(MIN_MTU..=65535).contains(&mtu) {
+            return Err(Error::config(format!(
+                "mtu {mtu} outside {MIN_MTU}..=65535{}",
+                if mtu >= 68 {
+                    ": below 1280, IPv6's minimum, the kernel takes IPv6 off an interface by itself \
+                     and puts it back (link-local address and all) when the MTU is raised, so the \
+                     plugin could not keep IPv6 off the pod's veth (the program judges IPv4 only)"
+                } else {
+                    ""
+                }
+            )));
         }
     }
     if let Some(attach) = &conf.attach {
@@ -208,6 +220,19 @@ mod tests {
 
     fn code(stdin: &str) -> u32 {
         parse(stdin.as_bytes()).unwrap_err().code()
+    }
+
+    #[test]
+    fn an_mtu_below_ipv6s_minimum_is_refused_with_the_reason() {
+        let with = |mtu: u32| format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"ebpfcni","mtu":{mtu}}}"#);
+        for mtu in [68, 1279] {
+            let msg = parse(with(mtu).as_bytes()).unwrap_err().to_string();
+            assert!(
+                msg.contains("IPv6's minimum") && msg.contains(&mtu.to_string()),
+                "{msg}"
+            );
+        }
+        assert_eq!(parse(with(1280).as_bytes()).unwrap().mtu, Some(1280));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //!
 //! | code | meaning |
 //! |------|---------|
-//! | 1    | incompatible CNI version (cniVersion not in [`crate::SUPPORTED_VERSIONS`]) |
+//! | 1    | incompatible CNI version (cniVersion not in [`crate::versions::SUPPORTED_VERSIONS`]) |
 //! | 4    | invalid environment: a CNI_* variable is missing or malformed, or CNI_NETNS is not a network namespace |
 //! | 6    | the network configuration on stdin is not JSON |
 //! | 7    | invalid network configuration (missing or wrong field, `pinDir` not usable, IPAM plugin not found on CNI_PATH, unusable prevResult) |
@@ -19,7 +19,9 @@
 //! | 104  | CHECK found the attachment different from what ADD set up; the message says what |
 //! | 105  | sysctl: enabling IPv4 forwarding in the plugin's namespace failed |
 //! | 106  | DEL or GC failed part way (every failure is listed) |
-//! | 107  | agent mode: the agent refused the request, or its deletion queue could not be written (the agent unreachable is 11) |
+//! | 107  | `pinDir` serves another network namespace (the one its first pod was added in): nothing was changed |
+//! | 108  | the result could not be written on stdout; ADD was rolled back (the message says whether that failed too) |
+//! | 109  | agent mode: the agent refused the request, or its deletion queue could not be written (the agent unreachable is 11) |
 
 use std::io;
 
@@ -41,11 +43,13 @@ pub const ATTACH: u32 = 103;
 pub const CHECK: u32 = 104;
 pub const SYSCTL: u32 = 105;
 pub const TEARDOWN: u32 = 106;
-pub const AGENT: u32 = 107;
+pub const OTHER_NETNS: u32 = 107;
+pub const RESULT_UNWRITTEN: u32 = 108;
+pub const AGENT: u32 = 109;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Agent mode: the agent could not be reached (11) or refused (107).
+    /// Agent mode: the agent could not be reached (11) or refused (109).
     #[error("failed to {context}: {source}")]
     Agent {
         context: String,
@@ -138,6 +142,28 @@ pub enum Error {
         errors: Vec<Error>,
     },
 
+    /// `pinDir` serves another network namespace: its interface records
+    /// name other interfaces ([`ebpfcni::bind_netns`]).
+    #[error("{0}")]
+    OtherNetns(#[source] ebpfcni::Error),
+
+    /// The result could not be written on stdout. `rollback`: for ADD,
+    /// whether rolling it back worked (`None` for commands that changed
+    /// nothing).
+    #[error(
+        "failed to write the result on stdout: {source}{}",
+        match rollback {
+            None => String::new(),
+            Some(Ok(())) => "; the ADD was rolled back".to_string(),
+            Some(Err(e)) => format!("; rolling the ADD back failed too: {e}"),
+        }
+    )]
+    ResultUnwritten {
+        #[source]
+        source: io::Error,
+        rollback: Option<Result<(), Box<Error>>>,
+    },
+
     /// STATUS: not ready to add pods.
     #[error("{0}")]
     NotReady(String),
@@ -170,7 +196,10 @@ impl Error {
     /// A `map_err` closure for the library's BPF calls.
     pub fn bpf(context: impl Into<String>) -> impl FnOnce(ebpfcni::Error) -> Self {
         let context = context.into();
-        move |source| Error::Bpf { context, source }
+        move |source| match source {
+            ebpfcni::Error::OtherNetns { .. } => Error::OtherNetns(source),
+            source => Error::Bpf { context, source },
+        }
     }
 
     /// An IPAM failure of ours (not the plugin's own code).
@@ -208,6 +237,8 @@ impl Error {
             Error::CheckFailed(_) => CHECK,
             Error::Sysctl { .. } => SYSCTL,
             Error::Teardown { .. } => TEARDOWN,
+            Error::OtherNetns(_) => OTHER_NETNS,
+            Error::ResultUnwritten { .. } => RESULT_UNWRITTEN,
             Error::NotReady(_) => NOT_AVAILABLE,
         }
     }
@@ -216,7 +247,10 @@ impl Error {
     pub fn details(&self) -> String {
         match self {
             Error::IncompatibleVersion { .. } => {
-                format!("supported versions: {}", crate::SUPPORTED_VERSIONS.join(", "))
+                format!(
+                    "supported versions: {}",
+                    crate::versions::SUPPORTED_VERSIONS.join(", ")
+                )
             }
             Error::InvalidConfig { details, .. } | Error::Ipam { details, .. } => details.clone(),
             _ => String::new(),

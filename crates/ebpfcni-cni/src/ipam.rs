@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result, INCOMPATIBLE_VERSION, IPAM};
 use crate::result::IpamResult;
-use crate::SUPPORTED_VERSIONS;
+use crate::versions::SUPPORTED_VERSIONS;
 
 /// Overrides of the inherited CNI_* environment for one call.
 #[derive(Debug, Default, Clone)]
@@ -48,19 +48,7 @@ impl VersionCache {
     const DIR: &'static str = ebpfcni::RUN_DIR;
 
     fn of(binary: &std::path::Path) -> Option<Self> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(binary).ok()?;
-        let key = format!(
-            "{}|{}|{}.{}",
-            binary.display(),
-            meta.len(),
-            meta.mtime(),
-            meta.mtime_nsec()
-        );
-        let hash = ebpfcni::fnv1a(key.as_bytes());
-        Some(Self {
-            path: PathBuf::from(Self::DIR).join(format!("ipam-versions-{hash:016x}")),
-        })
+        ebpfcni::ipam_versions_file(binary).map(|path| Self { path })
     }
 
     fn read(&self) -> Option<Vec<String>> {
@@ -99,13 +87,17 @@ impl Ipam<'_> {
         })
     }
 
-    pub fn add(&self, env: &CallEnv) -> Result<IpamResult> {
+    /// ADD. The outer error: the plugin failed (it holds nothing for this
+    /// attachment). The inner one: the plugin succeeded, so it holds a
+    /// lease, but its result cannot be decoded; the caller gives the lease
+    /// back (DEL).
+    pub fn add(&self, env: &CallEnv) -> Result<Result<IpamResult>> {
         let out = self.call("ADD", env)?;
-        serde_json::from_slice(&out).map_err(|e| Error::Ipam {
+        Ok(serde_json::from_slice(&out).map_err(|e| Error::Ipam {
             code: IPAM,
             msg: format!("failed to decode the result of IPAM plugin {}: {e}", self.plugin),
             details: String::from_utf8_lossy(&out).into_owned(),
-        })
+        }))
     }
 
     pub fn del(&self, env: &CallEnv) -> Result<()> {

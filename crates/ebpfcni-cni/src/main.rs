@@ -26,23 +26,21 @@ mod diagnostics;
 mod env;
 mod error;
 mod ipam;
-mod netlink;
 mod netns;
 mod result;
 mod sysctl;
 mod timing;
+mod versions;
 mod veth;
 
 use std::io::{Read, Write};
 
+/// The rtnetlink client is the library's (the CLIs use it too).
+use ebpfcni::netlink;
+
 use crate::env::{Command, Env};
 use crate::error::{exit_status, Result};
-
-/// Spec versions this plugin speaks, oldest first.
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.4.0", "1.0.0", "1.1.0"];
-
-/// The version errors are reported in when the config names none we know.
-const LATEST: &str = "1.1.0";
+use crate::versions::LATEST;
 
 fn main() {
     timing::start();
@@ -56,7 +54,14 @@ fn main() {
     let mut stdout = std::io::stdout().lock();
     match outcome {
         Ok(Some(reply)) => {
-            let _ = writeln!(stdout, "{reply}");
+            if let Err(source) = print(&reply) {
+                let e = error::Error::ResultUnwritten {
+                    source,
+                    rollback: None,
+                };
+                log::error!("{e}");
+                std::process::exit(exit_status(e.code()));
+            }
         }
         Ok(None) => {}
         Err(e) => {
@@ -74,7 +79,16 @@ fn main() {
     }
 }
 
+/// Writes `reply` and a newline on stdout, flushed.
+fn print(reply: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{reply}")?;
+    stdout.flush()
+}
+
 /// Runs the command named by CNI_COMMAND; returns the JSON to print, if any.
+/// ADD prints its result itself: when that fails, the runtime never learns
+/// of the pod's network, so the ADD is rolled back (as a DEL would).
 fn run(stdin: &[u8]) -> Result<Option<String>> {
     let command = Command::from_env()?;
     if command == Command::Version {
@@ -93,7 +107,13 @@ fn run(stdin: &[u8]) -> Result<Option<String>> {
     let reply = match command {
         Command::Add => {
             let result = command::add(&conf, &env, stdin)?;
-            Some(serde_json::to_string(&result).expect("results serialise"))
+            let reply = serde_json::to_string(&result).expect("results serialise");
+            if let Err(source) = print(&reply) {
+                log::error!("failed to write the result on stdout ({source}): rolling the ADD back");
+                let rollback = Some(command::del(&conf, &env, stdin).map_err(Box::new));
+                return Err(error::Error::ResultUnwritten { source, rollback });
+            }
+            None
         }
         Command::Del => command::del(&conf, &env, stdin).map(|()| None)?,
         Command::Check => command::check(&conf, &env, stdin).map(|()| None)?,

@@ -11,14 +11,6 @@ use crate::netns;
 /// Prefix of host veth names: "ebc" + 12 hex digits.
 pub const HOST_VETH_PREFIX: &str = "ebc";
 
-/// Prefix of the alias ADD sets on each host veth:
-/// "ebpfcni/<network>/<container id>/<ifname>". DEL and GC read it back to
-/// know which attachment a veth belongs to.
-const ALIAS_PREFIX: &str = "ebpfcni/";
-
-/// The longest alias the kernel keeps (IFALIASZ - 1).
-const ALIAS_MAX: usize = 255;
-
 /// The host veth's name for an attachment: stable, at most 15 characters.
 /// FNV-1a (64 bits, truncated to 48) of "container id/ifname".
 pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
@@ -26,35 +18,30 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
     format!("{HOST_VETH_PREFIX}{:012x}", hash & 0xffff_ffff_ffff)
 }
 
-/// Which attachment a host veth belongs to, as its alias records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner {
-    pub network: String,
-    pub container_id: String,
-    pub ifname: String,
-}
+/// Which attachment a host veth belongs to, as its alias records it
+/// ("ebpfcni/<network>/<container id>/<ifname>": the format is the
+/// library's, which `policyctl monitor` reads too). DEL and GC read it back.
+pub use ebpfcni::PodAttachment as Owner;
+use ebpfcni::{ALIAS_MAX, ALIAS_PREFIX};
 
-impl Owner {
-    pub fn new(network: &str, container_id: &str, ifname: &str) -> Self {
-        Self {
-            network: network.into(),
-            container_id: container_id.into(),
-            ifname: ifname.into(),
-        }
-    }
-
-    /// The alias that records this owner.
-    pub fn alias(&self) -> String {
-        format!(
-            "{ALIAS_PREFIX}{}/{}/{}",
-            self.network, self.container_id, self.ifname
-        )
-    }
-
+/// What the plugin asks of an [`Owner`] besides its alias.
+pub trait OwnerExt {
     /// Refuses an attachment whose alias the kernel would not keep (ERANGE),
     /// before ADD leases an address or creates the veth. Network names and
     /// container ids have no length limit of their own.
-    pub fn check_alias_fits(&self) -> Result<()> {
+    fn check_alias_fits(&self) -> Result<()>;
+
+    /// Whether `link`, in the plugin's namespace, is this attachment's host
+    /// veth: a veth whose alias records this owner, or, without an alias, a
+    /// veth with the name [`host_veth_name`] derives from this attachment
+    /// (an ADD stopped between creating the pair and setting the alias). A
+    /// veth of that name with another alias belongs to someone else: a
+    /// name-hash collision, or an interface we did not make.
+    fn owns_host_end(&self, link: &Link) -> bool;
+}
+
+impl OwnerExt for Owner {
+    fn check_alias_fits(&self) -> Result<()> {
         let len = self.alias().len();
         if len <= ALIAS_MAX {
             return Ok(());
@@ -68,13 +55,7 @@ impl Owner {
         )))
     }
 
-    /// Whether `link`, in the plugin's namespace, is this attachment's host
-    /// veth: a veth whose alias records this owner, or, without an alias, a
-    /// veth with the name [`host_veth_name`] derives from this attachment
-    /// (an ADD stopped between creating the pair and setting the alias). A
-    /// veth of that name with another alias belongs to someone else: a
-    /// name-hash collision, or an interface we did not make.
-    pub fn owns_host_end(&self, link: &Link) -> bool {
+    fn owns_host_end(&self, link: &Link) -> bool {
         if link.kind.as_deref() != Some("veth") {
             return false;
         }
@@ -82,14 +63,6 @@ impl Owner {
             Some(alias) => Self::from_alias(alias).as_ref() == Some(self),
             None => link.name == host_veth_name(&self.container_id, &self.ifname),
         }
-    }
-
-    /// The owner an alias records; `None` for aliases we did not write.
-    /// Network names and container ids cannot hold '/', so the split is exact.
-    pub fn from_alias(alias: &str) -> Option<Self> {
-        let mut parts = alias.strip_prefix(ALIAS_PREFIX)?.splitn(3, '/');
-        let (network, container_id, ifname) = (parts.next()?, parts.next()?, parts.next()?);
-        Some(Self::new(network, container_id, ifname))
     }
 }
 
@@ -180,15 +153,6 @@ mod tests {
         assert_ne!(a, host_veth_name("4f2c9d0e1b", "eth0"));
         // The separator keeps "ab"+"c" apart from "a"+"bc".
         assert_ne!(host_veth_name("ab", "c"), host_veth_name("a", "bc"));
-    }
-
-    #[test]
-    fn aliases_round_trip_their_owner() {
-        let owner = Owner::new("net-1.a", "ctr_9", "eth0");
-        assert_eq!(owner.alias(), "ebpfcni/net-1.a/ctr_9/eth0");
-        assert_eq!(Owner::from_alias(&owner.alias()), Some(owner));
-        assert_eq!(Owner::from_alias("someone else's"), None);
-        assert_eq!(Owner::from_alias("ebpfcni/net/ctr"), None);
     }
 
     #[test]

@@ -219,10 +219,10 @@ fn kubernetes_namespaces_are_part_of_the_identity_and_pod_names_are_not() {
     let d = Pod::new("agkd");
     let links_before = node.links();
     let forged = agent_config(&node, &agent, &[("io.kubernetes.pod.namespace", "kube-system")]);
-    let msg = node.add(&forged, &d).err(107);
+    let msg = node.add(&forged, &d).err(109);
     assert!(msg.contains("io.kubernetes.pod.namespace"), "{msg}");
     let reserved = agent_config(&node, &agent, &[("ebpfcni.io/identity", "1")]);
-    let msg = node.add(&reserved, &d).err(107);
+    let msg = node.add(&reserved, &d).err(109);
     assert!(msg.contains("reserved"), "{msg}");
     assert_eq!(node.links(), links_before, "a refused ADD leaves no veth behind");
 }

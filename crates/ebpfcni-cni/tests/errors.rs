@@ -317,3 +317,22 @@ fn a_namespace_of_another_kind_is_invalid_environment() {
     }
     assert_nothing_left(&node, &pod, "namespace of another kind");
 }
+
+/// An MTU under IPv6's minimum (1280) would make the kernel drop IPv6 from
+/// the veth by itself and bring it back when the MTU is raised: refused
+/// as invalid config with the reason, before anything is touched.
+#[test]
+fn an_mtu_below_ipv6s_minimum_is_refused_up_front() {
+    require_root!();
+    let node = Node::new("lowmtu");
+    let pod = Pod::new("lowmtu-pod");
+    let mut conf = node.config("1.1.0");
+    conf["mtu"] = json!(1000);
+    let msg = add_raw(&node, &pod, conf.to_string().as_bytes(), &[]).err(7);
+    assert!(msg.contains("mtu 1000") && msg.contains("IPv6"), "{msg}");
+    assert_nothing_left(&node, &pod, "mtu 1000");
+    conf["mtu"] = json!(1280);
+    let result = node.add(&conf, &pod).ok();
+    node.check(&conf, &pod, &result).ok();
+    node.del(&conf, &pod).ok();
+}

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::{pod_ip, Node, Pod, CNI_PATH};
@@ -30,18 +30,9 @@ ADD)
 esac
 "#;
 
-/// Where the plugin keeps what a binary said (as the plugin names it).
+/// Where the plugin keeps what a binary said (the plugin's own function).
 fn cache_file(binary: &Path) -> std::path::PathBuf {
-    let meta = std::fs::metadata(binary).unwrap();
-    let key = format!(
-        "{}|{}|{}.{}",
-        binary.display(),
-        meta.len(),
-        meta.mtime(),
-        meta.mtime_nsec()
-    );
-    let hash = ebpfcni::fnv1a(key.as_bytes());
-    Path::new(ebpfcni::RUN_DIR).join(format!("ipam-versions-{hash:016x}"))
+    ebpfcni::ipam_versions_file(binary).expect("the binary exists")
 }
 
 #[test]

@@ -382,6 +382,7 @@ fn parallel_adds_and_dels(pods: usize) {
     let mut expected: Vec<String> = ebpfcni::PinnedMap::ALL
         .iter()
         .map(|m| m.name().to_string())
+        .chain(ebpfcni::LocalMap::ALL.map(|m| m.name().to_string()))
         .chain(Hook::ALL.map(|hook| {
             let pin = ebpfcni::program_pin(node.pins.path(), hook, ebpfcni::PROGRAM_BUILD_ID);
             pin.file_name().unwrap().to_str().unwrap().to_owned()

@@ -10,7 +10,9 @@
 //!   value, a bad line in an apply file, an unusable --pin-dir);
 //! - 3: the change WAS made, but reporting it failed (stdout full or
 //!   unwritable, or the state after the change could not be read); `list`
-//!   shows where things stand.
+//!   shows where things stand;
+//! - 4: refused, nothing was changed: --pin-dir serves another network
+//!   namespace (its interface records name other interfaces; `reattach`).
 
 use std::fmt::Display;
 use std::io;
@@ -24,6 +26,8 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// The change was made; reporting it failed.
 pub const EXIT_UNREPORTED: u8 = 3;
+/// --pin-dir serves another network namespace; nothing was changed.
+pub const EXIT_OTHER_NETNS: u8 = 4;
 
 /// The exit status paragraph both binaries end their `--help` with.
 #[macro_export]
@@ -35,7 +39,8 @@ macro_rules! exit_status_help {
             map full, unreadable file)\n  \
          2  bad input, nothing was changed (unknown or missing flag, invalid address or identity,\n     \
             bad line in an apply file, unusable --pin-dir)\n  \
-         3  the change was made, but printing what was done failed (e.g. stdout full)"
+         3  the change was made, but printing what was done failed (e.g. stdout full)\n  \
+         4  refused, nothing was changed: --pin-dir serves another network namespace (reattach)"
     };
 }
 
@@ -48,6 +53,8 @@ pub enum Failure {
     Runtime(String),
     /// The change was made; reporting it failed (exit 3).
     Unreported(String),
+    /// --pin-dir serves another network namespace; nothing was changed (exit 4).
+    OtherNetns(String),
     /// Whoever read our stdout went away (`| head`): not worth an error.
     StdoutClosed,
 }
@@ -71,6 +78,7 @@ impl Failure {
         let message = format!("failed to {action}: {error}{hint}");
         match error {
             ebpfcni::Error::BadPinDir { .. } => Failure::Usage(message),
+            ebpfcni::Error::OtherNetns { .. } => Failure::OtherNetns(message),
             _ => Failure::Runtime(message),
         }
     }
@@ -81,7 +89,7 @@ impl Failure {
     /// change stands, so it is not "nothing was changed".
     pub fn after_change(self) -> Self {
         match self {
-            Failure::Usage(m) | Failure::Runtime(m) | Failure::Unreported(m) => {
+            Failure::Usage(m) | Failure::Runtime(m) | Failure::Unreported(m) | Failure::OtherNetns(m) => {
                 Failure::Unreported(format!("the change was made, but {m}"))
             }
             Failure::StdoutClosed => Failure::StdoutClosed,
@@ -109,6 +117,7 @@ pub fn finish(bin: &str, result: CmdResult) -> ExitCode {
         Err(Failure::Usage(m)) => (EXIT_USAGE, m),
         Err(Failure::Runtime(m)) => (EXIT_FAILURE, m),
         Err(Failure::Unreported(m)) => (EXIT_UNREPORTED, m),
+        Err(Failure::OtherNetns(m)) => (EXIT_OTHER_NETNS, m),
     };
     eprintln!("{bin}: error: {message}");
     ExitCode::from(code)

@@ -455,7 +455,9 @@ fn pins_lists_the_pinned_maps_and_creates_nothing() {
     let listed = ok(ctl.policyctl(&["pins"]));
     let expected: Vec<String> = PinnedMap::ALL
         .iter()
-        .map(|m| m.path(ctl.pin.path()).display().to_string())
+        .map(|m| m.path(ctl.pin.path()))
+        .chain(ebpfcni::LocalMap::ALL.iter().map(|m| m.path(ctl.pin.path())))
+        .map(|p| p.display().to_string())
         .collect();
     assert_eq!(listed.lines().collect::<Vec<_>>(), expected);
 }

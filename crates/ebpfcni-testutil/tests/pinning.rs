@@ -80,7 +80,11 @@ fn eight_concurrent_openers_end_with_one_map_of_each_kind() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(pinned.len(), PinnedMap::ALL.len(), "pins: {pinned:?}");
+    assert_eq!(
+        pinned.len(),
+        PinnedMap::ALL.len() + ebpfcni::LocalMap::ALL.len(),
+        "pins: {pinned:?}"
+    );
 }
 
 #[test]

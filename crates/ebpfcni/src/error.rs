@@ -56,6 +56,23 @@ pub enum Error {
     #[error("maps not pinned: {}", missing.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     MapsNotPinned { missing: Vec<PathBuf> },
 
+    /// The pin directory serves another network namespace: interface
+    /// indexes there name other interfaces (see [`crate::bind_netns`]).
+    #[error(
+        "pin directory {} serves network namespace {bound}, and this command runs in {here}: \
+         interface indexes differ between namespaces, so interfaces are recorded and attached \
+         through it only from its own namespace (run the command there, e.g. with \
+         `nsenter --net=/run/netns/NAME`, or give this namespace a pin directory of its own; \
+         if that namespace is gone for good, `rm {}` binds the directory anew at its next use)",
+        pin_dir.display(),
+        pin_dir.join("netns_binding").display()
+    )]
+    OtherNetns {
+        pin_dir: PathBuf,
+        bound: String,
+        here: String,
+    },
+
     /// Someone else holds what this needs (the event ring's one reader).
     #[error("{0}")]
     Busy(String),

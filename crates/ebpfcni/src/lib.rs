@@ -12,17 +12,25 @@
 //! - Shared layouts come from `bpf/include/ebpfcni.h` through the BTF of the
 //!   compiled object ([`types`]); the policy precedence is documented there.
 //!
+//! - [`netlink`] is a small rtnetlink client (links, addresses, routes),
+//!   shared by the CNI plugin and the CLIs; [`PodAttachment`] is the CNI
+//!   attachment a host veth's alias records.
+//!
 //! Imports run one way: `maps` and `program` use `loader`, which uses
 //! `migrate`, `object`, `bpffs` and the generated `skel`; nothing lower
 //! imports anything higher.
 
+mod attachments;
 pub mod bpffs;
 mod error;
 pub mod events;
 mod identity;
 mod loader;
+mod local_maps;
 mod maps;
 mod migrate;
+pub mod netlink;
+mod netns;
 pub mod object;
 mod program;
 mod reattach;
@@ -37,7 +45,7 @@ pub mod tc;
 /// success or absence is always left out: "Exclusivity flag on" (the
 /// interface already has its clsact qdisc), "Parent Qdisc doesn't exists"
 /// and "Invalid handle" (no clsact qdisc or filter of ours to read back or
-/// remove, the usual case since programs are attached with tcx).
+/// remove: an interface attached with tcx, or with nothing yet).
 pub fn set_libbpf_log(sink: Option<fn(&str)>) {
     static SINK: std::sync::OnceLock<fn(&str)> = std::sync::OnceLock::new();
     const EXPECTED: [&str; 3] = [
@@ -64,23 +72,26 @@ pub fn set_libbpf_log(sink: Option<fn(&str)>) {
 /// Rust types generated from the BTF of `bpf/include/ebpfcni.h`.
 pub use skel::types;
 
+pub use attachments::{AttachmentMap, PodAttachment, ALIAS_MAX, ALIAS_PREFIX};
 pub use bpffs::DEFAULT_PIN_DIR;
 pub use error::{Error, Result};
 pub use identity::{
     parse_endpoint_ip, parse_prefix, quote_input, Identity, ParseEndpointIpError, ParseIdentityError,
     ParsePrefixError, PolicyRule,
 };
+pub use local_maps::LocalMap;
 pub use maps::{
     drop_reason_name, drop_reasons, ConfigMap, Connection, ConntrackMap, CtState, CtTimeouts, Datagram,
     DropCounters, EndpointMap, EventLevel, FragmentMap, IdentityAddr, IdentitySource, InterfaceMap, Maps,
     NotifyCounters, NotifyCounts, PolicyIndex, PolicyMap, PortPolicyMap, PrefixMap, Protocol, RateLimit,
     RawRule, Rule, RuleChange, Selector, Stored, StoredIdentity, StoredRule, TraceLevel, INTERFACE_ADDRS,
 };
+pub use netns::{bind_netns, check_netns, netns_binding, NetnsId};
 pub use object::PinnedMap;
 pub use program::{
     program_info, program_pin, program_pins, Hook, Program, ProgramInfo, Provenance, TestContext, TestRun,
     PROGRAM_BUILD_ID, TC_ACT_OK, TC_ACT_SHOT,
 };
 pub use reattach::{reattach, Reattached};
-pub use run_dir::{fnv1a, RUN_DIR};
+pub use run_dir::{fnv1a, ipam_versions_file, RUN_DIR};
 pub use tc::{attachment, detach, AttachMode, Attachment, TC_HANDLE, TC_PRIORITY};

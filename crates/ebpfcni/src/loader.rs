@@ -12,6 +12,7 @@ use libbpf_rs::{MapCore, MapFlags};
 
 use crate::bpffs::{self, PinDirLock};
 use crate::error::{Error, Result};
+use crate::local_maps::LocalMap;
 use crate::migrate;
 use crate::object::{default_config, open_object, open_pinned, MapSpec, PinnedMap, CONFIG_KEY};
 use crate::skel::EbpfcniSkel;
@@ -54,6 +55,9 @@ pub(crate) fn load<R>(pin_dir: &Path, keep: impl FnOnce(&EbpfcniSkel<'_>) -> Res
             .map_err(|e| Error::bpf(format!("initialise {}", PinnedMap::Config.name()), e))?;
     }
     migrate::finish(pin_dir, &migrating)?;
+    for map in LocalMap::ALL {
+        map.create_locked(pin_dir)?;
+    }
     let kept = keep(&skel)?;
     created.keep();
     Ok(kept)

@@ -177,7 +177,7 @@ impl MapSpec {
     }
 
     /// Describes how `self` (a pinned map) differs from `expected`.
-    fn mismatch(&self, expected: &Self) -> Option<String> {
+    pub(crate) fn mismatch(&self, expected: &Self) -> Option<String> {
         let mut diffs = Vec::new();
         if self.map_type != expected.map_type {
             diffs.push(format!(

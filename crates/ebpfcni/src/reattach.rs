@@ -29,8 +29,11 @@ pub struct Reattached {
 
 /// Attaches this build's program (pinned under `pin_dir`, loaded first
 /// when needed) to every interface of this namespace that runs an ebpfcni
-/// program and has an address record.
+/// program and has an address record. Refused ([`Error::OtherNetns`]),
+/// with nothing changed, when `pin_dir` serves another network namespace:
+/// its records name other interfaces (see [`crate::bind_netns`]).
 pub fn reattach(maps: &Maps, pin_dir: &std::path::Path) -> Result<Reattached> {
+    crate::netns::bind_netns(pin_dir)?;
     let (program, provenance) = Program::shared(pin_dir)?;
     let recorded: HashSet<u32> = maps
         .interfaces

@@ -4,6 +4,24 @@
 /// Where ebpfcni's processes keep their locks and caches.
 pub const RUN_DIR: &str = "/run/ebpfcni";
 
+/// Where the CNI plugin remembers which spec versions the IPAM plugin
+/// `binary` speaks: a file named after the binary's path, size and mtime,
+/// so that an upgraded plugin is asked again. `None` when the binary
+/// cannot be looked at.
+pub fn ipam_versions_file(binary: &std::path::Path) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(binary).ok()?;
+    let key = format!(
+        "{}|{}|{}.{}",
+        binary.display(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    );
+    let hash = fnv1a(key.as_bytes());
+    Some(std::path::Path::new(RUN_DIR).join(format!("ipam-versions-{hash:016x}")))
+}
+
 /// FNV-1a, 64 bits: a short name that stays the same for the same bytes
 /// (from one process to the next, one release to the next). Not a
 /// defence against anyone choosing the bytes.

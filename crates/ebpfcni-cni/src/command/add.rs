@@ -3,8 +3,9 @@
 //! Everything acquired is given back when a later step fails.
 
 use std::fs::File;
+use std::net::Ipv4Addr;
 
-use ebpfcni::{Hook, Maps, Program};
+use ebpfcni::{AttachmentMap, Hook, Maps, Program};
 
 use crate::addressing::{pod_routes, Allocation, PodRoute};
 use crate::claim::Claim;
@@ -14,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::ipam::{CallEnv, Ipam};
 use crate::netlink::{Link, Netlink, Route};
 use crate::result::{Interface, IpConfig, IpamResult};
-use crate::veth::{self, host_veth_name, Owner};
+use crate::veth::{self, host_veth_name, Owner, OwnerExt};
 use crate::{agent, netns, sysctl, timing};
 
 pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
@@ -29,6 +30,7 @@ pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
         timing::step("agent", || agent::ensure_reachable(client))?;
     }
     let ipam = super::delegated_ipam(conf, env, stdin)?;
+    timing::step("netns binding", || super::bind_netns(conf))?;
     let netns_file = super::open_netns(&env.netns)?;
     let host_name = host_veth_name(&env.container_id, &env.ifname);
     let mut host = Netlink::open().map_err(Error::netlink("open a netlink socket"))?;
@@ -105,7 +107,10 @@ pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
             .map(Some),
             None => Ok(None),
         };
+        // The plugin succeeded (it holds a lease) even when its result
+        // cannot be decoded: that lease is given back too.
         let leased = matches!(lease, Ok(Some(_)));
+        let lease = lease.and_then(|decoded| decoded.transpose());
         let outcome = host_side.and_then(|prepared| {
             let lease = lease?;
             if let (Some(ipam), Some(lease)) = (&ipam, &lease) {
@@ -242,8 +247,9 @@ impl Setup<'_> {
         leased: Option<IpamResult>,
     ) -> Result<IpamResult> {
         let (conf, env) = (self.conf, self.env);
-        // Before the pod has its address: without a record, everything it
-        // sends is dropped.
+        // Agent mode: the agent records the pod's address with its
+        // identity (before the pod has its address: without a record,
+        // everything it sends is dropped).
         let leased = match self.agent {
             Some(client) => {
                 let ips = match &leased {
@@ -267,17 +273,29 @@ impl Setup<'_> {
                     })?,
                 }
             }
-            None => {
-                let leased = leased.expect("IPAM runs outside agent mode");
-                let lease = Allocation::from_ips(&leased.ips, None).map_err(Error::UnusableIpamResult)?;
-                timing::step("record", || maps.interfaces.set(host_end.index, &[lease.ip()]))
-                    .map_err(Error::bpf(format!("record {}'s address", self.host_name)))?;
-                self.recorded = true;
-                leased
-            }
+            None => leased.expect("IPAM runs outside agent mode"),
         };
         let lease = Allocation::from_ips(&leased.ips, None).map_err(Error::UnusableIpamResult)?;
+        let attachments = timing::step("gateway check", || {
+            let attachments = AttachmentMap::open_or_create(&self.conf.pin_dir())
+                .map_err(Error::bpf("open the attachment records"))?;
+            refuse_other_pods_address(&maps, &attachments, lease.gateway).map(|()| attachments)
+        })?;
         let routes = pod_routes(&leased.routes, lease.gateway);
+        if self.agent.is_none() {
+            // Before the pod has its address: without a record, everything
+            // it sends is dropped. Whose record it is comes first, so that
+            // GC always knows (and can give back its lease once the veth
+            // is gone).
+            self.recorded = true;
+            let owner = Owner::new(&conf.name, &env.container_id, &env.ifname);
+            timing::step("record", || {
+                attachments
+                    .set(host_end.index, &owner)
+                    .and_then(|()| maps.interfaces.set(host_end.index, &[lease.ip()]))
+            })
+            .map_err(Error::bpf(format!("record {}'s address", self.host_name)))?;
+        }
         timing::step("pod", || self.configure_pod(&pod, &lease, &routes))?;
         timing::step("host", || self.configure_host(&host_end, &lease))?;
         timing::step("forwarding", sysctl::enable_forwarding)?;
@@ -347,8 +365,7 @@ impl Setup<'_> {
             }
         }
         if let (true, Some(index)) = (self.recorded, self.created) {
-            let removed = Maps::open(&self.conf.pin_dir()).and_then(|maps| maps.interfaces.remove(index));
-            if let Err(undo) = removed {
+            if let Err(undo) = super::forget_addresses(self.conf, index) {
                 log::warn!("rollback: failed to remove the record of ifindex {index}: {undo}");
             }
         }
@@ -366,6 +383,31 @@ impl Setup<'_> {
             }
         }
     }
+}
+
+/// Refuses a gateway that is the address of a pod (of any network sharing
+/// the pin directory): the host veth would hold it, making it local on the
+/// node, and that pod would be cut off.
+fn refuse_other_pods_address(maps: &Maps, attachments: &AttachmentMap, gateway: Ipv4Addr) -> Result<()> {
+    let records = maps
+        .interfaces
+        .list()
+        .map_err(Error::bpf("list the interface records"))?;
+    let Some((index, _)) = records.iter().find(|(_, addrs)| addrs.contains(&gateway)) else {
+        return Ok(());
+    };
+    let whose = match attachments.get(*index) {
+        Ok(Some(owner)) => format!(
+            "pod {} of network {} (host ifindex {index})",
+            owner.pod(),
+            owner.network
+        ),
+        _ => format!("the pod behind host ifindex {index}"),
+    };
+    Err(Error::ipam(format!(
+        "unusable IPAM result: the gateway {gateway} is the address of {whose}; as a gateway it would \
+         become an address of this node and cut that pod off (fix the IPAM configuration's gateway)"
+    )))
 }
 
 /// The ADD result, appended to a chained prevResult when there is one.

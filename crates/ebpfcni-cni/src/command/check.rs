@@ -18,6 +18,7 @@ use crate::{agent, netns};
 
 pub fn check(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
     super::check_pin_dir(conf)?;
+    super::check_netns(conf)?;
     let ipam = super::delegated_ipam(conf, env, stdin)?;
     let prev = conf
         .prev_result

@@ -12,11 +12,12 @@ use crate::env::{Command, Env};
 use crate::error::{Error, Result};
 use crate::ipam::CallEnv;
 use crate::netlink::Netlink;
-use crate::veth::{self, host_veth_name, Owner, Unpaired};
+use crate::veth::{self, host_veth_name, Owner, OwnerExt, Unpaired};
 use crate::{agent, netns, timing};
 
 pub fn del(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
     let ipam = super::delegated_ipam(conf, env, stdin)?;
+    super::bind_netns_if_used(conf)?;
     // Agent mode: the endpoint's identity goes first, before its address
     // can be handed out again (queued when the agent is unreachable).
     let unregistered = match agent::client(conf) {

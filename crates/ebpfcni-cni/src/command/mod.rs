@@ -51,9 +51,45 @@ fn check_pin_dir(conf: &NetConf) -> Result<()> {
         .map_err(|source| Error::PinDir { source })
 }
 
+/// Binds `pinDir` to the plugin's network namespace, or refuses
+/// ([`Error::OtherNetns`], code 107) when it serves another: interface
+/// indexes there name other interfaces. For ADD, before anything is
+/// touched.
+fn bind_netns(conf: &NetConf) -> Result<()> {
+    let pin_dir = conf.pin_dir();
+    ebpfcni::bind_netns(&pin_dir)
+        .map(drop)
+        .map_err(Error::bpf(format!(
+            "bind {} to this network namespace",
+            pin_dir.display()
+        )))
+}
+
+/// For DEL and GC, before anything is touched: like [`bind_netns`] when
+/// `pinDir` holds interface records; nothing to protect (and nothing
+/// created) when it holds none.
+fn bind_netns_if_used(conf: &NetConf) -> Result<()> {
+    if ebpfcni::PinnedMap::Interfaces.path(&conf.pin_dir()).exists() {
+        bind_netns(conf)
+    } else {
+        Ok(())
+    }
+}
+
+/// For CHECK, which only reads: refuses when `pinDir` serves another
+/// network namespace; changes nothing.
+fn check_netns(conf: &NetConf) -> Result<()> {
+    let pin_dir = conf.pin_dir();
+    ebpfcni::check_netns(&pin_dir).map_err(Error::bpf(format!(
+        "read the network namespace {} serves",
+        pin_dir.display()
+    )))
+}
+
 /// Removes the record of the pod's addresses behind the host veth
-/// `ifindex` (before the veth goes, while its ifindex still names it).
-/// Nothing pinned, or no record: nothing to do.
+/// `ifindex` and the record of its attachment (before the veth goes,
+/// while its ifindex still names it). Nothing pinned, or no record:
+/// nothing to do.
 pub(super) fn forget_addresses(conf: &NetConf, ifindex: u32) -> Result<()> {
     if conf.agent.is_some() {
         // Agent mode: the agent wrote the record and removes it.
@@ -71,6 +107,15 @@ pub(super) fn forget_addresses(conf: &NetConf, ifindex: u32) -> Result<()> {
         {
             log::info!("removed the record of ifindex {ifindex}");
         }
+    }
+    let attachments = ebpfcni::AttachmentMap::open(&pin_dir).map_err(Error::bpf(format!(
+        "open the attachment records in {}",
+        pin_dir.display()
+    )))?;
+    if let Some(attachments) = attachments {
+        attachments
+            .remove(ifindex)
+            .map_err(Error::bpf(format!("remove the attachment of ifindex {ifindex}")))?;
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::{LATEST, SUPPORTED_VERSIONS};
+use crate::versions::{LATEST, SUPPORTED_VERSIONS};
 
 pub fn version(stdin: &[u8]) -> Value {
     let asked = serde_json::from_slice::<Value>(stdin)

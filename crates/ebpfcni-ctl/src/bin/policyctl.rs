@@ -212,9 +212,10 @@ enum Command {
     /// attached again (CNI CHECK reports them). This attaches this build's program, pinned under
     /// --pin-dir (loaded first if no pod runs it yet), to every host veth of the namespace it runs
     /// in that runs an ebpfcni program and has a record of its pod's addresses; each moves at once,
-    /// never unfiltered. Pods an earlier build attached as clsact filters move to tcx, and the
-    /// filters go. Host veths without a record (pods made by a release before source trust) are
-    /// named and left alone: recreate those pods.
+    /// never unfiltered. Each pod keeps its kind of attachment (clsact filters or tcx). Host veths
+    /// without a record (pods made by a release before source trust) are named and left alone:
+    /// recreate those pods. Refused (exit 4), changing nothing, when --pin-dir serves another
+    /// network namespace (the one its first pod was added in).
     #[command(after_help = "Examples:\n  \
                             policyctl reattach                                  # in the namespace of the host veths\n  \
                             nsenter --net=/run/netns/node policyctl reattach   # another one")]
@@ -388,12 +389,13 @@ fn run(cli: Cli) -> CmdResult {
     }
 }
 
-/// Prints the paths of the pins that exist under `pin_dir`: the maps,
-/// then the programs (of any build).
+/// Prints the paths of the pins that exist under `pin_dir`: the maps
+/// (the program's, then those only userspace reads), then the programs (of
+/// any build).
 fn print_pins(pin_dir: &std::path::Path) -> CmdResult {
     let mut out = std::io::stdout().lock();
-    for map in PinnedMap::ALL {
-        let path = map.path(pin_dir);
+    let maps = PinnedMap::ALL.iter().map(|m| m.path(pin_dir));
+    for path in maps.chain(ebpfcni::LocalMap::ALL.iter().map(|m| m.path(pin_dir))) {
         if path.exists() {
             writeln!(out, "{}", path.display())?;
         }

@@ -129,21 +129,34 @@ fn catch_signals() {
 }
 
 /// The host veths by ifindex, dumped again (at most once a second) when an
-/// event names one not seen yet.
+/// event names one not seen yet. None at all when the pin directory serves
+/// another network namespace: the indexes there name other interfaces.
 struct Interfaces {
     known: HashMap<u32, Interface>,
     dumped: Option<Instant>,
+    named: bool,
 }
 
 impl Interfaces {
-    fn new() -> Self {
+    fn new(pin_dir: &std::path::Path) -> Self {
+        let named = match ebpfcni::check_netns(pin_dir) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("policyctl monitor: interfaces are shown by index only: {e}");
+                false
+            }
+        };
         Self {
             known: HashMap::new(),
             dumped: None,
+            named,
         }
     }
 
     fn get(&mut self, ifindex: u32) -> Option<&Interface> {
+        if !self.named {
+            return None;
+        }
         if !self.known.contains_key(&ifindex)
             && self.dumped.is_none_or(|t| t.elapsed() > Duration::from_secs(1))
         {
@@ -264,7 +277,7 @@ fn watch(
     let mut reported = (0, 0);
     let mut last_report = Instant::now();
     let clock = Clock::new();
-    let mut interfaces = Interfaces::new();
+    let mut interfaces = Interfaces::new(&common.pin_dir);
     let mut shown = 0u64;
     let mut stdout = io::stdout().lock();
     let done = |shown: u64| {

@@ -3,9 +3,9 @@
 //! [`route`] (routes and addresses).
 //!
 //! A [`Netlink`] socket belongs to the network namespace it was opened in
-//! and keeps acting on it whichever thread later uses it: the plugin opens
-//! one in its own (host) namespace and one inside the container's
-//! (see [`crate::netns::socket_in`]) and drives both from the main thread.
+//! and keeps acting on it whichever thread later uses it: the CNI plugin
+//! opens one in its own (host) namespace and one inside the container's
+//! and drives both from its main thread.
 
 mod link;
 mod route;
