@@ -243,11 +243,13 @@ echo "\$ CNI_COMMAND=ADD ... ebpfcni < net-static-db.json   # db: app=db on 10.1
 agent_cni ADD db "$db" net-static-db >"$work/db.json"
 web_ip=$(sed -n 's/.*"address":"\([0-9.]*\)\/24".*/\1/p' "$work/web.json")
 expect ok "web got an address from the agent's pod CIDR ($web_ip)" grep -q '"10.13.1.[0-9]*/24"' "$work/web.json"
-echo "\$ curl --unix-socket $socket http://agent/v1/endpoints"
-agent_api /v1/endpoints >"$work/endpoints.json" && sed 's/},{/},\n {/g' "$work/endpoints.json" | sed 's/^/   /'
 identity_of() { endpointctl list | awk -v ip="$1" '$1 == ip { print $2; exit }'; }
 web_id=$(identity_of "$web_ip") db_id=$(identity_of 10.13.1.200)
-show endpointctl list
+show endpointctl --agent "$socket" list
+expect ok "endpointctl shows each address's labels and container" \
+  sh -c "'$BIN_DIR/endpointctl' --pin-dir '$PIN_DIR' --agent '$socket' list | grep -q '^ *$web_ip .*app=web.* web/eth0'"
+expect fail "a hand entry for web's address is refused (the agent manages it)" \
+  endpointctl --agent "$socket" add --ip "$web_ip" --identity 1001
 expect ok "identities appeared by themselves: web $web_id, db $db_id (from 256 up)" \
   test "${web_id:-0}" -ge 256 -a "${db_id:-0}" -ge 256 -a "${web_id:-0}" != "${db_id:-0}"
 in_web() { nsenter --net="/run/netns/$web" -- "$@"; }
@@ -257,7 +259,7 @@ expect ok "ping web -> db, allowed for their identities" in_web ping -c 2 -W 1 -
 
 step "10. db is deleted, another container (app=other) gets its address: it does not inherit db's permissions"
 show agent_cni DEL db "$db" net-static-db
-expect fail "10.13.1.200 has no identity once db is gone" sh -c "$BIN_DIR/endpointctl --pin-dir $PIN_DIR list | grep -q '^10.13.1.200 '"
+expect fail "10.13.1.200 has no identity once db is gone" sh -c "$BIN_DIR/endpointctl --pin-dir $PIN_DIR list | grep -q '^ *10.13.1.200 '"
 show agent_cni ADD other "$other" net-static-other >/dev/null
 other_id=$(identity_of 10.13.1.200)
 expect ok "the new container on 10.13.1.200 has its own identity ($other_id, not db's $db_id)" \

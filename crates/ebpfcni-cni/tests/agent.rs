@@ -405,3 +405,78 @@ fn a_store_the_agent_cannot_read_is_refused_and_the_maps_are_untouched() {
     );
     node.del(&conf, &pod).ok();
 }
+
+/// endpointctl with an agent: labels beside addresses, hand changes of the
+/// agent's endpoints refused (exit 5), hand entries kept beside the agent's
+/// (through its restarts and a flush), and the agent refusing an address
+/// that has a hand entry.
+#[test]
+fn hand_entries_and_the_agents_stay_apart() {
+    require_root!();
+    let node = Node::new("aghand");
+    let dir = tempdir("aghand");
+    let mut agent = start_agent(&node, dir.path(), "10.13.27.0/24");
+    let conf = agent_config(&node, &agent, &[("app", "web")]);
+    let pod = Pod::new("aghp");
+    let ip = pod_ip(&node.add(&conf, &pod).ok());
+    let socket = agent.socket.clone();
+    let endpointctl = |args: &[&str]| {
+        let out = std::process::Command::new(ebpfcni_testutil::workspace_bin("ebpfcni-ctl", "endpointctl"))
+            .arg("--pin-dir")
+            .arg(node.pins.path())
+            .arg("--agent")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .expect("run endpointctl");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, list, _) = endpointctl(&["list"]);
+    assert_eq!(code, Some(0));
+    let line = list
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{ip} ")))
+        .expect("listed");
+    assert!(line.contains("app=web") && line.contains(&pod.id), "{line}");
+
+    let (code, _, err) = endpointctl(&["add", "--ip", &ip, "--identity", "9"]);
+    assert_eq!(code, Some(5), "{err}");
+    assert!(err.contains(&pod.id) && err.contains("agent"), "{err}");
+    let (code, _, err) = endpointctl(&["del", "--ip", &ip]);
+    assert_eq!(code, Some(5), "{err}");
+
+    let (code, _, err) = endpointctl(&["add", "--ip", "10.13.27.200", "--identity", "77"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (_, list, _) = endpointctl(&["list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.trim_start().starts_with("10.13.27.200 ") && l.contains("hand entry")),
+        "{list}"
+    );
+
+    // The agent refuses the hand entry's address, naming it.
+    let intruder = Pod::new("aghi");
+    let conf_static = static_agent_config(&node, &agent, &[("app", "x")], "10.13.27.200");
+    let msg = node.add(&conf_static, &intruder).err(109);
+    assert!(
+        msg.contains("10.13.27.200") && msg.contains("hand entry") && msg.contains("77"),
+        "{msg}"
+    );
+
+    // A restart keeps both; a flush removes only the hand entry.
+    agent.kill9();
+    agent.restart();
+    let maps = Maps::open(node.pins.path()).unwrap();
+    assert_eq!(identity_of(&maps, "10.13.27.200"), Some(77));
+    assert!(identity_of(&maps, &ip).is_some());
+    let (code, out, err) = endpointctl(&["flush"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("kept the agent's 1 endpoints"), "{out}");
+    assert_eq!(identity_of(&maps, "10.13.27.200"), None);
+    assert!(identity_of(&maps, &ip).is_some());
+    node.del(&conf, &pod).ok();
+}

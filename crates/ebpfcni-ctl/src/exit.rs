@@ -12,7 +12,9 @@
 //!   unwritable, or the state after the change could not be read); `list`
 //!   shows where things stand;
 //! - 4: refused, nothing was changed: --pin-dir serves another network
-//!   namespace (its interface records name other interfaces; `reattach`).
+//!   namespace (its interface records name other interfaces; `reattach`);
+//! - 5: refused, nothing was changed: the address is an endpoint the node
+//!   agent manages (a hand entry would fight it).
 
 use std::fmt::Display;
 use std::io;
@@ -28,6 +30,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_UNREPORTED: u8 = 3;
 /// --pin-dir serves another network namespace; nothing was changed.
 pub const EXIT_OTHER_NETNS: u8 = 4;
+/// The address is the node agent's; nothing was changed.
+pub const EXIT_AGENT: u8 = 5;
 
 /// The exit status paragraph both binaries end their `--help` with.
 #[macro_export]
@@ -40,7 +44,8 @@ macro_rules! exit_status_help {
          2  bad input, nothing was changed (unknown or missing flag, invalid address or identity,\n     \
             bad line in an apply file, unusable --pin-dir)\n  \
          3  the change was made, but printing what was done failed (e.g. stdout full)\n  \
-         4  refused, nothing was changed: --pin-dir serves another network namespace (reattach)"
+         4  refused, nothing was changed: --pin-dir serves another network namespace (reattach)\n  \
+         5  refused, nothing was changed: the address is an endpoint the node agent manages"
     };
 }
 
@@ -55,6 +60,8 @@ pub enum Failure {
     Unreported(String),
     /// --pin-dir serves another network namespace; nothing was changed (exit 4).
     OtherNetns(String),
+    /// The address is the node agent's; nothing was changed (exit 5).
+    Agent(String),
     /// Whoever read our stdout went away (`| head`): not worth an error.
     StdoutClosed,
 }
@@ -89,9 +96,11 @@ impl Failure {
     /// change stands, so it is not "nothing was changed".
     pub fn after_change(self) -> Self {
         match self {
-            Failure::Usage(m) | Failure::Runtime(m) | Failure::Unreported(m) | Failure::OtherNetns(m) => {
-                Failure::Unreported(format!("the change was made, but {m}"))
-            }
+            Failure::Usage(m)
+            | Failure::Runtime(m)
+            | Failure::Unreported(m)
+            | Failure::OtherNetns(m)
+            | Failure::Agent(m) => Failure::Unreported(format!("the change was made, but {m}")),
             Failure::StdoutClosed => Failure::StdoutClosed,
         }
     }
@@ -118,6 +127,7 @@ pub fn finish(bin: &str, result: CmdResult) -> ExitCode {
         Err(Failure::Runtime(m)) => (EXIT_FAILURE, m),
         Err(Failure::Unreported(m)) => (EXIT_UNREPORTED, m),
         Err(Failure::OtherNetns(m)) => (EXIT_OTHER_NETNS, m),
+        Err(Failure::Agent(m)) => (EXIT_AGENT, m),
     };
     eprintln!("{bin}: error: {message}");
     ExitCode::from(code)

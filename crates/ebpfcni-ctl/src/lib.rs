@@ -4,6 +4,7 @@
 //! Both binaries parse everything first and touch the maps last, so bad input
 //! never changes a map; [`exit`] says what each exit code promises.
 
+pub mod agent;
 pub mod args;
 pub mod conntrack;
 pub mod exit;
@@ -49,6 +50,11 @@ pub struct Common {
         display_order = 102
     )]
     pub output: Format,
+
+    /// The node agent's socket: labels are shown, and the agent's endpoints
+    /// are protected from hand changes, when an agent answers there
+    #[arg(long, value_name = "SOCKET", default_value = ebpfcni_api::DEFAULT_SOCKET, global = true, display_order = 103)]
+    pub agent: PathBuf,
 }
 
 /// What every binary does first: libbpf's own messages are shown only with

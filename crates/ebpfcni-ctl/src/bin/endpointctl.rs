@@ -4,6 +4,7 @@
 //! CIDR prefixes in prefix_map, the longest prefix winning and an endpoint
 //! always beating a prefix.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,8 +12,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use ebpfcni::{Identity, IdentityAddr, IdentitySource, Maps, Stored, StoredIdentity};
 use ebpfcni_ctl::{
-    args, exit_status_help, input, open_maps_for_reading, open_maps_for_writing, report_change, CmdResult,
-    Common, Failure, Format, IdentityRow, IdentityState, Out, View,
+    agent, args, exit_status_help, input, open_maps_for_reading, open_maps_for_writing, report_change,
+    CmdResult, Common, Failure, Format, IdentityRow, IdentityState, Out, View,
 };
 use ipnet::Ipv4Net;
 use serde::Serialize;
@@ -163,19 +164,60 @@ fn run(cli: Cli) -> CmdResult {
         Command::Completions { shell } => ebpfcni_ctl::print_completions::<Cli>(shell),
         Command::Get { addr } => get(common, addr.get()),
         Command::List => list(common),
-        Command::Add { addr, identity } => change(common, |maps| add(maps, addr.get(), identity)),
-        Command::Del { addr } => change(common, |maps| del(maps, addr.get())),
+        Command::Add { addr, identity } => {
+            let agent = agent::endpoints(common)?;
+            refuse_managed(&agent, addr.get(), "add a hand entry")?;
+            change(common, &agent, |maps| add(maps, addr.get(), identity))
+        }
+        Command::Del { addr } => {
+            let agent = agent::endpoints(common)?;
+            refuse_managed(&agent, addr.get(), "delete it by hand")?;
+            change(common, &agent, |maps| del(maps, addr.get()))
+        }
         Command::Apply { file } => {
             // Read and checked before the maps are opened (which may create them).
             let entries = input::read_file(&file, ebpfcni_ctl::identities_file::parse_identities)?;
-            change(common, |maps| apply(maps, &entries, &input::source_name(&file)))
+            let agent = agent::endpoints(common)?;
+            for (addr, _) in &entries {
+                refuse_managed(&agent, *addr, &format!("apply {}", input::source_name(&file)))?;
+            }
+            change(common, &agent, |maps| {
+                apply(maps, &entries, &input::source_name(&file))
+            })
         }
-        Command::Flush => change(common, flush),
+        Command::Flush => {
+            let agent = agent::endpoints(common)?;
+            change(common, &agent, |maps| flush(maps, &agent))
+        }
     }
 }
 
-fn state(maps: &Maps) -> Result<IdentityState, Failure> {
+/// Hand changes of the agent's endpoints are refused (exit 5).
+fn refuse_managed(
+    agent: &BTreeMap<Ipv4Addr, ebpfcni_api::Endpoint>,
+    addr: IdentityAddr,
+    what: &str,
+) -> CmdResult {
+    match addr {
+        IdentityAddr::Ip(ip) => agent::refuse_managed(agent, ip, what),
+        IdentityAddr::Cidr(_) => Ok(()),
+    }
+}
+
+fn state(maps: &Maps, agent: &BTreeMap<Ipv4Addr, ebpfcni_api::Endpoint>) -> Result<IdentityState, Failure> {
     Ok(IdentityState {
+        agent: agent
+            .iter()
+            .map(|(ip, e)| {
+                (
+                    *ip,
+                    (
+                        format!("{}/{}", e.container_id, e.ifname),
+                        e.identity_labels.clone(),
+                    ),
+                )
+            })
+            .collect(),
         endpoints: maps
             .endpoints
             .list()
@@ -191,7 +233,11 @@ fn state(maps: &Maps) -> Result<IdentityState, Failure> {
 /// Opens the maps, makes a change with `make` (which returns what it did,
 /// one note a line), then reports it and the state (exit 3 when that
 /// fails: the change stands).
-fn change(common: &Common, make: impl FnOnce(&Maps) -> Result<Vec<String>, Failure>) -> CmdResult {
+fn change(
+    common: &Common,
+    agent: &BTreeMap<Ipv4Addr, ebpfcni_api::Endpoint>,
+    make: impl FnOnce(&Maps) -> Result<Vec<String>, Failure>,
+) -> CmdResult {
     let maps = open_maps_for_writing(common)?;
     let mut notes = make(&maps)?;
     let ended = maps.after_identity_change().map_err(|e| {
@@ -206,7 +252,7 @@ fn change(common: &Common, make: impl FnOnce(&Maps) -> Result<Vec<String>, Failu
     }
     let mut out = Out::new(common);
     report_change(&mut out, &notes, |out| {
-        Ok(out.identities(&state(&maps)?, View::State)?)
+        Ok(out.identities(&state(&maps, agent)?, View::State)?)
     })
 }
 
@@ -252,17 +298,40 @@ fn apply(maps: &Maps, entries: &[(IdentityAddr, Identity)], source: &str) -> Res
     )])
 }
 
-fn flush(maps: &Maps) -> Result<Vec<String>, Failure> {
-    let endpoints = maps
-        .endpoints
-        .clear()
-        .map_err(|e| Failure::failed("flush endpoints", e))?;
+/// Removes every endpoint and prefix; with an agent, every hand endpoint
+/// (the agent's stay: they change with their containers).
+fn flush(maps: &Maps, agent: &BTreeMap<Ipv4Addr, ebpfcni_api::Endpoint>) -> Result<Vec<String>, Failure> {
+    let endpoints = if agent.is_empty() {
+        maps.endpoints
+            .clear()
+            .map_err(|e| Failure::failed("flush endpoints", e))?
+    } else {
+        let hand: Vec<Ipv4Addr> = maps
+            .endpoints
+            .list()
+            .map_err(|e| Failure::failed("list endpoints", e))?
+            .into_iter()
+            .map(|(ip, _)| ip)
+            .filter(|ip| !agent.contains_key(ip))
+            .collect();
+        for ip in &hand {
+            maps.endpoints
+                .delete(*ip)
+                .map_err(|e| Failure::failed(format_args!("delete {ip}"), e))?;
+        }
+        hand.len()
+    };
     let prefixes = maps
         .prefixes
         .clear()
         .map_err(|e| Failure::failed("flush prefixes", e))?;
+    let kept = if agent.is_empty() {
+        String::new()
+    } else {
+        format!(" (kept the agent's {} endpoints)", agent.len())
+    };
     Ok(vec![format!(
-        "removed {endpoints} endpoints and {prefixes} prefixes"
+        "removed {endpoints} endpoints and {prefixes} prefixes{kept}"
     )])
 }
 
@@ -322,8 +391,9 @@ fn get(common: &Common, addr: IdentityAddr) -> CmdResult {
 
 fn list(common: &Common) -> CmdResult {
     let maps = open_maps_for_reading(common)?;
+    let agent = agent::endpoints(common)?;
     let mut out = Out::new(common);
-    out.identities(&state(&maps)?, View::Full)?;
+    out.identities(&state(&maps, &agent)?, View::Full)?;
     out.flush()?;
     Ok(())
 }

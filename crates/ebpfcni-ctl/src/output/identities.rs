@@ -1,5 +1,6 @@
 //! endpointctl's output: the identities of addresses and of prefixes.
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
 
@@ -23,7 +24,14 @@ impl Out {
             let rows: Vec<IdentityRow> = state
                 .endpoints
                 .iter()
-                .map(|&(ip, id)| IdentityRow::from(IdentityAddr::Ip(ip), id))
+                .map(|&(ip, id)| {
+                    let mut row = IdentityRow::from(IdentityAddr::Ip(ip), id);
+                    if let Some((owner, labels)) = state.agent.get(&ip) {
+                        row.endpoint = Some(owner.clone());
+                        row.labels = Some(labels.clone());
+                    }
+                    row
+                })
                 .chain(
                     state
                         .prefixes
@@ -33,10 +41,18 @@ impl Out {
                 .collect();
             return self.json(&rows);
         }
+        // With an agent: whose each address is, and its labels.
+        let labels = |ip: &Ipv4Addr| match state.agent.get(ip) {
+            Some((owner, labels)) => format!("{} {owner}", canonical(labels)),
+            None => "(hand entry)".into(),
+        };
         self.identity_table(
             PinnedMap::Endpoints,
             "IP",
-            state.endpoints.iter().map(|(ip, id)| (ip.to_string(), *id)),
+            state.endpoints.iter().map(|(ip, id)| {
+                let extra = (!state.agent.is_empty()).then(|| labels(ip));
+                (ip.to_string(), *id, extra)
+            }),
             state.capacities.0,
             view,
         )?;
@@ -45,7 +61,10 @@ impl Out {
             self.identity_table(
                 PinnedMap::Prefixes,
                 "PREFIX",
-                state.prefixes.iter().map(|(net, id)| (net.to_string(), *id)),
+                state
+                    .prefixes
+                    .iter()
+                    .map(|(net, id)| (net.to_string(), *id, None)),
                 state.capacities.1,
                 view,
             )?;
@@ -57,28 +76,36 @@ impl Out {
         &mut self,
         map: PinnedMap,
         key: &str,
-        entries: impl ExactSizeIterator<Item = (String, StoredIdentity)>,
+        entries: impl ExactSizeIterator<Item = (String, StoredIdentity, Option<String>)>,
         capacity: u32,
         view: View,
     ) -> io::Result<()> {
         let entries: Vec<_> = entries.collect();
-        let invalid = entries.iter().filter(|(_, id)| !id.is_valid()).count();
+        let invalid = entries.iter().filter(|(_, id, _)| !id.is_valid()).count();
+        let with_labels = entries.iter().any(|(_, _, l)| l.is_some());
         writeln!(
             self.stdout,
             "{map}: {} of {capacity} entries{}",
             entries.len(),
             invalid_count(invalid)
         )?;
-        let rows = entries.iter().map(|(k, id)| {
+        let rows = entries.iter().map(|(k, id, labels)| {
             let identity = match id {
                 Stored::Valid(id) => id.to_string(),
                 Stored::Invalid { raw, problem } => format!("{raw} INVALID: {problem}"),
             };
-            vec![k.clone(), identity]
+            let mut row = vec![k.clone(), identity];
+            row.extend(labels.clone());
+            row
         });
+        let header: &[&str] = if with_labels {
+            &[key, "IDENTITY", "LABELS (AGENT ENDPOINT)"]
+        } else {
+            &[key, "IDENTITY"]
+        };
         write_table(
             &mut self.stdout,
-            &[key, "IDENTITY"],
+            header,
             rows,
             entries.len(),
             view,
@@ -101,6 +128,17 @@ pub struct IdentityState {
     pub prefixes: Vec<(Ipv4Net, StoredIdentity)>,
     /// (endpoint_map, prefix_map)
     pub capacities: (u32, u32),
+    /// The node agent's endpoints (`container/ifname` and identity
+    /// labels), when an agent answers: shown beside their addresses.
+    pub agent: BTreeMap<Ipv4Addr, (String, BTreeMap<String, String>)>,
+}
+
+fn canonical(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// One identity in JSON output: of an address (`ip`) or of a prefix
@@ -115,6 +153,12 @@ pub struct IdentityRow {
     pub identity: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invalid: Option<String>,
+    /// The node agent's endpoint (`container/ifname`) this address is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Its identity's labels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
 }
 
 impl IdentityRow {
@@ -132,6 +176,8 @@ impl IdentityRow {
             cidr,
             identity,
             invalid,
+            endpoint: None,
+            labels: None,
         }
     }
 }
