@@ -317,3 +317,87 @@ fn podman_labels_give_identities_through_the_agent() {
         "podman rm removed every endpoint"
     );
 }
+
+/// With a pod CIDR of one address, a container that podman starts after
+/// another was removed gets the same address: it must not inherit the old
+/// container's permissions, from its first packet on (a client allowed to
+/// talk to the old one's label identity cannot reach the new one).
+#[test]
+fn podman_a_reused_address_never_carries_the_old_containers_identity() {
+    require_root!();
+    if !tools_present("podman_reuse", &TOOLS) {
+        return;
+    }
+    let node = Node::new("pmreuse");
+    let agent_dir = node.data_dir.join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let socket = agent_dir.join("agent.sock");
+    let plugin = json!({ "type": "ebpfcni", "pinDir": node.pins.path(), "agent": socket });
+    let mut podman = Podman::with_plugin(&node, plugin);
+    let service = podman.service();
+    let agent = ebpfcni_testutil::AgentProcess::start(
+        &node.ns,
+        node.pins.path(),
+        &agent_dir,
+        &[
+            "--pod-cidr",
+            "10.13.32.0/30",
+            "--runtime",
+            "podman",
+            "--podman-socket",
+            &service.socket.display().to_string(),
+        ],
+    );
+    // A client outside podman, through the plugin with static IPAM.
+    let client_pod = common::Pod::new("pmrc");
+    let client_conf = json!({
+        "cniVersion": "1.0.0", "name": node.network, "type": "ebpfcni", "pinDir": node.pins.path(),
+        "agent": socket, "args": { "cni": { "labels": [{ "key": "app", "value": "client" }] } },
+        "ipam": { "type": "static", "addresses": [{ "address": "10.13.33.2/24", "gateway": "10.13.33.1" }] },
+    });
+    node.add(&client_conf, &client_pod).ok();
+    let client = agent.client();
+    let ready = |ip: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let found = client
+                .endpoints()
+                .unwrap()
+                .into_iter()
+                .find(|e| e.ips[0].to_string() == ip && e.state == ebpfcni_api::EndpointState::Ready);
+            if let Some(e) = found {
+                return e;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{ip} never ready:\n{}",
+                agent.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let web = podman.start_labelled(&["app=web"]);
+    assert_eq!(web, "10.13.32.2", "the pod CIDR's one address");
+    let (client_id, web_id) = (ready("10.13.33.2").identity, ready(&web).identity);
+    let maps = Maps::open(node.pins.path()).unwrap();
+    let rule = PolicyRule::new(id(client_id), id(web_id));
+    maps.policy.allow_all(&[rule, rule.reverse()]).unwrap();
+    assert!(client_pod.ns.ping(&web, 2), "client -> web allowed");
+
+    let web_name = podman.containers.remove(0);
+    podman.ok(&["rm", "-f", "-t", "0", &web_name]);
+    let other = podman.start_labelled(&["app=other"]);
+    assert_eq!(other, web, "the address is reused");
+    // From its first packet: while its labels are asked for it has init,
+    // then its own identity; never web's.
+    assert_ne!(
+        maps.endpoints.get(other.parse().unwrap()).unwrap(),
+        Some(ebpfcni::Stored::Valid(id(web_id)))
+    );
+    assert_ne!(ready(&other).identity, web_id);
+    assert!(
+        !client_pod.ns.ping(&other, 1),
+        "web's rule does not reach the new container"
+    );
+    node.del(&client_conf, &client_pod).ok();
+}
