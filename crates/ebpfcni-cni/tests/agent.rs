@@ -467,6 +467,29 @@ fn hand_entries_and_the_agents_stay_apart() {
         "{msg}"
     );
 
+    // policyctl says what the numbers of its rules stand for.
+    let id = identity_of(&Maps::open(node.pins.path()).unwrap(), &ip)
+        .unwrap()
+        .to_string();
+    let policyctl = |args: &[&str]| {
+        std::process::Command::new(ebpfcni_testutil::workspace_bin("ebpfcni-ctl", "policyctl"))
+            .arg("--pin-dir")
+            .arg(node.pins.path())
+            .arg("--agent")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .expect("run policyctl")
+    };
+    assert!(policyctl(&["allow", "--src", &id, "--dst", "77"])
+        .status
+        .success());
+    let list = String::from_utf8_lossy(&policyctl(&["list"]).stdout).into_owned();
+    assert!(
+        list.contains(&format!("  {id}  app=web,io.kubernetes.pod.namespace=default")),
+        "{list}"
+    );
+
     // A restart keeps both; a flush removes only the hand entry.
     agent.kill9();
     agent.restart();

@@ -33,6 +33,34 @@ pub fn endpoints(common: &Common) -> Result<BTreeMap<Ipv4Addr, Endpoint>, Failur
         .collect())
 }
 
+/// The agent's identities (number -> `k=v,...`, or the reserved name):
+/// empty when no agent listens on `--agent`.
+pub fn identities(common: &Common) -> Result<BTreeMap<u32, String>, Failure> {
+    if !common.agent.exists() {
+        return Ok(BTreeMap::new());
+    }
+    let client = Client::new(&common.agent).with_timeout(Duration::from_secs(5));
+    if client.listening().is_err() {
+        return Ok(BTreeMap::new());
+    }
+    let identities = client.identities().map_err(|e| Failure::Runtime(e.to_string()))?;
+    Ok(identities
+        .into_iter()
+        .map(|i| {
+            let labels = match i.reserved {
+                Some(name) => format!("reserved:{name}"),
+                None => i
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            };
+            (i.id, labels)
+        })
+        .collect())
+}
+
 /// Refuses a hand change of `ip` when it is one of the agent's endpoints.
 pub fn refuse_managed(agent: &BTreeMap<Ipv4Addr, Endpoint>, ip: Ipv4Addr, what: &str) -> Result<(), Failure> {
     match agent.get(&ip) {

@@ -114,8 +114,30 @@ pub fn apply(maps: &Maps, rules: &[Rule], source: &str) -> Result<Vec<String>, F
 pub fn list(common: &Common) -> CmdResult {
     let maps = open_maps_for_reading(common)?;
     let rules = maps.rules().map_err(|e| Failure::failed("list rules", e))?;
+    let labels = crate::agent::identities(common)?;
     let mut out = Out::new(common);
     out.policy(&rules, usage(&maps)?, View::Full)?;
+    // With an agent: what the numbers of the rules stand for.
+    if out.format() == crate::Format::Table && !labels.is_empty() {
+        let used: std::collections::BTreeSet<u32> = rules
+            .iter()
+            .filter_map(|r| r.clone().valid())
+            .flat_map(|r| [r.pair.src.get(), r.pair.dst.get()])
+            .collect();
+        let legend: Vec<String> = used
+            .iter()
+            .filter_map(|id| labels.get(id).map(|l| format!("  {id}  {l}")))
+            .collect();
+        if !legend.is_empty() {
+            out.note(format!(
+                "identities (from the agent at {}):",
+                common.agent.display()
+            ))?;
+            for line in legend {
+                out.note(line)?;
+            }
+        }
+    }
     out.flush()?;
     Ok(())
 }

@@ -46,6 +46,20 @@ impl AgentProcess {
     /// `dir`, with `extra` flags (e.g. `--pod-cidr 10.13.7.0/24`); waits
     /// until it answers.
     pub fn start(node: &Netns, pin_dir: &Path, dir: &Path, extra: &[&str]) -> Self {
+        let mut agent = Self::new(node, pin_dir, dir, extra);
+        agent.spawn();
+        agent.wait_ready();
+        agent
+    }
+
+    /// Runs an agent in `node` over `pin_dir` that is expected to refuse
+    /// to start; returns how it ended.
+    pub fn start_unchecked(node: &Netns, pin_dir: &Path, dir: &Path) -> std::process::Output {
+        Self::new(node, pin_dir, dir, &[]).run_once(&[])
+    }
+
+    /// The agent's flags and files, not started.
+    fn new(node: &Netns, pin_dir: &Path, dir: &Path, extra: &[&str]) -> Self {
         let socket = dir.join("agent.sock");
         let state_dir = dir.join("state");
         let mut args: Vec<String> = vec![
@@ -59,40 +73,14 @@ impl AgentProcess {
             node.name().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut agent = Self {
+        Self {
             child: None,
             socket,
             state_dir,
             log: dir.join("agent.log"),
             args,
             netns: node.path(),
-        };
-        agent.spawn();
-        agent.wait_ready();
-        agent
-    }
-
-    /// Runs an agent in `node` over `pin_dir` that is expected to refuse
-    /// to start; returns how it ended.
-    pub fn start_unchecked(node: &Netns, pin_dir: &Path, dir: &Path) -> std::process::Output {
-        let agent = Self {
-            child: None,
-            socket: dir.join("agent.sock"),
-            state_dir: dir.join("state"),
-            log: dir.join("agent.log"),
-            args: vec![
-                "--pin-dir".into(),
-                pin_dir.display().to_string(),
-                "--socket".into(),
-                dir.join("agent.sock").display().to_string(),
-                "--state-dir".into(),
-                dir.join("state").display().to_string(),
-                "--node".into(),
-                node.name().to_string(),
-            ],
-            netns: node.path(),
-        };
-        agent.run_once(&[])
+        }
     }
 
     fn command(&self) -> Command {
