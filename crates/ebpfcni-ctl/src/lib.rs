@@ -61,16 +61,30 @@ pub fn init() {
     }
 }
 
+/// The maps, opened for a change, and the pin directory's lock, held until
+/// the command ends: changes from several processes are made one after the
+/// other, each checked against what the one before left.
+pub struct Writing {
+    maps: ebpfcni::Maps,
+    _lock: ebpfcni::bpffs::PinDirLock,
+}
+
+impl std::ops::Deref for Writing {
+    type Target = ebpfcni::Maps;
+
+    fn deref(&self) -> &ebpfcni::Maps {
+        &self.maps
+    }
+}
+
 /// Opens the maps pinned under `--pin-dir` for a command that writes,
 /// creating them when missing so that policy can be loaded before the first
-/// pod exists.
-pub fn open_maps_for_writing(common: &Common) -> Result<ebpfcni::Maps, Failure> {
-    ebpfcni::Maps::open_or_create(&common.pin_dir).map_err(|e| {
-        Failure::failed(
-            format_args!("open the maps under {}", common.pin_dir.display()),
-            e,
-        )
-    })
+/// pod exists, and takes the pin directory's lock.
+pub fn open_maps_for_writing(common: &Common) -> Result<Writing, Failure> {
+    let action = || format!("open the maps under {}", common.pin_dir.display());
+    let maps = ebpfcni::Maps::open_or_create(&common.pin_dir).map_err(|e| Failure::failed(action(), e))?;
+    let lock = maps.lock().map_err(|e| Failure::failed(action(), e))?;
+    Ok(Writing { maps, _lock: lock })
 }
 
 /// Opens the maps for a command that only reads: when nothing is pinned

@@ -19,12 +19,13 @@ mod rules;
 use std::mem::size_of;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
+use crate::bpffs::PinDirLock;
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::loader;
@@ -103,6 +104,7 @@ pub struct Maps {
     pub counters: NotifyCounters,
     event_ring: MapHandle,
     ids: [u32; PinnedMap::ALL.len()],
+    pin_dir: PathBuf,
 }
 
 impl Maps {
@@ -166,6 +168,7 @@ impl Maps {
             event_ring: next(),
             counters: NotifyCounters::new(next()),
             ids: ids.try_into().expect("one id per pinned map"),
+            pin_dir: pin_dir.to_owned(),
         })
     }
 
@@ -186,6 +189,18 @@ impl Maps {
             .prefixes
             .longest_match(ip)?
             .map(|(net, id)| IdentitySource::Prefix(net, id)))
+    }
+
+    /// The pin directory's lock, which every change of the maps' entries
+    /// holds (see [`PinDirLock`]): concurrent changes are made one after
+    /// the other, each checked against what the one before left.
+    pub fn lock(&self) -> Result<PinDirLock> {
+        PinDirLock::acquire(&self.pin_dir)
+    }
+
+    /// The directory the maps are pinned in, as it was given.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
     }
 
     /// Kernel ids of the maps, in [`PinnedMap::ALL`] order.
