@@ -10,7 +10,10 @@
 //!   value, a bad line in an apply file, an unusable --pin-dir);
 //! - 3: the change WAS made, but reporting it failed (stdout full or
 //!   unwritable, or the state after the change could not be read); `list`
-//!   shows where things stand.
+//!   shows where things stand;
+//! - 4: a read-only command found some of the maps gone from a directory
+//!   where the others are pinned (removed by hand); it names them and
+//!   creates nothing.
 
 use std::fmt::Display;
 use std::io;
@@ -24,6 +27,8 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// The change was made; reporting it failed.
 pub const EXIT_UNREPORTED: u8 = 3;
+/// A read-only command found maps missing beside others; nothing created.
+pub const EXIT_MISSING: u8 = 4;
 
 /// The exit status paragraph both binaries end their `--help` with.
 #[macro_export]
@@ -35,7 +40,9 @@ macro_rules! exit_status_help {
             map full, unreadable file)\n  \
          2  bad input, nothing was changed (unknown or missing flag, invalid address or identity,\n     \
             bad line in an apply file, unusable --pin-dir)\n  \
-         3  the change was made, but printing what was done failed (e.g. stdout full)"
+         3  the change was made, but printing what was done failed (e.g. stdout full)\n  \
+         4  a command that only reads found maps missing beside the others (removed by hand?);\n     \
+            it names them and creates nothing"
     };
 }
 
@@ -48,6 +55,8 @@ pub enum Failure {
     Runtime(String),
     /// The change was made; reporting it failed (exit 3).
     Unreported(String),
+    /// A read-only command found maps missing; nothing was created (exit 4).
+    Missing(String),
     /// Whoever read our stdout went away (`| head`): not worth an error.
     StdoutClosed,
 }
@@ -68,10 +77,12 @@ impl Failure {
             }
             _ => String::new(),
         };
-        let message = format!("failed to {action}: {error}{hint}");
         match error {
-            ebpfcni::Error::BadPinDir { .. } => Failure::Usage(message),
-            _ => Failure::Runtime(message),
+            // The error names the directory and what is wrong with it:
+            // once is enough (the name may be 300 bytes long).
+            ebpfcni::Error::BadPinDir { .. } => Failure::Usage(error.to_string()),
+            ebpfcni::Error::MapsMissing { .. } => Failure::Missing(format!("failed to {action}: {error}")),
+            _ => Failure::Runtime(format!("failed to {action}: {error}{hint}")),
         }
     }
 }
@@ -81,7 +92,7 @@ impl Failure {
     /// change stands, so it is not "nothing was changed".
     pub fn after_change(self) -> Self {
         match self {
-            Failure::Usage(m) | Failure::Runtime(m) | Failure::Unreported(m) => {
+            Failure::Usage(m) | Failure::Runtime(m) | Failure::Unreported(m) | Failure::Missing(m) => {
                 Failure::Unreported(format!("the change was made, but {m}"))
             }
             Failure::StdoutClosed => Failure::StdoutClosed,
@@ -109,7 +120,16 @@ pub fn finish(bin: &str, result: CmdResult) -> ExitCode {
         Err(Failure::Usage(m)) => (EXIT_USAGE, m),
         Err(Failure::Runtime(m)) => (EXIT_FAILURE, m),
         Err(Failure::Unreported(m)) => (EXIT_UNREPORTED, m),
+        Err(Failure::Missing(m)) => (EXIT_MISSING, m),
     };
-    eprintln!("{bin}: error: {message}");
+    say(format_args!("{bin}: error: {message}"));
     ExitCode::from(code)
+}
+
+/// Writes one line on stderr. A stderr that cannot be written (full,
+/// closed) is not a reason to fail, nor to panic as `eprintln!` does: the
+/// exit code still says how the command ended.
+pub fn say(line: impl Display) {
+    use std::io::Write;
+    let _ = writeln!(io::stderr().lock(), "{line}");
 }

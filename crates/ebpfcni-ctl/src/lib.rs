@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory};
 
-pub use exit::{finish, CmdResult, Failure, EXIT_FAILURE, EXIT_UNREPORTED, EXIT_USAGE};
+pub use exit::{finish, say, CmdResult, Failure, EXIT_FAILURE, EXIT_MISSING, EXIT_UNREPORTED, EXIT_USAGE};
 pub use output::{Format, IdentityRow, IdentityState, Out, PolicyUsage, Reverse, RuleRow, View};
 pub use rules_file::parse_rules;
 
@@ -55,7 +55,7 @@ pub struct Common {
 /// EBPFCNI_DEBUG=1 (the error a command ends with says what failed).
 pub fn init() {
     if std::env::var_os("EBPFCNI_DEBUG").is_some_and(|v| v == "1") {
-        ebpfcni::set_libbpf_log(Some(|msg| eprintln!("libbpf: {msg}")));
+        ebpfcni::set_libbpf_log(Some(|msg| crate::say(format_args!("libbpf: {msg}"))));
     } else {
         ebpfcni::set_libbpf_log(None);
     }

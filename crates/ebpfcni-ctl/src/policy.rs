@@ -1,8 +1,6 @@
 //! policyctl's rule commands: allow, deny, flush, apply and list, each
 //! reporting what it did in words and then the rules.
 
-use std::collections::HashSet;
-
 use ebpfcni::{Maps, Rule, RuleChange, Selector};
 
 use crate::{
@@ -85,29 +83,28 @@ pub fn flush(maps: &Maps) -> Result<Vec<String>, Failure> {
     Ok(vec![format!("removed {n} rules")])
 }
 
-pub fn apply(maps: &Maps, rules: &[Rule], source: &str) -> Result<Vec<String>, Failure> {
+/// Allows `rules` (each once: [`crate::parse_rules`] took out `repeats`
+/// lines that listed a rule again) and says what was written.
+pub fn apply(maps: &Maps, rules: &[Rule], repeats: usize, source: &str) -> Result<Vec<String>, Failure> {
     let changes = maps
         .allow(rules)
         .map_err(|e| Failure::failed(format_args!("apply {} rules from {source}", rules.len()), e))?;
-    let distinct: HashSet<&Rule> = rules.iter().collect();
-    let repeated = match rules.len() - distinct.len() {
+    let repeated = match repeats {
         0 => String::new(),
         n => format!(" ({n} listed more than once)"),
     };
-    // A rule listed twice shows up twice in `changes`, the second time as
-    // already allowed: count each rule once, by its first change.
-    let mut seen = HashSet::new();
-    let first: Vec<&RuleChange> = changes.iter().filter(|c| seen.insert(c.rule)).collect();
-    let new = first.iter().filter(|c| c.before.is_none()).count();
-    let already = first.iter().filter(|c| c.before == Some(c.rule.stateful)).count();
-    let changed = first.len() - new - already;
-    let changed = match changed {
+    let new = changes.iter().filter(|c| c.before.is_none()).count();
+    let already = changes
+        .iter()
+        .filter(|c| c.before == Some(c.rule.stateful))
+        .count();
+    let changed = match changes.len() - new - already {
         0 => String::new(),
         n => format!(", {n} changed (stateful or not)"),
     };
     Ok(vec![format!(
         "applied {} rules from {source}{repeated}: {new} new, {already} already allowed{changed}",
-        rules.len()
+        rules.len() + repeats
     )])
 }
 

@@ -167,8 +167,10 @@ fn run(cli: Cli) -> CmdResult {
         Command::Del { addr } => change(common, |maps| del(maps, addr.get())),
         Command::Apply { file } => {
             // Read and checked before the maps are opened (which may create them).
-            let entries = input::read_file(&file, ebpfcni_ctl::identities_file::parse_identities)?;
-            change(common, |maps| apply(maps, &entries, &input::source_name(&file)))
+            let (entries, repeats) = input::read_file(&file, ebpfcni_ctl::identities_file::parse_identities)?;
+            change(common, |maps| {
+                apply(maps, &entries, repeats, &input::source_name(&file))
+            })
         }
         Command::Flush => change(common, flush),
     }
@@ -239,16 +241,25 @@ fn del(maps: &Maps, addr: IdentityAddr) -> Result<Vec<String>, Failure> {
     }])
 }
 
-fn apply(maps: &Maps, entries: &[(IdentityAddr, Identity)], source: &str) -> Result<Vec<String>, Failure> {
+fn apply(
+    maps: &Maps,
+    entries: &[(IdentityAddr, Identity)],
+    repeats: usize,
+    source: &str,
+) -> Result<Vec<String>, Failure> {
     let new = maps.set_identities(entries).map_err(|e| {
         Failure::failed(
             format_args!("apply {} identities from {source}", entries.len()),
             e,
         )
     })?;
+    let repeated = match repeats {
+        0 => String::new(),
+        n => format!(" ({n} listed more than once)"),
+    };
     Ok(vec![format!(
-        "applied {} identities from {source}: {new} new",
-        entries.len()
+        "applied {} identities from {source}{repeated}: {new} new",
+        entries.len() + repeats
     )])
 }
 

@@ -367,9 +367,9 @@ fn run(cli: Cli) -> CmdResult {
         Command::Flush => policy::change(common, policy::flush),
         Command::Apply { file } => {
             // Read and checked before the maps are opened (which may create them).
-            let rules = input::read_file(&file, parse_rules)?;
+            let (rules, repeats) = input::read_file(&file, parse_rules)?;
             policy::change(common, |maps| {
-                policy::apply(maps, &rules, &input::source_name(&file))
+                policy::apply(maps, &rules, repeats, &input::source_name(&file))
             })
         }
         Command::Ct(CtCommand::List) => conntrack::list(common),
@@ -389,16 +389,25 @@ fn run(cli: Cli) -> CmdResult {
 }
 
 /// Prints the paths of the pins that exist under `pin_dir`: the maps,
-/// then the programs (of any build).
+/// then the programs (of any build). None: says so (exit 1).
 fn print_pins(pin_dir: &std::path::Path) -> CmdResult {
-    let mut out = std::io::stdout().lock();
-    for map in PinnedMap::ALL {
-        let path = map.path(pin_dir);
-        if path.exists() {
-            writeln!(out, "{}", path.display())?;
-        }
+    ebpfcni::bpffs::check_pin_dir(pin_dir).map_err(|e| Failure::failed("list the pins", e))?;
+    let maps = PinnedMap::ALL
+        .into_iter()
+        .map(|map| map.path(pin_dir))
+        .filter(|p| p.exists());
+    let programs = ebpfcni::program_pins(pin_dir)
+        .into_iter()
+        .map(|(_, _, path)| path);
+    let pins: Vec<PathBuf> = maps.chain(programs).collect();
+    if pins.is_empty() {
+        return Err(Failure::Runtime(format!(
+            "nothing of ebpfcni's is pinned in {} (check --pin-dir)",
+            pin_dir.display()
+        )));
     }
-    for (_, _, path) in ebpfcni::program_pins(pin_dir) {
+    let mut out = std::io::stdout().lock();
+    for path in pins {
         writeln!(out, "{}", path.display())?;
     }
     out.flush()?;

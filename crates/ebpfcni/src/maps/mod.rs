@@ -112,6 +112,8 @@ impl Maps {
     /// that are missing (mounting bpffs if needed). Safe to call from many
     /// processes at once: they end with one map of each kind.
     pub fn open_or_create(pin_dir: &Path) -> Result<Self> {
+        // A directory that can never hold them is named as such first.
+        crate::bpffs::check_pin_dir(pin_dir)?;
         match Self::open(pin_dir) {
             Err(Error::MapsNotPinned { .. } | Error::OlderLayout { .. }) => {
                 // Loading the object creates and pins what is missing and
@@ -124,18 +126,35 @@ impl Maps {
         }
     }
 
-    /// Opens the maps for a command that only reads: like [`Maps::open_or_create`]
-    /// when maps are pinned under `pin_dir` (completing a set pinned by an
-    /// older release keeps every entry), but [`Error::NothingPinned`] when
-    /// none is, so that a mistyped directory creates nothing and does not
-    /// look like an empty map.
+    /// Opens the maps for a command that only reads, creating nothing:
+    /// [`Error::BadPinDir`] for a directory that can never hold them,
+    /// [`Error::NothingPinned`] when none is pinned there (so that a
+    /// mistyped directory does not look like empty maps), and
+    /// [`Error::MapsMissing`] when some are gone (removed by hand). Pins of
+    /// an older release are completed as [`Maps::open_or_create`] does
+    /// (migrating a changed layout with every entry kept, and adding the
+    /// maps that release did not have).
     pub fn open_for_reading(pin_dir: &Path) -> Result<Self> {
+        crate::bpffs::check_pin_dir(pin_dir)?;
         if !PinnedMap::ALL.iter().any(|m| m.path(pin_dir).exists()) {
             return Err(Error::NothingPinned {
                 pin_dir: pin_dir.to_owned(),
             });
         }
-        Self::open_or_create(pin_dir)
+        match Self::open(pin_dir) {
+            Err(Error::OlderLayout { .. }) => Self::open_or_create(pin_dir),
+            Err(Error::MapsNotPinned { .. }) if crate::migrate::is_upgrade(pin_dir) => {
+                Self::open_or_create(pin_dir)
+            }
+            Err(Error::MapsNotPinned { .. }) => Err(Error::MapsMissing {
+                pin_dir: pin_dir.to_owned(),
+                missing: PinnedMap::ALL
+                    .into_iter()
+                    .filter(|m| !m.path(pin_dir).exists())
+                    .collect(),
+            }),
+            other => other,
+        }
     }
 
     /// Opens the maps pinned under `pin_dir` without creating anything.
