@@ -84,19 +84,34 @@ pub fn open_maps_for_writing(common: &Common) -> Result<Writing, Failure> {
     let action = || format!("open the maps under {}", common.pin_dir.display());
     let maps = ebpfcni::Maps::open_or_create(&common.pin_dir).map_err(|e| Failure::failed(action(), e))?;
     let lock = maps.lock().map_err(|e| Failure::failed(action(), e))?;
+    say_recovered(&maps);
     Ok(Writing { maps, _lock: lock })
+}
+
+/// Says on stderr when opening the maps undid a change that was killed
+/// part way (the old state is back).
+fn say_recovered(maps: &ebpfcni::Maps) {
+    if let ebpfcni::Recovered::RolledBack(n) = maps.recovered() {
+        say(format_args!(
+            "note: a change to the maps under {} was interrupted before it was complete; it was undone \
+             ({n} entries put back), so they hold what they held before it",
+            maps.pin_dir().display()
+        ));
+    }
 }
 
 /// Opens the maps for a command that only reads: when nothing is pinned
 /// under `--pin-dir` it says so (exit 1) and creates nothing, so that a
 /// mistyped directory does not look like empty maps.
 pub fn open_maps_for_reading(common: &Common) -> Result<ebpfcni::Maps, Failure> {
-    ebpfcni::Maps::open_for_reading(&common.pin_dir).map_err(|e| {
+    let maps = ebpfcni::Maps::open_for_reading(&common.pin_dir).map_err(|e| {
         Failure::failed(
             format_args!("open the maps under {}", common.pin_dir.display()),
             e,
         )
-    })
+    })?;
+    say_recovered(&maps);
+    Ok(maps)
 }
 
 /// Reports a change that was made: prints `notes` (one-line accounts of

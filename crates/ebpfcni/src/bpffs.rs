@@ -220,6 +220,13 @@ impl PinDirLock {
     }
 }
 
+impl PinDirLock {
+    /// Whether this guard is a nested one: the thread held the lock already.
+    pub fn is_nested(&self) -> bool {
+        self._lock.is_none()
+    }
+}
+
 impl Drop for PinDirLock {
     fn drop(&mut self) {
         if self._lock.is_some() {

@@ -72,9 +72,10 @@ pub use identity::{
 };
 pub use maps::{
     drop_reason_name, drop_reasons, ConfigMap, Connection, ConntrackMap, CtState, CtTimeouts, DropCounters,
-    EndpointMap, EventLevel, IdentityAddr, IdentitySource, InterfaceMap, Maps, NotifyCounters, NotifyCounts,
-    PolicyIndex, PolicyMap, PortPolicyMap, PrefixMap, Protocol, RateLimit, RawRule, Rule, RuleChange,
-    Selector, Stored, StoredIdentity, StoredRule, TraceLevel, INTERFACE_ADDRS,
+    EndpointMap, EventLevel, IdentityAddr, IdentityChange, IdentitySource, InterfaceMap, Maps,
+    NotifyCounters, NotifyCounts, PolicyIndex, PolicyMap, PortPolicyMap, PrefixMap, Protocol, RateLimit,
+    RawRule, Recovered, Rule, RuleChange, Selector, Stored, StoredIdentity, StoredRule, TraceLevel,
+    INTERFACE_ADDRS,
 };
 pub use object::PinnedMap;
 pub use program::{

@@ -191,18 +191,12 @@ fn state(maps: &Maps) -> Result<IdentityState, Failure> {
 }
 
 /// Opens the maps, makes a change with `make` (which returns what it did,
-/// one note a line), then reports it and the state (exit 3 when that
-/// fails: the change stands).
-fn change(common: &Common, make: impl FnOnce(&Maps) -> Result<Vec<String>, Failure>) -> CmdResult {
+/// one note a line, and how many tracked connections of changed identities
+/// it ended), then reports it and the state (exit 3 when that fails: the
+/// change stands).
+fn change(common: &Common, make: impl FnOnce(&Maps) -> Result<(Vec<String>, usize), Failure>) -> CmdResult {
     let maps = open_maps_for_writing(common)?;
-    let mut notes = make(&maps)?;
-    let ended = maps.after_identity_change().map_err(|e| {
-        Failure::failed(
-            "end the tracked connections of changed identities (the change itself was made; \
-             `policyctl ct flush` ends them all)",
-            e,
-        )
-    })?;
+    let (mut notes, ended) = make(&maps)?;
     if ended > 0 {
         notes.push(format!("ended {ended} tracked connections of changed identities"));
     }
@@ -212,33 +206,31 @@ fn change(common: &Common, make: impl FnOnce(&Maps) -> Result<Vec<String>, Failu
     })
 }
 
-fn add(maps: &Maps, addr: IdentityAddr, identity: Identity) -> Result<Vec<String>, Failure> {
-    let previous = match addr {
-        IdentityAddr::Ip(ip) => maps.endpoints.upsert(ip, identity),
-        IdentityAddr::Cidr(net) => maps.prefixes.upsert(net, identity),
-    }
-    .map_err(|e| Failure::failed(format_args!("add {addr}"), e))?;
-    Ok(vec![match previous {
+fn add(maps: &Maps, addr: IdentityAddr, identity: Identity) -> Result<(Vec<String>, usize), Failure> {
+    let (previous, ended) = maps
+        .set_identity(addr, identity)
+        .map_err(|e| Failure::failed(format_args!("add {addr}"), e))?;
+    let note = match previous {
         None => format!("added {addr} with identity {identity}"),
         Some(Stored::Valid(old)) if old == identity => format!("{addr} already had identity {identity}"),
         Some(Stored::Valid(old)) => format!("{addr}: replaced identity {old} with {identity}"),
         Some(Stored::Invalid { raw, .. }) => {
             format!("{addr}: replaced invalid identity {raw} with {identity}")
         }
-    }])
+    };
+    Ok((vec![note], ended))
 }
 
-fn del(maps: &Maps, addr: IdentityAddr) -> Result<Vec<String>, Failure> {
-    let removed = match addr {
-        IdentityAddr::Ip(ip) => maps.endpoints.delete(ip),
-        IdentityAddr::Cidr(net) => maps.prefixes.delete(net),
-    }
-    .map_err(|e| Failure::failed(format_args!("delete {addr}"), e))?;
-    Ok(vec![match removed {
+fn del(maps: &Maps, addr: IdentityAddr) -> Result<(Vec<String>, usize), Failure> {
+    let (removed, ended) = maps
+        .remove_identity(addr)
+        .map_err(|e| Failure::failed(format_args!("delete {addr}"), e))?;
+    let note = match removed {
         Some(Stored::Valid(old)) => format!("deleted {addr} (identity {old})"),
         Some(Stored::Invalid { raw, .. }) => format!("deleted {addr} (invalid identity {raw})"),
         None => format!("{addr} was not present; nothing to delete"),
-    }])
+    };
+    Ok((vec![note], ended))
 }
 
 fn apply(
@@ -246,8 +238,8 @@ fn apply(
     entries: &[(IdentityAddr, Identity)],
     repeats: usize,
     source: &str,
-) -> Result<Vec<String>, Failure> {
-    let new = maps.set_identities(entries).map_err(|e| {
+) -> Result<(Vec<String>, usize), Failure> {
+    let done = maps.set_identities(entries).map_err(|e| {
         Failure::failed(
             format_args!("apply {} identities from {source}", entries.len()),
             e,
@@ -257,24 +249,22 @@ fn apply(
         0 => String::new(),
         n => format!(" ({n} listed more than once)"),
     };
-    Ok(vec![format!(
-        "applied {} identities from {source}{repeated}: {new} new",
-        entries.len() + repeats
-    )])
+    let note = format!(
+        "applied {} identities from {source}{repeated}: {} new",
+        entries.len() + repeats,
+        done.new
+    );
+    Ok((vec![note], done.ended))
 }
 
-fn flush(maps: &Maps) -> Result<Vec<String>, Failure> {
-    let endpoints = maps
-        .endpoints
-        .clear()
-        .map_err(|e| Failure::failed("flush endpoints", e))?;
-    let prefixes = maps
-        .prefixes
-        .clear()
-        .map_err(|e| Failure::failed("flush prefixes", e))?;
-    Ok(vec![format!(
-        "removed {endpoints} endpoints and {prefixes} prefixes"
-    )])
+fn flush(maps: &Maps) -> Result<(Vec<String>, usize), Failure> {
+    let (endpoints, prefixes, ended) = maps
+        .flush_identities()
+        .map_err(|e| Failure::failed("flush endpoints and prefixes", e))?;
+    Ok((
+        vec![format!("removed {endpoints} endpoints and {prefixes} prefixes")],
+        ended,
+    ))
 }
 
 /// `get -o json`: the entry's row, and which entry decides.

@@ -11,6 +11,7 @@ mod drops;
 mod endpoints;
 mod identities;
 mod interfaces;
+mod journal;
 mod policy;
 mod ports;
 mod prefixes;
@@ -36,8 +37,9 @@ pub use conntrack::{Connection, ConntrackMap, CtState};
 pub use counters::{NotifyCounters, NotifyCounts};
 pub use drops::{drop_reason_name, drop_reasons, DropCounters};
 pub use endpoints::EndpointMap;
-pub use identities::IdentityAddr;
+pub use identities::{IdentityAddr, IdentityChange};
 pub use interfaces::{InterfaceMap, INTERFACE_ADDRS};
+pub use journal::Recovered;
 pub use policy::PolicyMap;
 pub use ports::PortPolicyMap;
 pub use prefixes::PrefixMap;
@@ -105,6 +107,7 @@ pub struct Maps {
     event_ring: MapHandle,
     ids: [u32; PinnedMap::ALL.len()],
     pin_dir: PathBuf,
+    recovered: Recovered,
 }
 
 impl Maps {
@@ -158,7 +161,8 @@ impl Maps {
     }
 
     /// Opens the maps pinned under `pin_dir` without creating anything.
-    /// [`Error::MapsNotPinned`] when any is missing.
+    /// [`Error::MapsNotPinned`] when any is missing. A change that was
+    /// killed part way is undone first ([`Maps::recovered`] says so).
     pub fn open(pin_dir: &Path) -> Result<Self> {
         let specs = object::specs()?;
         let mut handles = Vec::with_capacity(PinnedMap::ALL.len());
@@ -175,7 +179,7 @@ impl Maps {
         let ids = handles.iter().map(map_id).collect::<Result<Vec<u32>>>()?;
         let mut handles = handles.into_iter();
         let mut next = || handles.next().expect("one handle per pinned map");
-        Ok(Self {
+        Self {
             endpoints: EndpointMap::new(next()),
             policy: PolicyMap::new(next()),
             config: ConfigMap::new(next(), pin_dir),
@@ -188,7 +192,21 @@ impl Maps {
             counters: NotifyCounters::new(next()),
             ids: ids.try_into().expect("one id per pinned map"),
             pin_dir: pin_dir.to_owned(),
-        })
+            recovered: Recovered::Nothing,
+        }
+        .recover()
+    }
+
+    /// Undoes a change to these maps that was killed part way (see
+    /// `journal.rs`), before anything reads or writes them.
+    fn recover(mut self) -> Result<Self> {
+        self.recovered = journal::recover(&self)?;
+        Ok(self)
+    }
+
+    /// Whether opening the maps undid a change that was killed part way.
+    pub fn recovered(&self) -> Recovered {
+        self.recovered
     }
 
     /// Which entry decides the identity of `ip`, as the program finds it:

@@ -26,6 +26,15 @@ fn key(rule: PolicyRule) -> types::policy_key {
     }
 }
 
+/// The bytes of the key of `src -> dst` (either may be 0).
+pub(super) fn key_bytes(src: u32, dst: u32) -> Vec<u8> {
+    bytemuck::bytes_of(&types::policy_key {
+        src_id: src,
+        dst_id: dst,
+    })
+    .to_vec()
+}
+
 /// The action byte of an allow rule, stateful or not.
 pub(super) fn action(stateful: bool) -> u8 {
     if stateful {

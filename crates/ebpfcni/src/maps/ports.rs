@@ -71,6 +71,14 @@ fn keys(src: u32, dst: u32, selector: Selector) -> Vec<types::ebpfcni_port_key> 
     }
 }
 
+/// The bytes of the keys of a rule's entries.
+pub(super) fn key_bytes(src: u32, dst: u32, selector: Selector) -> Vec<Vec<u8>> {
+    keys(src, dst, selector)
+        .iter()
+        .map(|k| bytemuck::bytes_of(k).to_vec())
+        .collect()
+}
+
 fn value(rule: &Rule) -> types::ebpfcni_port_rule {
     let (first_port, last_port) = rule.selector.ports().unwrap_or((0, 0));
     types::ebpfcni_port_rule {

@@ -9,7 +9,8 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
-use super::{Maps, Stored};
+use super::journal::Journal;
+use super::{policy, ports, Maps, Stored};
 use crate::error::{Error, Result};
 use crate::identity::PolicyRule;
 use crate::object::PinnedMap;
@@ -228,6 +229,8 @@ impl Maps {
     /// Allows every rule: all of them, or none when a map lacks room or a
     /// port range overlaps another rule's ports (a rule with the same
     /// selector is replaced, e.g. made stateful). Returns what changed.
+    /// A change killed part way is undone by the next opener of the maps
+    /// (`journal.rs`): all of them, or none, under SIGKILL too.
     pub fn allow(&self, rules: &[Rule]) -> Result<Vec<RuleChange>> {
         let pairs: Vec<(PolicyRule, bool)> = rules
             .iter()
@@ -239,21 +242,32 @@ impl Maps {
             .filter(|r| r.selector != Selector::Any)
             .copied()
             .collect();
+        let mut journal = Journal::begin(self)?;
         self.ports.check(&ported)?;
+        journal.record(
+            PinnedMap::Policy,
+            pairs
+                .iter()
+                .map(|(p, _)| policy::key_bytes(p.src.get(), p.dst.get())),
+        )?;
+        journal.record(
+            PinnedMap::PortPolicy,
+            ported
+                .iter()
+                .flat_map(|r| ports::key_bytes(r.pair.src.get(), r.pair.dst.get(), r.selector)),
+        )?;
+        // The program is told to look for port rules (and to track
+        // connections) before the first of them is in its map: a rule is
+        // never there unseen. after_policy_change sets both exactly.
+        if !ported.is_empty() {
+            self.config.set_port_rules(true)?;
+        }
+        if rules.iter().any(|r| r.stateful) {
+            self.config.set_conntrack(true)?;
+        }
+        // On an error the journal, dropped, puts back what was written.
         let pairs_before = self.policy.set_all(&pairs)?;
-        let ports_before = match self.ports.set_all(&ported) {
-            Ok(before) => before,
-            Err(e) => {
-                // Undo the pair rules: back to what each was.
-                for ((pair, _), before) in pairs.iter().zip(&pairs_before) {
-                    let _ = match before {
-                        Some(stateful) => self.policy.set_all(&[(*pair, *stateful)]).map(drop),
-                        None => self.policy.revoke(*pair).map(drop),
-                    };
-                }
-                return Err(e);
-            }
-        };
+        let ports_before = self.ports.set_all(&ported)?;
         let (mut pairs_before, mut ports_before) = (pairs_before.into_iter(), ports_before.into_iter());
         let changes = rules
             .iter()
@@ -268,18 +282,27 @@ impl Maps {
             })
             .collect();
         self.after_policy_change()?;
+        journal.commit()?;
         Ok(changes)
     }
 
     /// Removes the rule of `src -> dst` with exactly this selector (an
     /// identity may be 0, to remove an invalid entry). Returns false when
-    /// there was none.
+    /// there was none. Killed part way, it is undone by the next opener.
     pub fn deny(&self, src: u32, dst: u32, selector: Selector) -> Result<bool> {
+        let mut journal = Journal::begin(self)?;
         let removed = match selector {
-            Selector::Any => self.policy.revoke_raw(src, dst)?,
-            _ => self.ports.revoke(src, dst, selector)?,
+            Selector::Any => {
+                journal.record(PinnedMap::Policy, [policy::key_bytes(src, dst)])?;
+                self.policy.revoke_raw(src, dst)?
+            }
+            _ => {
+                journal.record(PinnedMap::PortPolicy, ports::key_bytes(src, dst, selector))?;
+                self.ports.revoke(src, dst, selector)?
+            }
         };
         self.after_policy_change()?;
+        journal.commit()?;
         Ok(removed)
     }
 
@@ -297,10 +320,14 @@ impl Maps {
 
     /// Removes every rule of both maps. Returns how many rules there were.
     pub fn flush_rules(&self) -> Result<usize> {
+        let mut journal = Journal::begin(self)?;
         let n = self.rules()?.len();
+        journal.record_all(PinnedMap::Policy)?;
+        journal.record_all(PinnedMap::PortPolicy)?;
         self.policy.clear()?;
         self.ports.clear()?;
         self.after_policy_change()?;
+        journal.commit()?;
         Ok(n)
     }
 
