@@ -114,6 +114,21 @@ pub fn open_maps_for_reading(common: &Common) -> Result<ebpfcni::Maps, Failure> 
     Ok(maps)
 }
 
+/// Opens the maps for writing (the pin directory's lock held), makes a
+/// change with `make` (which returns what it did, one note a line), then
+/// reports the notes and what `state` prints (exit 3 when that fails: the
+/// change stands). Every command that changes something goes through here.
+pub fn change(
+    common: &Common,
+    make: impl FnOnce(&ebpfcni::Maps) -> Result<Vec<String>, Failure>,
+    state: impl FnOnce(&ebpfcni::Maps, &mut Out) -> CmdResult,
+) -> CmdResult {
+    let maps = open_maps_for_writing(common)?;
+    let notes = make(&maps)?;
+    let mut out = Out::new(common);
+    report_change(&mut out, &notes, |out| state(&maps, out))
+}
+
 /// Reports a change that was made: prints `notes` (one-line accounts of
 /// what was done), then whatever `state` prints, and flushes. Any failure
 /// here is [`Failure::Unreported`] (exit 3): the change stands.

@@ -3,21 +3,15 @@
 
 use ebpfcni::{Maps, Rule, RuleChange, Selector};
 
-use crate::{
-    open_maps_for_reading, open_maps_for_writing, report_change, CmdResult, Common, Failure, Out,
-    PolicyUsage, View,
-};
+use crate::{open_maps_for_reading, CmdResult, Common, Failure, Out, PolicyUsage, View};
 
 /// Opens the maps, makes a change with `make` (which returns what it did,
 /// one note a line), then reports it and the rules (exit 3 when that
 /// fails: the change stands).
 pub fn change(common: &Common, make: impl FnOnce(&Maps) -> Result<Vec<String>, Failure>) -> CmdResult {
-    let maps = open_maps_for_writing(common)?;
-    let notes = make(&maps)?;
-    let mut out = Out::new(common);
-    report_change(&mut out, &notes, |out| {
+    crate::change(common, make, |maps, out| {
         let rules = maps.rules().map_err(|e| Failure::failed("list rules", e))?;
-        out.policy(&rules, usage(&maps)?, View::State)?;
+        out.policy(&rules, usage(maps)?, View::State)?;
         Ok(())
     })
 }

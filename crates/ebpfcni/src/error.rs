@@ -4,7 +4,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::object::PinnedMap;
+use crate::pinned::PinnedMap;
 
 /// Result alias used across the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

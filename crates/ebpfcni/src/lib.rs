@@ -12,9 +12,12 @@
 //! - Shared layouts come from `bpf/include/ebpfcni.h` through the BTF of the
 //!   compiled object ([`types`]); the policy precedence is documented there.
 //!
-//! Imports run one way: `maps` and `program` use `loader`, which uses
-//! `migrate`, `object`, `bpffs` and the generated `skel`; nothing lower
-//! imports anything higher.
+//! Imports run one way, from the bottom up: `pinned` (the maps' names),
+//! `error`; `bpffs`, `run_dir`, `identity`; `skel` and `object` (the
+//! compiled object); `migrate`; `loader`; `maps` (inside it, `rule` below
+//! `policy` and `ports`, one map each, below `rules`, which spans both;
+//! `journal` below every change); `program`; then `tc`, `events` and
+//! `reattach`. Nothing lower imports anything higher.
 
 pub mod bpffs;
 mod error;
@@ -24,6 +27,7 @@ mod loader;
 mod maps;
 mod migrate;
 pub mod object;
+mod pinned;
 mod program;
 mod reattach;
 mod run_dir;

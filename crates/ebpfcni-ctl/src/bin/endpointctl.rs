@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use ebpfcni::{Identity, IdentityAddr, IdentitySource, Maps, Stored, StoredIdentity};
 use ebpfcni_ctl::{
-    args, exit_status_help, input, open_maps_for_reading, open_maps_for_writing, report_change, CmdResult,
-    Common, Failure, Format, IdentityRow, IdentityState, Out, View,
+    args, exit_status_help, input, open_maps_for_reading, CmdResult, Common, Failure, Format, IdentityRow,
+    IdentityState, Out, View,
 };
 use ipnet::Ipv4Net;
 use serde::Serialize;
@@ -195,15 +195,17 @@ fn state(maps: &Maps) -> Result<IdentityState, Failure> {
 /// it ended), then reports it and the state (exit 3 when that fails: the
 /// change stands).
 fn change(common: &Common, make: impl FnOnce(&Maps) -> Result<(Vec<String>, usize), Failure>) -> CmdResult {
-    let maps = open_maps_for_writing(common)?;
-    let (mut notes, ended) = make(&maps)?;
-    if ended > 0 {
-        notes.push(format!("ended {ended} tracked connections of changed identities"));
-    }
-    let mut out = Out::new(common);
-    report_change(&mut out, &notes, |out| {
-        Ok(out.identities(&state(&maps)?, View::State)?)
-    })
+    ebpfcni_ctl::change(
+        common,
+        |maps| {
+            let (mut notes, ended) = make(maps)?;
+            if ended > 0 {
+                notes.push(format!("ended {ended} tracked connections of changed identities"));
+            }
+            Ok(notes)
+        },
+        |maps, out| Ok(out.identities(&state(maps)?, View::State)?),
+    )
 }
 
 fn add(maps: &Maps, addr: IdentityAddr, identity: Identity) -> Result<(Vec<String>, usize), Failure> {

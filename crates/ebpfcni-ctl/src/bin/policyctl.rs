@@ -358,8 +358,8 @@ fn run(cli: Cli) -> CmdResult {
         Command::Pins => print_pins(&common.pin_dir),
         Command::Reattach => reattach(common),
         Command::List => policy::list(common),
-        Command::Trace { level: None } => levels::show_trace_level(common),
-        Command::Trace { level: Some(level) } => levels::set_trace_level(common, level),
+        Command::Trace { level: None } => levels::show_level::<TraceLevel>(common),
+        Command::Trace { level: Some(level) } => levels::set_level(common, level),
         Command::Allow(args) => policy::change(common, |maps| policy::allow(maps, &args.rules())),
         Command::Deny(args) => policy::change(common, |maps| {
             policy::deny(maps, &args.keys(), args.selector.get())
@@ -378,8 +378,8 @@ fn run(cli: Cli) -> CmdResult {
         Command::Monitor(args) => monitor::monitor(common, &args),
         Command::Stats => stats::stats(common),
         Command::Graph(args) => graph::graph(common, &args),
-        Command::Events { level: None } => levels::show_event_level(common),
-        Command::Events { level: Some(level) } => levels::set_event_level(common, level),
+        Command::Events { level: None } => levels::show_level::<EventLevel>(common),
+        Command::Events { level: Some(level) } => levels::set_level(common, level),
         Command::RateLimit {
             rate: None,
             burst: None,

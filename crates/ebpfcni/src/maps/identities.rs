@@ -62,7 +62,7 @@ impl Maps {
     /// way, the change is undone by the next opener of the maps
     /// (`journal.rs`).
     pub fn set_identities(&self, entries: &[(IdentityAddr, Identity)]) -> Result<IdentityChange> {
-        let mut journal = Journal::begin(self)?;
+        let mut journal = Journal::begin(self, Maps::after_policy_change)?;
         let mut ips = Vec::new();
         let mut nets = Vec::new();
         for &(addr, id) in entries {
@@ -113,7 +113,7 @@ impl Maps {
     /// Sets the identity of one address or prefix and ends the tracked
     /// connections it had under another. Returns the identity it replaced.
     pub fn set_identity(&self, addr: IdentityAddr, id: Identity) -> Result<(Option<StoredIdentity>, usize)> {
-        let mut journal = Journal::begin(self)?;
+        let mut journal = Journal::begin(self, Maps::after_policy_change)?;
         Self::record(&mut journal, &[addr])?;
         let previous = match addr {
             IdentityAddr::Ip(ip) => self.endpoints.upsert(ip, id),
@@ -127,7 +127,7 @@ impl Maps {
     /// Removes one address or prefix and ends its tracked connections.
     /// Returns the identity it had.
     pub fn remove_identity(&self, addr: IdentityAddr) -> Result<(Option<StoredIdentity>, usize)> {
-        let mut journal = Journal::begin(self)?;
+        let mut journal = Journal::begin(self, Maps::after_policy_change)?;
         Self::record(&mut journal, &[addr])?;
         let removed = match addr {
             IdentityAddr::Ip(ip) => self.endpoints.delete(ip),
@@ -142,7 +142,7 @@ impl Maps {
     /// Returns how many endpoints and prefixes there were, and how many
     /// connections ended.
     pub fn flush_identities(&self) -> Result<(usize, usize, usize)> {
-        let mut journal = Journal::begin(self)?;
+        let mut journal = Journal::begin(self, Maps::after_policy_change)?;
         journal.record_all(PinnedMap::Endpoints)?;
         journal.record_all(PinnedMap::Prefixes)?;
         let endpoints = self.endpoints.clear()?;

@@ -44,11 +44,18 @@ type Entry = (PinnedMap, Vec<u8>, Option<Vec<u8>>);
 #[must_use = "a change's record is committed or rolled back"]
 pub struct Journal<'m> {
     maps: &'m Maps,
+    /// What brings the flags and tracked connections in line with the
+    /// entries after an undo ([`Maps::after_policy_change`], given by the
+    /// module that makes the change: this one calls nothing above it).
+    settle: Settle,
     path: PathBuf,
     entries: Vec<Entry>,
     _lock: PinDirLock,
     done: bool,
 }
+
+/// Brings the flags and tracked connections in line with the entries.
+pub(super) type Settle = fn(&Maps) -> Result<()>;
 
 /// Where the record of changes to `pin_dir`'s maps is kept.
 fn path_for(pin_dir: &Path) -> Result<PathBuf> {
@@ -80,10 +87,11 @@ impl<'m> Journal<'m> {
     /// until [`Journal::commit`], a killed change is undone by the next
     /// opener (which at least brings the flags and tracked connections in
     /// line with the rules).
-    pub(super) fn begin(maps: &'m Maps) -> Result<Self> {
+    pub(super) fn begin(maps: &'m Maps, settle: Settle) -> Result<Self> {
         let lock = maps.lock()?;
         let journal = Self {
             maps,
+            settle,
             path: path_for(maps.pin_dir())?,
             entries: Vec::new(),
             _lock: lock,
@@ -154,13 +162,13 @@ impl<'m> Journal<'m> {
 impl Drop for Journal<'_> {
     fn drop(&mut self) {
         // Left as it is when undoing fails: the next opener tries again.
-        if !self.done && undo(self.maps, &self.entries).is_ok() {
+        if !self.done && undo(self.maps, &self.entries, self.settle).is_ok() {
             let _ = std::fs::remove_file(&self.path);
         }
     }
 }
 
-fn undo(maps: &Maps, entries: &[Entry]) -> Result<()> {
+fn undo(maps: &Maps, entries: &[Entry], settle: Settle) -> Result<()> {
     for (map, key, old) in entries.iter().rev() {
         let handle = maps.handle(*map);
         let done = match old {
@@ -172,7 +180,7 @@ fn undo(maps: &Maps, entries: &[Entry]) -> Result<()> {
         };
         done.map_err(|e| Error::bpf(format!("put back an entry of {map}"), e))?;
     }
-    maps.after_policy_change()
+    settle(maps)
 }
 
 /// What [`recover`] did.
@@ -187,7 +195,7 @@ pub enum Recovered {
 /// Undoes a change that was killed part way, if its record is there and
 /// nobody is making it (the lock is free): see the module's documentation.
 /// Called by [`Maps::open`].
-pub(super) fn recover(maps: &Maps) -> Result<Recovered> {
+pub(super) fn recover(maps: &Maps, settle: Settle) -> Result<Recovered> {
     let path = path_for(maps.pin_dir())?;
     if !path.exists() {
         return Ok(Recovered::Nothing);
@@ -245,7 +253,7 @@ pub(super) fn recover(maps: &Maps) -> Result<Recovered> {
         };
         entries.push((map, key, old));
     }
-    undo(maps, &entries)?;
+    undo(maps, &entries, settle)?;
     std::fs::remove_file(&path).map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
     drop(lock);
     Ok(Recovered::RolledBack(entries.len()))

@@ -15,6 +15,7 @@ mod journal;
 mod policy;
 mod ports;
 mod prefixes;
+mod rule;
 mod rules;
 
 use std::mem::size_of;
@@ -43,7 +44,8 @@ pub use journal::Recovered;
 pub use policy::PolicyMap;
 pub use ports::PortPolicyMap;
 pub use prefixes::PrefixMap;
-pub use rules::{PolicyIndex, Protocol, RawRule, Rule, RuleChange, Selector, StoredRule};
+pub use rule::{Protocol, RawRule, Rule, Selector, StoredRule};
+pub use rules::{PolicyIndex, RuleChange};
 
 /// A map entry as it is stored. `Invalid` is an entry this build never
 /// writes (identity 0, an unknown action or level: written by hand or by a
@@ -200,7 +202,7 @@ impl Maps {
     /// Undoes a change to these maps that was killed part way (see
     /// `journal.rs`), before anything reads or writes them.
     fn recover(mut self) -> Result<Self> {
-        self.recovered = journal::recover(&self)?;
+        self.recovered = journal::recover(&self, Maps::after_policy_change)?;
         Ok(self)
     }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::rules::{RawRule, StoredRule};
+use super::rule::{RawRule, StoredRule};
 use super::{dump, insert_error, Stored};
 use crate::error::{Error, Result};
 use crate::identity::{Identity, PolicyRule};
@@ -71,7 +71,7 @@ fn pair_from(key: &[u8], value: &[u8]) -> StoredRule {
             problem: "unknown action (allow is 1, allow statefully 3)",
         },
         (Some(src), Some(dst), Some(stateful)) => {
-            Stored::Valid(super::rules::Rule::pair(PolicyRule::new(src, dst), stateful))
+            Stored::Valid(super::rule::Rule::pair(PolicyRule::new(src, dst), stateful))
         }
         _ => Stored::Invalid {
             raw,

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::policy::{action, stateful_of};
-use super::rules::{overlap, Protocol, RawRule, Rule, Selector, StoredRule, PORTS};
+use super::rule::{overlap, Protocol, RawRule, Rule, Selector, StoredRule, PORTS};
 use super::{insert_error, Stored};
 use crate::error::{Error, Result};
 use crate::identity::{Identity, PolicyRule};
