@@ -269,3 +269,75 @@ fn the_port_rules_flag_is_up_before_the_first_port_rule_is_visible() {
     assert!(child.wait().unwrap().success());
     assert!(seen_while_writing > 0, "the writing was never caught in progress");
 }
+
+/// The record of a change left behind: the next opener puts its entries
+/// back and removes it; a record of maps that were created afresh since
+/// (other kernel ids) is dropped unused; one that cannot be read is named.
+#[test]
+fn the_record_of_an_interrupted_change_is_undone_once_and_only_for_its_maps() {
+    require_root!();
+    let ctl = Ctl::new("chg_record");
+    ok(ctl.policyctl(&["allow", "-q", "--src", "1", "--dst", "2"]));
+    let meta = std::fs::metadata(ctl.pin.path()).unwrap();
+    let record = Path::new(ebpfcni::RUN_DIR).join(format!(
+        "change-{:x}-{:x}",
+        std::os::unix::fs::MetadataExt::dev(&meta),
+        std::os::unix::fs::MetadataExt::ino(&meta)
+    ));
+    // Removed at the end, also when the test fails.
+    struct Removed<'p>(&'p Path);
+    impl Drop for Removed<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _cleanup = Removed(&record);
+    let ids = ebpfcni::Maps::open(ctl.pin.path()).unwrap().ids().unwrap();
+    let ids_line: String = ids.iter().map(|id| format!(" {id}")).collect();
+    // policy_map's key of 1 -> 2: absent before the interrupted change.
+    let key: String = [1u32, 2]
+        .iter()
+        .flat_map(|n| n.to_ne_bytes())
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let write = |ids: &str| {
+        std::fs::write(
+            &record,
+            format!("ebpfcni change 1\nids{ids}\npolicy_map {key} -\n"),
+        )
+        .unwrap()
+    };
+
+    write(" 1 2 3 4 5 6 7 8 9 10");
+    let out = ctl.policyctl(&["list", "-o", "json"]);
+    assert_eq!(
+        common::json(&ok(out)).as_array().unwrap().len(),
+        1,
+        "another maps' record changes nothing"
+    );
+    assert!(!record.exists(), "and is dropped");
+
+    write(&ids_line);
+    let out = ctl.policyctl(&["list", "-o", "json"]);
+    assert!(
+        common::stderr(&out).contains("was undone (1 entries put back)"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert_eq!(
+        common::json(&ok(out)).as_array().unwrap().len(),
+        0,
+        "the rule the change wrote is gone"
+    );
+    assert!(!record.exists());
+    let out = ctl.policyctl(&["list", "-o", "json"]);
+    assert!(!common::stderr(&out).contains("undone"), "undone once");
+
+    std::fs::write(&record, "garbage\n").unwrap();
+    let err = common::fails(ctl.policyctl(&["list"]), 1);
+    assert!(
+        err.contains("cannot be read; look at it, then remove it"),
+        "{err}"
+    );
+    std::fs::remove_file(&record).unwrap();
+}

@@ -169,6 +169,11 @@ impl Drop for Journal<'_> {
 }
 
 fn undo(maps: &Maps, entries: &[Entry], settle: Settle) -> Result<()> {
+    // Nothing recorded: nothing was written yet, not even a flag (every
+    // change records its entries before it touches anything).
+    if entries.is_empty() {
+        return Ok(());
+    }
     for (map, key, old) in entries.iter().rev() {
         let handle = maps.handle(*map);
         let done = match old {
