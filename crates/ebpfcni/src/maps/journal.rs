@@ -83,22 +83,21 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 }
 
 impl<'m> Journal<'m> {
-    /// Takes the pin directory's lock and writes an empty record: from here
-    /// until [`Journal::commit`], a killed change is undone by the next
-    /// opener (which at least brings the flags and tracked connections in
-    /// line with the rules).
+    /// Takes the pin directory's lock. The record is written by the first
+    /// [`Journal::record`]: a change records every entry before it touches
+    /// anything (a flag included), so until then a kill leaves nothing to
+    /// undo. From then until [`Journal::commit`], a killed change is undone
+    /// by the next opener.
     pub(super) fn begin(maps: &'m Maps, settle: Settle) -> Result<Self> {
         let lock = maps.lock()?;
-        let journal = Self {
+        Ok(Self {
             maps,
             settle,
             path: path_for(maps.pin_dir())?,
             entries: Vec::new(),
             _lock: lock,
             done: false,
-        };
-        journal.write()?;
-        Ok(journal)
+        })
     }
 
     /// Records what the entries of `map` at `keys` hold now, before the
@@ -154,6 +153,9 @@ impl<'m> Journal<'m> {
     /// The change is complete: its record goes.
     pub(super) fn commit(mut self) -> Result<()> {
         self.done = true;
+        if self.entries.is_empty() {
+            return Ok(());
+        }
         std::fs::remove_file(&self.path)
             .map_err(|e| Error::io(format!("remove the change's record {}", self.path.display()), e))
     }
@@ -162,7 +164,7 @@ impl<'m> Journal<'m> {
 impl Drop for Journal<'_> {
     fn drop(&mut self) {
         // Left as it is when undoing fails: the next opener tries again.
-        if !self.done && undo(self.maps, &self.entries, self.settle).is_ok() {
+        if !self.done && !self.entries.is_empty() && undo(self.maps, &self.entries, self.settle).is_ok() {
             let _ = std::fs::remove_file(&self.path);
         }
     }
