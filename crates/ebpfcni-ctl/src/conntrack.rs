@@ -7,10 +7,7 @@ use clap::Args;
 use ebpfcni::{Connection, CtTimeouts, Protocol};
 use serde::Serialize;
 
-use crate::{
-    args, open_maps_for_reading, open_maps_for_writing, report_change, CmdResult, Common, Failure, Format,
-    Out,
-};
+use crate::{args, open_maps_for_reading, CmdResult, Common, Failure, Format, Out};
 
 /// `ct timeouts`: the lifetimes to set; none, show them.
 #[derive(Args, Debug)]
@@ -163,18 +160,18 @@ pub fn list(common: &Common) -> CmdResult {
 
 /// `ct flush`: forget every connection.
 pub fn flush(common: &Common) -> CmdResult {
-    let maps = open_maps_for_writing(common)?;
-    let n = maps
-        .conntrack
-        .clear()
-        .map_err(|e| Failure::failed("flush the tracked connections", e))?;
-    let mut out = Out::new(common);
-    report_change(
-        &mut out,
-        &[format!(
-            "forgot {n} tracked connections (their replies are dropped unless a rule allows them)"
-        )],
-        |_| Ok(()),
+    crate::change(
+        common,
+        |maps| {
+            let n = maps
+                .conntrack
+                .clear()
+                .map_err(|e| Failure::failed("flush the tracked connections", e))?;
+            Ok(vec![format!(
+                "forgot {n} tracked connections (their replies are dropped unless a rule allows them)"
+            )])
+        },
+        |_, _| Ok(()),
     )
 }
 
@@ -238,25 +235,29 @@ pub fn timeouts(common: &Common, args: &TimeoutArgs) -> CmdResult {
         out.flush()?;
         return Ok(());
     }
-    let maps = open_maps_for_writing(common)?;
-    let current = maps
-        .config
-        .ct_timeouts()
-        .map_err(|e| Failure::failed("read the connection lifetimes", e))?;
-    let new = args.apply(current);
-    maps.config
-        .set_ct_timeouts(new)
-        .map_err(|e| Failure::failed("set the connection lifetimes", e))?;
-    let note = if new == current {
-        "connection lifetimes unchanged".to_owned()
-    } else {
-        "connection lifetimes set (connections take them as they are next refreshed)".to_owned()
-    };
-    let mut out = Out::new(common);
-    report_change(&mut out, &[note], |out| {
-        if !common.quiet || out.format() == Format::Json {
-            print_timeouts(out, new)?;
-        }
-        Ok(())
-    })
+    let new = std::cell::Cell::new(CtTimeouts::DEFAULT);
+    crate::change(
+        common,
+        |maps| {
+            let current = maps
+                .config
+                .ct_timeouts()
+                .map_err(|e| Failure::failed("read the connection lifetimes", e))?;
+            new.set(args.apply(current));
+            maps.config
+                .set_ct_timeouts(new.get())
+                .map_err(|e| Failure::failed("set the connection lifetimes", e))?;
+            Ok(vec![if new.get() == current {
+                "connection lifetimes unchanged".to_owned()
+            } else {
+                "connection lifetimes set (connections take them as they are next refreshed)".to_owned()
+            }])
+        },
+        |_, out| {
+            if !common.quiet || out.format() == Format::Json {
+                print_timeouts(out, new.get())?;
+            }
+            Ok(())
+        },
+    )
 }

@@ -14,7 +14,10 @@
 //! - 4: refused, nothing was changed: --pin-dir serves another network
 //!   namespace (its interface records name other interfaces; `reattach`);
 //! - 5: refused, nothing was changed: the address is an endpoint the node
-//!   agent manages (a hand entry would fight it).
+//!   agent manages (a hand entry would fight it);
+//! - 6: a read-only command found some of the maps gone from a directory
+//!   where the others are pinned (removed by hand); it names them and
+//!   creates nothing.
 
 use std::fmt::Display;
 use std::io;
@@ -32,6 +35,8 @@ pub const EXIT_UNREPORTED: u8 = 3;
 pub const EXIT_OTHER_NETNS: u8 = 4;
 /// The address is the node agent's; nothing was changed.
 pub const EXIT_AGENT: u8 = 5;
+/// A read-only command found maps missing beside others; nothing created.
+pub const EXIT_MISSING: u8 = 6;
 
 /// The exit status paragraph both binaries end their `--help` with.
 #[macro_export]
@@ -45,7 +50,9 @@ macro_rules! exit_status_help {
             bad line in an apply file, unusable --pin-dir)\n  \
          3  the change was made, but printing what was done failed (e.g. stdout full)\n  \
          4  refused, nothing was changed: --pin-dir serves another network namespace (reattach)\n  \
-         5  refused, nothing was changed: the address is an endpoint the node agent manages"
+         5  refused, nothing was changed: the address is an endpoint the node agent manages\n  \
+         6  a command that only reads found maps missing beside the others (removed by hand?);\n     \
+            it names them and creates nothing"
     };
 }
 
@@ -62,6 +69,8 @@ pub enum Failure {
     OtherNetns(String),
     /// The address is the node agent's; nothing was changed (exit 5).
     Agent(String),
+    /// A read-only command found maps missing; nothing was created (exit 6).
+    Missing(String),
     /// Whoever read our stdout went away (`| head`): not worth an error.
     StdoutClosed,
 }
@@ -82,11 +91,13 @@ impl Failure {
             }
             _ => String::new(),
         };
-        let message = format!("failed to {action}: {error}{hint}");
         match error {
-            ebpfcni::Error::BadPinDir { .. } => Failure::Usage(message),
-            ebpfcni::Error::OtherNetns { .. } => Failure::OtherNetns(message),
-            _ => Failure::Runtime(message),
+            // The error names the directory and what is wrong with it:
+            // once is enough (the name may be 300 bytes long).
+            ebpfcni::Error::BadPinDir { .. } => Failure::Usage(error.to_string()),
+            ebpfcni::Error::MapsMissing { .. } => Failure::Missing(format!("failed to {action}: {error}")),
+            ebpfcni::Error::OtherNetns { .. } => Failure::OtherNetns(format!("failed to {action}: {error}")),
+            _ => Failure::Runtime(format!("failed to {action}: {error}{hint}")),
         }
     }
 }
@@ -100,7 +111,8 @@ impl Failure {
             | Failure::Runtime(m)
             | Failure::Unreported(m)
             | Failure::OtherNetns(m)
-            | Failure::Agent(m) => Failure::Unreported(format!("the change was made, but {m}")),
+            | Failure::Agent(m)
+            | Failure::Missing(m) => Failure::Unreported(format!("the change was made, but {m}")),
             Failure::StdoutClosed => Failure::StdoutClosed,
         }
     }
@@ -128,7 +140,16 @@ pub fn finish(bin: &str, result: CmdResult) -> ExitCode {
         Err(Failure::Unreported(m)) => (EXIT_UNREPORTED, m),
         Err(Failure::OtherNetns(m)) => (EXIT_OTHER_NETNS, m),
         Err(Failure::Agent(m)) => (EXIT_AGENT, m),
+        Err(Failure::Missing(m)) => (EXIT_MISSING, m),
     };
-    eprintln!("{bin}: error: {message}");
+    say(format_args!("{bin}: error: {message}"));
     ExitCode::from(code)
+}
+
+/// Writes one line on stderr. A stderr that cannot be written (full,
+/// closed) is not a reason to fail, nor to panic as `eprintln!` does: the
+/// exit code still says how the command ended.
+pub fn say(line: impl Display) {
+    use std::io::Write;
+    let _ = writeln!(io::stderr().lock(), "{line}");
 }

@@ -177,7 +177,9 @@ fn watch(
     }
     if let (Some(_), Stored::Valid(level)) = (level, previous) {
         if let Err(e) = maps.config.set_event_level(level) {
-            eprintln!("policyctl graph: could not restore the event level {level}: {e}");
+            crate::say(format_args!(
+                "policyctl graph: could not restore the event level {level}: {e}"
+            ));
         }
     }
     result.map(|()| flows)

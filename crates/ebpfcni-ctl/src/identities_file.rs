@@ -13,19 +13,34 @@ use ebpfcni::{parse_endpoint_ip, parse_prefix, Identity, IdentityAddr};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use crate::rules_file::{content_lines, FileError};
+use crate::rules_file::{content_lines, without_repeats, FileError, Place};
 
-pub fn parse_identities(text: &str) -> Result<Vec<(IdentityAddr, Identity)>, FileError> {
-    if text.trim_start().starts_with('[') {
+/// The identities of a file, each address once: an address (or prefix)
+/// given two identities is refused with both places named; one listed
+/// twice alike is taken once. Returns them and how many were repeats.
+pub fn parse_identities(text: &str) -> Result<(Vec<(IdentityAddr, Identity)>, usize), FileError> {
+    let placed: Vec<(Place, IdentityAddr, Identity)> = if text.trim_start().starts_with('[') {
         let entries: Vec<JsonEntry> = serde_json::from_str(text).map_err(|e| FileError {
             line: e.line(),
             message: format!("invalid JSON identity list: {e}"),
         })?;
-        return Ok(entries.into_iter().map(|e| e.0).collect());
-    }
-    content_lines(text)
-        .map(|(line, content)| parse_line(content).map_err(|message| FileError { line, message }))
-        .collect()
+        entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, JsonEntry((addr, id)))| (Place::Entry(i + 1), addr, id))
+            .collect()
+    } else {
+        content_lines(text)
+            .map(|(line, content)| {
+                parse_line(content)
+                    .map(|(addr, id)| (Place::Line(line), addr, id))
+                    .map_err(|message| FileError { line, message })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    without_repeats(placed, |addr, a, b| {
+        format!("{addr} is given two identities, {a} and {b}")
+    })
 }
 
 /// "10.13.0.2 100" or "10.255.0.0/16 2".
@@ -95,6 +110,9 @@ impl<'de> Visitor<'de> for EntryVisitor {
                             .map_err(de::Error::custom)?,
                     );
                 }
+                "identity" if raw_id.is_some() => {
+                    return Err(de::Error::custom("the field \"identity\" is given twice"))
+                }
                 "identity" => raw_id = Some(map.next_value::<u64>()?),
                 "invalid" => invalid = Some(map.next_value()?),
                 other => return Err(de::Error::unknown_field(other, FIELDS)),
@@ -127,7 +145,7 @@ mod tests {
     fn text_takes_addresses_and_prefixes_with_comments() {
         let text = "# pods\n10.13.0.2 100\n\n10.255.0.0/16\t2   # the resolvers\n0.0.0.0/0 9\n";
         assert_eq!(
-            parse_identities(text).unwrap(),
+            parse_identities(text).unwrap().0,
             [
                 (IdentityAddr::Ip("10.13.0.2".parse().unwrap()), id(100)),
                 (IdentityAddr::Cidr("10.255.0.0/16".parse().unwrap()), id(2)),
@@ -143,6 +161,11 @@ mod tests {
             ("10.0.0.0/33 2\n", 1, "length 33"),
             ("10.13.0.2\n", 1, "expected \"ADDRESS IDENTITY\""),
             ("10.13.0.2 0\n", 1, "invalid identity"),
+            (
+                "10.13.0.2 1\n10.13.0.3 1\n10.13.0.2 2\n",
+                0,
+                "10.13.0.2 is given two identities, 1 and 2 (line 1 and line 3)",
+            ),
         ] {
             let err = parse_identities(text).unwrap_err();
             assert_eq!(err.line, line, "{text:?}: {err}");
@@ -154,7 +177,7 @@ mod tests {
     fn json_round_trips_list_output_and_refuses_other_shapes() {
         let text = r#"[{"ip": "10.13.0.2", "identity": 100},
                        {"cidr": "10.255.0.0/16", "identity": 2}]"#;
-        assert_eq!(parse_identities(text).unwrap().len(), 2);
+        assert_eq!(parse_identities(text).unwrap().0.len(), 2);
         for (bad, why) in [
             (r#"[["10.13.0.2", 1]]"#, "expected an object"),
             (
@@ -162,6 +185,14 @@ mod tests {
                 "not both",
             ),
             (r#"[{"identity": 1}]"#, "missing \"ip\" or \"cidr\""),
+            (
+                r#"[{"ip": "10.13.0.2", "identity": 1, "identity": 2}]"#,
+                "given twice",
+            ),
+            (
+                r#"[{"ip": "10.13.0.2", "identity": 1}, {"ip": "10.13.0.2", "identity": 2}]"#,
+                "(entry 1 of the list and entry 2 of the list)",
+            ),
             (
                 r#"[{"ip": "10.13.0.2", "identity": 0, "invalid": "identity 0"}]"#,
                 "listed as invalid",

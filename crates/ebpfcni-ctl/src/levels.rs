@@ -4,27 +4,15 @@
 //! overwritten by the next set.
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
-use ebpfcni::{EventLevel, RateLimit, Stored, TraceLevel};
+use ebpfcni::{ConfigMap, EventLevel, Maps, RateLimit, Stored, TraceLevel};
 use serde::Serialize;
 
-use crate::{
-    open_maps_for_reading, open_maps_for_writing, report_change, CmdResult, Common, Failure, Format, Out,
-};
+use crate::{open_maps_for_reading, CmdResult, Common, Failure, Format, Out};
 
 #[derive(Serialize)]
 struct RateLimitJson {
     rate: u32,
     burst: u32,
-}
-
-#[derive(Serialize)]
-struct EventsJson {
-    event_level: String,
-}
-
-#[derive(Serialize)]
-struct TraceJson {
-    trace_level: String,
 }
 
 pub fn trace_level_parser() -> impl TypedValueParser<Value = TraceLevel> {
@@ -50,107 +38,97 @@ pub fn event_level_parser() -> impl TypedValueParser<Value = EventLevel> {
     PossibleValuesParser::new(values).map(|name| name.parse::<EventLevel>().expect("a listed level"))
 }
 
-/// The trace level, "invalid (N)" for a value this build does not know.
-fn level_name(level: Stored<TraceLevel, u32>) -> String {
-    match level {
-        Stored::Valid(level) => level.name().to_owned(),
-        Stored::Invalid { raw, .. } => format!("invalid ({raw}, traces as all)"),
+/// A level of the datapath's config (trace, events): shown and set alike.
+pub trait Level: Copy + PartialEq + std::fmt::Display + 'static {
+    /// "trace level", "event level".
+    const WHAT: &'static str;
+    /// How the datapath treats a value this build does not know.
+    const INVALID: &'static str;
+    fn name(self) -> &'static str;
+    fn read(config: &ConfigMap) -> ebpfcni::Result<Stored<Self, u32>>;
+    fn write(config: &ConfigMap, level: Self) -> ebpfcni::Result<()>;
+}
+
+impl Level for TraceLevel {
+    const WHAT: &'static str = "trace level";
+    const INVALID: &'static str = "traces as all";
+    fn name(self) -> &'static str {
+        TraceLevel::name(self)
+    }
+    fn read(config: &ConfigMap) -> ebpfcni::Result<Stored<Self, u32>> {
+        config.trace_level()
+    }
+    fn write(config: &ConfigMap, level: Self) -> ebpfcni::Result<()> {
+        config.set_trace_level(level)
     }
 }
 
-pub fn show_trace_level(common: &Common) -> CmdResult {
+impl Level for EventLevel {
+    const WHAT: &'static str = "event level";
+    const INVALID: &'static str = "reports as all";
+    fn name(self) -> &'static str {
+        EventLevel::name(self)
+    }
+    fn read(config: &ConfigMap) -> ebpfcni::Result<Stored<Self, u32>> {
+        config.event_level()
+    }
+    fn write(config: &ConfigMap, level: Self) -> ebpfcni::Result<()> {
+        config.set_event_level(level)
+    }
+}
+
+/// The level's name, "invalid (N, ...)" for a value this build does not know.
+fn level_name<L: Level>(level: Stored<L, u32>) -> String {
+    match level {
+        Stored::Valid(level) => level.name().to_owned(),
+        Stored::Invalid { raw, .. } => format!("invalid ({raw}, {})", L::INVALID),
+    }
+}
+
+/// `{"trace_level": "drops"}`, `{"event_level": "all"}`.
+fn level_json<L: Level>(name: String) -> serde_json::Value {
+    serde_json::json!({ L::WHAT.replace(' ', "_"): name })
+}
+
+fn read_level<L: Level>(maps: &Maps) -> Result<Stored<L, u32>, Failure> {
+    L::read(&maps.config).map_err(|e| Failure::failed(format_args!("read the {}", L::WHAT), e))
+}
+
+/// `policyctl trace`, `policyctl events`: the current level.
+pub fn show_level<L: Level>(common: &Common) -> CmdResult {
     let maps = open_maps_for_reading(common)?;
-    let current = maps
-        .config
-        .trace_level()
-        .map_err(|e| Failure::failed("read the trace level", e))?;
+    let current = level_name(read_level::<L>(&maps)?);
     let mut out = Out::new(common);
     match out.format() {
-        Format::Table | Format::Prometheus => {
-            out.note(format_args!("trace level: {}", level_name(current)))?
-        }
-        Format::Json => out.json(&TraceJson {
-            trace_level: level_name(current),
-        })?,
+        Format::Json => out.json(&level_json::<L>(current))?,
+        Format::Table | Format::Prometheus => out.note(format_args!("{}: {current}", L::WHAT))?,
     }
     out.flush()?;
     Ok(())
 }
 
-/// Sets the level; a current value that is invalid is overwritten.
-pub fn set_trace_level(common: &Common, level: TraceLevel) -> CmdResult {
-    let maps = open_maps_for_writing(common)?;
-    let current = maps
-        .config
-        .trace_level()
-        .map_err(|e| Failure::failed("read the trace level", e))?;
-    maps.config
-        .set_trace_level(level)
-        .map_err(|e| Failure::failed(format_args!("set the trace level to {level}"), e))?;
-    let note = if current == Stored::Valid(level) {
-        format!("trace level: {level} (unchanged)")
-    } else {
-        format!("trace level: {} -> {level}", level_name(current))
-    };
-    let mut out = Out::new(common);
-    report_change(&mut out, &[note], |out| {
-        if out.format() == Format::Json {
-            out.json(&TraceJson {
-                trace_level: level.name().to_owned(),
-            })?;
-        }
-        Ok(())
-    })
-}
-
-/// The event level, "invalid (N)" for a value this build does not know.
-fn event_level_name(level: Stored<EventLevel, u32>) -> String {
-    match level {
-        Stored::Valid(level) => level.name().to_owned(),
-        Stored::Invalid { raw, .. } => format!("invalid ({raw}, reports as all)"),
-    }
-}
-
-pub fn show_event_level(common: &Common) -> CmdResult {
-    let maps = open_maps_for_reading(common)?;
-    let current = maps
-        .config
-        .event_level()
-        .map_err(|e| Failure::failed("read the event level", e))?;
-    let mut out = Out::new(common);
-    match out.format() {
-        Format::Json => out.json(&EventsJson {
-            event_level: event_level_name(current),
-        })?,
-        _ => out.note(format_args!("event level: {}", event_level_name(current)))?,
-    }
-    out.flush()?;
-    Ok(())
-}
-
-pub fn set_event_level(common: &Common, level: EventLevel) -> CmdResult {
-    let maps = open_maps_for_writing(common)?;
-    let current = maps
-        .config
-        .event_level()
-        .map_err(|e| Failure::failed("read the event level", e))?;
-    maps.config
-        .set_event_level(level)
-        .map_err(|e| Failure::failed(format_args!("set the event level to {level}"), e))?;
-    let note = if current == Stored::Valid(level) {
-        format!("event level: {level} (unchanged)")
-    } else {
-        format!("event level: {} -> {level}", event_level_name(current))
-    };
-    let mut out = Out::new(common);
-    report_change(&mut out, &[note], |out| {
-        if out.format() == Format::Json {
-            out.json(&EventsJson {
-                event_level: level.name().to_owned(),
-            })?;
-        }
-        Ok(())
-    })
+/// `policyctl trace LEVEL`, `policyctl events LEVEL`: sets it (a current
+/// value that is invalid is overwritten).
+pub fn set_level<L: Level>(common: &Common, level: L) -> CmdResult {
+    crate::change(
+        common,
+        |maps| {
+            let current = read_level::<L>(maps)?;
+            L::write(&maps.config, level)
+                .map_err(|e| Failure::failed(format_args!("set the {} to {level}", L::WHAT), e))?;
+            Ok(vec![if current == Stored::Valid(level) {
+                format!("{}: {level} (unchanged)", L::WHAT)
+            } else {
+                format!("{}: {} -> {level}", L::WHAT, level_name(current))
+            }])
+        },
+        |_, out| {
+            if out.format() == Format::Json {
+                out.json(&level_json::<L>(level.name().to_owned()))?;
+            }
+            Ok(())
+        },
+    )
 }
 
 fn print_rate_limit(out: &mut Out, limit: RateLimit) -> CmdResult {
@@ -182,19 +160,25 @@ pub fn show_rate_limit(common: &Common) -> CmdResult {
 /// Sets what is given; a new rate without a burst keeps bursts as large as
 /// the rate.
 pub fn set_rate_limit(common: &Common, rate: Option<u32>, burst: Option<u32>) -> CmdResult {
-    let maps = open_maps_for_writing(common)?;
-    let current = maps
-        .config
-        .rate_limit()
-        .map_err(|e| Failure::failed("read the rate limit", e))?;
-    let rate = rate.unwrap_or(current.rate);
-    let new = RateLimit {
-        rate,
-        burst: burst.unwrap_or(rate),
-    };
-    maps.config
-        .set_rate_limit(new)
-        .map_err(|e| Failure::failed("set the rate limit", e))?;
-    let mut out = Out::new(common);
-    report_change(&mut out, &[], |out| print_rate_limit(out, new))
+    let new = std::cell::Cell::new(None);
+    crate::change(
+        common,
+        |maps| {
+            let current = maps
+                .config
+                .rate_limit()
+                .map_err(|e| Failure::failed("read the rate limit", e))?;
+            let rate = rate.unwrap_or(current.rate);
+            let limit = RateLimit {
+                rate,
+                burst: burst.unwrap_or(rate),
+            };
+            maps.config
+                .set_rate_limit(limit)
+                .map_err(|e| Failure::failed("set the rate limit", e))?;
+            new.set(Some(limit));
+            Ok(Vec::new())
+        },
+        |_, out| print_rate_limit(out, new.get().expect("set before it is reported")),
+    )
 }

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory};
 
-pub use exit::{finish, CmdResult, Failure, EXIT_FAILURE, EXIT_UNREPORTED, EXIT_USAGE};
+pub use exit::{finish, say, CmdResult, Failure, EXIT_FAILURE, EXIT_MISSING, EXIT_UNREPORTED, EXIT_USAGE};
 pub use output::{Format, IdentityRow, IdentityState, Out, PolicyUsage, Reverse, RuleRow, View};
 pub use rules_file::parse_rules;
 
@@ -61,34 +61,78 @@ pub struct Common {
 /// EBPFCNI_DEBUG=1 (the error a command ends with says what failed).
 pub fn init() {
     if std::env::var_os("EBPFCNI_DEBUG").is_some_and(|v| v == "1") {
-        ebpfcni::set_libbpf_log(Some(|msg| eprintln!("libbpf: {msg}")));
+        ebpfcni::set_libbpf_log(Some(|msg| crate::say(format_args!("libbpf: {msg}"))));
     } else {
         ebpfcni::set_libbpf_log(None);
     }
 }
 
+/// The maps, opened for a change, and the pin directory's lock, held until
+/// the command ends: changes from several processes are made one after the
+/// other, each checked against what the one before left.
+pub struct Writing {
+    maps: ebpfcni::Maps,
+    _lock: ebpfcni::bpffs::PinDirLock,
+}
+
+impl std::ops::Deref for Writing {
+    type Target = ebpfcni::Maps;
+
+    fn deref(&self) -> &ebpfcni::Maps {
+        &self.maps
+    }
+}
+
 /// Opens the maps pinned under `--pin-dir` for a command that writes,
 /// creating them when missing so that policy can be loaded before the first
-/// pod exists.
-pub fn open_maps_for_writing(common: &Common) -> Result<ebpfcni::Maps, Failure> {
-    ebpfcni::Maps::open_or_create(&common.pin_dir).map_err(|e| {
-        Failure::failed(
-            format_args!("open the maps under {}", common.pin_dir.display()),
-            e,
-        )
-    })
+/// pod exists, and takes the pin directory's lock.
+pub fn open_maps_for_writing(common: &Common) -> Result<Writing, Failure> {
+    let action = || format!("open the maps under {}", common.pin_dir.display());
+    let maps = ebpfcni::Maps::open_or_create(&common.pin_dir).map_err(|e| Failure::failed(action(), e))?;
+    let lock = maps.lock().map_err(|e| Failure::failed(action(), e))?;
+    say_recovered(&maps);
+    Ok(Writing { maps, _lock: lock })
+}
+
+/// Says on stderr when opening the maps undid a change that was killed
+/// part way (the old state is back).
+fn say_recovered(maps: &ebpfcni::Maps) {
+    if let ebpfcni::Recovered::RolledBack(n) = maps.recovered() {
+        say(format_args!(
+            "note: a change to the maps under {} was interrupted before it was complete; it was undone \
+             ({n} entries put back), so they hold what they held before it",
+            maps.pin_dir().display()
+        ));
+    }
 }
 
 /// Opens the maps for a command that only reads: when nothing is pinned
 /// under `--pin-dir` it says so (exit 1) and creates nothing, so that a
 /// mistyped directory does not look like empty maps.
 pub fn open_maps_for_reading(common: &Common) -> Result<ebpfcni::Maps, Failure> {
-    ebpfcni::Maps::open_for_reading(&common.pin_dir).map_err(|e| {
+    let maps = ebpfcni::Maps::open_for_reading(&common.pin_dir).map_err(|e| {
         Failure::failed(
             format_args!("open the maps under {}", common.pin_dir.display()),
             e,
         )
-    })
+    })?;
+    say_recovered(&maps);
+    Ok(maps)
+}
+
+/// Opens the maps for writing (the pin directory's lock held), makes a
+/// change with `make` (which returns what it did, one note a line), then
+/// reports the notes and what `state` prints (exit 3 when that fails: the
+/// change stands). Every command that changes something goes through here.
+pub fn change(
+    common: &Common,
+    make: impl FnOnce(&ebpfcni::Maps) -> Result<Vec<String>, Failure>,
+    state: impl FnOnce(&ebpfcni::Maps, &mut Out) -> CmdResult,
+) -> CmdResult {
+    let maps = open_maps_for_writing(common)?;
+    let notes = make(&maps)?;
+    let mut out = Out::new(common);
+    report_change(&mut out, &notes, |out| state(&maps, out))
 }
 
 /// Reports a change that was made: prints `notes` (one-line accounts of

@@ -1,25 +1,17 @@
 //! policyctl's rule commands: allow, deny, flush, apply and list, each
 //! reporting what it did in words and then the rules.
 
-use std::collections::HashSet;
-
 use ebpfcni::{Maps, Rule, RuleChange, Selector};
 
-use crate::{
-    open_maps_for_reading, open_maps_for_writing, report_change, CmdResult, Common, Failure, Out,
-    PolicyUsage, View,
-};
+use crate::{open_maps_for_reading, CmdResult, Common, Failure, Out, PolicyUsage, View};
 
 /// Opens the maps, makes a change with `make` (which returns what it did,
 /// one note a line), then reports it and the rules (exit 3 when that
 /// fails: the change stands).
 pub fn change(common: &Common, make: impl FnOnce(&Maps) -> Result<Vec<String>, Failure>) -> CmdResult {
-    let maps = open_maps_for_writing(common)?;
-    let notes = make(&maps)?;
-    let mut out = Out::new(common);
-    report_change(&mut out, &notes, |out| {
+    crate::change(common, make, |maps, out| {
         let rules = maps.rules().map_err(|e| Failure::failed("list rules", e))?;
-        out.policy(&rules, usage(&maps)?, View::State)?;
+        out.policy(&rules, usage(maps)?, View::State)?;
         Ok(())
     })
 }
@@ -85,29 +77,28 @@ pub fn flush(maps: &Maps) -> Result<Vec<String>, Failure> {
     Ok(vec![format!("removed {n} rules")])
 }
 
-pub fn apply(maps: &Maps, rules: &[Rule], source: &str) -> Result<Vec<String>, Failure> {
+/// Allows `rules` (each once: [`crate::parse_rules`] took out `repeats`
+/// lines that listed a rule again) and says what was written.
+pub fn apply(maps: &Maps, rules: &[Rule], repeats: usize, source: &str) -> Result<Vec<String>, Failure> {
     let changes = maps
         .allow(rules)
         .map_err(|e| Failure::failed(format_args!("apply {} rules from {source}", rules.len()), e))?;
-    let distinct: HashSet<&Rule> = rules.iter().collect();
-    let repeated = match rules.len() - distinct.len() {
+    let repeated = match repeats {
         0 => String::new(),
         n => format!(" ({n} listed more than once)"),
     };
-    // A rule listed twice shows up twice in `changes`, the second time as
-    // already allowed: count each rule once, by its first change.
-    let mut seen = HashSet::new();
-    let first: Vec<&RuleChange> = changes.iter().filter(|c| seen.insert(c.rule)).collect();
-    let new = first.iter().filter(|c| c.before.is_none()).count();
-    let already = first.iter().filter(|c| c.before == Some(c.rule.stateful)).count();
-    let changed = first.len() - new - already;
-    let changed = match changed {
+    let new = changes.iter().filter(|c| c.before.is_none()).count();
+    let already = changes
+        .iter()
+        .filter(|c| c.before == Some(c.rule.stateful))
+        .count();
+    let changed = match changes.len() - new - already {
         0 => String::new(),
         n => format!(", {n} changed (stateful or not)"),
     };
     Ok(vec![format!(
         "applied {} rules from {source}{repeated}: {new} new, {already} already allowed{changed}",
-        rules.len()
+        rules.len() + repeats
     )])
 }
 

@@ -15,9 +15,69 @@ pub struct FileError {
 }
 
 impl Display for FileError {
+    /// "line N: ..."; a message that names its places itself (line 0: two
+    /// entries that contradict each other) stands alone.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}", self.line, self.message)
+        match self.line {
+            0 => f.write_str(&self.message),
+            line => write!(f, "line {line}: {}", self.message),
+        }
     }
+}
+
+/// Where an entry of an apply file is: a text line, or the n-th element
+/// of a JSON list (both from 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    Line(usize),
+    Entry(usize),
+}
+
+impl Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Place::Line(n) => write!(f, "line {n}"),
+            Place::Entry(n) => write!(f, "entry {n} of the list"),
+        }
+    }
+}
+
+/// Refuses an apply file in which two entries give one key (an address, a
+/// rule's pair and selector) different values (an identity, stateful or
+/// not): which was meant is not for us to guess, so both are named and
+/// nothing is written. Exact repeats are fine. Returns the entries, each
+/// key once (its first place), and how many were repeats.
+pub fn without_repeats<K, V>(
+    entries: Vec<(Place, K, V)>,
+    conflict: impl Fn(&K, &V, &V) -> String,
+) -> Result<(Vec<(K, V)>, usize), FileError>
+where
+    K: std::hash::Hash + Eq + Clone,
+    V: PartialEq,
+{
+    let mut first: std::collections::HashMap<K, (Place, usize)> = std::collections::HashMap::new();
+    let mut kept: Vec<(K, V)> = Vec::with_capacity(entries.len());
+    let mut repeats = 0;
+    for (place, key, value) in entries {
+        match first.get(&key) {
+            Some(&(_, i)) if kept[i].1 == value => repeats += 1,
+            Some(&(was, i)) => {
+                // The message names both places itself.
+                return Err(FileError {
+                    line: 0,
+                    message: format!(
+                        "{} ({was} and {place}): say which is meant",
+                        conflict(&key, &kept[i].1, &value)
+                    ),
+                });
+            }
+            None => {
+                first.insert(key.clone(), (place, kept.len()));
+                kept.push((key, value));
+            }
+        }
+    }
+    Ok((kept, repeats))
 }
 
 /// The lines of a text apply file that hold something: (1-based number,
@@ -38,14 +98,46 @@ pub fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
 /// - JSON (starts with `[`): what `policyctl list -o json` prints,
 ///   `[{"src": 1, "dst": 2, "port": "8080/tcp", "stateful": true}, ...]`
 ///   (its `reverse` fields are ignored).
-pub fn parse_rules(text: &str) -> Result<Vec<Rule>, FileError> {
-    if text.trim_start().starts_with('[') {
-        parse_json_rules(text)
+///
+/// A rule listed twice with the same selector, once stateful and once not,
+/// is refused with both places named; a rule listed twice alike is taken
+/// once. Returns the rules and how many lines were such repeats.
+pub fn parse_rules(text: &str) -> Result<(Vec<Rule>, usize), FileError> {
+    let placed: Vec<(Place, Rule)> = if text.trim_start().starts_with('[') {
+        parse_json_rules(text)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, rule)| (Place::Entry(i + 1), rule))
+            .collect()
     } else {
         content_lines(text)
-            .map(|(line, content)| parse_rule_line(content).map_err(|message| FileError { line, message }))
-            .collect()
-    }
+            .map(|(line, content)| {
+                parse_rule_line(content)
+                    .map(|rule| (Place::Line(line), rule))
+                    .map_err(|message| FileError { line, message })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let keyed = placed
+        .into_iter()
+        .map(|(place, rule)| (place, (rule.pair, rule.selector), rule.stateful))
+        .collect();
+    let (kept, repeats) = without_repeats(keyed, |&(pair, selector), _, _| {
+        let what = match selector {
+            Selector::Any => pair.to_string(),
+            s => format!("{pair} {s}"),
+        };
+        format!("the rule {what} is listed both stateful and not")
+    })?;
+    let rules = kept
+        .into_iter()
+        .map(|((pair, selector), stateful)| Rule {
+            pair,
+            selector,
+            stateful,
+        })
+        .collect();
+    Ok((rules, repeats))
 }
 
 /// The parts of a rule, as any format gives them.
@@ -85,10 +177,18 @@ fn parse_rule_line(content: &str) -> Result<Rule, String> {
     let mut parts = Parts::default();
     let mut positional = 0;
     let id = |s: &str| s.parse::<Identity>().map_err(|e| e.to_string());
+    // Each identity once: `src=31 32 33` names three sources, not one.
+    let once = |slot: &mut Option<Identity>, which: &str, value: Identity| match slot.replace(value) {
+        Some(was) => Err(format!(
+            "the {which} identity is given twice ({was} and {value}) in {}",
+            ebpfcni::quote_input(content)
+        )),
+        None => Ok(()),
+    };
     for field in content.split_whitespace() {
         match field.split_once('=') {
-            Some(("src", v)) => parts.src = Some(id(v)?),
-            Some(("dst", v)) => parts.dst = Some(id(v)?),
+            Some(("src", v)) => once(&mut parts.src, "source", id(v)?)?,
+            Some(("dst", v)) => once(&mut parts.dst, "destination", id(v)?)?,
             Some(("port", v)) => parts.set_selector(Selector::parse_ports(v)?)?,
             Some(("proto", v)) => parts.set_selector(parse_proto(v)?)?,
             Some((name, _)) => {
@@ -99,11 +199,11 @@ fn parse_rule_line(content: &str) -> Result<Rule, String> {
             }
             None if field == "stateful" => parts.stateful = true,
             None if positional == 0 => {
-                parts.src = Some(id(field)?);
+                once(&mut parts.src, "source", id(field)?)?;
                 positional += 1;
             }
             None if positional == 1 => {
-                parts.dst = Some(id(field)?);
+                once(&mut parts.dst, "destination", id(field)?)?;
                 positional += 1;
             }
             None => {
@@ -157,6 +257,9 @@ impl<'de> Visitor<'de> for RuleVisitor {
         while let Some(key) = map.next_key::<String>()? {
             if key != "invalid" && !FIELDS.contains(&key.as_str()) {
                 return Err(de::Error::unknown_field(&key, FIELDS));
+            }
+            if fields.iter().any(|(k, _)| *k == key) {
+                return Err(de::Error::custom(format!("the field \"{key}\" is given twice")));
             }
             fields.push((key, map.next_value()?));
         }
@@ -223,7 +326,7 @@ mod tests {
     #[test]
     fn text_rules_allow_comments_and_blank_lines() {
         let text = "# web may reach db\n100 200\n\n  200\t100  # replies\n";
-        assert_eq!(parse_rules(text).unwrap(), [rule(100, 200), rule(200, 100)]);
+        assert_eq!(parse_rules(text).unwrap().0, [rule(100, 200), rule(200, 100)]);
     }
 
     #[test]
@@ -243,7 +346,7 @@ mod tests {
     fn json_rules_round_trip_list_output() {
         let text = r#"[{"src": 1, "dst": 2, "reverse": false},
                        {"src": 2, "dst": 3}]"#;
-        assert_eq!(parse_rules(text).unwrap(), [rule(1, 2), rule(2, 3)]);
+        assert_eq!(parse_rules(text).unwrap().0, [rule(1, 2), rule(2, 3)]);
     }
 
     #[test]
@@ -283,7 +386,7 @@ mod tests {
         let id = |n| Identity::new(n).unwrap();
         let pair = PolicyRule::new(id(1001), id(1002));
         let text = "1001 1002 port=8080 stateful\nsrc=1001 dst=1002 proto=icmp\n1001 1002 port=53/udp\n1001 1002 port=8000-8080/tcp\n";
-        let rules = parse_rules(text).unwrap();
+        let rules = parse_rules(text).unwrap().0;
         assert_eq!(
             rules,
             [
@@ -324,8 +427,11 @@ mod tests {
         let json = r#"[{"src": 1001, "dst": 1002, "port": "8080/tcp", "stateful": true},
                        {"src": 1001, "dst": 1002, "proto": "icmp", "reverse": false},
                        {"src": 1001, "dst": 1002, "proto": 132}]"#;
-        let rules = parse_rules(json).unwrap();
-        assert_eq!(rules[0], parse_rules("1001 1002 port=8080 stateful").unwrap()[0]);
+        let rules = parse_rules(json).unwrap().0;
+        assert_eq!(
+            rules[0],
+            parse_rules("1001 1002 port=8080 stateful").unwrap().0[0]
+        );
         assert_eq!(rules[2].selector, Selector::Protocol(Protocol(132)));
     }
 
@@ -339,9 +445,32 @@ mod tests {
             ("1 2 port=80 proto=udp", "not both"),
             ("1 2 port=90-80", "is empty"),
             ("1 2 colour=red", "unknown field"),
+            ("src=31 32 33", "source identity is given twice (31 and 32)"),
+            ("1 2 dst=3", "destination identity is given twice (2 and 3)"),
+            (r#"[{"src": 1, "dst": 2, "dst": 3}]"#, "\"dst\" is given twice"),
         ] {
             let err = parse_rules(text).unwrap_err();
             assert!(err.message.contains(why), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn contradicting_repeats_are_refused_with_both_places_and_exact_ones_taken_once() {
+        let err = parse_rules("# x\n51 52\n1 2\n51 52 stateful\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the rule 51 -> 52 is listed both stateful and not (line 2 and line 4): say which is meant"
+        );
+        let err = parse_rules(
+            r#"[{"src": 1, "dst": 2, "port": "80"}, {"src": 1, "dst": 2, "port": "80", "stateful": true}]"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("entry 1 of the list and entry 2 of the list"),
+            "{err}"
+        );
+        let (rules, repeats) = parse_rules("1 2\n1 2 port=80\n1 2\n").unwrap();
+        assert_eq!((rules.len(), repeats), (2, 1));
     }
 }

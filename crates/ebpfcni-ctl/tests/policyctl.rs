@@ -440,12 +440,16 @@ fn bad_input_exits_2_names_the_value_and_changes_nothing() {
 }
 
 /// `pins` lists exactly the pinned maps, one path a line, and creates
-/// nothing where there are none.
+/// nothing where there are none (it says so, exit 1).
 #[test]
 fn pins_lists_the_pinned_maps_and_creates_nothing() {
     require_root!();
     let ctl = Ctl::new("pol_pins");
-    assert_eq!(ok(ctl.policyctl(&["pins"])), "", "no maps yet");
+    let err = fails(ctl.policyctl(&["pins"]), 1);
+    assert!(
+        err.contains("nothing of ebpfcni's is pinned in"),
+        "no maps yet: {err}"
+    );
     assert_eq!(
         std::fs::read_dir(ctl.pin.path()).unwrap().count(),
         0,

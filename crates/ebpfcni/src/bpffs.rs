@@ -177,20 +177,61 @@ impl Drop for CreatedDirs {
     }
 }
 
-/// An exclusive lock on a pin directory, held while maps are created so that
-/// concurrent creators end with exactly one pinned map of each kind.
-/// Released on drop.
-pub(crate) struct PinDirLock {
-    _lock: Flock<File>,
+/// An exclusive lock on a pin directory: held while maps are created, so
+/// that concurrent creators end with exactly one pinned map of each kind,
+/// and around every change of the maps' entries, so that concurrent
+/// changes (two overlapping port ranges, a setting of the config) are made
+/// one after the other. It locks the directory itself (its inode), however
+/// its path is written. Released on drop.
+///
+/// A thread that already holds the lock of a directory takes it again at
+/// no cost (a change that creates maps, or sets a flag of the config, on
+/// the way): only the outermost guard releases it.
+pub struct PinDirLock {
+    _lock: Option<Flock<File>>,
+    id: (u64, u64),
+}
+
+thread_local! {
+    /// The pin directories (device, inode) this thread holds locked.
+    static HELD: std::cell::RefCell<Vec<(u64, u64)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl PinDirLock {
-    pub(crate) fn acquire(pin_dir: &Path) -> Result<Self> {
+    /// Waits for the lock of `pin_dir`, which must exist.
+    pub fn acquire(pin_dir: &Path) -> Result<Self> {
+        use std::os::unix::fs::MetadataExt;
         let dir = File::open(pin_dir)
             .map_err(|e| Error::io(format!("open pin directory {}", pin_dir.display()), e))?;
+        let meta = dir
+            .metadata()
+            .map_err(|e| Error::io(format!("stat pin directory {}", pin_dir.display()), e))?;
+        let id = (meta.dev(), meta.ino());
+        if HELD.with_borrow(|held| held.contains(&id)) {
+            return Ok(Self { _lock: None, id });
+        }
         let lock = Flock::lock(dir, FlockArg::LockExclusive)
             .map_err(|(_, e)| Error::errno(format!("lock pin directory {}", pin_dir.display()), e))?;
-        Ok(Self { _lock: lock })
+        HELD.with_borrow_mut(|held| held.push(id));
+        Ok(Self {
+            _lock: Some(lock),
+            id,
+        })
+    }
+}
+
+impl PinDirLock {
+    /// Whether this guard is a nested one: the thread held the lock already.
+    pub fn is_nested(&self) -> bool {
+        self._lock.is_none()
+    }
+}
+
+impl Drop for PinDirLock {
+    fn drop(&mut self) {
+        if self._lock.is_some() {
+            HELD.with_borrow_mut(|held| held.retain(|h| *h != self.id));
+        }
     }
 }
 

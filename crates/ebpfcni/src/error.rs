@@ -4,7 +4,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::object::PinnedMap;
+use crate::pinned::PinnedMap;
 
 /// Result alias used across the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -51,6 +51,18 @@ pub enum Error {
         pin_dir.display()
     )]
     NothingPinned { pin_dir: PathBuf },
+
+    /// Some of the maps are gone from a directory where the others are
+    /// pinned (removed by hand): a read-only command does not create them.
+    #[error(
+        "{} missing in {} (the other maps are pinned there; removed by hand?): a read-only command \
+         creates nothing; any command that writes (or the CNI plugin's next ADD) pins {} afresh, empty",
+        names(missing), pin_dir.display(), if missing.len() == 1 { "it" } else { "them" }
+    )]
+    MapsMissing {
+        pin_dir: PathBuf,
+        missing: Vec<PinnedMap>,
+    },
 
     /// Some of the maps are not pinned (and the caller asked not to create them).
     #[error("maps not pinned: {}", missing.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
@@ -104,6 +116,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+fn names(maps: &[PinnedMap]) -> String {
+    let names: Vec<&str> = maps.iter().map(|m| m.name()).collect();
+    match names.len() {
+        1 => format!("the map {} is", names[0]),
+        _ => format!("the maps {} are", names.join(", ")),
+    }
 }
 
 /// EPERM/EACCES mean "not privileged" only for a caller that is not root;

@@ -164,15 +164,19 @@ impl MonitorLock {
     /// Where the lock files live.
     pub const DIR: &'static str = crate::RUN_DIR;
 
-    fn path_for(pin_dir: &Path) -> PathBuf {
-        let hash = crate::fnv1a(pin_dir.as_os_str().as_encoded_bytes());
-        Path::new(Self::DIR).join(format!("monitor-{hash:016x}.lock"))
+    /// The lock file of the directory itself (its device and inode), so
+    /// that every spelling of its path (`X`, `X/`, `X//`, through a
+    /// symbolic link) names the same lock.
+    fn path_for(pin_dir: &Path) -> Result<PathBuf> {
+        let meta =
+            std::fs::metadata(pin_dir).map_err(|e| Error::io(format!("stat {}", pin_dir.display()), e))?;
+        Ok(Path::new(Self::DIR).join(format!("monitor-{:x}-{:x}.lock", meta.dev(), meta.ino())))
     }
 
     /// Takes the lock, or says who holds it ([`Error::Busy`]).
     pub fn acquire(pin_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(Self::DIR).map_err(|e| Error::io(format!("create {}", Self::DIR), e))?;
-        let path = Self::path_for(pin_dir);
+        let path = Self::path_for(pin_dir)?;
         loop {
             let file = File::options()
                 .read(true)

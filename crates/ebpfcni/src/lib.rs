@@ -16,9 +16,13 @@
 //!   shared by the CNI plugin and the CLIs; [`PodAttachment`] is the CNI
 //!   attachment a host veth's alias records.
 //!
-//! Imports run one way: `maps` and `program` use `loader`, which uses
-//! `migrate`, `object`, `bpffs` and the generated `skel`; nothing lower
-//! imports anything higher.
+//! Imports run one way, from the bottom up: `pinned` (the maps' names),
+//! `error`; `bpffs`, `run_dir`, `identity`; `skel` and `object` (the
+//! compiled object); `migrate`; `loader`; `maps` (inside it, `rule` below
+//! `policy` and `ports`, one map each, below `rules`, which spans both;
+//! `journal` below every change); `program`; then `tc`, `events` and
+//! `reattach`; `netns`, `attachments`, `local_maps` and `netlink` beside them. Nothing
+//! lower imports anything higher.
 
 mod attachments;
 pub mod bpffs;
@@ -32,6 +36,7 @@ mod migrate;
 pub mod netlink;
 mod netns;
 pub mod object;
+mod pinned;
 mod program;
 mod reattach;
 mod run_dir;
@@ -82,9 +87,10 @@ pub use identity::{
 pub use local_maps::LocalMap;
 pub use maps::{
     drop_reason_name, drop_reasons, ConfigMap, Connection, ConntrackMap, CtState, CtTimeouts, Datagram,
-    DropCounters, EndpointMap, EventLevel, FragmentMap, IdentityAddr, IdentitySource, InterfaceMap, Maps,
-    NotifyCounters, NotifyCounts, PolicyIndex, PolicyMap, PortPolicyMap, PrefixMap, Protocol, RateLimit,
-    RawRule, Rule, RuleChange, Selector, Stored, StoredIdentity, StoredRule, TraceLevel, INTERFACE_ADDRS,
+    DropCounters, EndpointMap, EventLevel, FragmentMap, IdentityAddr, IdentityChange, IdentitySource,
+    InterfaceMap, Maps, NotifyCounters, NotifyCounts, PolicyIndex, PolicyMap, PortPolicyMap, PrefixMap,
+    Protocol, RateLimit, RawRule, Recovered, Rule, RuleChange, Selector, Stored, StoredIdentity, StoredRule,
+    TraceLevel, INTERFACE_ADDRS,
 };
 pub use netns::{bind_netns, check_netns, netns_binding, NetnsId};
 pub use object::PinnedMap;

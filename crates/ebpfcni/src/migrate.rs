@@ -28,6 +28,18 @@ fn set_aside_path(map: PinnedMap, pin_dir: &Path) -> PathBuf {
     pin_dir.join(format!("{}_old", map.name()))
 }
 
+/// Whether the maps pinned under `pin_dir` are an older release's set that
+/// loading completes: a pin of an older layout, or one set aside by an
+/// interrupted migration.
+pub(crate) fn is_upgrade(pin_dir: &Path) -> bool {
+    PinnedMap::ALL.into_iter().any(|map| {
+        set_aside_path(map, pin_dir).exists()
+            || (!map.older_layouts().is_empty()
+                && MapHandle::from_pinned_path(map.path(pin_dir))
+                    .is_ok_and(|pinned| map.older_layouts().contains(&MapSpec::of(&pinned))))
+    })
+}
+
 /// Renames every pin of an older layout out of the way; returns the maps
 /// whose entries are waiting in a set-aside pin (this call's, and any left
 /// by an interrupted migration).

@@ -9,7 +9,7 @@
 //! neither.
 
 use std::mem::MaybeUninit;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use libbpf_rs::skel::SkelBuilder;
@@ -19,71 +19,11 @@ use crate::bpffs;
 use crate::error::{Error, Result};
 use crate::skel::{types, EbpfcniSkelBuilder, OpenEbpfcniMaps, OpenEbpfcniSkel};
 
-/// A map the program shares with userspace through the pin directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PinnedMap {
-    /// IPv4 address -> security identity.
-    Endpoints,
-    /// (source identity, destination identity) -> allow.
-    Policy,
-    /// Run-time settings read on every packet (the trace level).
-    Config,
-    /// Dropped packets per reason, per CPU.
-    DropCounters,
-    /// IPv4 prefix -> identity (CIDR identities), for addresses that are
-    /// not endpoints.
-    Prefixes,
-    /// Host veth ifindex -> the pod addresses behind it (source trust),
-    /// written by the CNI plugin.
-    Interfaces,
-    /// Port and protocol rules (an LPM trie).
-    PortPolicy,
-    /// Tracked connections of stateful rules (an LRU hash).
-    Conntrack,
-    /// The verdicts of fragmented datagrams' first fragments, for their
-    /// later fragments (an LRU hash).
-    Fragments,
-    /// Flow events (a ring buffer), read by `policyctl monitor`.
-    EventRing,
-    /// The rate limits of events and trace lines, and what they let
-    /// through or held back, per CPU.
-    NotifyState,
-}
+pub use crate::pinned::PinnedMap;
 
+/// What of a pinned map depends on the compiled object: its capacity, its
+/// older layouts, its place in the opened object.
 impl PinnedMap {
-    /// Every pinned map, in the order [`crate::Maps::ids`] reports them.
-    pub const ALL: [PinnedMap; 11] = [
-        PinnedMap::Endpoints,
-        PinnedMap::Policy,
-        PinnedMap::Config,
-        PinnedMap::DropCounters,
-        PinnedMap::Prefixes,
-        PinnedMap::Interfaces,
-        PinnedMap::PortPolicy,
-        PinnedMap::Conntrack,
-        PinnedMap::Fragments,
-        PinnedMap::EventRing,
-        PinnedMap::NotifyState,
-    ];
-
-    /// The pin's file name under a pin directory; also the map's name in
-    /// the kernel (`bpftool map show`).
-    pub const fn name(self) -> &'static str {
-        match self {
-            PinnedMap::Endpoints => "endpoint_map",
-            PinnedMap::Policy => "policy_map",
-            PinnedMap::Config => "config_map",
-            PinnedMap::DropCounters => "drop_counters",
-            PinnedMap::Prefixes => "prefix_map",
-            PinnedMap::Interfaces => "interface_map",
-            PinnedMap::PortPolicy => "port_policy_map",
-            PinnedMap::Conntrack => "ct_map",
-            PinnedMap::Fragments => "frag_map",
-            PinnedMap::EventRing => "event_ring",
-            PinnedMap::NotifyState => "notify_state",
-        }
-    }
-
     /// How many entries the map holds in this build (the capacities are
     /// written once, in bpf/include/ebpfcni.h).
     pub fn capacity(self) -> u32 {
@@ -118,11 +58,6 @@ impl PinnedMap {
         }
     }
 
-    /// Where this map is pinned under `pin_dir`.
-    pub fn path(self, pin_dir: &Path) -> PathBuf {
-        pin_dir.join(self.name())
-    }
-
     /// This map in an opened (not yet loaded) object.
     pub(crate) fn in_object<'a, 'obj>(self, maps: &'a mut OpenEbpfcniMaps<'obj>) -> &'a mut OpenMapMut<'obj> {
         match self {
@@ -138,12 +73,6 @@ impl PinnedMap {
             PinnedMap::EventRing => &mut maps.event_ring,
             PinnedMap::NotifyState => &mut maps.notify_state,
         }
-    }
-}
-
-impl std::fmt::Display for PinnedMap {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
     }
 }
 

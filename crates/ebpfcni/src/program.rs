@@ -15,7 +15,6 @@ use crate::loader;
 use crate::maps::Maps;
 use crate::object::PinnedMap;
 use crate::skel::types;
-use crate::tc::AttachMode;
 
 /// Which tc hook of a pod's host veth a program runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -236,17 +235,6 @@ impl Program {
 
     pub fn as_fd(&self, hook: Hook) -> BorrowedFd<'_> {
         self.handle(hook).as_fd()
-    }
-
-    /// Attaches each entry point to its tc hook of `ifindex` in the calling
-    /// thread's network namespace, as clsact filters (see [`crate::tc`]).
-    pub fn attach(&self, ifindex: u32) -> Result<()> {
-        self.attach_as(ifindex, AttachMode::Clsact)
-    }
-
-    /// [`Program::attach`], the way `mode` says.
-    pub fn attach_as(&self, ifindex: u32, mode: AttachMode) -> Result<()> {
-        crate::tc::attach(self, ifindex, mode)
     }
 
     /// Runs the entry point for `hook` once per repeat on `frame` through

@@ -101,6 +101,21 @@ pub enum AttachMode {
     Tcx,
 }
 
+impl Program {
+    /// Attaches each entry point to its tc hook of `ifindex` in the calling
+    /// thread's network namespace, as clsact filters. (Written here, not in
+    /// `program.rs`: attaching is this module's, and it builds on the
+    /// program, not the other way round.)
+    pub fn attach(&self, ifindex: u32) -> Result<()> {
+        self.attach_as(ifindex, AttachMode::Clsact)
+    }
+
+    /// [`Program::attach`], the way `mode` says.
+    pub fn attach_as(&self, ifindex: u32, mode: AttachMode) -> Result<()> {
+        attach(self, ifindex, mode)
+    }
+}
+
 /// Attaches each entry point of `program` to its hook of `ifindex`
 /// (from-pod on ingress, to-pod on egress) as `mode` says: in place of an
 /// ebpfcni program attached the same way, else after the programs there

@@ -31,8 +31,8 @@ use ebpfcni::{Identity, PinnedMap};
 use ebpfcni_testutil::median;
 
 use report::{print_table, report_notifications, report_plan_rules, report_tracking};
-use rows::{rows, tracking_rows, Runs, Table, EVENT_REPEAT, TRACED_REPEAT};
-use setup::{load_object, run_object, Setup};
+use rows::{rows, tracking_rows, Runs, EVENT_REPEAT, TRACED_REPEAT};
+use setup::{load_object, run_object, Setup, Table};
 
 fn env_u32(name: &str, default: u32) -> u32 {
     std::env::var(name).map_or(default, |v| {

@@ -2,7 +2,8 @@
 
 use ebpfcni::{EventLevel, TraceLevel};
 
-use crate::rows::{Runs, Table};
+use crate::rows::Runs;
+use crate::setup::Table;
 
 /// The value of row `name` in column `setup`.
 pub fn cell(table: &Table, medians: &[Vec<Option<f64>>], name: &str, setup: usize) -> f64 {

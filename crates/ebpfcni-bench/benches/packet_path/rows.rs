@@ -1,5 +1,8 @@
 //! What is measured: the rows (a program, a frame, the levels, the
-//! expected verdict) of both tables.
+//! expected verdict) of both tables, and the addresses their frames name.
+//! Below `setup.rs`, which seeds the maps for these rows and runs them.
+
+use std::net::Ipv4Addr;
 
 use ebpfcni::{
     EventLevel, Hook, PolicyRule, Protocol, RateLimit, Rule, Selector, TraceLevel, TC_ACT_OK, TC_ACT_SHOT,
@@ -7,7 +10,6 @@ use ebpfcni::{
 use ebpfcni_testutil::frames::{arp, ipv4_tcp, ipv4_udp, ACK};
 
 use crate::id;
-use crate::setup::{Setup, CLIENT, FORGED, OUTSIDER, RESOLVER, SERVER};
 
 /// The deny row traced at level "drops" writes one trace_pipe line per run
 /// (bpf_printk; what a line costs is this bench's own figure, in
@@ -60,11 +62,18 @@ pub struct Row {
     pub verdict: i32,
 }
 
-/// Rows measured on the same setups (columns).
-pub struct Table {
-    pub setups: Vec<Setup>,
-    pub rows: Vec<Row>,
-}
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 13, 0, 2);
+
+pub const SERVER: Ipv4Addr = Ipv4Addr::new(10, 13, 0, 3);
+
+/// Known to endpoint_map but allowed to talk to nobody.
+pub const OUTSIDER: Ipv4Addr = Ipv4Addr::new(10, 13, 0, 4);
+
+/// Not an endpoint: its identity (7) comes from 10.255.0.0/16.
+pub const RESOLVER: Ipv4Addr = Ipv4Addr::new(10, 255, 7, 53);
+
+/// Not one of the addresses recorded for the test interface.
+pub const FORGED: Ipv4Addr = Ipv4Addr::new(10, 13, 0, 99);
 
 /// `SRC -> DST` on one port of `protocol`.
 pub fn port_rule(src: u32, dst: u32, protocol: Protocol, port: u16, stateful: bool) -> Rule {

@@ -1,6 +1,6 @@
 //! Where it is measured: the program and its maps in a private pin
 //! directory, seeded with the frames' entries (the columns of the tables),
-//! and how one row is run on one setup.
+//! how one row is run on one setup, and the tables (rows on setups).
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
@@ -21,20 +21,7 @@ use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
 use crate::id;
-use crate::rows::{port_rule, Row, Runs, UNTRACKED_PORT};
-
-pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 13, 0, 2);
-
-pub const SERVER: Ipv4Addr = Ipv4Addr::new(10, 13, 0, 3);
-
-/// Known to endpoint_map but allowed to talk to nobody.
-pub const OUTSIDER: Ipv4Addr = Ipv4Addr::new(10, 13, 0, 4);
-
-/// Not an endpoint: its identity (7) comes from 10.255.0.0/16.
-pub const RESOLVER: Ipv4Addr = Ipv4Addr::new(10, 255, 7, 53);
-
-/// Not one of the addresses recorded for the test interface.
-pub const FORGED: Ipv4Addr = Ipv4Addr::new(10, 13, 0, 99);
+use crate::rows::{port_rule, Row, Runs, CLIENT, OUTSIDER, SERVER, UNTRACKED_PORT};
 
 /// Compiles and loads a BPF object of the benches or tests; `pins` gives
 /// the pin path of maps to share.
@@ -62,6 +49,12 @@ pub fn run_object(object: &Object, name: &str, frame: &[u8], repeat: u32, verdic
     let (got, ns) = bpf::test_run(prog.as_fd(), frame, repeat);
     assert_eq!(got, verdict, "{name}: unexpected verdict");
     f64::from(ns)
+}
+
+/// Rows measured on the same setups (columns).
+pub struct Table {
+    pub setups: Vec<Setup>,
+    pub rows: Vec<Row>,
 }
 
 /// This build's program with its maps in a private pin directory, and the

@@ -12,8 +12,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use ebpfcni::{Identity, IdentityAddr, IdentitySource, Maps, Stored, StoredIdentity};
 use ebpfcni_ctl::{
-    agent, args, exit_status_help, input, open_maps_for_reading, open_maps_for_writing, report_change,
-    CmdResult, Common, Failure, Format, IdentityRow, IdentityState, Out, View,
+    agent, args, exit_status_help, input, open_maps_for_reading, CmdResult, Common, Failure, Format,
+    IdentityRow, IdentityState, Out, View,
 };
 use ipnet::Ipv4Net;
 use serde::Serialize;
@@ -176,13 +176,13 @@ fn run(cli: Cli) -> CmdResult {
         }
         Command::Apply { file } => {
             // Read and checked before the maps are opened (which may create them).
-            let entries = input::read_file(&file, ebpfcni_ctl::identities_file::parse_identities)?;
+            let (entries, repeats) = input::read_file(&file, ebpfcni_ctl::identities_file::parse_identities)?;
             let agent = agent::endpoints(common)?;
             for (addr, _) in &entries {
                 refuse_managed(&agent, *addr, &format!("apply {}", input::source_name(&file)))?;
             }
             change(common, &agent, |maps| {
-                apply(maps, &entries, &input::source_name(&file))
+                apply(maps, &entries, repeats, &input::source_name(&file))
             })
         }
         Command::Flush => {
@@ -231,108 +231,126 @@ fn state(maps: &Maps, agent: &BTreeMap<Ipv4Addr, ebpfcni_api::Endpoint>) -> Resu
 }
 
 /// Opens the maps, makes a change with `make` (which returns what it did,
-/// one note a line), then reports it and the state (exit 3 when that
-/// fails: the change stands).
+/// one note a line, and how many tracked connections of changed identities
+/// it ended), then reports it and the state (exit 3 when that fails: the
+/// change stands).
 fn change(
     common: &Common,
     agent: &BTreeMap<Ipv4Addr, ebpfcni_api::Endpoint>,
-    make: impl FnOnce(&Maps) -> Result<Vec<String>, Failure>,
+    make: impl FnOnce(&Maps) -> Result<(Vec<String>, usize), Failure>,
 ) -> CmdResult {
-    let maps = open_maps_for_writing(common)?;
-    let mut notes = make(&maps)?;
-    let ended = maps.after_identity_change().map_err(|e| {
-        Failure::failed(
-            "end the tracked connections of changed identities (the change itself was made; \
-             `policyctl ct flush` ends them all)",
-            e,
-        )
-    })?;
-    if ended > 0 {
-        notes.push(format!("ended {ended} tracked connections of changed identities"));
-    }
-    let mut out = Out::new(common);
-    report_change(&mut out, &notes, |out| {
-        Ok(out.identities(&state(&maps, agent)?, View::State)?)
-    })
+    ebpfcni_ctl::change(
+        common,
+        |maps| {
+            let (mut notes, ended) = make(maps)?;
+            if ended > 0 {
+                notes.push(format!("ended {ended} tracked connections of changed identities"));
+            }
+            Ok(notes)
+        },
+        |maps, out| Ok(out.identities(&state(maps, agent)?, View::State)?),
+    )
 }
 
-fn add(maps: &Maps, addr: IdentityAddr, identity: Identity) -> Result<Vec<String>, Failure> {
-    let previous = match addr {
-        IdentityAddr::Ip(ip) => maps.endpoints.upsert(ip, identity),
-        IdentityAddr::Cidr(net) => maps.prefixes.upsert(net, identity),
-    }
-    .map_err(|e| Failure::failed(format_args!("add {addr}"), e))?;
-    Ok(vec![match previous {
+fn add(maps: &Maps, addr: IdentityAddr, identity: Identity) -> Result<(Vec<String>, usize), Failure> {
+    let (previous, ended) = maps
+        .set_identity(addr, identity)
+        .map_err(|e| Failure::failed(format_args!("add {addr}"), e))?;
+    let note = match previous {
         None => format!("added {addr} with identity {identity}"),
         Some(Stored::Valid(old)) if old == identity => format!("{addr} already had identity {identity}"),
         Some(Stored::Valid(old)) => format!("{addr}: replaced identity {old} with {identity}"),
         Some(Stored::Invalid { raw, .. }) => {
             format!("{addr}: replaced invalid identity {raw} with {identity}")
         }
-    }])
+    };
+    Ok((vec![note], ended))
 }
 
-fn del(maps: &Maps, addr: IdentityAddr) -> Result<Vec<String>, Failure> {
-    let removed = match addr {
-        IdentityAddr::Ip(ip) => maps.endpoints.delete(ip),
-        IdentityAddr::Cidr(net) => maps.prefixes.delete(net),
-    }
-    .map_err(|e| Failure::failed(format_args!("delete {addr}"), e))?;
-    Ok(vec![match removed {
+fn del(maps: &Maps, addr: IdentityAddr) -> Result<(Vec<String>, usize), Failure> {
+    let (removed, ended) = maps
+        .remove_identity(addr)
+        .map_err(|e| Failure::failed(format_args!("delete {addr}"), e))?;
+    let note = match removed {
         Some(Stored::Valid(old)) => format!("deleted {addr} (identity {old})"),
         Some(Stored::Invalid { raw, .. }) => format!("deleted {addr} (invalid identity {raw})"),
         None => format!("{addr} was not present; nothing to delete"),
-    }])
+    };
+    Ok((vec![note], ended))
 }
 
-fn apply(maps: &Maps, entries: &[(IdentityAddr, Identity)], source: &str) -> Result<Vec<String>, Failure> {
-    let new = maps.set_identities(entries).map_err(|e| {
+fn apply(
+    maps: &Maps,
+    entries: &[(IdentityAddr, Identity)],
+    repeats: usize,
+    source: &str,
+) -> Result<(Vec<String>, usize), Failure> {
+    let done = maps.set_identities(entries).map_err(|e| {
         Failure::failed(
             format_args!("apply {} identities from {source}", entries.len()),
             e,
         )
     })?;
-    Ok(vec![format!(
-        "applied {} identities from {source}: {new} new",
-        entries.len()
-    )])
+    let repeated = match repeats {
+        0 => String::new(),
+        n => format!(" ({n} listed more than once)"),
+    };
+    let note = format!(
+        "applied {} identities from {source}{repeated}: {} new",
+        entries.len() + repeats,
+        done.new
+    );
+    Ok((vec![note], done.ended))
 }
 
 /// Removes every endpoint and prefix; with an agent, every hand endpoint
-/// (the agent's stay: they change with their containers).
-fn flush(maps: &Maps, agent: &BTreeMap<Ipv4Addr, ebpfcni_api::Endpoint>) -> Result<Vec<String>, Failure> {
-    let endpoints = if agent.is_empty() {
-        maps.endpoints
-            .clear()
-            .map_err(|e| Failure::failed("flush endpoints", e))?
-    } else {
-        let hand: Vec<Ipv4Addr> = maps
-            .endpoints
-            .list()
-            .map_err(|e| Failure::failed("list endpoints", e))?
-            .into_iter()
-            .map(|(ip, _)| ip)
-            .filter(|ip| !agent.contains_key(ip))
-            .collect();
-        for ip in &hand {
-            maps.endpoints
-                .delete(*ip)
-                .map_err(|e| Failure::failed(format_args!("delete {ip}"), e))?;
-        }
-        hand.len()
-    };
-    let prefixes = maps
+/// and prefix (the agent's endpoints stay: they change with their
+/// containers).
+fn flush(
+    maps: &Maps,
+    agent: &BTreeMap<Ipv4Addr, ebpfcni_api::Endpoint>,
+) -> Result<(Vec<String>, usize), Failure> {
+    if agent.is_empty() {
+        let (endpoints, prefixes, ended) = maps
+            .flush_identities()
+            .map_err(|e| Failure::failed("flush endpoints and prefixes", e))?;
+        return Ok((
+            vec![format!("removed {endpoints} endpoints and {prefixes} prefixes")],
+            ended,
+        ));
+    }
+    let hand: Vec<IdentityAddr> = maps
+        .endpoints
+        .list()
+        .map_err(|e| Failure::failed("list endpoints", e))?
+        .into_iter()
+        .map(|(ip, _)| ip)
+        .filter(|ip| !agent.contains_key(ip))
+        .map(IdentityAddr::Ip)
+        .collect();
+    let prefixes: Vec<IdentityAddr> = maps
         .prefixes
-        .clear()
-        .map_err(|e| Failure::failed("flush prefixes", e))?;
-    let kept = if agent.is_empty() {
-        String::new()
-    } else {
-        format!(" (kept the agent's {} endpoints)", agent.len())
-    };
-    Ok(vec![format!(
-        "removed {endpoints} endpoints and {prefixes} prefixes{kept}"
-    )])
+        .list()
+        .map_err(|e| Failure::failed("list prefixes", e))?
+        .into_iter()
+        .map(|(net, _)| IdentityAddr::Cidr(net))
+        .collect();
+    let mut ended = 0;
+    for addr in hand.iter().chain(&prefixes) {
+        ended += maps
+            .remove_identity(*addr)
+            .map_err(|e| Failure::failed(format_args!("delete {addr}"), e))?
+            .1;
+    }
+    Ok((
+        vec![format!(
+            "removed {} endpoints and {} prefixes (kept the agent's {} endpoints)",
+            hand.len(),
+            prefixes.len(),
+            agent.len()
+        )],
+        ended,
+    ))
 }
 
 /// `get -o json`: the entry's row, and which entry decides.

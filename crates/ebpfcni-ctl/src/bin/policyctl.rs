@@ -359,8 +359,8 @@ fn run(cli: Cli) -> CmdResult {
         Command::Pins => print_pins(&common.pin_dir),
         Command::Reattach => reattach(common),
         Command::List => policy::list(common),
-        Command::Trace { level: None } => levels::show_trace_level(common),
-        Command::Trace { level: Some(level) } => levels::set_trace_level(common, level),
+        Command::Trace { level: None } => levels::show_level::<TraceLevel>(common),
+        Command::Trace { level: Some(level) } => levels::set_level(common, level),
         Command::Allow(args) => policy::change(common, |maps| policy::allow(maps, &args.rules())),
         Command::Deny(args) => policy::change(common, |maps| {
             policy::deny(maps, &args.keys(), args.selector.get())
@@ -368,9 +368,9 @@ fn run(cli: Cli) -> CmdResult {
         Command::Flush => policy::change(common, policy::flush),
         Command::Apply { file } => {
             // Read and checked before the maps are opened (which may create them).
-            let rules = input::read_file(&file, parse_rules)?;
+            let (rules, repeats) = input::read_file(&file, parse_rules)?;
             policy::change(common, |maps| {
-                policy::apply(maps, &rules, &input::source_name(&file))
+                policy::apply(maps, &rules, repeats, &input::source_name(&file))
             })
         }
         Command::Ct(CtCommand::List) => conntrack::list(common),
@@ -379,8 +379,8 @@ fn run(cli: Cli) -> CmdResult {
         Command::Monitor(args) => monitor::monitor(common, &args),
         Command::Stats => stats::stats(common),
         Command::Graph(args) => graph::graph(common, &args),
-        Command::Events { level: None } => levels::show_event_level(common),
-        Command::Events { level: Some(level) } => levels::set_event_level(common, level),
+        Command::Events { level: None } => levels::show_level::<EventLevel>(common),
+        Command::Events { level: Some(level) } => levels::set_level(common, level),
         Command::RateLimit {
             rate: None,
             burst: None,
@@ -391,16 +391,26 @@ fn run(cli: Cli) -> CmdResult {
 
 /// Prints the paths of the pins that exist under `pin_dir`: the maps
 /// (the program's, then those only userspace reads), then the programs (of
-/// any build).
+/// any build). None: says so (exit 1).
 fn print_pins(pin_dir: &std::path::Path) -> CmdResult {
-    let mut out = std::io::stdout().lock();
-    let maps = PinnedMap::ALL.iter().map(|m| m.path(pin_dir));
-    for path in maps.chain(ebpfcni::LocalMap::ALL.iter().map(|m| m.path(pin_dir))) {
-        if path.exists() {
-            writeln!(out, "{}", path.display())?;
-        }
+    ebpfcni::bpffs::check_pin_dir(pin_dir).map_err(|e| Failure::failed("list the pins", e))?;
+    let maps = PinnedMap::ALL
+        .into_iter()
+        .map(|map| map.path(pin_dir))
+        .chain(ebpfcni::LocalMap::ALL.iter().map(|m| m.path(pin_dir)))
+        .filter(|p| p.exists());
+    let programs = ebpfcni::program_pins(pin_dir)
+        .into_iter()
+        .map(|(_, _, path)| path);
+    let pins: Vec<PathBuf> = maps.chain(programs).collect();
+    if pins.is_empty() {
+        return Err(Failure::Runtime(format!(
+            "nothing of ebpfcni's is pinned in {} (check --pin-dir)",
+            pin_dir.display()
+        )));
     }
-    for (_, _, path) in ebpfcni::program_pins(pin_dir) {
+    let mut out = std::io::stdout().lock();
+    for path in pins {
         writeln!(out, "{}", path.display())?;
     }
     out.flush()?;

@@ -178,10 +178,10 @@ fn wait_for_maps(common: &Common, deadline: Option<Instant>) -> Result<Option<Ma
             Ok(maps) => return Ok(Some(maps)),
             Err(ebpfcni::Error::NothingPinned { .. }) => {
                 if !said {
-                    eprintln!(
+                    crate::say(format_args!(
                         "policyctl monitor: waiting for ebpfcni's maps under {} (nothing is pinned there yet)",
                         common.pin_dir.display()
-                    );
+                    ));
                     said = true;
                 }
             }
@@ -229,12 +229,12 @@ pub fn monitor(common: &Common, args: &MonitorArgs) -> CmdResult {
             .map_err(|e| Failure::failed("set the event level", e))?;
     } else {
         match previous {
-            Stored::Valid(EventLevel::Off) => eprintln!(
+            Stored::Valid(EventLevel::Off) => crate::say(format_args!(
                 "policyctl monitor: the event level is off: nothing will show (`policyctl events drops`, or --level)"
-            ),
-            Stored::Valid(EventLevel::Drops) if args.verdict == Some(VerdictFilter::Pass) => eprintln!(
+            )),
+            Stored::Valid(EventLevel::Drops) if args.verdict == Some(VerdictFilter::Pass) => crate::say(format_args!(
                 "policyctl monitor: passes are reported at event level flows (new connections) or all: add --level all"
-            ),
+            )),
             _ => {}
         }
     }
@@ -245,15 +245,17 @@ pub fn monitor(common: &Common, args: &MonitorArgs) -> CmdResult {
             Stored::Invalid { raw, .. } => format!("invalid ({raw})"),
         },
     };
-    eprintln!(
+    crate::say(format_args!(
         "policyctl monitor: watching the flow events of {} (event level {level}); Ctrl-C to stop",
         common.pin_dir.display()
-    );
+    ));
     let result = watch(common, args, &maps, &mut reader, deadline);
     if args.level.is_some() {
         if let Stored::Valid(level) = previous {
             if let Err(e) = maps.config.set_event_level(level) {
-                eprintln!("policyctl monitor: could not restore the event level {level}: {e}");
+                crate::say(format_args!(
+                    "policyctl monitor: could not restore the event level {level}: {e}"
+                ));
             }
         }
     }
@@ -305,20 +307,20 @@ fn watch(
         if last_report.elapsed() >= Duration::from_secs(1) {
             let now = not_written(first, counts()?);
             if now != reported {
-                eprintln!(
+                crate::say(format_args!(
                     "policyctl monitor: {} events not written since the start: {} over the rate limit, {} to a full ring",
                     now.0 + now.1,
                     now.0,
                     now.1
-                );
+                ));
                 reported = now;
             }
             last_report = Instant::now();
         }
     }
     let (limited, lost) = not_written(first, counts()?);
-    eprintln!(
+    crate::say(format_args!(
         "policyctl monitor: {shown} events shown; not written since the start: {limited} over the rate limit, {lost} to a full ring"
-    );
+    ));
     Ok(())
 }

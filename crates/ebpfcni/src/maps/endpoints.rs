@@ -17,7 +17,7 @@ pub struct EndpointMap {
     pub(super) map: MapHandle,
 }
 
-fn key(ip: Ipv4Addr) -> [u8; 4] {
+pub(super) fn key(ip: Ipv4Addr) -> [u8; 4] {
     u32::from(ip).to_ne_bytes()
 }
 
@@ -42,14 +42,6 @@ impl EndpointMap {
                 insert_error(MAP, self.capacity(), needed, e)
             })?;
         Ok(previous)
-    }
-
-    /// Writes `raw` as the identity of `ip`, valid or not: for putting back
-    /// what an undone change overwrote.
-    pub(super) fn write_raw(&self, ip: Ipv4Addr, raw: u32) -> Result<()> {
-        self.map
-            .update(&key(ip), &raw.to_ne_bytes(), MapFlags::ANY)
-            .map_err(|e| Error::bpf(format!("restore {ip} in {MAP}"), e))
     }
 
     /// Sets many identities at once: all of them, or none when the map lacks

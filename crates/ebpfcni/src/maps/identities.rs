@@ -8,7 +8,8 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use super::{Maps, Stored};
+use super::journal::Journal;
+use super::{endpoints, prefixes, Maps, StoredIdentity};
 use crate::error::Result;
 use crate::identity::Identity;
 use crate::object::PinnedMap;
@@ -31,11 +32,37 @@ impl fmt::Display for IdentityAddr {
     }
 }
 
+/// What a change of identities did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IdentityChange {
+    /// Addresses and prefixes that had no entry before.
+    pub new: usize,
+    /// Tracked connections ended because an address's identity changed.
+    pub ended: usize,
+}
+
 impl Maps {
-    /// Sets every identity of `entries`, in endpoint_map and prefix_map:
-    /// all of them, or none when either map lacks room (what was written to
-    /// one map is undone when the other refuses). Returns how many were new.
-    pub fn set_identities(&self, entries: &[(IdentityAddr, Identity)]) -> Result<usize> {
+    /// Records the entries of `addrs` in `journal` before they change.
+    fn record(journal: &mut Journal, addrs: &[IdentityAddr]) -> Result<()> {
+        let ips = addrs.iter().filter_map(|a| match a {
+            IdentityAddr::Ip(ip) => Some(endpoints::key(*ip).to_vec()),
+            IdentityAddr::Cidr(_) => None,
+        });
+        journal.record(PinnedMap::Endpoints, ips)?;
+        let nets = addrs.iter().filter_map(|a| match a {
+            IdentityAddr::Cidr(net) => Some(prefixes::key_bytes(*net)),
+            IdentityAddr::Ip(_) => None,
+        });
+        journal.record(PinnedMap::Prefixes, nets)
+    }
+
+    /// Sets every identity of `entries`, in endpoint_map and prefix_map,
+    /// and ends the tracked connections of addresses whose identity
+    /// changed: all of it, or none when either map lacks room. Killed part
+    /// way, the change is undone by the next opener of the maps
+    /// (`journal.rs`).
+    pub fn set_identities(&self, entries: &[(IdentityAddr, Identity)]) -> Result<IdentityChange> {
+        let mut journal = Journal::begin(self, Maps::after_policy_change)?;
         let mut ips = Vec::new();
         let mut nets = Vec::new();
         for &(addr, id) in entries {
@@ -44,9 +71,8 @@ impl Maps {
                 IdentityAddr::Cidr(net) => nets.push((net, id)),
             }
         }
-        let present_ips: Vec<_> = self.endpoints.list()?;
+        let known_ips: HashSet<Ipv4Addr> = self.endpoints.list()?.into_iter().map(|(ip, _)| ip).collect();
         let present_nets: HashSet<Ipv4Net> = self.prefixes.list()?.into_iter().map(|(n, _)| n).collect();
-        let known_ips: HashSet<Ipv4Addr> = present_ips.iter().map(|(ip, _)| *ip).collect();
         let new_ips: HashSet<Ipv4Addr> = ips
             .iter()
             .map(|(ip, _)| *ip)
@@ -71,27 +97,58 @@ impl Maps {
         ] {
             super::check_room(map, capacity, needed)?;
         }
+        let addrs: Vec<IdentityAddr> = entries.iter().map(|(a, _)| *a).collect();
+        Self::record(&mut journal, &addrs)?;
+        // On an error the journal, dropped, puts back what was written.
         self.endpoints.upsert_batch(&ips)?;
-        if let Err(e) = self.prefixes.upsert_batch(&nets) {
-            self.restore_endpoints(&ips, &present_ips);
-            return Err(e);
-        }
-        Ok(new_ips.len() + new_nets.len())
+        self.prefixes.upsert_batch(&nets)?;
+        let ended = self.after_identity_change()?;
+        journal.commit()?;
+        Ok(IdentityChange {
+            new: new_ips.len() + new_nets.len(),
+            ended,
+        })
     }
 
-    /// Puts the endpoints of `written` back as `before` had them (best
-    /// effort: this undoes a half-applied change that already failed).
-    fn restore_endpoints(
-        &self,
-        written: &[(Ipv4Addr, Identity)],
-        before: &[(Ipv4Addr, Stored<Identity, u32>)],
-    ) {
-        for (ip, _) in written {
-            match before.iter().find(|(b, _)| b == ip) {
-                Some((_, Stored::Valid(id))) => drop(self.endpoints.write_raw(*ip, id.get())),
-                Some((_, Stored::Invalid { raw, .. })) => drop(self.endpoints.write_raw(*ip, *raw)),
-                None => drop(self.endpoints.delete(*ip)),
-            }
-        }
+    /// Sets the identity of one address or prefix and ends the tracked
+    /// connections it had under another. Returns the identity it replaced.
+    pub fn set_identity(&self, addr: IdentityAddr, id: Identity) -> Result<(Option<StoredIdentity>, usize)> {
+        let mut journal = Journal::begin(self, Maps::after_policy_change)?;
+        Self::record(&mut journal, &[addr])?;
+        let previous = match addr {
+            IdentityAddr::Ip(ip) => self.endpoints.upsert(ip, id),
+            IdentityAddr::Cidr(net) => self.prefixes.upsert(net, id),
+        }?;
+        let ended = self.after_identity_change()?;
+        journal.commit()?;
+        Ok((previous, ended))
+    }
+
+    /// Removes one address or prefix and ends its tracked connections.
+    /// Returns the identity it had.
+    pub fn remove_identity(&self, addr: IdentityAddr) -> Result<(Option<StoredIdentity>, usize)> {
+        let mut journal = Journal::begin(self, Maps::after_policy_change)?;
+        Self::record(&mut journal, &[addr])?;
+        let removed = match addr {
+            IdentityAddr::Ip(ip) => self.endpoints.delete(ip),
+            IdentityAddr::Cidr(net) => self.prefixes.delete(net),
+        }?;
+        let ended = self.after_identity_change()?;
+        journal.commit()?;
+        Ok((removed, ended))
+    }
+
+    /// Removes every address and prefix and ends the tracked connections.
+    /// Returns how many endpoints and prefixes there were, and how many
+    /// connections ended.
+    pub fn flush_identities(&self) -> Result<(usize, usize, usize)> {
+        let mut journal = Journal::begin(self, Maps::after_policy_change)?;
+        journal.record_all(PinnedMap::Endpoints)?;
+        journal.record_all(PinnedMap::Prefixes)?;
+        let endpoints = self.endpoints.clear()?;
+        let prefixes = self.prefixes.clear()?;
+        let ended = self.after_identity_change()?;
+        journal.commit()?;
+        Ok((endpoints, prefixes, ended))
     }
 }

@@ -12,20 +12,23 @@ mod endpoints;
 mod fragments;
 mod identities;
 mod interfaces;
+mod journal;
 mod policy;
 mod ports;
 mod prefixes;
+mod rule;
 mod rules;
 
 use std::mem::size_of;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
+use crate::bpffs::PinDirLock;
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::loader;
@@ -37,12 +40,14 @@ pub use counters::{NotifyCounters, NotifyCounts};
 pub use drops::{drop_reason_name, drop_reasons, DropCounters};
 pub use endpoints::EndpointMap;
 pub use fragments::{Datagram, FragmentMap};
-pub use identities::IdentityAddr;
+pub use identities::{IdentityAddr, IdentityChange};
 pub use interfaces::{InterfaceMap, INTERFACE_ADDRS};
+pub use journal::Recovered;
 pub use policy::PolicyMap;
 pub use ports::PortPolicyMap;
 pub use prefixes::PrefixMap;
-pub use rules::{PolicyIndex, Protocol, RawRule, Rule, RuleChange, Selector, StoredRule};
+pub use rule::{Protocol, RawRule, Rule, Selector, StoredRule};
+pub use rules::{PolicyIndex, RuleChange};
 
 /// A map entry as it is stored. `Invalid` is an entry this build never
 /// writes (identity 0, an unknown action or level: written by hand or by a
@@ -106,6 +111,8 @@ pub struct Maps {
     pub counters: NotifyCounters,
     event_ring: MapHandle,
     ids: [u32; PinnedMap::ALL.len()],
+    pin_dir: PathBuf,
+    recovered: Recovered,
 }
 
 impl Maps {
@@ -113,6 +120,8 @@ impl Maps {
     /// that are missing (mounting bpffs if needed). Safe to call from many
     /// processes at once: they end with one map of each kind.
     pub fn open_or_create(pin_dir: &Path) -> Result<Self> {
+        // A directory that can never hold them is named as such first.
+        crate::bpffs::check_pin_dir(pin_dir)?;
         match Self::open(pin_dir) {
             Err(Error::MapsNotPinned { .. } | Error::OlderLayout { .. }) => {
                 // Loading the object creates and pins what is missing and
@@ -125,22 +134,40 @@ impl Maps {
         }
     }
 
-    /// Opens the maps for a command that only reads: like [`Maps::open_or_create`]
-    /// when maps are pinned under `pin_dir` (completing a set pinned by an
-    /// older release keeps every entry), but [`Error::NothingPinned`] when
-    /// none is, so that a mistyped directory creates nothing and does not
-    /// look like an empty map.
+    /// Opens the maps for a command that only reads, creating nothing:
+    /// [`Error::BadPinDir`] for a directory that can never hold them,
+    /// [`Error::NothingPinned`] when none is pinned there (so that a
+    /// mistyped directory does not look like empty maps), and
+    /// [`Error::MapsMissing`] when some are gone (removed by hand). Pins of
+    /// an older release are completed as [`Maps::open_or_create`] does
+    /// (migrating a changed layout with every entry kept, and adding the
+    /// maps that release did not have).
     pub fn open_for_reading(pin_dir: &Path) -> Result<Self> {
+        crate::bpffs::check_pin_dir(pin_dir)?;
         if !PinnedMap::ALL.iter().any(|m| m.path(pin_dir).exists()) {
             return Err(Error::NothingPinned {
                 pin_dir: pin_dir.to_owned(),
             });
         }
-        Self::open_or_create(pin_dir)
+        match Self::open(pin_dir) {
+            Err(Error::OlderLayout { .. }) => Self::open_or_create(pin_dir),
+            Err(Error::MapsNotPinned { .. }) if crate::migrate::is_upgrade(pin_dir) => {
+                Self::open_or_create(pin_dir)
+            }
+            Err(Error::MapsNotPinned { .. }) => Err(Error::MapsMissing {
+                pin_dir: pin_dir.to_owned(),
+                missing: PinnedMap::ALL
+                    .into_iter()
+                    .filter(|m| !m.path(pin_dir).exists())
+                    .collect(),
+            }),
+            other => other,
+        }
     }
 
     /// Opens the maps pinned under `pin_dir` without creating anything.
-    /// [`Error::MapsNotPinned`] when any is missing.
+    /// [`Error::MapsNotPinned`] when any is missing. A change that was
+    /// killed part way is undone first ([`Maps::recovered`] says so).
     pub fn open(pin_dir: &Path) -> Result<Self> {
         let specs = object::specs()?;
         let mut handles = Vec::with_capacity(PinnedMap::ALL.len());
@@ -157,7 +184,7 @@ impl Maps {
         let ids = handles.iter().map(map_id).collect::<Result<Vec<u32>>>()?;
         let mut handles = handles.into_iter();
         let mut next = || handles.next().expect("one handle per pinned map");
-        Ok(Self {
+        Self {
             endpoints: EndpointMap::new(next()),
             policy: PolicyMap::new(next()),
             config: ConfigMap::new(next(), pin_dir),
@@ -170,7 +197,22 @@ impl Maps {
             event_ring: next(),
             counters: NotifyCounters::new(next()),
             ids: ids.try_into().expect("one id per pinned map"),
-        })
+            pin_dir: pin_dir.to_owned(),
+            recovered: Recovered::Nothing,
+        }
+        .recover()
+    }
+
+    /// Undoes a change to these maps that was killed part way (see
+    /// `journal.rs`), before anything reads or writes them.
+    fn recover(mut self) -> Result<Self> {
+        self.recovered = journal::recover(&self, Maps::after_policy_change)?;
+        Ok(self)
+    }
+
+    /// Whether opening the maps undid a change that was killed part way.
+    pub fn recovered(&self) -> Recovered {
+        self.recovered
     }
 
     /// Which entry decides the identity of `ip`, as the program finds it:
@@ -190,6 +232,18 @@ impl Maps {
             .prefixes
             .longest_match(ip)?
             .map(|(net, id)| IdentitySource::Prefix(net, id)))
+    }
+
+    /// The pin directory's lock, which every change of the maps' entries
+    /// holds (see [`PinDirLock`]): concurrent changes are made one after
+    /// the other, each checked against what the one before left.
+    pub fn lock(&self) -> Result<PinDirLock> {
+        PinDirLock::acquire(&self.pin_dir)
+    }
+
+    /// The directory the maps are pinned in, as it was given.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
     }
 
     /// Kernel ids of the maps, in [`PinnedMap::ALL`] order.

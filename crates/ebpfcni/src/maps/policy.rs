@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::rules::{RawRule, StoredRule};
+use super::rule::{RawRule, StoredRule};
 use super::{dump, insert_error, Stored};
 use crate::error::{Error, Result};
 use crate::identity::{Identity, PolicyRule};
@@ -24,6 +24,15 @@ fn key(rule: PolicyRule) -> types::policy_key {
         src_id: rule.src.get(),
         dst_id: rule.dst.get(),
     }
+}
+
+/// The bytes of the key of `src -> dst` (either may be 0).
+pub(super) fn key_bytes(src: u32, dst: u32) -> Vec<u8> {
+    bytemuck::bytes_of(&types::policy_key {
+        src_id: src,
+        dst_id: dst,
+    })
+    .to_vec()
 }
 
 /// The action byte of an allow rule, stateful or not.
@@ -62,7 +71,7 @@ fn pair_from(key: &[u8], value: &[u8]) -> StoredRule {
             problem: "unknown action (allow is 1, allow statefully 3)",
         },
         (Some(src), Some(dst), Some(stateful)) => {
-            Stored::Valid(super::rules::Rule::pair(PolicyRule::new(src, dst), stateful))
+            Stored::Valid(super::rule::Rule::pair(PolicyRule::new(src, dst), stateful))
         }
         _ => Stored::Invalid {
             raw,

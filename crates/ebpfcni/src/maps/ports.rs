@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::policy::{action, stateful_of};
-use super::rules::{overlap, Protocol, RawRule, Rule, Selector, StoredRule, PORTS};
+use super::rule::{overlap, Protocol, RawRule, Rule, Selector, StoredRule, PORTS};
 use super::{insert_error, Stored};
 use crate::error::{Error, Result};
 use crate::identity::{Identity, PolicyRule};
@@ -69,6 +69,14 @@ fn keys(src: u32, dst: u32, selector: Selector) -> Vec<types::ebpfcni_port_key> 
             .map(|(port, fixed)| key(PREFIX_ONE_PORT - 16 + fixed, protocol, port))
             .collect(),
     }
+}
+
+/// The bytes of the keys of a rule's entries.
+pub(super) fn key_bytes(src: u32, dst: u32, selector: Selector) -> Vec<Vec<u8>> {
+    keys(src, dst, selector)
+        .iter()
+        .map(|k| bytemuck::bytes_of(k).to_vec())
+        .collect()
 }
 
 fn value(rule: &Rule) -> types::ebpfcni_port_rule {

@@ -29,6 +29,11 @@ fn key(net: Ipv4Net) -> types::ebpfcni_prefix_key {
     }
 }
 
+/// The bytes of `net`'s key.
+pub(super) fn key_bytes(net: Ipv4Net) -> Vec<u8> {
+    bytemuck::bytes_of(&key(net)).to_vec()
+}
+
 fn net_from(key: &[u8]) -> Ipv4Net {
     let key: types::ebpfcni_prefix_key = bytemuck::pod_read_unaligned(key);
     let addr = Ipv4Addr::from(key.addr.to_ne_bytes());
