@@ -189,6 +189,10 @@ impl Agent {
         check_container_labels(&request.labels).map_err(|e| AgentError::BadRequest(e.to_string()))?;
         let key = key(&request.container_id, &request.ifname);
         let mut state = self.state();
+        // The pin directory's lock, as every writer of the maps holds it:
+        // an operator's `endpointctl add` of this address waits, then finds
+        // it the agent's (or the agent finds the hand entry).
+        let _lock = self.maps.lock().map_err(map_error)?;
         if let Some(existing) = state.endpoints.get(&key) {
             let same = existing.host_ifindex == request.host_ifindex
                 && existing.host_veth == request.host_veth
@@ -456,6 +460,7 @@ impl Agent {
             return Ok(None); // gone, or set up again since
         };
         let mut endpoint = stored;
+        let _lock = self.maps.lock().map_err(map_error)?;
         if let Some(labels) = &labels {
             for (k, v) in labels {
                 if let Err(e) = crate::labels::check_label(k, v).and_then(|()| {
@@ -528,6 +533,7 @@ impl Agent {
         let Some(endpoint) = state.endpoints.get(key).cloned() else {
             return Ok(false);
         };
+        let _lock = self.maps.lock().map_err(map_error)?;
         // Entries first, record (and lease) after: a crash between leaves
         // the record, and the next start removes the endpoint again.
         self.erase_endpoint(&endpoint)?;
@@ -598,6 +604,7 @@ impl Agent {
     /// that are right are not touched).
     pub fn reconcile(&self, alive: impl Fn(&Endpoint) -> bool) -> Result<Reconciled, AgentError> {
         let mut state = self.state();
+        let _lock = self.maps.lock().map_err(map_error)?;
         let mut done = Reconciled::default();
         let keys: Vec<String> = state.endpoints.keys().cloned().collect();
         for key in keys {
