@@ -82,9 +82,10 @@ pub use identity::{
 pub use local_maps::LocalMap;
 pub use maps::{
     drop_reason_name, drop_reasons, ConfigMap, Connection, ConntrackMap, CtState, CtTimeouts, Datagram,
-    DropCounters, EndpointMap, EventLevel, FragmentMap, IdentityAddr, IdentitySource, InterfaceMap, Maps,
-    NotifyCounters, NotifyCounts, PolicyIndex, PolicyMap, PortPolicyMap, PrefixMap, Protocol, RateLimit,
-    RawRule, Rule, RuleChange, Selector, Stored, StoredIdentity, StoredRule, TraceLevel, INTERFACE_ADDRS,
+    DropCounters, EndpointMap, EventLevel, FragmentMap, IdentityAddr, IdentitySource, InterfaceMap,
+    Isolation, LabelIndex, LabelKind, LabelPolicyMap, LabelRule, Maps, NotifyCounters, NotifyCounts,
+    PolicyIndex, PolicyMap, PortPolicyMap, PrefixMap, Protocol, RateLimit, RawRule, Rule, RuleChange,
+    Selector, Stored, StoredIdentity, StoredRule, TraceLevel, INTERFACE_ADDRS,
 };
 pub use netns::{bind_netns, check_netns, netns_binding, NetnsId};
 pub use object::PinnedMap;

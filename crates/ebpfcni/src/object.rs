@@ -45,6 +45,10 @@ pub enum PinnedMap {
     Fragments,
     /// Flow events (a ring buffer), read by `policyctl monitor`.
     EventRing,
+    /// Identities under label policy and their isolation (precedence 8b).
+    LabelIsolation,
+    /// Label policy's per-direction rules (an LPM trie).
+    LabelRules,
     /// The rate limits of events and trace lines, and what they let
     /// through or held back, per CPU.
     NotifyState,
@@ -52,7 +56,7 @@ pub enum PinnedMap {
 
 impl PinnedMap {
     /// Every pinned map, in the order [`crate::Maps::ids`] reports them.
-    pub const ALL: [PinnedMap; 11] = [
+    pub const ALL: [PinnedMap; 13] = [
         PinnedMap::Endpoints,
         PinnedMap::Policy,
         PinnedMap::Config,
@@ -64,6 +68,8 @@ impl PinnedMap {
         PinnedMap::Fragments,
         PinnedMap::EventRing,
         PinnedMap::NotifyState,
+        PinnedMap::LabelIsolation,
+        PinnedMap::LabelRules,
     ];
 
     /// The pin's file name under a pin directory; also the map's name in
@@ -81,6 +87,8 @@ impl PinnedMap {
             PinnedMap::Fragments => "frag_map",
             PinnedMap::EventRing => "event_ring",
             PinnedMap::NotifyState => "notify_state",
+            PinnedMap::LabelIsolation => "label_isolation_map",
+            PinnedMap::LabelRules => "label_rule_map",
         }
     }
 
@@ -137,6 +145,8 @@ impl PinnedMap {
             PinnedMap::Fragments => &mut maps.frag_map,
             PinnedMap::EventRing => &mut maps.event_ring,
             PinnedMap::NotifyState => &mut maps.notify_state,
+            PinnedMap::LabelIsolation => &mut maps.label_isolation_map,
+            PinnedMap::LabelRules => &mut maps.label_rule_map,
         }
     }
 }
