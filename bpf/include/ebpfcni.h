@@ -53,7 +53,23 @@
  *      of ports, then the whole protocol. A packet
  *      without ports (a later fragment not passed by 4a, a protocol
  *      without ports) can only match a whole-protocol rule.
- *   9. A packet allowed by a stateful rule (7 or 8) creates or refreshes its
+ *  8b. Else label policy (the node agent's, compiled from NetworkPolicy and
+ *      CiliumNetworkPolicy; looked up only while config label_policy != 0),
+ *      for identities with an entry in label_isolation_map (identities
+ *      without one are the plan's alone: 7 and 8 decide for them, and a
+ *      pair with one of them is dropped here as no-policy):
+ *      a. a deny rule (label_rule_map, kind EGRESS_DENY for the source,
+ *         INGRESS_DENY for the destination; only while config label_deny
+ *         != 0) drops the packet (policy-denied): deny wins over allow;
+ *      b. a source isolated for egress needs an EGRESS_ALLOW rule of its
+ *         own for the destination, a destination isolated for ingress an
+ *         INGRESS_ALLOW rule for the source (the longest match of the
+ *         subject, peer, kind, protocol and port, as in 8); a side that is
+ *         not isolated allows everything (an endpoint selected by no policy
+ *         is unrestricted). Both sides must allow (policy-isolated names
+ *         the one that did not). What passes is stateful (9): NetworkPolicy
+ *         lets an allowed connection's replies back.
+ *   9. A packet allowed by a stateful rule (7, 8 or 8b) creates or refreshes its
  *      connection's entry (the sender is the opener), so that replies pass
  *      (4b) without a reverse rule; a packet allowed by a stateless rule is
  *      not tracked. Everything allowed passes; a first fragment that passed
@@ -84,6 +100,8 @@ enum ebpfcni_capacity {
 	EBPFCNI_PORT_POLICY_MAP_CAPACITY = 65536, /* entries: a port range takes several */
 	EBPFCNI_CT_MAP_CAPACITY = 131072,         /* connections (LRU: the oldest go) */
 	EBPFCNI_FRAG_MAP_CAPACITY = 8192,         /* fragmented datagrams (LRU: the oldest go) */
+	EBPFCNI_LABEL_ISOLATION_MAP_CAPACITY = 16384, /* identities under label policy */
+	EBPFCNI_LABEL_RULE_MAP_CAPACITY = 65536,  /* entries: a port range takes several */
 	EBPFCNI_EVENT_RING_BYTES = 1 << 20,       /* about 21,000 events */
 };
 
@@ -160,6 +178,50 @@ struct ebpfcni_port_rule {
 	__u16 first_port; /* host byte order; 0 and 0 for a whole-protocol rule */
 	__u16 last_port;
 	__u16 pad2;
+};
+
+/* label_isolation_map: identity (__u32) -> these flags (__u32). An identity
+ * with an entry is under label policy (precedence 8b); MANAGED alone means
+ * selected by no policy: unrestricted. */
+enum ebpfcni_label_flags {
+	EBPFCNI_LABEL_MANAGED = 1,
+	EBPFCNI_LABEL_ISOLATED_INGRESS = 2,
+	EBPFCNI_LABEL_ISOLATED_EGRESS = 4,
+};
+
+/* What a label_rule_map entry says of its subject and peer. */
+enum ebpfcni_label_kind : __u8 {
+	EBPFCNI_LABEL_EGRESS_ALLOW = 1,  /* the subject may send to the peer */
+	EBPFCNI_LABEL_INGRESS_ALLOW = 2, /* the subject may receive from the peer */
+	EBPFCNI_LABEL_EGRESS_DENY = 3,
+	EBPFCNI_LABEL_INGRESS_DENY = 4,
+};
+
+/* label_rule_map key (an LPM trie): subject identity (whose policy), peer
+ * identity, kind, then protocol and destination port as in
+ * ebpfcni_port_key. prefixlen counts the bits that must match:
+ * EBPFCNI_LABEL_PREFIX_ANY for every protocol and port,
+ * EBPFCNI_LABEL_PREFIX_PROTOCOL for every port of one protocol, up to
+ * EBPFCNI_LABEL_PREFIX_ONE_PORT for one port (ranges are blocks between). */
+struct ebpfcni_label_key {
+	__u32 prefixlen;
+	__u32 subject;
+	__u32 peer;
+	enum ebpfcni_label_kind kind;
+	__u8 protocol; /* IPPROTO_* */
+	__be16 dport;  /* network byte order */
+};
+_Static_assert(sizeof(struct ebpfcni_label_key) == 16, "ebpfcni_label_key is 16 bytes");
+#define EBPFCNI_LABEL_PREFIX_ANY 72      /* subject, peer, kind */
+#define EBPFCNI_LABEL_PREFIX_PROTOCOL 80 /* ... and protocol */
+#define EBPFCNI_LABEL_PREFIX_ONE_PORT 96 /* ... and all of dport */
+
+/* label_rule_map value: the policy the entry comes from (the agent's
+ * number for it, for explain and events) and the range as written. */
+struct ebpfcni_label_rule {
+	__u32 policy;
+	__u16 first_port; /* host byte order; 0 and 0: every port */
+	__u16 last_port;
 };
 
 /* ct_map key: a connection, the same for both of its directions: the two
@@ -270,7 +332,12 @@ struct ebpfcni_config {
 	/* Nonzero while port_policy_map holds a rule (policyctl keeps it so):
 	 * only then does the program look port rules up (precedence 8). */
 	__u32 port_rules;
-	__u32 reserved[5]; /* zero */
+	/* Nonzero while label_isolation_map has an entry (the agent keeps it
+	 * so): only then is label policy looked at (precedence 8b); and while
+	 * label_rule_map has a deny rule (8b a). */
+	__u32 label_policy;
+	__u32 label_deny;
+	__u32 reserved[3]; /* zero */
 };
 _Static_assert(sizeof(struct ebpfcni_config) == 64, "ebpfcni_config is 64 bytes");
 
@@ -287,7 +354,9 @@ _Static_assert(sizeof(struct ebpfcni_config) == 64, "ebpfcni_config is 64 bytes"
 	X(INVALID_SOURCE, 5, "invalid-source", "step 3b: the pod sent from an address not its own") \
 	X(UNKNOWN_INTERFACE, 6, "unknown-interface", "step 3a: no record of the pod's addresses")  \
 	X(NO_FLOW, 7, "no-flow", "step 10: a reply of a stateful rule's connection that is not tracked") \
-	X(CT_FULL, 8, "ct-insert-failed", "step 9: the connection could not be tracked")
+	X(CT_FULL, 8, "ct-insert-failed", "step 9: the connection could not be tracked")             \
+	X(ISOLATED, 9, "policy-isolated", "step 8b: a label policy isolates the sender or receiver and none of its rules allows it") \
+	X(POLICY_DENIED, 10, "policy-denied", "step 8b a: a deny rule of a label policy")
 
 /* Sized as a __u32 so it can be a map key. */
 enum ebpfcni_drop_reason {

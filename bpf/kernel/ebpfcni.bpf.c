@@ -30,6 +30,7 @@
 #include "ct.h"
 #include "identity.h"
 #include "policy.h"
+#include "labels.h"
 #include "judged.h"
 #include "verdict.h"
 
@@ -46,6 +47,7 @@ const volatile struct ebpfcni_notify_state ebpfcni_btf_notify_state;
 const volatile enum ebpfcni_ct_timeout ebpfcni_btf_ct_timeout;
 const volatile struct ebpfcni_event ebpfcni_btf_event;
 const volatile enum ebpfcni_default ebpfcni_btf_default;
+const volatile enum ebpfcni_label_flags ebpfcni_btf_label_flags;
 
 /* Step 4b, for a flow whose connection is tracked: a reply (or an ICMP
  * error about it) passes; the opener's packets go on to policy, with the
@@ -128,6 +130,12 @@ static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfc
 	}
 
 	action = ebpfcni_policy_of(flow); /* steps 7, 8 */
+	if (!action && ebpfcni_config()->label_policy) {
+		ret = ebpfcni_label_policy(flow); /* step 8b */
+		if (ret < 0)
+			return ebpfcni_drop(ctx, -ret, flow);
+		action = ret;
+	}
 	if (action == EBPFCNI_POLICY_ALLOW_STATEFUL && tracking) {
 		if (forward) {
 			ebpfcni_ct_track(forward, flow, false, now);

@@ -88,9 +88,9 @@ pub use local_maps::LocalMap;
 pub use maps::{
     drop_reason_name, drop_reasons, ConfigMap, Connection, ConntrackMap, CtState, CtTimeouts, Datagram,
     DropCounters, EndpointMap, EventLevel, FragmentMap, IdentityAddr, IdentityChange, IdentitySource,
-    InterfaceMap, Maps, NotifyCounters, NotifyCounts, PolicyIndex, PolicyMap, PortPolicyMap, PrefixMap,
-    Protocol, RateLimit, RawRule, Recovered, Rule, RuleChange, Selector, Stored, StoredIdentity, StoredRule,
-    TraceLevel, INTERFACE_ADDRS,
+    InterfaceMap, Isolation, LabelIndex, LabelKind, LabelPolicyMap, LabelRule, Maps, NotifyCounters,
+    NotifyCounts, PolicyIndex, PolicyMap, PortPolicyMap, PrefixMap, Protocol, RateLimit, RawRule, Recovered,
+    Rule, RuleChange, Selector, Stored, StoredIdentity, StoredRule, TraceLevel, INTERFACE_ADDRS,
 };
 pub use netns::{bind_netns, check_netns, netns_binding, NetnsId};
 pub use object::PinnedMap;

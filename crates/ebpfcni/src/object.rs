@@ -72,6 +72,8 @@ impl PinnedMap {
             PinnedMap::Fragments => &mut maps.frag_map,
             PinnedMap::EventRing => &mut maps.event_ring,
             PinnedMap::NotifyState => &mut maps.notify_state,
+            PinnedMap::LabelIsolation => &mut maps.label_isolation_map,
+            PinnedMap::LabelRules => &mut maps.label_rule_map,
         }
     }
 }

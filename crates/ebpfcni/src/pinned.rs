@@ -34,11 +34,15 @@ pub enum PinnedMap {
     /// The rate limits of events and trace lines, and what they let
     /// through or held back, per CPU.
     NotifyState,
+    /// Identities under label policy and their isolation (precedence 8b).
+    LabelIsolation,
+    /// Label policy's per-direction rules (an LPM trie).
+    LabelRules,
 }
 
 impl PinnedMap {
     /// Every pinned map, in the order [`crate::Maps::ids`] reports them.
-    pub const ALL: [PinnedMap; 11] = [
+    pub const ALL: [PinnedMap; 13] = [
         PinnedMap::Endpoints,
         PinnedMap::Policy,
         PinnedMap::Config,
@@ -50,6 +54,8 @@ impl PinnedMap {
         PinnedMap::Fragments,
         PinnedMap::EventRing,
         PinnedMap::NotifyState,
+        PinnedMap::LabelIsolation,
+        PinnedMap::LabelRules,
     ];
 
     /// The pin's file name under a pin directory; also the map's name in
@@ -67,6 +73,8 @@ impl PinnedMap {
             PinnedMap::Fragments => "frag_map",
             PinnedMap::EventRing => "event_ring",
             PinnedMap::NotifyState => "notify_state",
+            PinnedMap::LabelIsolation => "label_isolation_map",
+            PinnedMap::LabelRules => "label_rule_map",
         }
     }
 

@@ -35,6 +35,8 @@ const _: () = assert!(size_of::<types::ebpfcni_ct_entry>() == 24);
 const _: () = assert!(size_of::<types::ebpfcni_frag_key>() == 12);
 const _: () = assert!(size_of::<types::ebpfcni_frag_entry>() == 24);
 const _: () = assert!(size_of::<types::ebpfcni_event>() == 40);
+const _: () = assert!(size_of::<types::ebpfcni_label_key>() == 16);
+const _: () = assert!(size_of::<types::ebpfcni_label_rule>() == 8);
 const _: () = assert!(size_of::<types::ebpfcni_notify_state>() == 40);
 
 /// Declares shared types as plain old data: `#[repr(C)]`, no padding (the
@@ -55,6 +57,8 @@ plain_old_data!(
     types::ebpfcni_interface,
     types::ebpfcni_port_key,
     types::ebpfcni_port_rule,
+    types::ebpfcni_label_key,
+    types::ebpfcni_label_rule,
     types::ebpfcni_ct_key,
     types::ebpfcni_ct_entry,
     types::ebpfcni_frag_key,

@@ -289,6 +289,28 @@ impl ConfigMap {
         self.update(|config| config.port_rules = u32::from(on))
     }
 
+    /// Whether the program looks at label policy (some identity is under it).
+    pub fn label_policy(&self) -> Result<bool> {
+        Ok(self.read()?.label_policy != 0)
+    }
+
+    /// Whether the program looks deny rules of label policy up.
+    pub fn label_deny(&self) -> Result<bool> {
+        Ok(self.read()?.label_deny != 0)
+    }
+
+    /// Kept by [`crate::Maps::after_policy_change`]: on while an identity
+    /// is under label policy, and while a deny rule exists.
+    pub(crate) fn set_label_policy(&self, on: bool, deny: bool) -> Result<()> {
+        if self.label_policy()? == on && self.label_deny()? == deny {
+            return Ok(());
+        }
+        self.update(|config| {
+            config.label_policy = u32::from(on);
+            config.label_deny = u32::from(deny);
+        })
+    }
+
     /// The connection lifetimes in effect.
     pub fn ct_timeouts(&self) -> Result<CtTimeouts> {
         Ok(CtTimeouts::from_array(self.read()?.ct_timeout))

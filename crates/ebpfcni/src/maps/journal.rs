@@ -280,7 +280,9 @@ impl Maps {
             PinnedMap::DropCounters
             | PinnedMap::EventRing
             | PinnedMap::NotifyState
-            | PinnedMap::Fragments => {
+            | PinnedMap::Fragments
+            | PinnedMap::LabelIsolation
+            | PinnedMap::LabelRules => {
                 unreachable!("{map} is never part of a recorded change")
             }
         }

@@ -13,6 +13,7 @@ mod fragments;
 mod identities;
 mod interfaces;
 mod journal;
+mod labels;
 mod policy;
 mod ports;
 mod prefixes;
@@ -43,6 +44,7 @@ pub use fragments::{Datagram, FragmentMap};
 pub use identities::{IdentityAddr, IdentityChange};
 pub use interfaces::{InterfaceMap, INTERFACE_ADDRS};
 pub use journal::Recovered;
+pub use labels::{Isolation, LabelIndex, LabelKind, LabelPolicyMap, LabelRule};
 pub use policy::PolicyMap;
 pub use ports::PortPolicyMap;
 pub use prefixes::PrefixMap;
@@ -109,6 +111,7 @@ pub struct Maps {
     pub conntrack: ConntrackMap,
     pub fragments: FragmentMap,
     pub counters: NotifyCounters,
+    pub labels: LabelPolicyMap,
     event_ring: MapHandle,
     ids: [u32; PinnedMap::ALL.len()],
     pin_dir: PathBuf,
@@ -196,6 +199,10 @@ impl Maps {
             fragments: FragmentMap::new(next()),
             event_ring: next(),
             counters: NotifyCounters::new(next()),
+            labels: {
+                let isolation = next();
+                LabelPolicyMap::new(isolation, next())
+            },
             ids: ids.try_into().expect("one id per pinned map"),
             pin_dir: pin_dir.to_owned(),
             recovered: Recovered::Nothing,

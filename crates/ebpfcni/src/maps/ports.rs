@@ -29,7 +29,7 @@ pub struct PortPolicyMap {
 
 /// The aligned blocks of ports that make up `first..=last`: (first port of
 /// the block, number of its high bits that are fixed).
-fn blocks(mut first: u32, last: u32) -> Vec<(u16, u32)> {
+pub(super) fn blocks(mut first: u32, last: u32) -> Vec<(u16, u32)> {
     let mut out = Vec::new();
     while first <= last {
         // The largest power-of-two block aligned at `first` within the range.

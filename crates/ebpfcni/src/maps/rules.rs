@@ -138,7 +138,11 @@ impl Maps {
         // The flags follow the maps, which were written first: a rule is
         // in its map before the program is told to look for it.
         self.config.set_port_rules(!self.ports.is_empty()?)?;
+        // Tracking before label policy: what label policy allows is
+        // stateful, and its replies must find their connection.
         self.config.set_conntrack(index.any_stateful())?;
+        self.config
+            .set_label_policy(index.labels.is_active(), index.labels.has_deny())?;
         self.sweep_connections(&index)?;
         self.forget_fragments()?;
         Ok(())
@@ -190,12 +194,16 @@ impl Maps {
 pub struct PolicyIndex {
     pairs: HashMap<(u32, u32), bool>,
     ports: HashMap<(u32, u32), Vec<Rule>>,
+    /// Label policy (step 8b), read from its maps by [`PolicyIndex::read`].
+    labels: super::labels::LabelIndex,
 }
 
 impl PolicyIndex {
     /// The valid rules of the maps (invalid entries allow nothing).
     pub fn read(maps: &Maps) -> Result<Self> {
-        Ok(Self::of(maps.rules()?.into_iter().filter_map(Stored::valid)))
+        let mut index = Self::of(maps.rules()?.into_iter().filter_map(Stored::valid));
+        index.labels = super::labels::LabelIndex::read(&maps.labels)?;
+        Ok(index)
     }
 
     /// `rules`, as if they were the maps' (a later rule with the selector
@@ -204,6 +212,7 @@ impl PolicyIndex {
         let mut index = Self {
             pairs: HashMap::new(),
             ports: HashMap::new(),
+            labels: Default::default(),
         };
         for rule in rules {
             let key = (rule.pair.src.get(), rule.pair.dst.get());
@@ -220,7 +229,9 @@ impl PolicyIndex {
     }
 
     fn any_stateful(&self) -> bool {
-        self.pairs.values().any(|s| *s) || self.ports.values().flatten().any(|r| r.stateful)
+        self.pairs.values().any(|s| *s)
+            || self.ports.values().flatten().any(|r| r.stateful)
+            || self.labels.is_active()
     }
 
     /// The rule that allows a packet of `protocol` to `dport` (0: none)
@@ -229,14 +240,17 @@ impl PolicyIndex {
         if let Some(stateful) = self.pairs.get(&(src, dst)) {
             return Some(*stateful);
         }
-        let rules = self.ports.get(&(src, dst))?;
         // The longest match: a port range (disjoint within a protocol)
         // before the whole protocol.
-        rules
-            .iter()
-            .filter(|r| r.selector.matches(protocol, dport))
-            .max_by_key(|r| matches!(r.selector, Selector::Ports { .. }))
-            .map(|r| r.stateful)
+        let port_rule = self.ports.get(&(src, dst)).and_then(|rules| {
+            rules
+                .iter()
+                .filter(|r| r.selector.matches(protocol, dport))
+                .max_by_key(|r| matches!(r.selector, Selector::Ports { .. }))
+                .map(|r| r.stateful)
+        });
+        // Step 8b: what label policy allows is stateful.
+        port_rule.or_else(|| (self.labels.allows(src, dst, protocol, dport) == Some(true)).then_some(true))
     }
 
     /// Whether the rules of the reverse pair let every reply of `rule`'s
