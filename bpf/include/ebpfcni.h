@@ -337,7 +337,11 @@ struct ebpfcni_config {
 	 * label_rule_map has a deny rule (8b a). */
 	__u32 label_policy;
 	__u32 label_deny;
-	__u32 reserved[3]; /* zero */
+	/* Not read by the program: bumped by every change the tools make
+	 * through the library's undo record (endpointctl, policyctl), so that
+	 * the node agent knows when entries it did not write may have changed. */
+	__u32 generation;
+	__u32 reserved[2]; /* zero */
 };
 _Static_assert(sizeof(struct ebpfcni_config) == 64, "ebpfcni_config is 64 bytes");
 

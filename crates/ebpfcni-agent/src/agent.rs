@@ -89,6 +89,9 @@ struct State {
     /// Every address of a live endpoint, and whose it is.
     owners: BTreeMap<Ipv4Addr, String>,
     ipam_next: Option<u32>,
+    /// Identities that entries the agent did not write use, as of the
+    /// tools' change generation (config_map) they were read at.
+    foreign: Option<(u32, BTreeSet<u32>)>,
 }
 
 impl State {
@@ -344,7 +347,13 @@ impl Agent {
         if let Some(id) = state.by_labels.get(labels) {
             return Ok(*id);
         }
-        let used = self.identities_in_maps(state)?;
+        let generation = self.maps.config.generation().map_err(map_error)?;
+        if state.foreign.as_ref().is_none_or(|(g, _)| *g != generation) {
+            // The tools changed something since the last look (or this is
+            // the first): read the maps again.
+            state.foreign = Some((generation, self.identities_in_maps(state)?));
+        }
+        let used = &state.foreign.as_ref().expect("just read").1;
         let id = (FIRST_LABEL_IDENTITY..=u32::MAX)
             .find(|id| !state.identities.contains_key(id) && !used.contains(id))
             .ok_or_else(|| AgentError::Exhausted("no identity number left".into()))?;

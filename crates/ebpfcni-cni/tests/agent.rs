@@ -503,3 +503,59 @@ fn hand_entries_and_the_agents_stay_apart() {
     assert!(identity_of(&maps, &ip).is_some());
     node.del(&conf, &pod).ok();
 }
+
+/// The agent never gives a label set a number an operator's entries use:
+/// a hand endpoint's identity, a rule's identities; and it sees hand
+/// entries made while it runs (the tools' changes are counted in
+/// config_map, so it reads the maps again only then).
+#[test]
+fn new_label_sets_skip_the_numbers_hand_entries_use() {
+    require_root!();
+    let node = Node::new("agskip");
+    let dir = tempdir("agskip");
+    let agent = start_agent(&node, dir.path(), "10.13.29.0/24");
+    let ctl = |bin: &str, args: &[&str]| {
+        let out = std::process::Command::new(ebpfcni_testutil::workspace_bin("ebpfcni-ctl", bin))
+            .arg("--pin-dir")
+            .arg(node.pins.path())
+            .arg("--agent")
+            .arg(&agent.socket)
+            .args(args)
+            .output()
+            .expect("run the CLI");
+        assert!(
+            out.status.success(),
+            "{bin} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ctl(
+        "endpointctl",
+        &["add", "--ip", "10.13.29.200", "--identity", "256"],
+    );
+    ctl("policyctl", &["allow", "--src", "257", "--dst", "1"]);
+    let maps = Maps::open(node.pins.path()).unwrap();
+    let pods = std::cell::RefCell::new(Vec::new());
+    let add = |app: &str| -> u32 {
+        let pod = Pod::new(&format!("ags{app}"));
+        let conf = agent_config(&node, &agent, &[("app", app)]);
+        let ip = pod_ip(&node.add(&conf, &pod).ok());
+        pods.borrow_mut().push((pod, conf));
+        identity_of(&maps, &ip).unwrap()
+    };
+    assert_eq!(
+        add("one"),
+        258,
+        "256 (a hand endpoint's) and 257 (a rule's) are skipped"
+    );
+    // A hand entry made while the agent runs.
+    ctl(
+        "endpointctl",
+        &["add", "--ip", "10.13.29.201", "--identity", "259"],
+    );
+    assert_eq!(add("two"), 260, "the hand entry made since is seen");
+    assert_eq!(add("three"), 261);
+    for (pod, conf) in pods.take() {
+        node.del(&conf, &pod).ok();
+    }
+}

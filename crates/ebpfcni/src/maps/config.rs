@@ -289,6 +289,17 @@ impl ConfigMap {
         self.update(|config| config.port_rules = u32::from(on))
     }
 
+    /// Changes the tools made so far (wrapping): equal twice, nothing but
+    /// the agent's own writes happened in between.
+    pub fn generation(&self) -> Result<u32> {
+        Ok(self.read()?.generation)
+    }
+
+    /// Counts one more change (by [`super::journal::Journal::begin`]).
+    pub(crate) fn bump_generation(&self) -> Result<()> {
+        self.update(|config| config.generation = config.generation.wrapping_add(1))
+    }
+
     /// Whether the program looks at label policy (some identity is under it).
     pub fn label_policy(&self) -> Result<bool> {
         Ok(self.read()?.label_policy != 0)

@@ -90,6 +90,7 @@ impl<'m> Journal<'m> {
     /// by the next opener.
     pub(super) fn begin(maps: &'m Maps, settle: Settle) -> Result<Self> {
         let lock = maps.lock()?;
+        maps.config.bump_generation()?;
         Ok(Self {
             maps,
             settle,
