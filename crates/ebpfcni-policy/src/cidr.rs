@@ -61,10 +61,7 @@ impl Ipv4Net {
         // Some except lies strictly inside: split in halves (len < 32 here,
         // since a /32 inside self would cover it).
         let len = self.len + 1;
-        let low = Ipv4Net {
-            addr: self.addr,
-            len,
-        };
+        let low = Ipv4Net { addr: self.addr, len };
         let high = Ipv4Net {
             addr: self.addr | (1u32 << (32 - len)),
             len,

@@ -59,9 +59,7 @@ impl Entry {
             PeerKey::Identity(id) => id == peer_id,
             PeerKey::Cidr(net) => net.contains(peer_ip),
         };
-        peer_ok
-            && self.protocol.is_none_or(|p| p == protocol)
-            && (self.first..=self.last).contains(&port)
+        peer_ok && self.protocol.is_none_or(|p| p == protocol) && (self.first..=self.last).contains(&port)
     }
 }
 
@@ -319,7 +317,9 @@ impl Compiler {
         let info = &self.identities[&id];
         p.rules.iter().any(|r| {
             let named_any = r.direction == Direction::Egress
-                && r.ports.iter().any(|s| matches!(&s.ports, Ports::Named(n) if info.named_ports.contains_key(n)));
+                && r.ports
+                    .iter()
+                    .any(|s| matches!(&s.ports, Ports::Named(n) if info.named_ports.contains_key(n)));
             (r.peers.is_empty() && named_any)
                 || r.peers.iter().any(|peer| match peer {
                     CPeer::Selector(s) => self.sel(*s).selected.contains(&id),
@@ -509,8 +509,7 @@ impl Compiler {
         let up: Vec<Entry> = p.entries.difference(&old_entries).copied().collect();
         let down: Vec<Entry> = old_entries.difference(&p.entries).copied().collect();
         let iso_up: Vec<(u32, Direction)> = p.isolates.difference(&old_isolates).copied().collect();
-        let iso_down: Vec<(u32, Direction)> =
-            old_isolates.difference(&p.isolates).copied().collect();
+        let iso_down: Vec<(u32, Direction)> = old_isolates.difference(&p.isolates).copied().collect();
         for e in up {
             let n = self.entries.entry(e).or_insert(0);
             *n += 1;
@@ -612,13 +611,11 @@ impl Compiler {
                     CPeer::Selector(s) => {
                         let selected = &self.sel(*s).selected;
                         match only_peer {
-                            Some(o) if selected.contains(&o) => {
-                                keys.push((PeerKey::Identity(o), Some(o)))
-                            }
+                            Some(o) if selected.contains(&o) => keys.push((PeerKey::Identity(o), Some(o))),
                             Some(_) => {}
-                            None => keys.extend(
-                                selected.iter().map(|id| (PeerKey::Identity(*id), Some(*id))),
-                            ),
+                            None => {
+                                keys.extend(selected.iter().map(|id| (PeerKey::Identity(*id), Some(*id))))
+                            }
                         }
                     }
                     CPeer::Cidrs(nets) => {
@@ -674,7 +671,9 @@ impl Compiler {
                                 // Resolved against the destination: an
                                 // identity that does not declare it, or a
                                 // CIDR / any peer, gets no entry.
-                                if matches!(peer, PeerKey::Identity(_)) || rule.direction == Direction::Ingress {
+                                if matches!(peer, PeerKey::Identity(_))
+                                    || rule.direction == Direction::Ingress
+                                {
                                     if let Some((proto, n)) = dst_ports.and_then(|np| np.get(name)) {
                                         if spec.protocol.is_none_or(|p| p == *proto) {
                                             push(Some(*proto), *n, *n);
@@ -727,7 +726,11 @@ impl Datapath {
     /// deltas must be exact.
     pub fn apply(&mut self, c: &Changes) {
         for e in &c.added {
-            let fresh = self.entries.entry((e.subject, e.direction)).or_default().insert(*e);
+            let fresh = self
+                .entries
+                .entry((e.subject, e.direction))
+                .or_default()
+                .insert(*e);
             assert!(fresh, "added twice: {e:?}");
         }
         for i in &c.unisolated {
@@ -753,7 +756,15 @@ impl Datapath {
         self.isolated.len()
     }
 
-    fn side(&self, me: u32, dir: Direction, peer_id: u32, peer_ip: Ipv4Addr, protocol: Protocol, port: u16) -> bool {
+    fn side(
+        &self,
+        me: u32,
+        dir: Direction,
+        peer_id: u32,
+        peer_ip: Ipv4Addr,
+        protocol: Protocol,
+        port: u16,
+    ) -> bool {
         if me < reserved::FIRST_LABELS {
             return true;
         }

@@ -19,8 +19,7 @@ use serde_json::Value;
 use crate::cidr::Ipv4Net;
 use crate::model::{Entity, Peer, Policy, PolicyKey, PolicyKind, PortSpec, Ports, Rule};
 use crate::selector::{
-    check_key, check_value, requirement, EndpointSelector, LabelSelector, Namespaces,
-    SelectorError,
+    check_key, check_value, requirement, EndpointSelector, LabelSelector, Namespaces, SelectorError,
 };
 use crate::{Labels, Protocol, DEFAULT_NAMESPACE, POD_NAMESPACE_LABEL};
 
@@ -107,8 +106,8 @@ struct Place {
 }
 
 impl Place {
-    fn error(&self, b: Bad) -> DocumentError {
-        DocumentError {
+    fn error(&self, b: Bad) -> Box<DocumentError> {
+        Box::new(DocumentError {
             document: self.document,
             item: self.item,
             kind: self.kind.clone(),
@@ -116,13 +115,13 @@ impl Place {
             name: self.name.clone(),
             field: b.field,
             message: b.message,
-        }
+        })
     }
 }
 
 /// Parses a YAML stream: all of it, or an error naming the first bad
 /// document and field.
-pub fn parse(text: &str, opts: &ParseOptions) -> Result<Documents, DocumentError> {
+pub fn parse(text: &str, opts: &ParseOptions) -> Result<Documents, Box<DocumentError>> {
     let mut out = Documents::default();
     let mut seen: BTreeMap<(String, String, String), String> = BTreeMap::new();
     for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
@@ -180,7 +179,7 @@ fn one(
     opts: &ParseOptions,
     out: &mut Documents,
     seen: &mut BTreeMap<(String, String, String), String>,
-) -> Result<(), DocumentError> {
+) -> Result<(), Box<DocumentError>> {
     let kind = value.get("kind").and_then(Value::as_str).map(str::to_string);
     place.kind = kind.clone();
     let meta = value.get("metadata");
@@ -212,8 +211,7 @@ fn one(
         "CiliumNetworkPolicy" => {
             check_api_version(&value, "cilium.io/v2").map_err(here)?;
             let cnp: Cnp = typed(&value).map_err(here)?;
-            let policy = cilium_policy(&cnp, place.namespace.as_deref().unwrap_or_default())
-                .map_err(here)?;
+            let policy = cilium_policy(&cnp, place.namespace.as_deref().unwrap_or_default()).map_err(here)?;
             duplicate(seen, &place, &kind)?;
             out.policies.push(policy);
         }
@@ -232,9 +230,7 @@ fn one(
         other => {
             return Err(here(bad(
                 "kind",
-                format!(
-                    "unknown kind {other:?} (NetworkPolicy, CiliumNetworkPolicy, Namespace or List)"
-                ),
+                format!("unknown kind {other:?} (NetworkPolicy, CiliumNetworkPolicy, Namespace or List)"),
             )))
         }
     }
@@ -245,7 +241,7 @@ fn duplicate(
     seen: &mut BTreeMap<(String, String, String), String>,
     place: &Place,
     kind: &str,
-) -> Result<(), DocumentError> {
+) -> Result<(), Box<DocumentError>> {
     let key = (
         kind.to_string(),
         place.namespace.clone().unwrap_or_default(),
@@ -393,7 +389,11 @@ fn np_peers(peers: Option<&[NetworkPolicyPeer]>, ns: &str, at: &str) -> Result<V
                     "ipBlock may not be given with podSelector or namespaceSelector",
                 ));
             }
-            out.push(ip_block(&block.cidr, block.except.as_deref().unwrap_or_default(), &format!("{at}.ipBlock"))?);
+            out.push(ip_block(
+                &block.cidr,
+                block.except.as_deref().unwrap_or_default(),
+                &format!("{at}.ipBlock"),
+            )?);
             continue;
         }
         let pods = match &p.pod_selector {
@@ -404,12 +404,7 @@ fn np_peers(peers: Option<&[NetworkPolicyPeer]>, ns: &str, at: &str) -> Result<V
             Some(s) => Namespaces::Matching(selector(s, &format!("{at}.namespaceSelector"))?),
             // Only a podSelector: pods of the policy's own namespace.
             None if p.pod_selector.is_some() => Namespaces::Named(ns.to_string()),
-            None => {
-                return Err(bad(
-                    at,
-                    "a peer needs podSelector, namespaceSelector or ipBlock",
-                ))
-            }
+            None => return Err(bad(at, "a peer needs podSelector, namespaceSelector or ipBlock")),
         };
         out.push(Peer::Endpoints(EndpointSelector { pods, namespaces }));
     }
@@ -446,15 +441,18 @@ fn port_number(n: i64, field: &str) -> Result<u16, Bad> {
     }
 }
 
-fn np_ports(ports: Option<&[NetworkPolicyPort]>, at: &str, opts: &ParseOptions) -> Result<Vec<PortSpec>, Bad> {
+fn np_ports(
+    ports: Option<&[NetworkPolicyPort]>,
+    at: &str,
+    opts: &ParseOptions,
+) -> Result<Vec<PortSpec>, Bad> {
     let mut out = Vec::new();
     for (i, p) in ports.unwrap_or_default().iter().enumerate() {
         let at = format!("{at}[{i}]");
         let protocol = match p.protocol.as_deref() {
             None => Protocol::Tcp,
-            Some(s) => Protocol::parse(s).ok_or_else(|| {
-                bad(format!("{at}.protocol"), format!("{s:?} is not TCP, UDP or SCTP"))
-            })?,
+            Some(s) => Protocol::parse(s)
+                .ok_or_else(|| bad(format!("{at}.protocol"), format!("{s:?} is not TCP, UDP or SCTP")))?,
         };
         let ports = match (&p.port, p.end_port) {
             (None, None) => Ports::All,
@@ -478,10 +476,16 @@ fn np_ports(ports: Option<&[NetworkPolicyPort]>, at: &str, opts: &ParseOptions) 
             }
             (Some(IntOrString::String(name)), end) => {
                 if end.is_some() {
-                    return Err(bad(format!("{at}.endPort"), "endPort needs a numeric port, not a named one"));
+                    return Err(bad(
+                        format!("{at}.endPort"),
+                        "endPort needs a numeric port, not a named one",
+                    ));
                 }
                 if let Ok(n) = name.parse::<i64>() {
-                    return Err(bad(format!("{at}.port"), format!("{n:?}: a number must not be quoted (or it is a name)")));
+                    return Err(bad(
+                        format!("{at}.port"),
+                        format!("{n:?}: a number must not be quoted (or it is a name)"),
+                    ));
                 }
                 check_port_name(name).map_err(|why| bad(format!("{at}.port"), why))?;
                 if !opts.named_ports_known {
@@ -505,7 +509,9 @@ fn np_ports(ports: Option<&[NetworkPolicyPort]>, at: &str, opts: &ParseOptions) 
 fn check_port_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 15
-        && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
         && name.bytes().any(|c| c.is_ascii_lowercase())
         && !name.starts_with('-')
         && !name.ends_with('-')
@@ -513,7 +519,9 @@ fn check_port_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("{name:?} is not a port name (1 to 15 of [a-z0-9-], a letter, no '--')"))
+        Err(format!(
+            "{name:?} is not a port name (1 to 15 of [a-z0-9-], a letter, no '--')"
+        ))
     }
 }
 
@@ -631,7 +639,10 @@ fn cilium_key(key: &str, at: &str) -> Result<String, Bad> {
         .or_else(|| key.strip_prefix("any:"))
         .unwrap_or(key);
     if plain.contains(':') {
-        return Err(bad(at, format!("label key {key:?}: only k8s: and any: label sources are supported")));
+        return Err(bad(
+            at,
+            format!("label key {key:?}: only k8s: and any: label sources are supported"),
+        ));
     }
     Ok(plain.to_string())
 }
@@ -666,7 +677,10 @@ fn entity(s: &str, at: &str) -> Result<Entity, Bad> {
         "host" => Ok(Entity::Host),
         "cluster" => Ok(Entity::Cluster),
         "all" => Ok(Entity::All),
-        other => Err(bad(at, format!("entity {other:?} is outside the subset (world, host, cluster, all)"))),
+        other => Err(bad(
+            at,
+            format!("entity {other:?} is outside the subset (world, host, cluster, all)"),
+        )),
     }
 }
 
@@ -678,13 +692,21 @@ fn cilium_ports(rules: Option<&[CnpPortRule]>, at: &str) -> Result<Vec<PortSpec>
             let protocol = match p.protocol.as_deref() {
                 None | Some("ANY") => None,
                 Some(s) => Some(Protocol::parse(s).ok_or_else(|| {
-                    bad(format!("{at}.protocol"), format!("{s:?} is not TCP, UDP, SCTP or ANY"))
+                    bad(
+                        format!("{at}.protocol"),
+                        format!("{s:?} is not TCP, UDP, SCTP or ANY"),
+                    )
                 })?),
             };
             let n = match &p.port {
                 StrOrInt::Int(n) => *n,
                 StrOrInt::Str(s) => s.parse::<i64>().map_err(|_| {
-                    bad(format!("{at}.port"), format!("{s:?}: named ports are outside the CiliumNetworkPolicy subset; use a number"))
+                    bad(
+                        format!("{at}.port"),
+                        format!(
+                            "{s:?}: named ports are outside the CiliumNetworkPolicy subset; use a number"
+                        ),
+                    )
                 })?,
             };
             // Cilium: port 0 is every port.
@@ -697,7 +719,10 @@ fn cilium_ports(rules: Option<&[CnpPortRule]>, at: &str) -> Result<Vec<PortSpec>
                     Some(e) => {
                         let last = port_number(e, &format!("{at}.endPort"))?;
                         if last < first {
-                            return Err(bad(format!("{at}.endPort"), format!("endPort {last} is below port {first}")));
+                            return Err(bad(
+                                format!("{at}.endPort"),
+                                format!("endPort {last} is below port {first}"),
+                            ));
                         }
                         last
                     }
@@ -721,13 +746,21 @@ struct CnpPeers<'a> {
 fn cilium_rule(p: CnpPeers<'_>, ports: Option<&[CnpPortRule]>, ns: &str, at: &str) -> Result<Rule, Bad> {
     let mut peers = Vec::new();
     for (i, s) in p.endpoints.unwrap_or_default().iter().enumerate() {
-        peers.push(Peer::Endpoints(cilium_selector(s, ns, &format!("{at}.{}[{i}]", p.names[0]))?));
+        peers.push(Peer::Endpoints(cilium_selector(
+            s,
+            ns,
+            &format!("{at}.{}[{i}]", p.names[0]),
+        )?));
     }
     for (i, c) in p.cidr.unwrap_or_default().iter().enumerate() {
         peers.push(ip_block(c, &[], &format!("{at}.{}[{i}]", p.names[1]))?);
     }
     for (i, c) in p.cidr_set.unwrap_or_default().iter().enumerate() {
-        peers.push(ip_block(&c.cidr, c.except.as_deref().unwrap_or_default(), &format!("{at}.{}[{i}]", p.names[2]))?);
+        peers.push(ip_block(
+            &c.cidr,
+            c.except.as_deref().unwrap_or_default(),
+            &format!("{at}.{}[{i}]", p.names[2]),
+        )?);
     }
     for (i, e) in p.entities.unwrap_or_default().iter().enumerate() {
         peers.push(Peer::Entity(entity(e, &format!("{at}.{}[{i}]", p.names[3]))?));
@@ -737,7 +770,13 @@ fn cilium_rule(p: CnpPeers<'_>, ports: Option<&[CnpPortRule]>, ns: &str, at: &st
     let named_none = peers.is_empty()
         && (p.endpoints.is_some() || p.cidr.is_some() || p.cidr_set.is_some() || p.entities.is_some());
     if named_none {
-        peers.push(Peer::Cidr { cidr: "0.0.0.0/0".parse().expect("cidr"), except: vec!["0.0.0.0/1".parse().expect("cidr"), "128.0.0.0/1".parse().expect("cidr")] });
+        peers.push(Peer::Cidr {
+            cidr: "0.0.0.0/0".parse().expect("cidr"),
+            except: vec![
+                "0.0.0.0/1".parse().expect("cidr"),
+                "128.0.0.0/1".parse().expect("cidr"),
+            ],
+        });
     }
     Ok(Rule {
         peers,
@@ -792,10 +831,21 @@ fn cilium_egress(rules: &[CnpEgress], ns: &str, at: &str) -> Result<Vec<Rule>, B
 
 fn cilium_policy(cnp: &Cnp, ns: &str) -> Result<Policy, Bad> {
     let name = object_name(&cnp.metadata)?;
-    let spec = cnp.spec.as_ref().ok_or_else(|| bad("spec", "missing (specs is outside the subset)"))?;
+    let spec = cnp
+        .spec
+        .as_ref()
+        .ok_or_else(|| bad("spec", "missing (specs is outside the subset)"))?;
     let subject = cilium_selector(&spec.endpoint_selector, ns, "spec.endpointSelector")?;
-    let ingress_deny = cilium_ingress(spec.ingress_deny.as_deref().unwrap_or_default(), ns, "spec.ingressDeny")?;
-    let egress_deny = cilium_egress(spec.egress_deny.as_deref().unwrap_or_default(), ns, "spec.egressDeny")?;
+    let ingress_deny = cilium_ingress(
+        spec.ingress_deny.as_deref().unwrap_or_default(),
+        ns,
+        "spec.ingressDeny",
+    )?;
+    let egress_deny = cilium_egress(
+        spec.egress_deny.as_deref().unwrap_or_default(),
+        ns,
+        "spec.egressDeny",
+    )?;
     let ingress = match &spec.ingress {
         Some(r) => Some(cilium_ingress(r, ns, "spec.ingress")?),
         None if spec.ingress_deny.is_some() => Some(Vec::new()),

@@ -70,7 +70,10 @@ pub enum Entity {
 pub enum Peer {
     Endpoints(EndpointSelector),
     /// An ipBlock: `cidr` without the `except` prefixes.
-    Cidr { cidr: Ipv4Net, except: Vec<Ipv4Net> },
+    Cidr {
+        cidr: Ipv4Net,
+        except: Vec<Ipv4Net>,
+    },
     Entity(Entity),
 }
 
@@ -263,9 +266,7 @@ impl World {
         match (peer, self.addr(ip)) {
             (Peer::Endpoints(sel), Addr::Pod(e)) => self.selects(sel, e),
             (Peer::Endpoints(_), _) => false,
-            (Peer::Cidr { cidr, except }, _) => {
-                cidr.contains(ip) && !except.iter().any(|x| x.contains(ip))
-            }
+            (Peer::Cidr { cidr, except }, _) => cidr.contains(ip) && !except.iter().any(|x| x.contains(ip)),
             (Peer::Entity(Entity::All), _) => true,
             (Peer::Entity(Entity::World), a) => matches!(a, Addr::World),
             (Peer::Entity(Entity::Host), a) => matches!(a, Addr::Host),

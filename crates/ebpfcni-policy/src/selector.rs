@@ -72,19 +72,13 @@ impl LabelSelector {
         let mut out = LabelSelector::default();
         for (k, v) in sel.match_labels.iter().flatten() {
             check_key(k).map_err(|why| SelectorError::new(format!("{field}.matchLabels"), why))?;
-            check_value(v).map_err(|why| {
-                SelectorError::new(format!("{field}.matchLabels.{k}"), why)
-            })?;
+            check_value(v).map_err(|why| SelectorError::new(format!("{field}.matchLabels.{k}"), why))?;
             out.labels.insert(k.clone(), v.clone());
         }
         for (i, e) in sel.match_expressions.iter().flatten().enumerate() {
             let at = format!("{field}.matchExpressions[{i}]");
-            out.requirements.insert(requirement(
-                &e.key,
-                &e.operator,
-                e.values.as_deref(),
-                &at,
-            )?);
+            out.requirements
+                .insert(requirement(&e.key, &e.operator, e.values.as_deref(), &at)?);
         }
         Ok(out)
     }
@@ -154,8 +148,7 @@ fn name_part_ok(s: &str) -> bool {
         && b.len() <= 63
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
@@ -271,7 +264,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -289,8 +285,13 @@ mod tests {
 
     #[test]
     fn bad_expressions_are_refused_naming_the_field() {
-        let e = requirement("app", "Equals", Some(&["x".into()]), "spec.podSelector.matchExpressions[0]")
-            .unwrap_err();
+        let e = requirement(
+            "app",
+            "Equals",
+            Some(&["x".into()]),
+            "spec.podSelector.matchExpressions[0]",
+        )
+        .unwrap_err();
         assert_eq!(e.field, "spec.podSelector.matchExpressions[0].operator");
         let e = requirement("app", "In", None, "s").unwrap_err();
         assert_eq!(e.field, "s.values");
