@@ -24,7 +24,7 @@ use std::net::Ipv4Addr;
 use crate::cidr::Ipv4Net;
 use crate::model::{Entity, NamedPorts, Peer, Policy, PolicyKey, PortSpec, Ports, Rule};
 use crate::selector::{namespace_labels, EndpointSelector};
-use crate::{reserved, Direction, Labels, Protocol};
+use crate::{namespace_of, reserved, Direction, Labels, Protocol};
 
 /// Who is on the other side of an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -195,7 +195,11 @@ impl Compiler {
     }
 
     fn matches(&self, sel: &EndpointSelector, info: &IdentityInfo) -> bool {
-        sel.matches(&info.labels, &|ns| self.ns_labels(ns))
+        if sel.uses_namespace_labels() {
+            sel.matches(&info.labels, &self.ns_labels(namespace_of(&info.labels)))
+        } else {
+            sel.matches(&info.labels, &Labels::new())
+        }
     }
 
     fn sel(&self, id: SelId) -> &CachedSelector {
@@ -253,20 +257,17 @@ impl Compiler {
             changes.merge(self.remove_identity(id));
         }
         // Each selector matched once.
+        let ns_labels = self.ns_labels(namespace_of(&info.labels));
         for slot in self.selectors.iter_mut().flatten() {
-            if slot
-                .selector
-                .matches(&info.labels, &|ns| namespace_labels(ns, self.namespaces.get(ns)))
-            {
+            if slot.selector.matches(&info.labels, &ns_labels) {
                 slot.selected.insert(id);
             }
         }
         self.identities.insert(id, info);
-        let keys: Vec<PolicyKey> = self.policies.keys().cloned().collect();
-        let mut added = Vec::new();
-        let mut isolated = Vec::new();
-        for key in keys {
-            let p = &self.policies[&key];
+        // Matched once against each policy's selectors (no copies of the
+        // policies it does not touch).
+        let mut touched = Vec::new();
+        for (key, p) in &self.policies {
             let mut new: Vec<Entry> = Vec::new();
             let is_subject = self.sel(p.subject).selected.contains(&id);
             if is_subject {
@@ -275,14 +276,18 @@ impl Compiler {
             if self.names_as_peer(p, id) {
                 self.policy_entries(p, None, Some(id), &mut new);
             }
-            let mut iso = Vec::new();
-            if is_subject {
-                for d in [Direction::Ingress, Direction::Egress] {
-                    if isolates(&p.policy, d) {
-                        iso.push((id, d));
-                    }
-                }
+            let iso: Vec<(u32, Direction)> = [Direction::Ingress, Direction::Egress]
+                .into_iter()
+                .filter(|d| is_subject && isolates(&p.policy, *d))
+                .map(|d| (id, d))
+                .collect();
+            if !new.is_empty() || !iso.is_empty() {
+                touched.push((key.clone(), new, iso));
             }
+        }
+        let mut added = Vec::new();
+        let mut isolated = Vec::new();
+        for (key, new, iso) in touched {
             let p = self.policies.get_mut(&key).expect("policy");
             for e in new {
                 if p.entries.insert(e) {

@@ -259,7 +259,11 @@ impl World {
     }
 
     fn selects(&self, sel: &EndpointSelector, e: &Endpoint) -> bool {
-        sel.matches(&e.labels, &|ns| self.namespace_labels(ns))
+        if sel.uses_namespace_labels() {
+            sel.matches(&e.labels, &self.namespace_labels(e.namespace()))
+        } else {
+            sel.matches(&e.labels, &Labels::new())
+        }
     }
 
     fn peer_matches(&self, peer: &Peer, ip: Ipv4Addr) -> bool {

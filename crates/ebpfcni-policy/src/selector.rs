@@ -212,13 +212,13 @@ pub struct EndpointSelector {
 }
 
 impl EndpointSelector {
-    /// Whether an endpoint with these labels matches, its namespace's labels
-    /// given by `namespace_labels` (which adds `kubernetes.io/metadata.name`).
-    pub fn matches(&self, labels: &Labels, namespace_labels: &dyn Fn(&str) -> Labels) -> bool {
+    /// Whether an endpoint with these labels matches; `namespace_labels` are
+    /// the labels of its namespace as selectors see them ([`namespace_labels`]).
+    pub fn matches(&self, labels: &Labels, namespace_labels: &Labels) -> bool {
         let ns = namespace_of(labels);
         let ns_ok = match &self.namespaces {
             Namespaces::Named(n) => n == ns,
-            Namespaces::Matching(sel) => sel.is_empty() || sel.matches(&namespace_labels(ns)),
+            Namespaces::Matching(sel) => sel.matches(namespace_labels),
         };
         ns_ok && self.pods.matches(labels)
     }
