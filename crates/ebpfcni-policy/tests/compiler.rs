@@ -502,3 +502,24 @@ fn deny_rules_win_and_explain_names_them() {
         "{v:?}"
     );
 }
+
+#[test]
+fn an_isolation_verdict_names_the_isolating_policies() {
+    let mut h = Harness::new(false);
+    h.namespaces();
+    for e in pods() {
+        h.add_pod(e);
+    }
+    h.policies(policies());
+    // dev web (pod 1) to prod db (pod 6) on TCP 5432: dev isolates web's
+    // egress (default-deny-egress, allow-dns), prod's db policy its ingress.
+    let (web, db) = (h.world.endpoints[1].ip, h.world.endpoints[6].ip);
+    let v = h.world.allowed(web, db, Protocol::Tcp, 5432);
+    let names = |s: &ebpfcni_policy::model::Side| match s {
+        ebpfcni_policy::model::Side::Isolated(ps) => ps.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(names(&v.egress), ["default-deny-egress", "allow-dns"]);
+    assert_eq!(names(&v.ingress), ["db"]);
+    assert!(!v.allowed());
+}
