@@ -523,3 +523,92 @@ fn an_isolation_verdict_names_the_isolating_policies() {
     assert_eq!(names(&v.ingress), ["db"]);
     assert!(!v.allowed());
 }
+
+/// Every connection allowed both before and after a change stays allowed at
+/// each step of applying it (adds, unisolate, isolate, removes).
+#[test]
+fn applying_changes_in_order_never_drops_what_is_allowed_before_and_after() {
+    let mut h = Harness::new(false);
+    h.namespaces();
+    for e in pods() {
+        h.add_pod(e);
+    }
+    let all = policies();
+    // Start with every other policy, then edit, add and remove policies.
+    h.policies(all.iter().step_by(2).cloned().collect());
+    type Step = Box<dyn Fn(&mut Compiler) -> Changes>;
+    let mut steps: Vec<Step> = Vec::new();
+    for p in all.iter().skip(1).step_by(2) {
+        let p = p.clone();
+        steps.push(Box::new(move |c: &mut Compiler| c.upsert_policy(p.clone())));
+    }
+    let mut widened = all[0].clone();
+    widened.ingress.as_mut().unwrap()[0].ports[0].ports = ebpfcni_policy::model::Ports::Range(8000, 8100);
+    steps.push(Box::new(move |c: &mut Compiler| c.upsert_policy(widened.clone())));
+    let mut narrowed = all[0].clone();
+    narrowed.ingress.as_mut().unwrap().remove(1);
+    steps.push(Box::new(move |c: &mut Compiler| {
+        c.upsert_policy(narrowed.clone())
+    }));
+    for p in all.iter().take(4) {
+        let key = p.key.clone();
+        steps.push(Box::new(move |c: &mut Compiler| c.remove_policy(&key).unwrap()));
+    }
+    let verdicts = |d: &Datapath, h: &Harness| -> Vec<bool> {
+        let addrs: Vec<Ipv4Addr> = h
+            .world
+            .endpoints
+            .iter()
+            .map(|e| e.ip)
+            .chain(OUTSIDE)
+            .chain([HOST])
+            .collect();
+        let mut out = Vec::new();
+        for &f in &addrs {
+            for &t in &addrs {
+                for port in PORTS {
+                    for proto in [Protocol::Tcp, Protocol::Udp] {
+                        out.push(d.allowed((h.id_of(f), f), (h.id_of(t), t), proto, port));
+                    }
+                }
+            }
+        }
+        out
+    };
+    for step in steps {
+        let before = verdicts(&h.datapath, &h);
+        let c = step(&mut h.compiler);
+        let mut after_dp = h.datapath.clone();
+        after_dp.apply(&c);
+        let after = verdicts(&after_dp, &h);
+        let phases = [
+            Changes {
+                added: c.added.clone(),
+                ..Changes::default()
+            },
+            Changes {
+                unisolated: c.unisolated.clone(),
+                ..Changes::default()
+            },
+            Changes {
+                isolated: c.isolated.clone(),
+                ..Changes::default()
+            },
+            Changes {
+                removed: c.removed.clone(),
+                ..Changes::default()
+            },
+        ];
+        for (n, phase) in phases.iter().enumerate() {
+            h.datapath.apply(phase);
+            let now = verdicts(&h.datapath, &h);
+            for i in 0..now.len() {
+                assert!(
+                    !(before[i] && after[i]) || now[i],
+                    "phase {n} drops connection #{i}"
+                );
+            }
+        }
+        assert_eq!(verdicts(&h.datapath, &h), after);
+    }
+}
