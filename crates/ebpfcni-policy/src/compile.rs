@@ -704,8 +704,9 @@ fn isolates(p: &Policy, d: Direction) -> bool {
 /// Judging a connection from S to D (identities from the addresses: an
 /// endpoint's identity, the host's 1, anything else world 2):
 /// 1. S's egress, when S is a pod (identity >= 256): a deny entry of S that
-///    matches D denies; else, when S is egress-isolated (or enforcement is
-///    always on), an allow entry of S must match D.
+///    matches D denies; else D being the node (identity 1) allows; else,
+///    when S is egress-isolated (or enforcement is always on), an allow
+///    entry of S must match D.
 /// 2. D's ingress, the same with the directions swapped.
 ///
 /// An entry matches the peer when its key is any, the peer's identity, or a
@@ -782,6 +783,10 @@ impl Datapath {
         };
         if any(true) {
             return false;
+        }
+        // Traffic with the node is always allowed (only denies stop it).
+        if peer_id == reserved::HOST {
+            return true;
         }
         if !self.always_enforce && !self.isolated.contains(&(me, dir)) {
             return true;

@@ -11,6 +11,9 @@
 //! - A connection needs the sender's egress AND the receiver's ingress.
 //! - An ipBlock matches any address in it, pods' addresses too (as the
 //!   Kubernetes e2e suite expects), without its `except` prefixes.
+//! - Traffic between a pod and the node (`World::host`) is always allowed,
+//!   as Kubernetes defines it (and Cilium's `allow-localhost`); only a Cilium
+//!   deny rule stops it.
 //! - Replies of an allowed connection pass (policy is stateful): `allowed`
 //!   judges the connection's first packet.
 
@@ -192,6 +195,10 @@ pub enum Side {
     NotAPod,
     /// No policy isolates the endpoint this way: allowed.
     NotIsolated,
+    /// The peer is the node the pod runs on: always allowed (Kubernetes:
+    /// traffic to and from the node where a pod runs is always allowed);
+    /// only a Cilium deny rule stops it.
+    Node,
     /// Allowed by these rules.
     Allowed(Vec<RuleRef>),
     /// Isolated by these policies, and no rule of theirs allows it.
@@ -202,7 +209,10 @@ pub enum Side {
 
 impl Side {
     pub fn allows(&self) -> bool {
-        matches!(self, Side::NotAPod | Side::NotIsolated | Side::Allowed(_))
+        matches!(
+            self,
+            Side::NotAPod | Side::NotIsolated | Side::Node | Side::Allowed(_)
+        )
     }
 }
 
@@ -341,6 +351,8 @@ impl World {
         }
         if !denied.is_empty() {
             Side::Denied(denied)
+        } else if Some(peer) == self.host {
+            Side::Node
         } else if !allowed.is_empty() {
             Side::Allowed(allowed)
         } else if !isolating.is_empty() || self.always_enforce {

@@ -612,3 +612,38 @@ fn applying_changes_in_order_never_drops_what_is_allowed_before_and_after() {
         assert_eq!(verdicts(&h.datapath, &h), after);
     }
 }
+
+/// Kubernetes: traffic to and from the node where a pod runs is always
+/// allowed, isolated or not; only a Cilium deny rule stops it.
+#[test]
+fn the_node_always_reaches_its_pods_unless_a_deny_rule_says_otherwise() {
+    let mut h = Harness::new(false);
+    h.namespaces();
+    for e in pods() {
+        h.add_pod(e);
+    }
+    h.policies(
+        parse(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-all, namespace: prod}\nspec:\n  podSelector: {}\n  policyTypes: [Ingress, Egress]\n---\napiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: no-node, namespace: ops}\nspec:\n  endpointSelector: {}\n  ingressDeny:\n  - fromEntities: [host]\n",
+            &ParseOptions::default(),
+        )
+        .unwrap()
+        .policies,
+    );
+    h.check();
+    let prod = h.world.endpoints[0].ip;
+    let ops = h.world.endpoints[2].ip;
+    let v = h.world.allowed(HOST, prod, Protocol::Tcp, 80);
+    assert_eq!(v.ingress, ebpfcni_policy::model::Side::Node);
+    assert!(h.world.allowed(prod, HOST, Protocol::Udp, 53).allowed());
+    assert!(!h
+        .world
+        .allowed(prod, h.world.endpoints[3].ip, Protocol::Tcp, 80)
+        .allowed());
+    let v = h.world.allowed(HOST, ops, Protocol::Tcp, 80);
+    assert!(
+        matches!(v.ingress, ebpfcni_policy::model::Side::Denied(_)),
+        "{v:?}"
+    );
+    assert!(h.world.allowed(ops, HOST, Protocol::Tcp, 80).allowed());
+}
