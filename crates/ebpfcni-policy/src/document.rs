@@ -284,7 +284,9 @@ fn unknown_field(input: &Value, known: &Value, at: &str) -> Option<String> {
     match (input, known) {
         (Value::Object(i), Value::Object(k)) => i.iter().find_map(|(key, v)| match k.get(key) {
             Some(kv) => unknown_field(v, kv, &join(key)),
-            None if v.is_null() => None,
+            // A null says nothing; nor does the empty `status: {}` that
+            // `kubectl get -o yaml` prints. Any other unknown key is refused.
+            None if v.is_null() || (at.is_empty() && key == "status" && is_empty(v)) => None,
             None => Some(join(key)),
         }),
         (Value::Object(i), _) => i.iter().find(|(_, v)| !v.is_null()).map(|(key, _)| join(key)),
@@ -294,6 +296,15 @@ fn unknown_field(input: &Value, known: &Value, at: &str) -> Option<String> {
             .enumerate()
             .find_map(|(n, (iv, kv))| unknown_field(iv, kv, &format!("{at}[{n}]"))),
         _ => None,
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
     }
 }
 
@@ -323,8 +334,9 @@ fn network_policy(np: &NetworkPolicy, opts: &ParseOptions) -> Result<Policy, Bad
     let ingress_rules = spec.ingress.as_deref().unwrap_or_default();
     let egress_rules = spec.egress.as_deref().unwrap_or_default();
     let (mut isolates_in, mut isolates_out) = (false, false);
-    match &spec.policy_types {
-        // Kubernetes' defaults: Ingress always, Egress when there are egress rules.
+    match spec.policy_types.as_ref().filter(|t| !t.is_empty()) {
+        // Kubernetes' defaults (also for an empty list): Ingress always,
+        // Egress when there are egress rules.
         None => {
             isolates_in = true;
             isolates_out = !egress_rules.is_empty();

@@ -62,6 +62,14 @@ fn policy_types_default_to_egress_only_with_egress_rules() {
     let p = &docs.policies[0];
     assert_eq!(p.key.namespace, "default");
     assert!(p.ingress.is_some() && p.egress.is_some());
+    // An empty list is defaulted as an absent one; what `kubectl get -o
+    // yaml` adds (`status: {}`, nulls) is no unknown field.
+    let docs = parse(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: e, creationTimestamp: null}\nspec:\n  podSelector: {}\n  policyTypes: []\nstatus: {}\n",
+        &opts(),
+    )
+    .unwrap();
+    assert!(docs.policies[0].ingress.is_some() && docs.policies[0].egress.is_none());
 }
 
 #[test]
