@@ -566,7 +566,7 @@ fn applying_changes_in_order_never_drops_what_is_allowed_before_and_after() {
         let mut out = Vec::new();
         for &f in &addrs {
             for &t in &addrs {
-                for port in PORTS {
+                for port in [53, 85, 5432, 6379, 8080] {
                     for proto in [Protocol::Tcp, Protocol::Udp] {
                         out.push(d.allowed((h.id_of(f), f), (h.id_of(t), t), proto, port));
                     }
