@@ -554,6 +554,7 @@ impl Compiler {
                     CPeer::Selector(id)
                 }
                 Peer::Cidr { cidr, except } => CPeer::Cidrs(cidr.without(except)),
+                Peer::Nothing => CPeer::Cidrs(Vec::new()),
                 Peer::Entity(Entity::All) => CPeer::Any,
                 Peer::Entity(Entity::World) => CPeer::Reserved(reserved::WORLD),
                 Peer::Entity(Entity::Host) => CPeer::Reserved(reserved::HOST),

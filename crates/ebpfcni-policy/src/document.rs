@@ -777,23 +777,16 @@ fn cilium_rule(p: CnpPeers<'_>, ports: Option<&[CnpPortRule]>, ns: &str, at: &st
     for (i, e) in p.entities.unwrap_or_default().iter().enumerate() {
         peers.push(Peer::Entity(entity(e, &format!("{at}.{}[{i}]", p.names[3]))?));
     }
-    // A section that names peers but lists none (`fromEndpoints: []`) allows
-    // nobody, not everybody.
-    let named_none = peers.is_empty()
-        && (p.endpoints.is_some() || p.cidr.is_some() || p.cidr_set.is_some() || p.entities.is_some());
-    if named_none {
-        peers.push(Peer::Cidr {
-            cidr: "0.0.0.0/0".parse().expect("cidr"),
-            except: vec![
-                "0.0.0.0/1".parse().expect("cidr"),
-                "128.0.0.0/1".parse().expect("cidr"),
-            ],
-        });
+    let ports = cilium_ports(ports, &format!("{at}.toPorts"))?;
+    // Cilium: a rule without peers allows every peer on its ports (an
+    // L4-only rule), but a rule without peers and ports (`{}`, the
+    // default-deny idiom) or with empty peer lists allows nobody.
+    let named_none =
+        p.endpoints.is_some() || p.cidr.is_some() || p.cidr_set.is_some() || p.entities.is_some();
+    if peers.is_empty() && (named_none || ports.is_empty()) {
+        peers.push(Peer::Nothing);
     }
-    Ok(Rule {
-        peers,
-        ports: cilium_ports(ports, &format!("{at}.toPorts"))?,
-    })
+    Ok(Rule { peers, ports })
 }
 
 const FROM: [&str; 4] = ["fromEndpoints", "fromCIDR", "fromCIDRSet", "fromEntities"];
@@ -858,16 +851,12 @@ fn cilium_policy(cnp: &Cnp, ns: &str) -> Result<Policy, Bad> {
         ns,
         "spec.egressDeny",
     )?;
-    let ingress = match &spec.ingress {
-        Some(r) => Some(cilium_ingress(r, ns, "spec.ingress")?),
-        None if spec.ingress_deny.is_some() => Some(Vec::new()),
-        None => None,
-    };
-    let egress = match &spec.egress {
-        Some(r) => Some(cilium_egress(r, ns, "spec.egress")?),
-        None if spec.egress_deny.is_some() => Some(Vec::new()),
-        None => None,
-    };
+    // Cilium: a direction is enforced (default deny) when the policy has
+    // rules for it, allow or deny; an omitted or empty list does not apply.
+    let ingress_rules = cilium_ingress(spec.ingress.as_deref().unwrap_or_default(), ns, "spec.ingress")?;
+    let egress_rules = cilium_egress(spec.egress.as_deref().unwrap_or_default(), ns, "spec.egress")?;
+    let ingress = (!ingress_rules.is_empty() || !ingress_deny.is_empty()).then_some(ingress_rules);
+    let egress = (!egress_rules.is_empty() || !egress_deny.is_empty()).then_some(egress_rules);
     Ok(Policy {
         key: PolicyKey {
             kind: PolicyKind::CiliumNetworkPolicy,

@@ -78,6 +78,9 @@ pub enum Peer {
         except: Vec<Ipv4Net>,
     },
     Entity(Entity),
+    /// Nobody: a Cilium rule without peers or ports (`ingress: [{}]`, its
+    /// default-deny idiom) or with empty peer lists.
+    Nothing,
 }
 
 /// Which ports a rule opens.
@@ -281,6 +284,7 @@ impl World {
             (Peer::Endpoints(sel), Addr::Pod(e)) => self.selects(sel, e),
             (Peer::Endpoints(_), _) => false,
             (Peer::Cidr { cidr, except }, _) => cidr.contains(ip) && !except.iter().any(|x| x.contains(ip)),
+            (Peer::Nothing, _) => false,
             (Peer::Entity(Entity::All), _) => true,
             (Peer::Entity(Entity::World), a) => matches!(a, Addr::World),
             (Peer::Entity(Entity::Host), a) => matches!(a, Addr::Host),

@@ -103,6 +103,14 @@ spec:
   ingress:
   - fromEntities: [all]
     toPorts: [{ports: [{port: "80", endPort: 85, protocol: ANY}]}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: db-default-deny, namespace: dev}
+spec:
+  endpointSelector: {matchLabels: {app: db}}
+  ingress:
+  - {}
 "#;
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {

@@ -197,3 +197,30 @@ fn one_bad_document_refuses_the_whole_text() {
     assert_eq!(e.document, 2);
     assert_eq!(e.name.as_deref(), Some("web2"));
 }
+
+#[test]
+fn cilium_rules_isolate_only_with_rules_and_an_empty_rule_allows_nobody() {
+    let cnp = |spec: &str| {
+        parse(
+            &format!("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: c}}\nspec:\n  endpointSelector: {{}}\n{spec}"),
+            &opts(),
+        )
+        .unwrap()
+        .policies
+        .remove(0)
+    };
+    // An empty list does not apply (Cilium: "if omitted or empty").
+    assert_eq!(cnp("  ingress: []\n").ingress, None);
+    // `ingress: [{}]`: Cilium's default deny, a rule that allows nobody.
+    let p = cnp("  ingress:\n  - {}\n");
+    assert_eq!(p.ingress.unwrap()[0].peers, vec![Peer::Nothing]);
+    // A rule with ports only allows every peer on them.
+    let p = cnp("  egress:\n  - toPorts: [{ports: [{port: \"53\", protocol: UDP}]}]\n");
+    let rule = &p.egress.unwrap()[0];
+    assert!(rule.peers.is_empty());
+    assert_eq!(rule.ports[0].ports, Ports::Range(53, 53));
+    // A deny list alone enforces its direction.
+    let p = cnp("  egressDeny:\n  - toEntities: [world]\n");
+    assert_eq!(p.egress, Some(vec![]));
+    assert_eq!(p.ingress, None);
+}
