@@ -33,8 +33,12 @@ pub enum PeerKey {
     Any,
     /// Addresses with this identity.
     Identity(u32),
-    /// Addresses in this prefix (pods' too, as the Kubernetes e2e suite expects).
+    /// Addresses in this prefix (pods' too, as the Kubernetes e2e suite
+    /// expects of an ipBlock).
     Cidr(Ipv4Net),
+    /// Addresses in this prefix that are outside the cluster (world: not a
+    /// pod's, not a node's), as Cilium's CIDR rules match.
+    WorldCidr(Ipv4Net),
 }
 
 /// One map entry. For `Egress`, `subject` is the sender and `peer` the
@@ -58,6 +62,7 @@ impl Entry {
             PeerKey::Any => true,
             PeerKey::Identity(id) => id == peer_id,
             PeerKey::Cidr(net) => net.contains(peer_ip),
+            PeerKey::WorldCidr(net) => peer_id == reserved::WORLD && net.contains(peer_ip),
         };
         peer_ok && self.protocol.is_none_or(|p| p == protocol) && (self.first..=self.last).contains(&port)
     }
@@ -110,7 +115,8 @@ type SelId = usize;
 enum CPeer {
     Any,
     Selector(SelId),
-    Cidrs(Vec<Ipv4Net>),
+    /// Prefixes; `true`: pods' addresses too.
+    Cidrs(Vec<Ipv4Net>, bool),
     Reserved(u32),
     /// Every pod identity, the host and remote nodes.
     Cluster,
@@ -553,8 +559,8 @@ impl Compiler {
                     selectors.push(id);
                     CPeer::Selector(id)
                 }
-                Peer::Cidr { cidr, except } => CPeer::Cidrs(cidr.without(except)),
-                Peer::Nothing => CPeer::Cidrs(Vec::new()),
+                Peer::Cidr { cidr, except, pods } => CPeer::Cidrs(cidr.without(except), *pods),
+                Peer::Nothing => CPeer::Cidrs(Vec::new(), true),
                 Peer::Entity(Entity::All) => CPeer::Any,
                 Peer::Entity(Entity::World) => CPeer::Reserved(reserved::WORLD),
                 Peer::Entity(Entity::Host) => CPeer::Reserved(reserved::HOST),
@@ -624,9 +630,13 @@ impl Compiler {
                             }
                         }
                     }
-                    CPeer::Cidrs(nets) => {
+                    CPeer::Cidrs(nets, pods) => {
                         if only_peer.is_none() {
-                            keys.extend(nets.iter().map(|n| (PeerKey::Cidr(*n), None)));
+                            let key = |n: Ipv4Net| match pods {
+                                true => PeerKey::Cidr(n),
+                                false => PeerKey::WorldCidr(n),
+                            };
+                            keys.extend(nets.iter().map(|n| (key(*n), None)));
                         }
                     }
                     CPeer::Reserved(id) => {

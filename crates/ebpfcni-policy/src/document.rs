@@ -404,6 +404,7 @@ fn np_peers(peers: Option<&[NetworkPolicyPeer]>, ns: &str, at: &str) -> Result<V
             out.push(ip_block(
                 &block.cidr,
                 block.except.as_deref().unwrap_or_default(),
+                true,
                 &format!("{at}.ipBlock"),
             )?);
             continue;
@@ -423,7 +424,7 @@ fn np_peers(peers: Option<&[NetworkPolicyPeer]>, ns: &str, at: &str) -> Result<V
     Ok(out)
 }
 
-fn ip_block(cidr: &str, except: &[String], at: &str) -> Result<Peer, Bad> {
+fn ip_block(cidr: &str, except: &[String], pods: bool, at: &str) -> Result<Peer, Bad> {
     let net: Ipv4Net = cidr
         .parse()
         .map_err(|e: crate::cidr::CidrError| bad(format!("{at}.cidr"), e.to_string()))?;
@@ -442,6 +443,7 @@ fn ip_block(cidr: &str, except: &[String], at: &str) -> Result<Peer, Bad> {
     Ok(Peer::Cidr {
         cidr: net,
         except: ex,
+        pods,
     })
 }
 
@@ -765,12 +767,13 @@ fn cilium_rule(p: CnpPeers<'_>, ports: Option<&[CnpPortRule]>, ns: &str, at: &st
         )?));
     }
     for (i, c) in p.cidr.unwrap_or_default().iter().enumerate() {
-        peers.push(ip_block(c, &[], &format!("{at}.{}[{i}]", p.names[1]))?);
+        peers.push(ip_block(c, &[], false, &format!("{at}.{}[{i}]", p.names[1]))?);
     }
     for (i, c) in p.cidr_set.unwrap_or_default().iter().enumerate() {
         peers.push(ip_block(
             &c.cidr,
             c.except.as_deref().unwrap_or_default(),
+            false,
             &format!("{at}.{}[{i}]", p.names[2]),
         )?);
     }

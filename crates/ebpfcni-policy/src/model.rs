@@ -72,10 +72,14 @@ pub enum Entity {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Peer {
     Endpoints(EndpointSelector),
-    /// An ipBlock: `cidr` without the `except` prefixes.
+    /// An ipBlock (`pods`: it matches pods' and the node's addresses too, as
+    /// the Kubernetes e2e suite expects), or a Cilium CIDR (`pods: false`:
+    /// Cilium's CIDR rules match only addresses outside the cluster):
+    /// `cidr` without the `except` prefixes.
     Cidr {
         cidr: Ipv4Net,
         except: Vec<Ipv4Net>,
+        pods: bool,
     },
     Entity(Entity),
     /// Nobody: a Cilium rule without peers or ports (`ingress: [{}]`, its
@@ -283,7 +287,11 @@ impl World {
         match (peer, self.addr(ip)) {
             (Peer::Endpoints(sel), Addr::Pod(e)) => self.selects(sel, e),
             (Peer::Endpoints(_), _) => false,
-            (Peer::Cidr { cidr, except }, _) => cidr.contains(ip) && !except.iter().any(|x| x.contains(ip)),
+            (Peer::Cidr { cidr, except, pods }, a) => {
+                (*pods || matches!(a, Addr::World))
+                    && cidr.contains(ip)
+                    && !except.iter().any(|x| x.contains(ip))
+            }
             (Peer::Nothing, _) => false,
             (Peer::Entity(Entity::All), _) => true,
             (Peer::Entity(Entity::World), a) => matches!(a, Addr::World),

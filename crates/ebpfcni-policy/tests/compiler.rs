@@ -90,6 +90,7 @@ spec:
   egress:
   - toEntities: [world]
     toPorts: [{ports: [{port: "443"}]}]
+  - toCIDRSet: [{cidr: 10.0.0.0/8, except: [10.9.0.0/16]}]
   egressDeny:
   - toCIDR: [203.0.113.0/24]
 ---
@@ -504,6 +505,12 @@ fn deny_rules_win_and_explain_names_them() {
         }
         other => panic!("{other:?}"),
     }
+    // Cilium's CIDR rules match addresses outside the cluster only: ops
+    // cache may reach 10.0.0.0/8 but not the pods in it (10.1.0.0/24).
+    let outside = Ipv4Addr::new(10, 200, 0, 1);
+    assert!(h.world.allowed(cache, outside, Protocol::Tcp, 22).allowed());
+    assert!(!h.world.allowed(cache, web, Protocol::Tcp, 22).allowed());
+    assert!(!h.world.allowed(cache, OUTSIDE[3], Protocol::Tcp, 22).allowed());
     let v = h.world.allowed(web, cache, Protocol::Tcp, 6380);
     assert!(
         matches!(&v.ingress, ebpfcni_policy::model::Side::Allowed(r) if r[0].policy.name == "lockdown"),
