@@ -61,6 +61,8 @@
  *      a. a deny rule (label_rule_map, kind EGRESS_DENY for the source,
  *         INGRESS_DENY for the destination; only while config label_deny
  *         != 0) drops the packet (policy-denied): deny wins over allow;
+ *         a rule's peer is an identity, or EBPFCNI_LABEL_ANY_PEER for
+ *         every peer (looked up when the exact peer has no rule);
  *      b. a source isolated for egress needs an EGRESS_ALLOW rule of its
  *         own for the destination, a destination isolated for ingress an
  *         INGRESS_ALLOW rule for the source (the longest match of the
@@ -212,6 +214,9 @@ struct ebpfcni_label_key {
 	__be16 dport;  /* network byte order */
 };
 _Static_assert(sizeof(struct ebpfcni_label_key) == 16, "ebpfcni_label_key is 16 bytes");
+/* The peer of a rule for every peer (`ingress: [{ports: ...}]`, Cilium's
+ * `toPorts` alone): 0 is no identity, so no exact rule has it. */
+#define EBPFCNI_LABEL_ANY_PEER 0
 #define EBPFCNI_LABEL_PREFIX_ANY 72      /* subject, peer, kind */
 #define EBPFCNI_LABEL_PREFIX_PROTOCOL 80 /* ... and protocol */
 #define EBPFCNI_LABEL_PREFIX_ONE_PORT 96 /* ... and all of dport */

@@ -40,7 +40,8 @@ struct {
 	__type(value, struct ebpfcni_label_rule);
 } label_rule_map SEC(".maps");
 
-/* Whether `subject` has a rule of `kind` for `peer` covering the flow's
+/* Whether `subject` has a rule of `kind` for `peer`, or for every peer
+ * (peer EBPFCNI_LABEL_ANY_PEER, looked up second), covering the flow's
  * protocol and destination port (0 for packets without ports). */
 static __always_inline bool ebpfcni_label_rule(__u32 subject, __u32 peer, enum ebpfcni_label_kind kind,
 					       const struct ebpfcni_flow *flow)
@@ -54,6 +55,9 @@ static __always_inline bool ebpfcni_label_rule(__u32 subject, __u32 peer, enum e
 		.dport = flow->has_ports ? flow->dport : 0,
 	};
 
+	if (bpf_map_lookup_elem(&label_rule_map, &key))
+		return true;
+	key.peer = EBPFCNI_LABEL_ANY_PEER;
 	return bpf_map_lookup_elem(&label_rule_map, &key) != NULL;
 }
 

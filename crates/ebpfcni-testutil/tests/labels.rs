@@ -9,7 +9,8 @@ use std::net::Ipv4Addr;
 
 use ebpfcni::types::ebpfcni_drop_reason as Reason;
 use ebpfcni::{
-    Hook, Identity, Isolation, LabelKind, LabelRule, PolicyIndex, PolicyRule, Protocol, Selector, TC_ACT_OK,
+    Hook, Identity, Isolation, LabelKind, LabelRule, PolicyIndex, PolicyRule, Protocol, Selector, ANY_PEER,
+    TC_ACT_OK,
 };
 use ebpfcni_testutil::datapath::Datapath;
 use ebpfcni_testutil::frames::{icmp_echo, ipv4_tcp, ipv4_udp};
@@ -257,7 +258,27 @@ fn the_librarys_decision_is_the_programs_for_label_policy() {
             policy: 4,
         })
         .unwrap();
+    // Every peer may reach backend's UDP 8080.
+    dp.maps
+        .labels
+        .add(&LabelRule {
+            subject: 301,
+            peer: ANY_PEER,
+            kind: LabelKind::IngressAllow,
+            selector: Selector::Ports {
+                protocol: Protocol(17),
+                first: 8080,
+                last: 8080,
+            },
+            policy: 5,
+        })
+        .unwrap();
     dp.maps.after_policy_change().unwrap();
+    dp.assert_pass(
+        "other -> backend udp 8080 (a rule for every peer)",
+        Hook::ToPod,
+        &ipv4_udp(OTHER, BACKEND, 40200, 8080),
+    );
     let all = [(FRONTEND, 300), (BACKEND, 301), (OTHER, 302), (HAND, 1001)];
     for src in all {
         for dst in all {

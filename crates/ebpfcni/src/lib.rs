@@ -90,7 +90,7 @@ pub use maps::{
     DropCounters, EndpointMap, EventLevel, FragmentMap, IdentityAddr, IdentityChange, IdentitySource,
     InterfaceMap, Isolation, LabelIndex, LabelKind, LabelPolicyMap, LabelRule, Maps, NotifyCounters,
     NotifyCounts, PolicyIndex, PolicyMap, PortPolicyMap, PrefixMap, Protocol, RateLimit, RawRule, Recovered,
-    Rule, RuleChange, Selector, Stored, StoredIdentity, StoredRule, TraceLevel, INTERFACE_ADDRS,
+    Rule, RuleChange, Selector, Stored, StoredIdentity, StoredRule, TraceLevel, ANY_PEER, INTERFACE_ADDRS,
 };
 pub use netns::{bind_netns, check_netns, netns_binding, NetnsId};
 pub use object::PinnedMap;

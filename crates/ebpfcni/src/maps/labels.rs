@@ -23,6 +23,9 @@ const PREFIX_ANY: u32 = 72;
 const PREFIX_PROTOCOL: u32 = 80;
 const PREFIX_ONE_PORT: u32 = 96;
 
+/// The peer of a rule for every peer (EBPFCNI_LABEL_ANY_PEER).
+pub const ANY_PEER: u32 = 0;
+
 /// An identity under label policy: isolated (default deny) for ingress,
 /// egress, both, or neither (selected by no policy: unrestricted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -81,9 +84,9 @@ impl LabelKind {
 }
 
 /// One rule of label policy: `subject` (whose policy) may send to
-/// (egress) or receive from (ingress) `peer` what `selector` covers; or
-/// may not (deny). `policy` is the agent's number of the policy it comes
-/// from.
+/// (egress) or receive from (ingress) `peer` ([`ANY_PEER`]: every peer)
+/// what `selector` covers; or may not (deny). `policy` is the agent's
+/// number of the policy it comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LabelRule {
     pub subject: u32,
@@ -303,9 +306,11 @@ impl LabelIndex {
     }
 
     fn rule(&self, subject: u32, peer: u32, kind: LabelKind, protocol: u8, dport: u16) -> bool {
-        self.rules
-            .get(&(subject, peer, kind))
-            .is_some_and(|s| s.iter().any(|s| s.matches(protocol, dport)))
+        [peer, ANY_PEER].into_iter().any(|peer| {
+            self.rules
+                .get(&(subject, peer, kind))
+                .is_some_and(|s| s.iter().any(|s| s.matches(protocol, dport)))
+        })
     }
 
     /// Step 8b for a packet from `src` to `dst`: `None` when label policy

@@ -44,7 +44,7 @@ pub use fragments::{Datagram, FragmentMap};
 pub use identities::{IdentityAddr, IdentityChange};
 pub use interfaces::{InterfaceMap, INTERFACE_ADDRS};
 pub use journal::Recovered;
-pub use labels::{Isolation, LabelIndex, LabelKind, LabelPolicyMap, LabelRule};
+pub use labels::{Isolation, LabelIndex, LabelKind, LabelPolicyMap, LabelRule, ANY_PEER};
 pub use policy::PolicyMap;
 pub use ports::PortPolicyMap;
 pub use prefixes::PrefixMap;
