@@ -223,13 +223,19 @@ impl<'a> Containerd<'a> {
 
     /// `ctr run -d --cni --label ...` of `command`; returns the container's name.
     fn run(&mut self, labels: &[&str], command: &[&str]) -> String {
+        self.run_with("-d", labels, command)
+    }
+
+    /// `ctr run MODE --cni --label ...` of `command` (MODE `-d` or `--rm`);
+    /// returns the container's name.
+    fn run_with(&mut self, mode: &str, labels: &[&str], command: &[&str]) -> String {
         let name = unique_name("ebpfcni-ctr");
         let (rootfs, fifo, runc) = (
             self.rootfs.display().to_string(),
             self.dir.join("fifo").display().to_string(),
             self.dir.join("runc").display().to_string(),
         );
-        let mut args = vec!["run", "-d", "--cni", "--fifo-dir", &fifo, "--runc-root", &runc];
+        let mut args = vec!["run", mode, "--cni", "--fifo-dir", &fifo, "--runc-root", &runc];
         for label in labels {
             args.extend(["--label", label]);
         }
@@ -353,7 +359,7 @@ fn ctr_labels_give_identities_and_ended_tasks_lose_them() {
     });
     let _cni = CniFiles::install(&conflist);
     let mut containerd = Containerd::start(&node);
-    let agent = AgentProcess::start(
+    let mut agent = AgentProcess::start(
         &node.ns,
         node.pins.path(),
         &agent_dir,
@@ -437,6 +443,30 @@ fn ctr_labels_give_identities_and_ended_tasks_lose_them() {
     }
     assert!(containerd.stopped(&short), "the endpoint went before the task");
 
+    // `ctr run --rm`: the task ends, then ctr sends a DEL and removes the
+    // container; whichever comes first removes the endpoint, the others
+    // find nothing to do.
+    let before = agent.client().endpoints().unwrap().len();
+    let removed = containerd.run_with("--rm", &["app=web"], &["/bin/sleep", "1"]);
+    assert!(
+        !containerd.ctr(&["container", "info", &removed]).status.success(),
+        "ctr run --rm removed {removed}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while agent.client().endpoints().unwrap().len() != before {
+        assert!(
+            Instant::now() < deadline,
+            "{removed}'s endpoint stays:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = agent.log_text();
+    assert!(
+        log.contains(&format!("endpoint default-{removed}/eth0: removed")),
+        "{log}"
+    );
+
     // Killed: the same.
     containerd.ok(&["task", "kill", "-s", "SIGKILL", &db]);
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -458,4 +488,72 @@ fn ctr_labels_give_identities_and_ended_tasks_lose_them() {
     // The others are untouched.
     assert_eq!(identity_of(&maps, &ip1), Some(e1.identity));
     assert_eq!(identity_of(&maps, &ip2), Some(e1.identity));
+
+    // Ended while the agent was down, its namespace (and so its host veth)
+    // kept by another process: no event will come, the host veth is there
+    // at the agent's start, and its resync against containerd's tasks
+    // removes the endpoint.
+    let _holder = NetnsHolder::enter(&e2.netns);
+    assert!(agent.stop(), "the agent stops cleanly");
+    containerd.ok(&["task", "kill", "-s", "SIGKILL", &web2]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !containerd.stopped(&web2) {
+        assert!(Instant::now() < deadline, "{web2} did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(identity_of(&maps, &ip2), Some(e1.identity), "the agent was down");
+    agent.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while identity_of(&maps, &ip2).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "{web2} stopped while the agent was down, its address keeps its identity:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = agent.log_text();
+    assert!(
+        log.contains("resync: 1 endpoints of stopped or removed containers removed"),
+        "removed by the resync, not at start for a missing veth:\n{log}"
+    );
+    assert!(agent
+        .client()
+        .endpoints()
+        .unwrap()
+        .iter()
+        .all(|e| e.ips != e2.ips));
+    assert_eq!(identity_of(&maps, &ip1), Some(e1.identity), "web1 runs on");
+}
+
+/// A process inside a network namespace, which keeps it (and its veths)
+/// after the task that made it ends; killed by pid on drop.
+struct NetnsHolder(Child);
+
+impl NetnsHolder {
+    fn enter(netns: &str) -> Self {
+        let child = std::process::Command::new("nsenter")
+            .arg(format!("--net={netns}"))
+            .args(["--", "sleep", "120"])
+            .spawn()
+            .expect("nsenter sleep");
+        // nsenter execs sleep once it is inside.
+        let exe = format!("/proc/{}/exe", child.id());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_link(&exe)
+            .map(|p| !p.ends_with("sleep"))
+            .unwrap_or(true)
+        {
+            assert!(Instant::now() < deadline, "nsenter did not enter {netns}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self(child)
+    }
+}
+
+impl Drop for NetnsHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

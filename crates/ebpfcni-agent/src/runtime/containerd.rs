@@ -326,12 +326,16 @@ impl Containerd {
 
     async fn resync(self, agent: Arc<Agent>, interval: Duration) {
         loop {
-            match self.sweep(&agent).await {
-                Ok(0) => {}
-                Ok(n) => log::info!("containerd: {n} endpoints of stopped or removed containers removed"),
-                Err(e) => log::warn!("containerd: resync at {}: {e}", self.socket.display()),
-            }
+            self.resync_once(&agent).await;
             tokio::time::sleep(interval).await;
+        }
+    }
+
+    async fn resync_once(&self, agent: &Arc<Agent>) {
+        match self.sweep(agent).await {
+            Ok(0) => {}
+            Ok(n) => log::info!("containerd: resync: {n} endpoints of stopped or removed containers removed"),
+            Err(e) => log::warn!("containerd: resync at {}: {e}", self.socket.display()),
         }
     }
 
@@ -348,9 +352,7 @@ impl Containerd {
                     );
                     delay = Duration::from_millis(100);
                     // What went while nobody listened.
-                    if let Err(e) = self.sweep(&agent).await {
-                        log::warn!("containerd: resync: {e}");
-                    }
+                    self.resync_once(&agent).await;
                     let mut stream = stream.into_inner();
                     loop {
                         match stream.message().await {
