@@ -378,11 +378,14 @@ fn ctr_labels_give_identities_and_ended_tasks_lose_them() {
     );
 
     let web1 = containerd.run(&["app=web", "tier=front"], &["/bin/sleep", "300"]);
-    let web2 = containerd.run(&["tier=front", "app=web"], &["/bin/sleep", "300"]);
+    // What containerd stamps from an image is not part of an identity.
+    let stamped = "io.containerd.image.config.stop-signal=SIGTERM";
+    let web2 = containerd.run(&["tier=front", stamped, "app=web"], &["/bin/sleep", "300"]);
     let db = containerd.run(&["app=db"], &["/bin/sleep", "300"]);
     let (e1, e2, e3) = (ready(&agent, &web1), ready(&agent, &web2), ready(&agent, &db));
     assert_eq!(e1.labels["app"], "web");
     assert_eq!(e1.runtime.as_deref(), Some("containerd"));
+    assert_eq!(e2.labels["io.containerd.image.config.stop-signal"], "SIGTERM");
     assert_eq!(e1.identity, e2.identity, "the same labels share an identity");
     assert_ne!(e1.identity, e3.identity, "other labels, another identity");
     assert!(
