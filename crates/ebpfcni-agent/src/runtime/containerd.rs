@@ -18,9 +18,12 @@
 //! - containerd's events (Events.Subscribe): `/tasks/exit` of a
 //!   container's first process, `/tasks/delete` and `/containers/delete`;
 //! - a periodic resync (`--resync-seconds`, and each time the event stream
-//!   is subscribed again): every endpoint whose container has no task, or
-//!   a stopped one, goes. This catches what happened while the agent was
-//!   down or not subscribed.
+//!   is subscribed again): every endpoint whose container has a stopped
+//!   task goes, and one whose container has no task at all (removed, or
+//!   its task deleted) once it has been without one for 30 s (a runtime
+//!   that runs the ADD while it creates the task, as nerdctl's OCI hook
+//!   does, has a container without a task for a moment). This catches
+//!   what happened while the agent was down or not subscribed.
 //!
 //! Paused tasks, and tasks whose state containerd cannot tell (`UNKNOWN`:
 //! an unresponsive shim), keep their endpoint. An endpoint whose container
@@ -28,7 +31,7 @@
 //! made by another tool) keeps the CNI request's labels and is left to DEL
 //! and GC.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -52,6 +55,11 @@ use crate::agent::Agent;
 
 /// How long one question to containerd may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a container given its labels may have no task before its
+/// endpoint goes: a runtime that runs the CNI ADD while it creates the
+/// task (nerdctl's OCI hook) has a container without one for a moment.
+const NO_TASK_GRACE: Duration = Duration::from_secs(30);
 
 /// containerd as the agent's runtime. Cheap to clone (shared inside).
 #[derive(Clone)]
@@ -180,9 +188,9 @@ impl Containerd {
         }
     }
 
-    /// The containers whose task is not stopped (they have a network
-    /// namespace).
-    pub async fn running(&self) -> Result<HashSet<String>, String> {
+    /// Every task of the namespace: its container's id, and whether it is
+    /// not stopped (it has a network namespace).
+    pub async fn tasks(&self) -> Result<HashMap<String, bool>, String> {
         let mut client = TasksClient::new(self.channel());
         let request = self.request(ListTasksRequest::default());
         let reply = timed(client.list(request))
@@ -192,8 +200,7 @@ impl Containerd {
             .into_inner()
             .tasks
             .into_iter()
-            .filter(|task| running(task.status))
-            .map(|task| task.id)
+            .map(|task| (task.id, running(task.status)))
             .collect())
     }
 
@@ -264,11 +271,21 @@ impl Containerd {
             Ok(Err(e)) => log::error!("containerd: applying labels failed: {e}"),
             Err(e) => log::error!("containerd: the labels' worker failed: {e}"),
         }
-        if known {
+        if known && self.stopped(&cni_id).await {
             // An exit seen while the endpoint was not containerd's yet
             // removed nothing: look again now that it is.
             self.gone(&agent, &cni_id, None).await;
         }
+    }
+
+    /// Whether the container `cni_id` names has a task that stopped.
+    async fn stopped(&self, cni_id: &str) -> bool {
+        for id in self.ids(cni_id) {
+            if let Ok(Some(task)) = self.task(id).await {
+                return !running(task.status);
+            }
+        }
+        false
     }
 
     /// A task of container `cni_id` ended (its first process's `pid`), or
@@ -300,20 +317,22 @@ impl Containerd {
         }
     }
 
-    /// Every endpoint of containerd's whose container has no running task
-    /// goes.
+    /// Every endpoint of containerd's whose container has a stopped task
+    /// goes, and so does one whose container has had no task for
+    /// [`NO_TASK_GRACE`] (removed, or its task deleted).
     async fn sweep(&self, agent: &Arc<Agent>) -> Result<usize, String> {
         let since = Instant::now();
-        let running = Arc::new(self.running().await?);
-        let all = self.clone();
-        let alive = running.clone();
+        let tasks = Arc::new(self.tasks().await?);
+        let (all, known) = (self.clone(), tasks.clone());
         let n = self
             .forget(agent, since, move |cni_id| {
-                all.ids(cni_id).any(|id| alive.contains(id))
+                let resolved = lock(&all.resolved).get(cni_id).copied();
+                keeps(all.ids(cni_id), &known, resolved, since)
             })
             .await;
-        lock(&self.resolved)
-            .retain(|cni_id, at| *at > since || self.ids(cni_id).any(|id| running.contains(id)));
+        lock(&self.resolved).retain(|cni_id, at| {
+            *at + NO_TASK_GRACE > since || self.ids(cni_id).any(|id| tasks.get(id) == Some(&true))
+        });
         Ok(n)
     }
 
@@ -409,6 +428,22 @@ impl Containerd {
     }
 }
 
+/// Whether the sweep that started at `since` keeps the endpoint of the
+/// container `ids` name: its task runs, or it has no task yet and was
+/// given its labels less than [`NO_TASK_GRACE`] before.
+fn keeps<'a>(
+    ids: impl Iterator<Item = &'a str>,
+    tasks: &HashMap<String, bool>,
+    resolved: Option<Instant>,
+    since: Instant,
+) -> bool {
+    let mut states = ids.filter_map(|id| tasks.get(id).copied()).peekable();
+    if states.peek().is_some() {
+        return states.any(|running| running);
+    }
+    resolved.is_some_and(|at| at + NO_TASK_GRACE > since)
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -433,6 +468,32 @@ mod tests {
             let e = Containerd::new(Path::new("/s"), bad).unwrap_err();
             assert!(e.contains("--containerd-namespace"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_sweep_keeps_running_tasks_and_briefly_containers_without_one() {
+        let c = Containerd::new(Path::new("/s"), "default").unwrap();
+        let tasks = HashMap::from([("up".to_string(), true), ("ended".to_string(), false)]);
+        let now = Instant::now();
+        let keeps = |id: &str, resolved: Option<Instant>| keeps(c.ids(id), &tasks, resolved, now);
+        assert!(keeps("default-up", None), "a running task");
+        assert!(keeps("up", None), "a running task, by its bare id");
+        assert!(
+            !keeps("default-ended", Some(now)),
+            "a stopped task, however recent"
+        );
+        assert!(
+            keeps("default-new", Some(now - Duration::from_secs(1))),
+            "no task yet"
+        );
+        assert!(
+            !keeps("default-new", Some(now - NO_TASK_GRACE)),
+            "no task for too long"
+        );
+        assert!(
+            !keeps("default-gone", None),
+            "no task, labels from before a restart"
+        );
     }
 
     #[test]
