@@ -10,12 +10,13 @@ pub const RESERVED_PREFIXES: [&str; 2] = ["ebpfcni.io/", "reserved:"];
 /// Left out of identities unless the agent is told otherwise: what
 /// runtimes and build tools stamp on every container (Cilium's default
 /// label filter leaves out the same kinds).
-pub const DEFAULT_EXCLUDED: [&str; 13] = [
+pub const DEFAULT_EXCLUDED: [&str; 14] = [
     "io.containers.",
     "org.opencontainers.",
     "io.podman.",
     "io.buildah.",
     "io.cri-containerd.",
+    "io.containerd.",
     "io.kubernetes.pod.name",
     "io.kubernetes.pod.uid",
     "io.kubernetes.container.",
@@ -138,6 +139,7 @@ mod tests {
             ("app", "web"),
             ("io.containers.autoupdate", "registry"),
             ("org.opencontainers.image.created", "2026-01-01"),
+            ("io.containerd.image.config.stop-signal", "SIGTERM"),
             ("io.kubernetes.pod.name", "web-7d9f"),
             ("io.kubernetes.pod.namespace", "prod"),
             ("pod-template-hash", "7d9f"),

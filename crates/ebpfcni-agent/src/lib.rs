@@ -9,7 +9,8 @@
 //! - [`agent`]: the core (endpoints in, map entries out), one lock;
 //! - [`server`]: the HTTP/1.1 + JSON API on the unix socket;
 //! - [`queue`]: deletions the CNI plugin queued while the agent was down;
-//! - [`runtime`]: podman, asked for labels and for the containers it has.
+//! - [`runtime`]: podman and containerd, asked for labels and for the
+//!   containers they have.
 
 pub mod agent;
 pub mod ipam;

@@ -17,7 +17,7 @@ use clap::Parser;
 use ebpfcni_agent::agent::{Agent, Config};
 use ebpfcni_agent::ipam::Pool;
 use ebpfcni_agent::labels::{LabelFilter, DEFAULT_EXCLUDED};
-use ebpfcni_agent::runtime::{self, Podman};
+use ebpfcni_agent::runtime::{Containerd, Podman, Runtime};
 use ebpfcni_agent::store::Store;
 use ebpfcni_agent::{queue, server};
 use ipnet::Ipv4Net;
@@ -73,13 +73,21 @@ struct Args {
     #[arg(long)]
     no_default_label_filter: bool,
     /// Where containers' labels come from besides the CNI request: podman
-    /// (its API socket, --podman-socket), none, or auto (podman when its
-    /// socket exists at start).
+    /// (its API socket, --podman-socket), containerd (--containerd-socket),
+    /// none, or auto (podman when its socket exists at start, else
+    /// containerd when its socket does).
     #[arg(long, value_enum, default_value_t = RuntimeChoice::Auto)]
     runtime: RuntimeChoice,
     /// Podman's API socket (`podman system service`, or podman.socket).
     #[arg(long, default_value = "/run/podman/podman.sock")]
     podman_socket: PathBuf,
+    /// containerd's socket (its gRPC API).
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    containerd_socket: PathBuf,
+    /// The containerd namespace whose containers the agent knows (`ctr`'s
+    /// default is `default`; Kubernetes' is `k8s.io`).
+    #[arg(long, default_value = "default", value_name = "NAMESPACE")]
+    containerd_namespace: String,
     /// How often the runtime's container list is compared with the
     /// endpoints (containers gone without a DEL lose theirs).
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
@@ -90,6 +98,7 @@ struct Args {
 enum RuntimeChoice {
     Auto,
     Podman,
+    Containerd,
     None,
 }
 
@@ -130,18 +139,25 @@ fn run(args: Args) -> Result<(), Failure> {
     };
     excluded.extend(args.exclude_label.iter().cloned());
 
-    let podman = match args.runtime {
-        RuntimeChoice::None => None,
-        RuntimeChoice::Podman => Some(Podman::new(&args.podman_socket)),
-        RuntimeChoice::Auto => args
-            .podman_socket
-            .exists()
-            .then(|| Podman::new(&args.podman_socket)),
+    let podman = || Runtime::Podman(Podman::new(&args.podman_socket));
+    let containerd = || {
+        Containerd::new(&args.containerd_socket, &args.containerd_namespace)
+            .map(Runtime::Containerd)
+            .map_err(|e| (2, e))
     };
-    match &podman {
-        Some(p) => log::info!(
-            "labels from the CNI request and podman at {}",
-            p.socket().display()
+    let container_runtime = match args.runtime {
+        RuntimeChoice::None => None,
+        RuntimeChoice::Podman => Some(podman()),
+        RuntimeChoice::Containerd => Some(containerd()?),
+        RuntimeChoice::Auto if args.podman_socket.exists() => Some(podman()),
+        RuntimeChoice::Auto if args.containerd_socket.exists() => Some(containerd()?),
+        RuntimeChoice::Auto => None,
+    };
+    match &container_runtime {
+        Some(r) => log::info!(
+            "labels from the CNI request and {} at {}",
+            r.name(),
+            r.socket().display()
         ),
         None => log::info!("labels from the CNI request only (no runtime)"),
     }
@@ -164,7 +180,7 @@ fn run(args: Args) -> Result<(), Failure> {
         state_dir: args.state_dir.clone(),
         pod_cidr,
         filter: LabelFilter::new(excluded),
-        runtime: podman.as_ref().map(|_| Podman::NAME.to_string()),
+        runtime: container_runtime.as_ref().map(|r| r.name().to_string()),
     };
     let agent = Agent::new(config, store, maps).map_err(|e| (EXIT_STORE, e.to_string()))?;
     let start = std::time::Instant::now();
@@ -193,14 +209,17 @@ fn run(args: Args) -> Result<(), Failure> {
     let resync = Duration::from_secs(args.resync_seconds.max(1));
     let served = runtime.block_on(async move {
         let listener = tokio::net::UnixListener::from_std(listener)?;
-        if let Some(podman) = &podman {
+        if let Some(container_runtime) = &container_runtime {
             for endpoint in agent.waiting() {
-                tokio::spawn(runtime::resolve(podman.clone(), agent.clone(), endpoint));
+                tokio::spawn(container_runtime.clone().resolve(agent.clone(), endpoint));
             }
-            tokio::spawn(runtime::resync(podman.clone(), agent.clone(), resync));
+            container_runtime.watch(agent.clone(), resync);
         }
         log::info!("ready: serving {}", socket.display());
-        let shared = server::Shared { agent, podman };
+        let shared = server::Shared {
+            agent,
+            runtime: container_runtime,
+        };
         axum::serve(listener, server::router(shared))
             .with_graceful_shutdown(stopped())
             .await

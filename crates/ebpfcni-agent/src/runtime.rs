@@ -1,6 +1,7 @@
 //! Container runtimes the agent asks for labels and listens to for
-//! containers that go. Podman 4: its REST API on its service socket
-//! (`podman system service`, or the podman.socket unit).
+//! containers that go: podman (here) and [`containerd`]. Podman 4: its REST
+//! API on its service socket (`podman system service`, or the
+//! podman.socket unit).
 //!
 //! Podman holds a container's lock while it runs the container's CNI ADD,
 //! and its API takes that lock to answer an inspect: so the agent never
@@ -18,6 +19,52 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 
 use crate::agent::Agent;
+
+pub mod containerd;
+pub use containerd::Containerd;
+
+/// The runtime the agent asks for containers' labels (`--runtime`).
+#[derive(Debug, Clone)]
+pub enum Runtime {
+    Podman(Podman),
+    Containerd(Containerd),
+}
+
+impl Runtime {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Runtime::Podman(_) => Podman::NAME,
+            Runtime::Containerd(_) => Containerd::NAME,
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        match self {
+            Runtime::Podman(p) => p.socket(),
+            Runtime::Containerd(c) => c.socket(),
+        }
+    }
+
+    /// Asks for the labels of an endpoint that waits for them (beside its
+    /// ADD, never inside it) and gives them to the agent.
+    pub async fn resolve(self, agent: Arc<Agent>, endpoint: Endpoint) {
+        match self {
+            Runtime::Podman(p) => resolve(p, agent, endpoint).await,
+            Runtime::Containerd(c) => c.resolve(agent, endpoint).await,
+        }
+    }
+
+    /// Starts what removes the endpoints of containers that go (a resync
+    /// every `interval`; containerd's events too).
+    pub fn watch(&self, agent: Arc<Agent>, interval: Duration) {
+        match self {
+            Runtime::Podman(p) => {
+                tokio::spawn(resync(p.clone(), agent, interval));
+            }
+            Runtime::Containerd(c) => c.watch(agent, interval),
+        }
+    }
+}
 
 /// Podman's API version the agent speaks (podman 4).
 const API: &str = "/v4.0.0/libpod";

@@ -15,13 +15,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::agent::{Agent, AgentError};
-use crate::runtime::{self, Podman};
+use crate::runtime::Runtime;
 
 /// What the handlers share: the agent, and the runtime that tells labels.
 #[derive(Clone)]
 pub struct Shared {
     pub agent: Arc<Agent>,
-    pub podman: Option<Podman>,
+    pub runtime: Option<Runtime>,
 }
 
 pub fn router(shared: Shared) -> Router {
@@ -106,13 +106,9 @@ async fn create(State(shared): State<Shared>, bytes: Bytes) -> Response {
     let created = tokio::task::spawn_blocking(move || agent.create(request)).await;
     match created {
         Ok(Ok(endpoint)) => {
-            if let (Some(podman), EndpointState::WaitingForLabels) = (&shared.podman, endpoint.state) {
+            if let (Some(runtime), EndpointState::WaitingForLabels) = (&shared.runtime, endpoint.state) {
                 // Asked beside the ADD, never inside it (see runtime.rs).
-                tokio::spawn(runtime::resolve(
-                    podman.clone(),
-                    shared.agent.clone(),
-                    endpoint.clone(),
-                ));
+                tokio::spawn(runtime.clone().resolve(shared.agent.clone(), endpoint.clone()));
             }
             Json(endpoint).into_response()
         }
