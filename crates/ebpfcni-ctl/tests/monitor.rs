@@ -287,7 +287,9 @@ fn a_flood_beyond_the_rate_limit_adds_up() {
     let pods = Pods::new("mon-flood");
     ok(pods.policyctl(&["rate-limit", "--rate", "1", "--burst", "20"]));
     let before = pods.stats();
-    let monitor = Monitor::start(&pods, &["-o", "json", "--duration", "3"], "watching");
+    // Long enough for the flood on a busy machine: what is written after the
+    // monitor stops is not shown.
+    let monitor = Monitor::start(&pods, &["-o", "json", "--duration", "8"], "watching");
     let sent = 500;
     let start = Instant::now();
     pods.send_udp(sent);
