@@ -392,7 +392,10 @@ impl Agent {
         for ip in &endpoint.ips {
             let current = self.maps.endpoints.get(*ip).map_err(map_error)?;
             if current != Some(Stored::Valid(id)) {
-                if let Some(other) = current {
+                // `init` is what the agent wrote while the labels were asked for.
+                if let Some(other) =
+                    current.filter(|c| *c != Stored::Valid(Id::new(ReservedIdentity::INIT).expect("5")))
+                {
                     log::warn!(
                         "{ip}: the endpoint map says {}, but it is endpoint {}'s (identity {}): restored",
                         describe(other),
