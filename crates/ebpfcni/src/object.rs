@@ -48,11 +48,14 @@ pub enum PinnedMap {
     /// The rate limits of events and trace lines, and what they let
     /// through or held back, per CPU.
     NotifyState,
+    /// Pod IPv4 address -> its host veth and MACs (local delivery),
+    /// written by the CNI plugin.
+    Local,
 }
 
 impl PinnedMap {
     /// Every pinned map, in the order [`crate::Maps::ids`] reports them.
-    pub const ALL: [PinnedMap; 11] = [
+    pub const ALL: [PinnedMap; 12] = [
         PinnedMap::Endpoints,
         PinnedMap::Policy,
         PinnedMap::Config,
@@ -64,6 +67,7 @@ impl PinnedMap {
         PinnedMap::Fragments,
         PinnedMap::EventRing,
         PinnedMap::NotifyState,
+        PinnedMap::Local,
     ];
 
     /// The pin's file name under a pin directory; also the map's name in
@@ -81,6 +85,7 @@ impl PinnedMap {
             PinnedMap::Fragments => "frag_map",
             PinnedMap::EventRing => "event_ring",
             PinnedMap::NotifyState => "notify_state",
+            PinnedMap::Local => "local_map",
         }
     }
 
@@ -137,6 +142,7 @@ impl PinnedMap {
             PinnedMap::Fragments => &mut maps.frag_map,
             PinnedMap::EventRing => &mut maps.event_ring,
             PinnedMap::NotifyState => &mut maps.notify_state,
+            PinnedMap::Local => &mut maps.local_map,
         }
     }
 }

@@ -12,6 +12,7 @@ mod endpoints;
 mod fragments;
 mod identities;
 mod interfaces;
+mod local;
 mod policy;
 mod ports;
 mod prefixes;
@@ -39,6 +40,7 @@ pub use endpoints::EndpointMap;
 pub use fragments::{Datagram, FragmentMap};
 pub use identities::IdentityAddr;
 pub use interfaces::{InterfaceMap, INTERFACE_ADDRS};
+pub use local::{LocalDelivery, LocalDeliveryMap};
 pub use policy::PolicyMap;
 pub use ports::PortPolicyMap;
 pub use prefixes::PrefixMap;
@@ -104,6 +106,7 @@ pub struct Maps {
     pub conntrack: ConntrackMap,
     pub fragments: FragmentMap,
     pub counters: NotifyCounters,
+    pub local: LocalDeliveryMap,
     event_ring: MapHandle,
     ids: [u32; PinnedMap::ALL.len()],
 }
@@ -169,6 +172,7 @@ impl Maps {
             fragments: FragmentMap::new(next()),
             event_ring: next(),
             counters: NotifyCounters::new(next()),
+            local: LocalDeliveryMap::new(next()),
             ids: ids.try_into().expect("one id per pinned map"),
         })
     }
