@@ -159,14 +159,14 @@ fn tcp_echo(from: &Pod, server: &Pod, to: Ipv4Addr, port: u16) -> std::io::Resul
 }
 
 /// ADD records where each pod lives: its host veth, its eth0's MAC and the
-/// host veth's, redirect by default; with forwarding off on the node, the
+/// host veth's, redirect as the network says; with forwarding off on the node, the
 /// pods still talk (ping, TCP): their packets never go through the node's
 /// forwarding. A TTL that runs out gets its time exceeded from the node;
 /// a denied packet is dropped and counted; DEL removes the record.
 #[test]
 fn pods_of_a_node_talk_by_local_delivery() {
     require_root!();
-    let pods = Pods::new("ldeliver", None);
+    let pods = Pods::new("ldeliver", Some("redirect"));
     let local = LocalDeliveryMap::open(pods.node.pins.path())
         .unwrap()
         .expect("pinned");
@@ -234,7 +234,7 @@ fn pods_of_a_node_talk_by_local_delivery() {
 #[test]
 fn stateful_replies_are_delivered() {
     require_root!();
-    let pods = Pods::new("ldstate", None);
+    let pods = Pods::new("ldstate", Some("redirect"));
     pods.maps
         .allow(&[Rule {
             pair: PolicyRule::new(id(1001), id(1002)),
@@ -260,16 +260,26 @@ fn stateful_replies_are_delivered() {
     );
 }
 
-/// "localDelivery": "stack": the record says so, and the pods' packets go
-/// through the node's forwarding (off: they do not arrive; on: they do).
+/// "localDelivery": "stack", the default: the record says so, and the
+/// pods' packets go through the node's forwarding (off: they do not
+/// arrive; on: they do).
 #[test]
 fn a_stack_network_keeps_the_nodes_forwarding() {
     require_root!();
-    let pods = Pods::new("ldstack", Some("stack"));
+    let said = Pods::new("ldstack2", Some("stack"));
+    let records = LocalDeliveryMap::open(said.node.pins.path())
+        .unwrap()
+        .expect("pinned");
+    assert!(!records.get(said.ip_b).unwrap().expect("a record").redirect);
+    drop(said);
+    let pods = Pods::new("ldstack", None);
     let local = LocalDeliveryMap::open(pods.node.pins.path())
         .unwrap()
         .expect("pinned");
-    assert!(!local.get(pods.ip_b).unwrap().expect("a record").redirect);
+    assert!(
+        !local.get(pods.ip_b).unwrap().expect("a record").redirect,
+        "the default"
+    );
     pods.both_ways();
     pods.forwarding(false);
     assert!(
@@ -297,7 +307,7 @@ fn a_stack_network_keeps_the_nodes_forwarding() {
 #[test]
 fn gc_removes_local_records_of_veths_that_are_gone() {
     require_root!();
-    let pods = Pods::new("ldgc", None);
+    let pods = Pods::new("ldgc", Some("redirect"));
     let local = LocalDeliveryMap::open(pods.node.pins.path())
         .unwrap()
         .expect("pinned");
@@ -332,7 +342,7 @@ fn gc_removes_local_records_of_veths_that_are_gone() {
 #[test]
 fn what_another_program_redirects_is_judged_at_to_pod() {
     require_root!();
-    let pods = Pods::new("ldredir", None);
+    let pods = Pods::new("ldredir", Some("redirect"));
     pods.both_ways();
     // The flow passes from-pod first (and is delivered).
     let send = |pods: &Pods| {
@@ -388,4 +398,35 @@ fn what_another_program_redirects_is_judged_at_to_pod() {
         "B's to-pod hook did not judge what the redirector sent"
     );
     drop(object);
+}
+
+/// An ADD that fails after it recorded where its pod lives (here: static
+/// IPAM hands it pod A's address, and the /32 route to it exists) takes the
+/// record back: no record is left naming its veth, which is gone.
+#[test]
+fn a_failed_add_leaves_no_record_of_its_veth() {
+    require_root!();
+    let pods = Pods::new("ldroll", Some("redirect"));
+    let c = Pod::new("ldroll-c");
+    let gateway = pods.ra["ips"][0]["gateway"].as_str().unwrap().to_string();
+    let conf = pods
+        .node
+        .static_config("1.1.0", &format!("{}/24", pods.ip_a), Some(&gateway));
+    let outcome = pods.node.add(&conf, &c);
+    assert!(!outcome.success, "ADD with A's address succeeded: {outcome:#?}");
+    let live: Vec<u32> = [&pods.ra, &pods.rb]
+        .iter()
+        .map(|r| pods.node.ns.ifindex(&host_veth(r)))
+        .collect();
+    let local = LocalDeliveryMap::open(pods.node.pins.path())
+        .unwrap()
+        .expect("pinned");
+    for (addr, record) in local.list().unwrap() {
+        assert!(
+            live.contains(&record.ifindex),
+            "{addr} left delivered to ifindex {}, not a live host veth",
+            record.ifindex
+        );
+    }
+    assert!(local.get(pods.ip_b).unwrap().is_some(), "B's record went");
 }
