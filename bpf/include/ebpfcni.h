@@ -17,11 +17,13 @@
  *         its pod (fail closed: unknown-interface);
  *      b. a source address that is not one of the record's addresses is
  *         dropped (invalid-source): a pod cannot borrow another's identity.
- *      What the node sends to a pod (to-pod) is not checked. On to-pod, a
- *      packet that this node's from-pod hook has just passed, unchanged
- *      (same addresses, protocol and ports, received on that hook's
- *      interface), passes as it passed there: it was judged once, by the
- *      steps below against the same maps (lib/judged.h).
+ *      What the node sends to a pod (to-pod) is not checked. Every
+ *      packet that reaches to-pod is judged there by the steps below: a
+ *      packet between two pods of the node is judged once because from-pod
+ *      delivers what it passes straight into the receiving pod (local_map,
+ *      struct ebpfcni_local), past the receiver's to-pod hook; on a
+ *      "stack" network it goes through the node and is judged on both
+ *      hooks, to the same verdict.
  *   4. What was already allowed:
  *      a. a later fragment (fragment offset != 0: it carries no L4 header)
  *         of a datagram whose first fragment (offset 0, MF set) passed by a
@@ -76,7 +78,9 @@
  *      (4b) without a reverse rule; a packet allowed by a stateless rule is
  *      not tracked. Everything allowed passes; a first fragment that passed
  *      by a port rule (8) or as a reply (4b) records its verdict for the
- *      rest of its datagram (4a).
+ *      rest of its datagram (4a). On from-pod, a passed packet to a pod of
+ *      the node with a local delivery record goes straight into that pod
+ *      (struct ebpfcni_local); the rest goes on through the node.
  *  10. Everything else is dropped: while tracking (4b), no-flow when the
  *      reverse direction has a stateful rule (a reply whose connection is
  *      not tracked, or no longer is); else no-policy (default deny).
@@ -104,6 +108,7 @@ enum ebpfcni_capacity {
 	EBPFCNI_FRAG_MAP_CAPACITY = 8192,         /* fragmented datagrams (LRU: the oldest go) */
 	EBPFCNI_LABEL_ISOLATION_MAP_CAPACITY = 16384, /* identities under label policy */
 	EBPFCNI_LABEL_RULE_MAP_CAPACITY = 65536,  /* entries: a port range takes several */
+	EBPFCNI_LOCAL_MAP_CAPACITY = 16384,       /* pod addresses on the node (local delivery) */
 	EBPFCNI_EVENT_RING_BYTES = 1 << 20,       /* about 21,000 events */
 };
 
@@ -136,6 +141,30 @@ struct ebpfcni_prefix_key {
 struct ebpfcni_interface {
 	__be32 addrs[EBPFCNI_INTERFACE_ADDRS];
 };
+
+/* local_map value, keyed by a pod address on this node (__be32, network
+ * byte order as on the wire): where the pod lives, for local delivery.
+ * Plumbing, not policy: the CNI plugin writes it at ADD (before the pod has
+ * its address) and removes it at DEL and GC. A packet that from-pod passes
+ * (every step below, unchanged) to an address with a record whose flags
+ * hold EBPFCNI_LOCAL_REDIRECT (the receiving pod's network says
+ * "localDelivery": "redirect") is handed straight into that pod: TTL
+ * decremented (a packet whose TTL would run out is left to the node's stack,
+ * which answers it with its ICMP error), IPv4 checksum fixed, Ethernet
+ * addresses rewritten to what the pod expects (source: its gateway, the
+ * host veth; destination: its eth0), then bpf_redirect_peer() to the host
+ * veth `ifindex`, which lands in the pod (the host veth's egress, and so
+ * the to-pod hook, is not run). Everything else takes the node's stack.
+ * A record without the flag (a "stack" network) delivers nothing. */
+struct ebpfcni_local {
+	__u32 ifindex;       /* the pod's host veth */
+	__u8 pod_mac[6];     /* the pod's eth0: the destination */
+	__u8 host_mac[6];    /* the host veth (the pod's gateway): the source */
+	__u32 flags;         /* EBPFCNI_LOCAL_* */
+	__u32 reserved;      /* zero */
+};
+_Static_assert(sizeof(struct ebpfcni_local) == 24, "ebpfcni_local is 24 bytes");
+#define EBPFCNI_LOCAL_REDIRECT 0x1 /* deliver into the pod (else: the stack) */
 
 /* policy_map key: (source identity, destination identity). */
 struct policy_key {

@@ -5,12 +5,13 @@
  * Two entry points share one body: ebpfcni_frompod runs on tc ingress of
  * every pod's host-side veth (what the pod sends), ebpfcni_topod on its tc
  * egress (what the pod receives); each knows its hook by construction. The
- * body checks that a pod sends from its own address (from-pod only), passes
- * what the sender's from-pod hook has just passed (to-pod only), lets the
+ * body checks that a pod sends from its own address (from-pod only), lets the
  * replies of tracked connections (and the later fragments of a datagram
  * whose first fragment passed) through, maps both addresses of an
  * IPv4 packet to security identities and lets the packet through only when
- * a rule allows the identity pair (for its protocol and port). The steps and their
+ * a rule allows the identity pair (for its protocol and port). From-pod
+ * delivers what it passes to a pod of the node straight into that pod
+ * (deliver.h), so that such a packet is judged once. The steps and their
  * order are the numbered "Policy precedence" list in ebpfcni.h; code cites
  * them. The concerns live in bpf/lib/, one header each.
  *
@@ -31,7 +32,7 @@
 #include "identity.h"
 #include "policy.h"
 #include "labels.h"
-#include "judged.h"
+#include "deliver.h"
 #include "verdict.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -105,8 +106,6 @@ static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfc
 		ret = ebpfcni_source_trusted(ctx, flow);
 		if (ret < 0)
 			return ebpfcni_drop(ctx, -ret, flow); /* step 3 */
-	} else if (ebpfcni_judged_at_from_pod(ctx, flow)) {
-		return ebpfcni_pass(ctx, flow->pass_kind, flow); /* step 3, to-pod */
 	}
 
 	if (ebpfcni_frag_find(flow))
@@ -155,24 +154,19 @@ static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfc
 	return ebpfcni_drop(ctx, EBPFCNI_DROP_NO_POLICY, flow);
 }
 
-/* What the pod sends: tc ingress of its host veth. The verdict is noted
- * for the receiver's to-pod hook (judged.h): a pass is, a drop clears the
- * note; a frame that is not IPv4 leaves it as it is. A first fragment's
- * pass is recorded for the rest of its datagram (frag.h). */
+/* What the pod sends: tc ingress of its host veth. A first fragment's
+ * pass is recorded for the rest of its datagram (frag.h); a pass to a pod
+ * of the node is delivered into it (deliver.h). */
 SEC("tc")
 int ebpfcni_frompod(struct __sk_buff *ctx)
 {
 	struct ebpfcni_flow flow = { .hook = EBPFCNI_HOOK_FROM_POD };
 	int verdict = ebpfcni_judge(ctx, EBPFCNI_HOOK_FROM_POD, &flow);
 
-	if (verdict == TC_ACT_SHOT) {
-		ebpfcni_forget_pass();
-		return verdict;
-	}
-	if (flow.pass_kind)
-		ebpfcni_note_pass(ctx, &flow);
+	if (!flow.pass_kind)
+		return verdict; /* a drop, or a frame that is not IPv4 */
 	ebpfcni_frag_passed(&flow);
-	return verdict;
+	return ebpfcni_deliver(ctx, &flow);
 }
 
 /* What the pod receives: tc egress of its host veth. A first fragment's

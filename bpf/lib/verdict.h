@@ -4,7 +4,7 @@
  * per CPU), reported as an event and traced when the levels ask for it
  * (notify.h); a pass is reported at level "all", and a new or changed
  * tracked connection at level "flows". A pass sets flow->pass_kind, which
- * the entry points read for the judged note (judged.h).
+ * the from-pod entry point reads (frag.h, deliver.h).
  *
  * Map:  drop_counters (per-CPU array)  enum ebpfcni_drop_reason -> packets
  * API:  ebpfcni_drop(ctx, reason, flow)  Returns: TC_ACT_SHOT

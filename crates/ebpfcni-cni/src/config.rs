@@ -32,6 +32,12 @@ pub struct NetConf {
     /// default) or "tcx"; see [`NetConf::attach_mode`].
     #[serde(default)]
     pub attach: Option<String>,
+    /// How a packet between two pods of the node reaches the receiving pod:
+    /// "stack" (the default: forwarded by the node) or "redirect" (straight
+    /// from the sender's hook, past the node's stack and netfilter); see
+    /// [`NetConf::local_redirect`]. The receiving pod's network decides.
+    #[serde(default)]
+    pub local_delivery: Option<String>,
     /// Agent mode: the node agent's socket. The agent gives the pod its
     /// identity from its labels (and its address when there is no "ipam").
     #[serde(default)]
@@ -64,6 +70,10 @@ pub struct ValidAttachment {
     pub ifname: String,
 }
 
+/// The values of `localDelivery`: whether the pods of the network are
+/// delivered to by redirect.
+const LOCAL_DELIVERY: [(&str, bool); 2] = [("redirect", true), ("stack", false)];
+
 /// The values of `attach`.
 const ATTACH_MODES: [(&str, AttachMode); 2] = [("clsact", AttachMode::Clsact), ("tcx", AttachMode::Tcx)];
 
@@ -74,6 +84,16 @@ impl NetConf {
             .iter()
             .find(|(name, _)| Some(*name) == self.attach.as_deref())
             .map_or(AttachMode::Clsact, |(_, mode)| *mode)
+    }
+
+    /// `localDelivery` (checked by [`parse`]): the stack unless it says
+    /// "redirect" (BENCHMARKS.md, section 9: on the figures measured so far
+    /// redirect is not the faster path for every kind of traffic).
+    pub fn local_redirect(&self) -> bool {
+        LOCAL_DELIVERY
+            .iter()
+            .find(|(name, _)| Some(*name) == self.local_delivery.as_deref())
+            .is_some_and(|(_, redirect)| *redirect)
     }
 
     pub fn pin_dir(&self) -> PathBuf {
@@ -194,6 +214,13 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf> {
             )));
         }
     }
+    if let Some(delivery) = &conf.local_delivery {
+        if !LOCAL_DELIVERY.iter().any(|(name, _)| name == delivery) {
+            return Err(Error::config(format!(
+                "localDelivery is {delivery:?}: \"redirect\" or \"stack\""
+            )));
+        }
+    }
     if let Some(agent) = &conf.agent {
         if !agent.is_absolute() {
             return Err(Error::config(format!(
@@ -260,6 +287,26 @@ mod tests {
             code(r#"{"cniVersion":"1.0.0","name":"n","type":"ebpfcni","ipam":{"type":"../x"}}"#),
             INVALID_CONFIG
         );
+    }
+
+    #[test]
+    fn local_delivery_is_the_stack_unless_it_says_redirect() {
+        let with = |value: &str| {
+            let extra = if value.is_empty() {
+                String::new()
+            } else {
+                format!(r#","localDelivery":{value}"#)
+            };
+            parse(format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"ebpfcni"{extra}}}"#).as_bytes())
+        };
+        assert!(!with("").unwrap().local_redirect());
+        assert!(with(r#""redirect""#).unwrap().local_redirect());
+        assert!(!with(r#""stack""#).unwrap().local_redirect());
+        for bad in [r#""Stack""#, r#""bypass""#, r#""""#] {
+            let err = with(bad).unwrap_err();
+            assert_eq!(err.code(), INVALID_CONFIG, "{bad}");
+            assert!(err.to_string().contains("localDelivery"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -88,15 +88,16 @@ pub use local_maps::LocalMap;
 pub use maps::{
     drop_reason_name, drop_reasons, ConfigMap, Connection, ConntrackMap, CtState, CtTimeouts, Datagram,
     DropCounters, EndpointMap, EventLevel, FragmentMap, IdentityAddr, IdentityChange, IdentitySource,
-    InterfaceMap, Isolation, LabelIndex, LabelKind, LabelPolicyMap, LabelRule, Maps, NotifyCounters,
-    NotifyCounts, PolicyIndex, PolicyMap, PortPolicyMap, PrefixMap, Protocol, RateLimit, RawRule, Recovered,
-    Rule, RuleChange, Selector, Stored, StoredIdentity, StoredRule, TraceLevel, ANY_PEER, INTERFACE_ADDRS,
+    InterfaceMap, Isolation, LabelIndex, LabelKind, LabelPolicyMap, LabelRule, LocalDelivery,
+    LocalDeliveryMap, Maps, NotifyCounters, NotifyCounts, PolicyIndex, PolicyMap, PortPolicyMap, PrefixMap,
+    Protocol, RateLimit, RawRule, Recovered, Rule, RuleChange, Selector, Stored, StoredIdentity, StoredRule,
+    TraceLevel, ANY_PEER, INTERFACE_ADDRS,
 };
 pub use netns::{bind_netns, check_netns, netns_binding, NetnsId};
 pub use object::PinnedMap;
 pub use program::{
     program_info, program_pin, program_pins, Hook, Program, ProgramInfo, Provenance, TestContext, TestRun,
-    PROGRAM_BUILD_ID, TC_ACT_OK, TC_ACT_SHOT,
+    PROGRAM_BUILD_ID, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
 };
 pub use reattach::{reattach, Reattached};
 pub use run_dir::{fnv1a, ipam_versions_file, RUN_DIR};

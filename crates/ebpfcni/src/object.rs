@@ -74,6 +74,7 @@ impl PinnedMap {
             PinnedMap::NotifyState => &mut maps.notify_state,
             PinnedMap::LabelIsolation => &mut maps.label_isolation_map,
             PinnedMap::LabelRules => &mut maps.label_rule_map,
+            PinnedMap::Local => &mut maps.local_map,
         }
     }
 }

@@ -38,11 +38,14 @@ pub enum PinnedMap {
     LabelIsolation,
     /// Label policy's per-direction rules (an LPM trie).
     LabelRules,
+    /// Pod IPv4 address -> its host veth and MACs (local delivery),
+    /// written by the CNI plugin.
+    Local,
 }
 
 impl PinnedMap {
     /// Every pinned map, in the order [`crate::Maps::ids`] reports them.
-    pub const ALL: [PinnedMap; 13] = [
+    pub const ALL: [PinnedMap; 14] = [
         PinnedMap::Endpoints,
         PinnedMap::Policy,
         PinnedMap::Config,
@@ -56,6 +59,7 @@ impl PinnedMap {
         PinnedMap::NotifyState,
         PinnedMap::LabelIsolation,
         PinnedMap::LabelRules,
+        PinnedMap::Local,
     ];
 
     /// The pin's file name under a pin directory; also the map's name in
@@ -75,6 +79,7 @@ impl PinnedMap {
             PinnedMap::NotifyState => "notify_state",
             PinnedMap::LabelIsolation => "label_isolation_map",
             PinnedMap::LabelRules => "label_rule_map",
+            PinnedMap::Local => "local_map",
         }
     }
 

@@ -57,6 +57,9 @@ impl Hook {
 /// tc verdicts the program returns.
 pub const TC_ACT_OK: i32 = 0;
 pub const TC_ACT_SHOT: i32 = 2;
+/// What from-pod returns for a packet it delivers into a pod of the node
+/// (bpf_redirect_peer).
+pub const TC_ACT_REDIRECT: i32 = 7;
 
 /// A loaded instance of the program (both entry points), sharing the
 /// pinned maps. The kernel keeps it alive while this handle or an
@@ -246,6 +249,30 @@ impl Program {
         ctx: Option<&TestContext>,
         repeat: u32,
     ) -> Result<TestRun> {
+        self.run_test(hook, frame, ctx, repeat, None)
+    }
+
+    /// [`Program::test_run`] once, with the frame as the program left it
+    /// (rewritten for local delivery, say).
+    pub fn test_run_output(
+        &self,
+        hook: Hook,
+        frame: &[u8],
+        ctx: Option<&TestContext>,
+    ) -> Result<(TestRun, Vec<u8>)> {
+        let mut out = vec![0u8; frame.len() + 256];
+        let run = self.run_test(hook, frame, ctx, 1, Some(&mut out))?;
+        Ok((run, out))
+    }
+
+    fn run_test(
+        &self,
+        hook: Hook,
+        frame: &[u8],
+        ctx: Option<&TestContext>,
+        repeat: u32,
+        out: Option<&mut Vec<u8>>,
+    ) -> Result<TestRun> {
         // The kernel rejects a context whose reserved bytes (padding
         // included) are not zero: start from all-zero bytes, set fields in place.
         // SAFETY: __sk_buff and bpf_test_run_opts are plain C structs for
@@ -262,6 +289,11 @@ impl Program {
             opts.ctx_size_in = size_of::<types::__sk_buff>() as u32;
         }
         opts.repeat = repeat as i32;
+        let mut out = out;
+        if let Some(o) = out.as_deref_mut() {
+            opts.data_out = o.as_mut_ptr().cast();
+            opts.data_size_out = o.len() as u32;
+        }
         // SAFETY: opts points at live buffers for the duration of the call.
         let rc = unsafe { libbpf_sys::bpf_prog_test_run_opts(self.as_fd(hook).as_raw_fd(), &mut opts) };
         if rc != 0 {
@@ -269,6 +301,9 @@ impl Program {
                 "BPF_PROG_TEST_RUN",
                 libbpf_rs::Error::from_raw_os_error(-rc),
             ));
+        }
+        if let Some(o) = out {
+            o.truncate(opts.data_size_out as usize);
         }
         Ok(TestRun {
             verdict: opts.retval as i32,

@@ -38,6 +38,7 @@ const _: () = assert!(size_of::<types::ebpfcni_event>() == 40);
 const _: () = assert!(size_of::<types::ebpfcni_label_key>() == 16);
 const _: () = assert!(size_of::<types::ebpfcni_label_rule>() == 8);
 const _: () = assert!(size_of::<types::ebpfcni_notify_state>() == 40);
+const _: () = assert!(size_of::<types::ebpfcni_local>() == 24);
 
 /// Declares shared types as plain old data: `#[repr(C)]`, no padding (the
 /// sizes are asserted above), every bit pattern a valid value.
@@ -65,6 +66,7 @@ plain_old_data!(
     types::ebpfcni_frag_entry,
     types::ebpfcni_event,
     types::ebpfcni_notify_state,
+    types::ebpfcni_local,
     types::ebpfcni_policy_action,
     types::ebpfcni_config,
     types::ebpfcni_drop_count,

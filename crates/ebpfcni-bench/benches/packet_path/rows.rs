@@ -5,7 +5,8 @@
 use std::net::Ipv4Addr;
 
 use ebpfcni::{
-    EventLevel, Hook, PolicyRule, Protocol, RateLimit, Rule, Selector, TraceLevel, TC_ACT_OK, TC_ACT_SHOT,
+    EventLevel, Hook, PolicyRule, Protocol, RateLimit, Rule, Selector, TraceLevel, TC_ACT_OK,
+    TC_ACT_REDIRECT, TC_ACT_SHOT,
 };
 use ebpfcni_testutil::frames::{arp, ipv4_tcp, ipv4_udp, ACK};
 
@@ -46,10 +47,15 @@ pub enum Runs {
     Release1,
     /// This build's entry point for a hook.
     Hook(Hook),
-    /// To-pod on a packet from-pod has just passed (once, first, on the
-    /// same CPU), received on from-pod's interface: judged once.
-    ToPodAfterFromPod,
+    /// From-pod, one run per BPF_PROG_TEST_RUN call (repeated runs would
+    /// get the frame as the last run left it, its TTL one less each time
+    /// it is delivered), the median of [`SINGLE_CALLS`] calls; with
+    /// `deliver`, the destination has a local delivery record (redirect).
+    FromPodOnce { deliver: bool },
 }
+
+/// Calls measured by a [`Runs::FromPodOnce`] row.
+pub const SINGLE_CALLS: usize = 20_001;
 
 pub struct Row {
     pub name: &'static str,
@@ -164,10 +170,17 @@ pub fn rows(repeat: u32) -> Vec<Row> {
         row("allow, first release", Runs::Release1, &allow, TC_ACT_OK, repeat),
         row("allow, to-pod", to_pod, &allow, TC_ACT_OK, repeat),
         row(
-            "allow, to-pod, passed at from-pod",
-            Runs::ToPodAfterFromPod,
+            "allow, from-pod, one run a call",
+            Runs::FromPodOnce { deliver: false },
             &allow,
             TC_ACT_OK,
+            repeat,
+        ),
+        row(
+            "allow, from-pod, delivered, one a call",
+            Runs::FromPodOnce { deliver: true },
+            &allow,
+            TC_ACT_REDIRECT,
             repeat,
         ),
         row(

@@ -12,10 +12,11 @@ use std::net::Ipv4Addr;
 use std::process::Stdio;
 
 use ebpfcni::{
-    AttachMode, EventLevel, Identity, Maps, PolicyRule, Program, Protocol, Rule, Selector, TraceLevel,
+    AttachMode, EventLevel, Identity, LocalDelivery, Maps, PolicyRule, Program, Protocol, Rule, Selector,
+    TraceLevel,
 };
 use ebpfcni_bench::{fill_maps, filler_ip, filler_pair};
-use ebpfcni_testutil::{TestPinDir, TwoPods};
+use ebpfcni_testutil::{Netns, TestPinDir, TwoPods};
 
 use crate::traffic::{ACCEPT_PORT, ECHO_PORT, IPERF3_PORT};
 use crate::Result;
@@ -28,6 +29,21 @@ const POD_B: Ipv4Addr = TwoPods::POD_B;
 
 const NFT_TABLE: &str = "ebpfcni_bench";
 
+/// The MAC and ifindex of `ifname` in `ns`.
+fn mac_and_index(ns: &Netns, ifname: &str) -> Result<([u8; 6], u32)> {
+    ns.run_in(|| -> Result<([u8; 6], u32)> {
+        let link = ebpfcni::netlink::Netlink::open()?
+            .link_by_name(ifname)?
+            .ok_or_else(|| format!("no {ifname}"))?;
+        let mac = link
+            .mac
+            .as_slice()
+            .try_into()
+            .map_err(|_| format!("{ifname}: no MAC"))?;
+        Ok((mac, link.index))
+    })
+}
+
 fn id(n: u32) -> Identity {
     Identity::new(n).expect("non-zero identity")
 }
@@ -38,6 +54,8 @@ pub struct Ebpfcni {
     program: Program,
     /// Entries in endpoint_map and policy_map.
     pub entries: (usize, usize),
+    /// Local delivery records say "redirect" (the default) or "stack".
+    redirect: bool,
 }
 
 impl Ebpfcni {
@@ -107,7 +125,15 @@ impl Ebpfcni {
             pins,
             program,
             entries,
+            redirect: true,
         })
+    }
+
+    /// The same, with the pods' local delivery records saying "stack": the
+    /// node forwards pod-to-pod packets and both hooks judge them.
+    pub fn through_the_stack(mut self) -> Self {
+        self.redirect = false;
+        self
     }
 
     /// Records each pod's address for its host veth, as the CNI plugin
@@ -132,10 +158,27 @@ impl Ebpfcni {
     }
 
     /// The interface records alone, as the CNI plugin writes them.
+    /// And where each pod lives (local delivery), as the plugin writes it.
     pub fn record_addresses(&self, topo: &TwoPods) -> Result<()> {
         let maps = Maps::open(self.pins.path())?;
         maps.interfaces.set(topo.ifindex_a, &[POD_A])?;
         maps.interfaces.set(topo.ifindex_b, &[POD_B])?;
+        for (pod, ip, host_if) in [
+            (&topo.pod_a, POD_A, TwoPods::NODE_IF_A),
+            (&topo.pod_b, POD_B, TwoPods::NODE_IF_B),
+        ] {
+            let host = mac_and_index(&topo.node, host_if)?;
+            let eth0 = mac_and_index(pod, "eth0")?;
+            maps.local.set(
+                ip,
+                &LocalDelivery {
+                    ifindex: host.1,
+                    pod_mac: eth0.0,
+                    host_mac: host.0,
+                    redirect: self.redirect,
+                },
+            )?;
+        }
         Ok(())
     }
 

@@ -202,6 +202,7 @@ fn run(args: &Args) -> Result<()> {
     }
     let ebpf_one = Ebpfcni::new("bench_one", false)?;
     let ebpf_full = Ebpfcni::new("bench_full", true)?;
+    let ebpf_full_stack = Ebpfcni::new("bench_full_stack", true)?.through_the_stack();
     let nft_set_one = Nft::set(2);
     let nft_set_full = Nft::set(ebpf_full.entries.1 as u32);
     let nft_linear_1k = Nft::linear(1_000);
@@ -215,6 +216,11 @@ fn run(args: &Args) -> Result<()> {
             "ebpfcni-full",
             "b. ebpfcni, full maps",
             Filter::Ebpfcni(&ebpf_full),
+        ),
+        Scenario::new(
+            "ebpfcni-full-stack",
+            "b. ebpfcni, full maps, stack",
+            Filter::Ebpfcni(&ebpf_full_stack),
         ),
         Scenario::new("nft-set-1", "c. nftables set, 1 rule", Filter::Nft(&nft_set_one)),
         Scenario::new(
@@ -267,7 +273,7 @@ fn run(args: &Args) -> Result<()> {
         denied::run(&topo, args)?;
     }
     if wanted("inplace") {
-        inplace::run(&topo, args, &ebpf_one, &ebpf_full)?;
+        inplace::run(&topo, args, &ebpf_one, &ebpf_full, &ebpf_full_stack)?;
     }
     print_memory(&ebpf_full)?;
     Ok(())
@@ -359,6 +365,22 @@ fn print_traffic(scenarios: &[Scenario], args: &Args) {
             tps.at_least(1.0),
             cps.show(),
             cps.at_least(1.0)
+        );
+    }
+    for b in ["ebpfcni-full", "ebpfcni-full-stack"]
+        .iter()
+        .filter_map(|k| get(k))
+    {
+        let bps = Ratio::of(&b.throughput, &base.throughput);
+        let tps = Ratio::of(&b.transactions, &base.transactions);
+        println!(
+            "goal (local delivery): {} at or ahead of plain routing: TCP stream x{}: {}; request/response \
+             (1 / latency) x{}: {}",
+            b.key,
+            bps.show(),
+            bps.at_least(1.0),
+            tps.show(),
+            tps.at_least(1.0)
         );
     }
     for b in ["ebpfcni-1", "ebpfcni-full"].iter().filter_map(|k| get(k)) {

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::net::Ipv4Addr;
 
-use ebpfcni::{AttachmentMap, Hook, Maps, Program};
+use ebpfcni::{AttachmentMap, Hook, LocalDelivery, Maps, Program};
 
 use crate::addressing::{pod_routes, Allocation, PodRoute};
 use crate::claim::Claim;
@@ -81,6 +81,7 @@ pub fn add(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<IpamResult> {
             container: None,
             created: None,
             recorded: false,
+            delivering: false,
             agent: agent.as_ref(),
         };
         let host_side = setup.make_pair(&netns_file, claim).and_then(|ends| {
@@ -143,6 +144,8 @@ struct Setup<'a> {
     created: Option<u32>,
     /// Whether this ADD recorded the pod's addresses in interface_map.
     recorded: bool,
+    /// Whether this ADD recorded where the pod lives in local_map.
+    delivering: bool,
     /// Agent mode: the agent's client.
     agent: Option<&'a ebpfcni_api::Client>,
 }
@@ -296,6 +299,21 @@ impl Setup<'_> {
             })
             .map_err(Error::bpf(format!("record {}'s address", self.host_name)))?;
         }
+        // Where the pod lives, for local delivery (plumbing: in agent mode
+        // too), before the pod has its address.
+        self.delivering = true;
+        timing::step("local record", || {
+            maps.local.set(
+                lease.ip(),
+                &LocalDelivery {
+                    ifindex: host_end.index,
+                    pod_mac: mac_of(&pod)?,
+                    host_mac: mac_of(&host_end)?,
+                    redirect: conf.local_redirect(),
+                },
+            )
+        })
+        .map_err(Error::bpf(format!("record where {} lives", lease.ip())))?;
         timing::step("pod", || self.configure_pod(&pod, &lease, &routes))?;
         timing::step("host", || self.configure_host(&host_end, &lease))?;
         timing::step("forwarding", sysctl::enable_forwarding)?;
@@ -364,6 +382,11 @@ impl Setup<'_> {
                 log::warn!("rollback: failed to unregister the endpoint from the agent: {undo}");
             }
         }
+        if let (true, Some(index)) = (self.delivering, self.created) {
+            if let Err(undo) = super::forget_local(self.conf, index) {
+                log::warn!("rollback: failed to remove the local record of ifindex {index}: {undo}");
+            }
+        }
         if let (true, Some(index)) = (self.recorded, self.created) {
             if let Err(undo) = super::forget_addresses(self.conf, index) {
                 log::warn!("rollback: failed to remove the record of ifindex {index}: {undo}");
@@ -383,6 +406,14 @@ impl Setup<'_> {
             }
         }
     }
+}
+
+/// A veth end's MAC address, as local delivery writes it.
+fn mac_of(link: &Link) -> ebpfcni::Result<[u8; 6]> {
+    link.mac.as_slice().try_into().map_err(|_| ebpfcni::Error::Io {
+        context: format!("read the MAC address of {}", link.name),
+        source: std::io::Error::other(format!("{} bytes, not 6", link.mac.len())),
+    })
 }
 
 /// Refuses a gateway that is the address of a pod (of any network sharing

@@ -7,7 +7,8 @@
 //! run) is removed, and its lease given back when its attachment is not
 //! valid. Records of other networks sharing the pin directory are theirs
 //! to collect and stay; records of earlier releases (no attachment) go
-//! when no host veth of ours has their ifindex.
+//! when no host veth of ours has their ifindex. Local delivery records
+//! (local_map, in agent mode too) whose host veth is none of ours go.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -46,6 +47,9 @@ pub fn gc(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
             errors.push(e);
         }
     }
+    // Read before the links: a record written after this is an ADD's under
+    // way, whose veth this GC may not see.
+    let local = local_records(conf)?;
     let links = host.links().map_err(Error::netlink("list links"))?;
     // Our host veths by ifindex, with the attachment their alias names
     // (none yet: an ADD between creating the pair and setting it up).
@@ -73,6 +77,9 @@ pub fn gc(conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<()> {
             Ok(_) => drop(ours.remove(&link.index)),
             Err(e) => errors.push(Error::netlink(format!("delete {}", link.name))(e)),
         }
+    }
+    if let Err(e) = forget_stale_local(conf, &local, &ours) {
+        errors.push(e);
     }
     if conf.agent.is_none() {
         let ipam = ipam.as_ref().expect("IPAM is delegated outside agent mode");
@@ -102,6 +109,59 @@ fn release(ipam: Option<&Ipam<'_>>, owner: &Owner) -> Result<()> {
         ifname: Some(owner.ifname.clone()),
         netns: Some(String::new()),
     })
+}
+
+/// The local delivery records, by address, with their host veths.
+fn local_records(conf: &NetConf) -> Result<Vec<(std::net::Ipv4Addr, u32)>> {
+    let pin_dir = conf.pin_dir();
+    let context = format!("read the local delivery records in {}", pin_dir.display());
+    Ok(
+        match ebpfcni::LocalDeliveryMap::open(&pin_dir).map_err(Error::bpf(context.clone()))? {
+            Some(map) => map
+                .list()
+                .map_err(Error::bpf(context))?
+                .into_iter()
+                .map(|(addr, record)| (addr, record.ifindex))
+                .collect(),
+            None => Vec::new(),
+        },
+    )
+}
+
+/// Removes the local delivery records (read before the links) whose host
+/// veth is none of ours that stay: whatever network they were written for,
+/// a record of a veth that is gone would deliver its address into nothing.
+fn forget_stale_local(
+    conf: &NetConf,
+    local: &[(std::net::Ipv4Addr, u32)],
+    ours: &HashMap<u32, Option<Owner>>,
+) -> Result<()> {
+    let stale: Vec<_> = local.iter().filter(|(_, i)| !ours.contains_key(i)).collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let pin_dir = conf.pin_dir();
+    let Some(map) = ebpfcni::LocalDeliveryMap::open(&pin_dir).map_err(Error::bpf(format!(
+        "open the local delivery records in {}",
+        pin_dir.display()
+    )))?
+    else {
+        return Ok(());
+    };
+    for (addr, index) in stale {
+        // Only when it still names the gone veth: an ADD may have given
+        // the address to a new pod since.
+        match map.get(*addr) {
+            Ok(Some(record)) if record.ifindex == *index => {
+                log::info!("GC: removing the local delivery of {addr} (gone ifindex {index})");
+                map.remove(*addr)
+                    .map_err(Error::bpf(format!("remove the local delivery of {addr}")))?;
+            }
+            Ok(_) => {}
+            Err(e) => return Err(Error::bpf(format!("look up the local delivery of {addr}"))(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Removes the records of this network whose host veth is gone (and gives

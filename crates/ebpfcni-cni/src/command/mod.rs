@@ -91,6 +91,7 @@ fn check_netns(conf: &NetConf) -> Result<()> {
 /// while its ifindex still names it). Nothing pinned, or no record:
 /// nothing to do.
 pub(super) fn forget_addresses(conf: &NetConf, ifindex: u32) -> Result<()> {
+    forget_local(conf, ifindex)?;
     if conf.agent.is_some() {
         // Agent mode: the agent wrote the record and removes it.
         return Ok(());
@@ -116,6 +117,27 @@ pub(super) fn forget_addresses(conf: &NetConf, ifindex: u32) -> Result<()> {
         attachments
             .remove(ifindex)
             .map_err(Error::bpf(format!("remove the attachment of ifindex {ifindex}")))?;
+    }
+    Ok(())
+}
+
+/// Removes the local delivery records of the pod behind the host veth
+/// `ifindex` (plumbing: in agent mode too), before the veth goes: a record
+/// left behind would deliver its address into a veth that is gone.
+/// Nothing pinned, or no record: nothing to do.
+pub(super) fn forget_local(conf: &NetConf, ifindex: u32) -> Result<()> {
+    let pin_dir = conf.pin_dir();
+    let map = ebpfcni::LocalDeliveryMap::open(&pin_dir).map_err(Error::bpf(format!(
+        "open the local delivery records in {}",
+        pin_dir.display()
+    )))?;
+    if let Some(map) = map {
+        let removed = map.remove_interface(ifindex).map_err(Error::bpf(format!(
+            "remove the local delivery records of ifindex {ifindex}"
+        )))?;
+        if !removed.is_empty() {
+            log::info!("removed the local delivery of {removed:?} (ifindex {ifindex})");
+        }
     }
     Ok(())
 }

@@ -283,7 +283,8 @@ impl Maps {
             | PinnedMap::NotifyState
             | PinnedMap::Fragments
             | PinnedMap::LabelIsolation
-            | PinnedMap::LabelRules => {
+            | PinnedMap::LabelRules
+            | PinnedMap::Local => {
                 unreachable!("{map} is never part of a recorded change")
             }
         }

@@ -14,6 +14,7 @@ mod identities;
 mod interfaces;
 mod journal;
 mod labels;
+mod local;
 mod policy;
 mod ports;
 mod prefixes;
@@ -45,6 +46,7 @@ pub use identities::{IdentityAddr, IdentityChange};
 pub use interfaces::{InterfaceMap, INTERFACE_ADDRS};
 pub use journal::Recovered;
 pub use labels::{Isolation, LabelIndex, LabelKind, LabelPolicyMap, LabelRule, ANY_PEER};
+pub use local::{LocalDelivery, LocalDeliveryMap};
 pub use policy::PolicyMap;
 pub use ports::PortPolicyMap;
 pub use prefixes::PrefixMap;
@@ -112,6 +114,7 @@ pub struct Maps {
     pub fragments: FragmentMap,
     pub counters: NotifyCounters,
     pub labels: LabelPolicyMap,
+    pub local: LocalDeliveryMap,
     event_ring: MapHandle,
     ids: [u32; PinnedMap::ALL.len()],
     pin_dir: PathBuf,
@@ -203,6 +206,7 @@ impl Maps {
                 let isolation = next();
                 LabelPolicyMap::new(isolation, next())
             },
+            local: LocalDeliveryMap::new(next()),
             ids: ids.try_into().expect("one id per pinned map"),
             pin_dir: pin_dir.to_owned(),
             recovered: Recovered::Nothing,

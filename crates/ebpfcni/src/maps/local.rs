@@ -1,0 +1,146 @@
+//! local_map: pod IPv4 address -> where the pod lives on this node (its host
+//! veth, the MACs it expects, whether its network delivers locally). The
+//! program hands a packet it passed at from-pod straight into that pod
+//! (bpf/lib/deliver.h). Written by the CNI plugin (ADD records, DEL and GC
+//! remove): plumbing, not policy, in agent mode too.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use super::insert_error;
+use crate::error::{Error, Result};
+use crate::object::PinnedMap;
+use crate::skel::types;
+
+const MAP: PinnedMap = PinnedMap::Local;
+
+/// EBPFCNI_LOCAL_REDIRECT (bpf/include/ebpfcni.h).
+const REDIRECT: u32 = 0x1;
+
+/// One pod address's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalDelivery {
+    /// The pod's host veth.
+    pub ifindex: u32,
+    /// The pod's eth0: the destination MAC of what is delivered.
+    pub pod_mac: [u8; 6],
+    /// The host veth (the pod's gateway): the source MAC.
+    pub host_mac: [u8; 6],
+    /// Deliver into the pod ("localDelivery": "redirect"); false: the
+    /// node's stack forwards, as without a record.
+    pub redirect: bool,
+}
+
+impl LocalDelivery {
+    fn to_value(self) -> types::ebpfcni_local {
+        types::ebpfcni_local {
+            ifindex: self.ifindex,
+            pod_mac: self.pod_mac,
+            host_mac: self.host_mac,
+            flags: if self.redirect { REDIRECT } else { 0 },
+            ..bytemuck::Zeroable::zeroed()
+        }
+    }
+
+    fn from_value(value: &[u8]) -> Self {
+        let v: types::ebpfcni_local = bytemuck::pod_read_unaligned(value);
+        Self {
+            ifindex: v.ifindex,
+            pod_mac: v.pod_mac,
+            host_mac: v.host_mac,
+            redirect: v.flags & REDIRECT != 0,
+        }
+    }
+}
+
+fn key(addr: Ipv4Addr) -> [u8; 4] {
+    addr.octets() // network byte order, as on the wire
+}
+
+#[derive(Debug)]
+pub struct LocalDeliveryMap {
+    map: MapHandle,
+}
+
+impl LocalDeliveryMap {
+    pub(super) fn new(map: MapHandle) -> Self {
+        Self { map }
+    }
+
+    /// Opens this map alone, `None` when it is not pinned under `pin_dir`
+    /// (pins of a release without it): for the CNI plugin's DEL and GC.
+    pub fn open(pin_dir: &Path) -> Result<Option<Self>> {
+        let spec = crate::object::specs()?[PinnedMap::ALL.iter().position(|m| *m == MAP).expect("listed")];
+        Ok(crate::object::open_pinned(MAP, pin_dir, &spec)?.map(Self::new))
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.map.max_entries()
+    }
+
+    /// Records where the pod of `addr` lives, replacing any earlier record
+    /// of that address.
+    pub fn set(&self, addr: Ipv4Addr, record: &LocalDelivery) -> Result<()> {
+        if addr.is_unspecified() || record.ifindex == 0 {
+            return Err(Error::io(
+                format!("record local delivery of {addr} to ifindex {}", record.ifindex),
+                std::io::ErrorKind::InvalidInput.into(),
+            ));
+        }
+        self.map
+            .update(&key(addr), bytemuck::bytes_of(&record.to_value()), MapFlags::ANY)
+            .map_err(|e| insert_error(MAP, self.capacity(), self.list().map_or(0, |l| l.len()) + 1, e))
+    }
+
+    /// The record of `addr`, if any.
+    pub fn get(&self, addr: Ipv4Addr) -> Result<Option<LocalDelivery>> {
+        Ok(self
+            .map
+            .lookup(&key(addr), MapFlags::ANY)
+            .map_err(|e| Error::bpf(format!("look up {addr} in {MAP}"), e))?
+            .as_deref()
+            .map(LocalDelivery::from_value))
+    }
+
+    /// Removes the record of `addr`. Returns false when there was none.
+    pub fn remove(&self, addr: Ipv4Addr) -> Result<bool> {
+        match self.map.delete(&key(addr)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::bpf(format!("remove {addr} from {MAP}"), e)),
+        }
+    }
+
+    /// Removes every record that delivers to the host veth `ifindex` (its
+    /// pod is going). Returns the addresses removed.
+    pub fn remove_interface(&self, ifindex: u32) -> Result<Vec<Ipv4Addr>> {
+        self.remove_where(|record| record.ifindex == ifindex)
+    }
+
+    /// Removes every record `remove` says to.
+    /// Returns the addresses removed.
+    pub fn remove_where(&self, mut remove: impl FnMut(&LocalDelivery) -> bool) -> Result<Vec<Ipv4Addr>> {
+        let mut removed = Vec::new();
+        for (addr, record) in self.list()? {
+            if remove(&record) && self.remove(addr)? {
+                removed.push(addr);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Every record, sorted by address.
+    pub fn list(&self) -> Result<Vec<(Ipv4Addr, LocalDelivery)>> {
+        let mut records: Vec<_> = super::dump(&self.map, MAP)?
+            .into_iter()
+            .map(|(k, v)| {
+                let octets: [u8; 4] = k.as_slice().try_into().expect("4-byte key");
+                (Ipv4Addr::from(octets), LocalDelivery::from_value(&v))
+            })
+            .collect();
+        records.sort_unstable_by_key(|(a, _)| *a);
+        Ok(records)
+    }
+}
