@@ -70,6 +70,24 @@ fn allow_both(maps: &Maps, a: u32, b: u32) {
     maps.policy.allow(PolicyRule::new(b, a)).unwrap();
 }
 
+/// Runs `bin` (endpointctl or policyctl) on the node's pin directory with
+/// the agent's socket: (exit code, stdout, stderr).
+fn cli(node: &Node, socket: &Path, bin: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(ebpfcni_testutil::workspace_bin("ebpfcni-ctl", bin))
+        .arg("--pin-dir")
+        .arg(node.pins.path())
+        .arg("--agent")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("run the CLI");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn ping_once(pod: &Pod, ip: &str) -> bool {
     pod.ns
         .command("ping")
@@ -420,21 +438,7 @@ fn hand_entries_and_the_agents_stay_apart() {
     let pod = Pod::new("aghp");
     let ip = pod_ip(&node.add(&conf, &pod).ok());
     let socket = agent.socket.clone();
-    let endpointctl = |args: &[&str]| {
-        let out = std::process::Command::new(ebpfcni_testutil::workspace_bin("ebpfcni-ctl", "endpointctl"))
-            .arg("--pin-dir")
-            .arg(node.pins.path())
-            .arg("--agent")
-            .arg(&socket)
-            .args(args)
-            .output()
-            .expect("run endpointctl");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let endpointctl = |args: &[&str]| cli(&node, &socket, "endpointctl", args);
     let (code, list, _) = endpointctl(&["list"]);
     assert_eq!(code, Some(0));
     let line = list
@@ -471,20 +475,9 @@ fn hand_entries_and_the_agents_stay_apart() {
     let id = identity_of(&Maps::open(node.pins.path()).unwrap(), &ip)
         .unwrap()
         .to_string();
-    let policyctl = |args: &[&str]| {
-        std::process::Command::new(ebpfcni_testutil::workspace_bin("ebpfcni-ctl", "policyctl"))
-            .arg("--pin-dir")
-            .arg(node.pins.path())
-            .arg("--agent")
-            .arg(&socket)
-            .args(args)
-            .output()
-            .expect("run policyctl")
-    };
-    assert!(policyctl(&["allow", "--src", &id, "--dst", "77"])
-        .status
-        .success());
-    let list = String::from_utf8_lossy(&policyctl(&["list"]).stdout).into_owned();
+    let policyctl = |args: &[&str]| cli(&node, &socket, "policyctl", args);
+    assert_eq!(policyctl(&["allow", "--src", &id, "--dst", "77"]).0, Some(0));
+    let list = policyctl(&["list"]).1;
     assert!(
         list.contains(&format!("  {id}  app=web,io.kubernetes.pod.namespace=default")),
         "{list}"
@@ -515,19 +508,8 @@ fn new_label_sets_skip_the_numbers_hand_entries_use() {
     let dir = tempdir("agskip");
     let agent = start_agent(&node, dir.path(), "10.13.29.0/24");
     let ctl = |bin: &str, args: &[&str]| {
-        let out = std::process::Command::new(ebpfcni_testutil::workspace_bin("ebpfcni-ctl", bin))
-            .arg("--pin-dir")
-            .arg(node.pins.path())
-            .arg("--agent")
-            .arg(&agent.socket)
-            .args(args)
-            .output()
-            .expect("run the CLI");
-        assert!(
-            out.status.success(),
-            "{bin} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (code, _, err) = cli(&node, &agent.socket, bin, args);
+        assert_eq!(code, Some(0), "{bin} {args:?}: {err}");
     };
     ctl(
         "endpointctl",
