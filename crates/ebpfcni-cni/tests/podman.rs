@@ -159,6 +159,31 @@ impl Drop for Podman<'_> {
     }
 }
 
+/// Podman on an agent-mode network, its API service, and an agent that
+/// leases from `pod_cidr` and asks that service for labels.
+fn with_agent<'a>(node: &'a Node, pod_cidr: &str) -> (Podman<'a>, Service, ebpfcni_testutil::AgentProcess) {
+    let agent_dir = node.data_dir.join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let socket = agent_dir.join("agent.sock");
+    let plugin = json!({ "type": "ebpfcni", "pinDir": node.pins.path(), "agent": socket });
+    let podman = Podman::with_plugin(node, plugin);
+    let service = podman.service();
+    let agent = ebpfcni_testutil::AgentProcess::start(
+        &node.ns,
+        node.pins.path(),
+        &agent_dir,
+        &[
+            "--pod-cidr",
+            pod_cidr,
+            "--runtime",
+            "podman",
+            "--podman-socket",
+            &service.socket.display().to_string(),
+        ],
+    );
+    (podman, service, agent)
+}
+
 /// `podman system service`, killed by pid on drop.
 struct Service {
     child: std::process::Child,
@@ -231,25 +256,7 @@ fn podman_labels_give_identities_through_the_agent() {
         return;
     }
     let node = Node::new("pmagent");
-    let agent_dir = node.data_dir.join("agent");
-    std::fs::create_dir_all(&agent_dir).unwrap();
-    let socket = agent_dir.join("agent.sock");
-    let plugin = json!({ "type": "ebpfcni", "pinDir": node.pins.path(), "agent": socket });
-    let mut podman = Podman::with_plugin(&node, plugin);
-    let service = podman.service();
-    let agent = ebpfcni_testutil::AgentProcess::start(
-        &node.ns,
-        node.pins.path(),
-        &agent_dir,
-        &[
-            "--pod-cidr",
-            "10.13.31.0/24",
-            "--runtime",
-            "podman",
-            "--podman-socket",
-            &service.socket.display().to_string(),
-        ],
-    );
+    let (mut podman, _service, agent) = with_agent(&node, "10.13.31.0/24");
     let web1 = podman.start_labelled(&["app=web", "tier=front"]);
     let web2 = podman.start_labelled(&["tier=front", "app=web"]);
     let db = podman.start_labelled(&["app=db"]);
@@ -329,25 +336,8 @@ fn podman_a_reused_address_never_carries_the_old_containers_identity() {
         return;
     }
     let node = Node::new("pmreuse");
-    let agent_dir = node.data_dir.join("agent");
-    std::fs::create_dir_all(&agent_dir).unwrap();
-    let socket = agent_dir.join("agent.sock");
-    let plugin = json!({ "type": "ebpfcni", "pinDir": node.pins.path(), "agent": socket });
-    let mut podman = Podman::with_plugin(&node, plugin);
-    let service = podman.service();
-    let agent = ebpfcni_testutil::AgentProcess::start(
-        &node.ns,
-        node.pins.path(),
-        &agent_dir,
-        &[
-            "--pod-cidr",
-            "10.13.32.0/30",
-            "--runtime",
-            "podman",
-            "--podman-socket",
-            &service.socket.display().to_string(),
-        ],
-    );
+    let (mut podman, _service, agent) = with_agent(&node, "10.13.32.0/30");
+    let socket = agent.socket.clone();
     // A client outside podman, through the plugin with static IPAM.
     let client_pod = common::Pod::new("pmrc");
     let client_conf = json!({
