@@ -6,11 +6,11 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use libbpf_rs::{MapCore, MapHandle};
 
 use super::conntrack::now_coarse_ns;
 use super::dump;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::object::PinnedMap;
 use crate::skel::types;
 
@@ -95,14 +95,8 @@ impl FragmentMap {
     /// had passed (for tests of expiry).
     #[doc(hidden)]
     pub fn age(&self, by: Duration) -> Result<()> {
-        for (k, mut v) in dump(&self.map, MAP)? {
-            let mut entry: types::ebpfcni_frag_entry = bytemuck::pod_read_unaligned(&v);
-            entry.expires_ns = entry.expires_ns.saturating_sub(by.as_nanos() as u64);
-            v.copy_from_slice(bytemuck::bytes_of(&entry));
-            self.map
-                .update(&k, &v, MapFlags::EXIST)
-                .map_err(|e| Error::bpf(format!("write {MAP}"), e))?;
-        }
-        Ok(())
+        super::age_entries(&self.map, MAP, by, |e: &mut types::ebpfcni_frag_entry| {
+            &mut e.expires_ns
+        })
     }
 }

@@ -224,17 +224,7 @@ impl LabelPolicyMap {
     }
 
     fn entries(&self) -> Result<Vec<(types::ebpfcni_label_key, types::ebpfcni_label_rule)>> {
-        let mut out = Vec::new();
-        for k in self.rules.keys() {
-            if let Some(v) = self
-                .rules
-                .lookup(&k, MapFlags::ANY)
-                .map_err(|e| Error::bpf(format!("read {RULES}"), e))?
-            {
-                out.push((bytemuck::pod_read_unaligned(&k), bytemuck::pod_read_unaligned(&v)));
-            }
-        }
-        Ok(out)
+        super::lpm_entries(&self.rules, RULES)
     }
 
     /// Entries in label_rule_map (a range counts its blocks).

@@ -312,6 +312,41 @@ const BATCH: usize = 4096;
 /// iterator (0.27) takes a short batch for the last one, but the kernel ends
 /// hash batches at bucket boundaries, so it stops early on large maps (it
 /// listed 8,190 of 16,384 entries). Only ENOENT means the walk is complete.
+/// Every entry of an LPM trie, typed (tries have no batch lookup: the keys
+/// are walked).
+fn lpm_entries<K: bytemuck::Pod, V: bytemuck::Pod>(map: &MapHandle, name: PinnedMap) -> Result<Vec<(K, V)>> {
+    let mut out = Vec::new();
+    for k in map.keys() {
+        if let Some(v) = map
+            .lookup(&k, MapFlags::ANY)
+            .map_err(|e| Error::bpf(format!("read {name}"), e))?
+        {
+            out.push((bytemuck::pod_read_unaligned(&k), bytemuck::pod_read_unaligned(&v)));
+        }
+    }
+    Ok(out)
+}
+
+/// Moves every entry of an expiring table `by` closer to its expiry, as if
+/// that much time had passed (for tests of expiry); `expires` names the
+/// entry's expiry field.
+fn age_entries<V: bytemuck::Pod>(
+    map: &MapHandle,
+    name: PinnedMap,
+    by: std::time::Duration,
+    expires: fn(&mut V) -> &mut u64,
+) -> Result<()> {
+    for (k, mut v) in dump(map, name)? {
+        let mut entry: V = bytemuck::pod_read_unaligned(&v);
+        let at = expires(&mut entry);
+        *at = at.saturating_sub(by.as_nanos() as u64);
+        v.copy_from_slice(bytemuck::bytes_of(&entry));
+        map.update(&k, &v, MapFlags::EXIST)
+            .map_err(|e| Error::bpf(format!("write {name}"), e))?;
+    }
+    Ok(())
+}
+
 fn dump(map: &MapHandle, name: PinnedMap) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let (key_size, value_size) = (map.key_size() as usize, map.value_size() as usize);
     let mut keys = vec![0u8; key_size * BATCH];

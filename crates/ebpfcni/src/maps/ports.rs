@@ -116,17 +116,7 @@ impl PortPolicyMap {
 
     /// Every entry (LPM tries have no batch lookup: the keys are walked).
     fn entries(&self) -> Result<Entries> {
-        let mut out = Vec::new();
-        for k in self.map.keys() {
-            if let Some(v) = self
-                .map
-                .lookup(&k, MapFlags::ANY)
-                .map_err(|e| Error::bpf(format!("read {MAP}"), e))?
-            {
-                out.push((bytemuck::pod_read_unaligned(&k), bytemuck::pod_read_unaligned(&v)));
-            }
-        }
-        Ok(out)
+        super::lpm_entries(&self.map, MAP)
     }
 
     /// Refuses `rules` whose ports overlap another rule of the same pair and
