@@ -11,7 +11,9 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{ApiError, Deleted, Endpoint, EndpointRequest, GcReply, GcRequest, Health, Identity};
+use crate::{
+    ApiError, Deleted, Endpoint, EndpointRequest, GcReply, GcRequest, Health, Identity, PolicySummary,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -137,6 +139,11 @@ impl Client {
 
     pub fn identities(&self) -> Result<Vec<Identity>, ClientError> {
         self.call(Method::GET, "/v1/identities", None::<&()>)
+    }
+
+    /// Every policy the agent enforces (`GET /v1/policies`).
+    pub fn policies(&self) -> Result<Vec<PolicySummary>, ClientError> {
+        self.call(Method::GET, "/v1/policies", None::<&()>)
     }
 
     pub fn gc(&self, request: &GcRequest) -> Result<GcReply, ClientError> {

@@ -166,6 +166,25 @@ pub struct Health {
     pub identities: usize,
 }
 
+/// A policy the agent enforces (`GET /v1/policies`). `number` is the
+/// agent's number of the policy: the datapath's label rules carry it
+/// (`ebpfcni::maps::LabelRule::policy`), so that a verdict or a flow event
+/// can name the policy that decided it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicySummary {
+    pub number: u32,
+    /// `NetworkPolicy`, `CiliumNetworkPolicy`, or `SelectorRule` (a rule
+    /// written on the command line).
+    pub kind: String,
+    /// Empty for cluster-wide ones.
+    pub namespace: String,
+    pub name: String,
+    /// The identities it selects now.
+    pub selected: Vec<u32>,
+    /// Its rules, one line each, for people.
+    pub rules: Vec<String>,
+}
+
 /// The body of every error reply.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ApiError {
