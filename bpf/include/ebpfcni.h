@@ -375,7 +375,12 @@ struct ebpfcni_config {
 	 * through the library's undo record (endpointctl, policyctl), so that
 	 * the node agent knows when entries it did not write may have changed. */
 	__u32 generation;
-	__u32 reserved[2]; /* zero */
+	/* Nonzero while local_map has a record of a network that delivers
+	 * locally ("localDelivery": "redirect"; the library keeps it so):
+	 * only then does from-pod look local_map up, so that networks on the
+	 * node's stack pay nothing for it. */
+	__u32 local_redirect;
+	__u32 reserved[1]; /* zero */
 };
 _Static_assert(sizeof(struct ebpfcni_config) == 64, "ebpfcni_config is 64 bytes");
 

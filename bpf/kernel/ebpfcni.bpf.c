@@ -156,7 +156,8 @@ static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfc
 
 /* What the pod sends: tc ingress of its host veth. A first fragment's
  * pass is recorded for the rest of its datagram (frag.h); a pass to a pod
- * of the node is delivered into it (deliver.h). */
+ * of the node is delivered into it (deliver.h) while some network
+ * delivers locally. */
 SEC("tc")
 int ebpfcni_frompod(struct __sk_buff *ctx)
 {
@@ -166,6 +167,8 @@ int ebpfcni_frompod(struct __sk_buff *ctx)
 	if (!flow.pass_kind)
 		return verdict; /* a drop, or a frame that is not IPv4 */
 	ebpfcni_frag_passed(&flow);
+	if (!ebpfcni_config()->local_redirect)
+		return verdict; /* no network delivers locally */
 	return ebpfcni_deliver(ctx, &flow);
 }
 

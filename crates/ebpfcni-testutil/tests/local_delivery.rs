@@ -221,3 +221,29 @@ fn tracked_connections_are_delivered_both_ways() {
     assert_eq!(from_pod(&dp, &own).0, TC_ACT_SHOT, "B's own SYN");
     assert_eq!(dp.drops(Reason::EBPFCNI_DROP_NO_FLOW), before + 1);
 }
+
+/// config_map's `local_redirect` is on exactly while a record delivers
+/// locally, whatever changes the records (set, replace, remove, remove by
+/// interface), and the program delivers only while it is on: networks on
+/// the node's stack never pay for the local_map lookup.
+#[test]
+fn local_redirect_flag_follows_the_records() {
+    require_root!();
+    let dp = fixture("local_flag");
+    let to_b = with_ttl(ipv4_udp(POD_A, POD_B, 40000, 80), 64);
+    let flag = || dp.maps.config.local_redirect().unwrap();
+    assert!(flag(), "a redirect record turns it on");
+    assert_eq!(from_pod(&dp, &to_b).0, TC_ACT_REDIRECT);
+
+    dp.maps.local.set(POD_B, &b_record(false)).unwrap();
+    assert!(!flag(), "replaced by a stack record: off");
+    assert_eq!(from_pod(&dp, &to_b), (TC_ACT_OK, to_b.clone()));
+
+    dp.maps.local.set(POD_B, &b_record(true)).unwrap();
+    dp.maps.local.set(POD_A, &b_record(true)).unwrap();
+    dp.maps.local.remove(POD_A).unwrap();
+    assert!(flag(), "one redirect record left: on");
+    assert_eq!(dp.maps.local.remove_interface(b_record(true).ifindex).unwrap(), vec![POD_B]);
+    assert!(!flag(), "no record left: off");
+    assert_eq!(from_pod(&dp, &to_b), (TC_ACT_OK, to_b));
+}

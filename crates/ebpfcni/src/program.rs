@@ -172,6 +172,9 @@ impl Program {
             }
             let program = Self::keep(skel)?;
             program.pin(pin_dir)?;
+            // Records written before config_map had the flag (a build
+            // that always looked local_map up) deliver again.
+            maps.local.refresh_flag()?;
             Ok((program, Provenance::Loaded))
         })
     }

@@ -289,6 +289,20 @@ impl ConfigMap {
         self.update(|config| config.port_rules = u32::from(on))
     }
 
+    /// Whether from-pod looks local_map up (some record delivers locally).
+    pub fn local_redirect(&self) -> Result<bool> {
+        Ok(self.read()?.local_redirect != 0)
+    }
+
+    /// Kept by [`super::LocalDeliveryMap`]: on while a record of a
+    /// "redirect" network exists.
+    pub(crate) fn set_local_redirect(&self, on: bool) -> Result<()> {
+        if self.local_redirect()? == on {
+            return Ok(());
+        }
+        self.update(|config| config.local_redirect = u32::from(on))
+    }
+
     /// Changes the tools made so far (wrapping): equal twice, nothing but
     /// the agent's own writes happened in between.
     pub fn generation(&self) -> Result<u32> {

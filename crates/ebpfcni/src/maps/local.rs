@@ -3,13 +3,19 @@
 //! program hands a packet it passed at from-pod straight into that pod
 //! (bpf/lib/deliver.h). Written by the CNI plugin (ADD records, DEL and GC
 //! remove): plumbing, not policy, in agent mode too.
+//!
+//! config_map's `local_redirect` is on exactly while a record delivers
+//! locally (every change here keeps it so, under the pin directory's lock):
+//! the program skips the lookup otherwise, so that networks on the node's
+//! stack (the default) pay nothing for local delivery.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::insert_error;
+use super::{insert_error, ConfigMap};
+use crate::bpffs::PinDirLock;
 use crate::error::{Error, Result};
 use crate::object::PinnedMap;
 use crate::skel::types;
@@ -62,18 +68,44 @@ fn key(addr: Ipv4Addr) -> [u8; 4] {
 #[derive(Debug)]
 pub struct LocalDeliveryMap {
     map: MapHandle,
+    /// For its `local_redirect` flag.
+    config: ConfigMap,
+    pin_dir: PathBuf,
 }
 
 impl LocalDeliveryMap {
-    pub(super) fn new(map: MapHandle) -> Self {
-        Self { map }
+    pub(super) fn new(map: MapHandle, config: ConfigMap, pin_dir: &Path) -> Self {
+        Self {
+            map,
+            config,
+            pin_dir: pin_dir.to_owned(),
+        }
     }
 
-    /// Opens this map alone, `None` when it is not pinned under `pin_dir`
-    /// (pins of a release without it): for the CNI plugin's DEL and GC.
+    /// Opens this map (and the config it keeps a flag of) alone, `None`
+    /// when it is not pinned under `pin_dir` (pins of a release without
+    /// it): for the CNI plugin's DEL and GC.
     pub fn open(pin_dir: &Path) -> Result<Option<Self>> {
-        let spec = crate::object::specs()?[PinnedMap::ALL.iter().position(|m| *m == MAP).expect("listed")];
-        Ok(crate::object::open_pinned(MAP, pin_dir, &spec)?.map(Self::new))
+        let specs = crate::object::specs()?;
+        let spec_of = |map: PinnedMap| specs[PinnedMap::ALL.iter().position(|m| *m == map).expect("listed")];
+        let Some(map) = crate::object::open_pinned(MAP, pin_dir, &spec_of(MAP))? else {
+            return Ok(None);
+        };
+        let Some(config) =
+            crate::object::open_pinned(PinnedMap::Config, pin_dir, &spec_of(PinnedMap::Config))?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Self::new(map, ConfigMap::new(config, pin_dir), pin_dir)))
+    }
+
+    /// Turns config_map's `local_redirect` on exactly when some record
+    /// delivers locally. Every change here calls it; the loader too, for
+    /// pins written before the flag existed.
+    pub fn refresh_flag(&self) -> Result<()> {
+        let _lock = PinDirLock::acquire(&self.pin_dir)?;
+        let any = self.list()?.iter().any(|(_, record)| record.redirect);
+        self.config.set_local_redirect(any)
     }
 
     pub fn capacity(&self) -> u32 {
@@ -89,9 +121,18 @@ impl LocalDeliveryMap {
                 std::io::ErrorKind::InvalidInput.into(),
             ));
         }
+        let _lock = PinDirLock::acquire(&self.pin_dir)?;
+        let replaced = self.get(addr)?;
         self.map
             .update(&key(addr), bytemuck::bytes_of(&record.to_value()), MapFlags::ANY)
-            .map_err(|e| insert_error(MAP, self.capacity(), self.list().map_or(0, |l| l.len()) + 1, e))
+            .map_err(|e| insert_error(MAP, self.capacity(), self.list().map_or(0, |l| l.len()) + 1, e))?;
+        if record.redirect {
+            self.config.set_local_redirect(true)
+        } else if replaced.is_some_and(|r| r.redirect) {
+            self.refresh_flag()
+        } else {
+            Ok(())
+        }
     }
 
     /// The record of `addr`, if any.
@@ -106,9 +147,19 @@ impl LocalDeliveryMap {
 
     /// Removes the record of `addr`. Returns false when there was none.
     pub fn remove(&self, addr: Ipv4Addr) -> Result<bool> {
+        let _lock = PinDirLock::acquire(&self.pin_dir)?;
+        let removed = self.delete(addr)?;
+        if removed.is_some_and(|r| r.redirect) {
+            self.refresh_flag()?;
+        }
+        Ok(removed.is_some())
+    }
+
+    fn delete(&self, addr: Ipv4Addr) -> Result<Option<LocalDelivery>> {
+        let record = self.get(addr)?;
         match self.map.delete(&key(addr)) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false),
+            Ok(()) => Ok(record),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::bpf(format!("remove {addr} from {MAP}"), e)),
         }
     }
@@ -122,11 +173,19 @@ impl LocalDeliveryMap {
     /// Removes every record `remove` says to.
     /// Returns the addresses removed.
     pub fn remove_where(&self, mut remove: impl FnMut(&LocalDelivery) -> bool) -> Result<Vec<Ipv4Addr>> {
+        let _lock = PinDirLock::acquire(&self.pin_dir)?;
         let mut removed = Vec::new();
+        let mut redirecting = false;
         for (addr, record) in self.list()? {
-            if remove(&record) && self.remove(addr)? {
-                removed.push(addr);
+            if remove(&record) {
+                if let Some(gone) = self.delete(addr)? {
+                    redirecting |= gone.redirect;
+                    removed.push(addr);
+                }
             }
+        }
+        if redirecting {
+            self.refresh_flag()?;
         }
         Ok(removed)
     }

@@ -188,6 +188,12 @@ impl Maps {
             return Err(Error::MapsNotPinned { missing });
         }
         let ids = handles.iter().map(map_id).collect::<Result<Vec<u32>>>()?;
+        // local_map keeps a flag of config_map: its own handle of it.
+        let config_position = PinnedMap::ALL
+            .iter()
+            .position(|m| *m == PinnedMap::Config)
+            .expect("listed");
+        let config_handle = object::open_pinned(PinnedMap::Config, pin_dir, &specs[config_position])?;
         let mut handles = handles.into_iter();
         let mut next = || handles.next().expect("one handle per pinned map");
         Self {
@@ -206,7 +212,16 @@ impl Maps {
                 let isolation = next();
                 LabelPolicyMap::new(isolation, next())
             },
-            local: LocalDeliveryMap::new(next()),
+            local: LocalDeliveryMap::new(
+                next(),
+                ConfigMap::new(
+                    config_handle.ok_or(Error::MapsNotPinned {
+                        missing: vec![PinnedMap::Config.path(pin_dir)],
+                    })?,
+                    pin_dir,
+                ),
+                pin_dir,
+            ),
             ids: ids.try_into().expect("one id per pinned map"),
             pin_dir: pin_dir.to_owned(),
             recovered: Recovered::Nothing,
