@@ -302,22 +302,18 @@ fn the_record_of_an_interrupted_change_is_undone_once_and_only_for_its_maps() {
     }
     let _cleanup = Removed(&record);
     let ids = ebpfcni::Maps::open(ctl.pin.path()).unwrap().ids().unwrap();
-    let ids_line: String = ids.iter().map(|id| format!(" {id}")).collect();
     // policy_map's key of 1 -> 2: absent before the interrupted change.
-    let key: String = [1u32, 2]
-        .iter()
-        .flat_map(|n| n.to_ne_bytes())
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let write = |ids: &str| {
-        std::fs::write(
-            &record,
-            format!("ebpfcni change 1\nids{ids}\npolicy_map {key} -\n"),
-        )
-        .unwrap()
+    let key: Vec<u8> = [1u32, 2].iter().flat_map(|n| n.to_ne_bytes()).collect();
+    let write = |ids: &[u32]| {
+        let record_json = serde_json::json!({
+            "format": "ebpfcni change 2",
+            "ids": ids,
+            "entries": [{ "map": "policy_map", "key": key, "old": null }],
+        });
+        std::fs::write(&record, record_json.to_string()).unwrap()
     };
 
-    write(" 1 2 3 4 5 6 7 8 9 10");
+    write(&(1..=ids.len() as u32).collect::<Vec<_>>());
     let out = ctl.policyctl(&["list", "-o", "json"]);
     assert_eq!(
         common::json(&ok(out)).as_array().unwrap().len(),
@@ -326,7 +322,7 @@ fn the_record_of_an_interrupted_change_is_undone_once_and_only_for_its_maps() {
     );
     assert!(!record.exists(), "and is dropped");
 
-    write(&ids_line);
+    write(&ids);
     let out = ctl.policyctl(&["list", "-o", "json"]);
     assert!(
         common::stderr(&out).contains("was undone (1 entries put back)"),

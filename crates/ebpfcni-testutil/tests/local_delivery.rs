@@ -243,7 +243,10 @@ fn local_redirect_flag_follows_the_records() {
     dp.maps.local.set(POD_A, &b_record(true)).unwrap();
     dp.maps.local.remove(POD_A).unwrap();
     assert!(flag(), "one redirect record left: on");
-    assert_eq!(dp.maps.local.remove_interface(b_record(true).ifindex).unwrap(), vec![POD_B]);
+    assert_eq!(
+        dp.maps.local.remove_interface(b_record(true).ifindex).unwrap(),
+        vec![POD_B]
+    );
     assert!(!flag(), "no record left: off");
     assert_eq!(from_pod(&dp, &to_b), (TC_ACT_OK, to_b));
 }

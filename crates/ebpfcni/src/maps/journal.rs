@@ -17,10 +17,11 @@
 //!
 //! The record lives in /run, like the pins on bpffs it describes: both are
 //! gone at reboot. It names the maps' kernel ids: a record of maps that no
-//! longer exist (removed and created afresh since) is dropped unused.
+//! longer exist (removed and created afresh since) is dropped unused. It is
+//! JSON ([`Record`]); one that does not read (another layout, a torn
+//! disk) stops every opener with an error naming the file, never guessed at.
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -32,7 +33,25 @@ use crate::bpffs::PinDirLock;
 use crate::error::{Error, Result};
 use crate::object::PinnedMap;
 
-const MAGIC: &str = "ebpfcni change 1";
+/// The record's layout; another one is not read.
+const FORMAT: &str = "ebpfcni change 2";
+
+/// The undo record as written: the maps' kernel ids (in [`PinnedMap::ALL`]
+/// order), then every entry's map, key and value before the change
+/// (`None`: absent), in the order they were recorded.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Record {
+    format: String,
+    ids: Vec<u32>,
+    entries: Vec<RecordedEntry>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RecordedEntry {
+    map: String,
+    key: Vec<u8>,
+    old: Option<Vec<u8>>,
+}
 
 /// One recorded entry: which map, its key, and its value before the change
 /// (`None`: absent).
@@ -61,25 +80,6 @@ pub(super) type Settle = fn(&Maps) -> Result<()>;
 fn path_for(pin_dir: &Path) -> Result<PathBuf> {
     let meta = std::fs::metadata(pin_dir).map_err(|e| Error::io(format!("stat {}", pin_dir.display()), e))?;
     Ok(Path::new(crate::RUN_DIR).join(format!("change-{:x}-{:x}", meta.dev(), meta.ino())))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 impl<'m> Journal<'m> {
@@ -133,20 +133,25 @@ impl<'m> Journal<'m> {
 
     /// Writes the record afresh, all of it, and renames it into place.
     fn write(&self) -> Result<()> {
-        let mut text = format!("{MAGIC}\nids");
-        for id in self.maps.ids {
-            let _ = write!(text, " {id}");
-        }
-        text.push('\n');
-        for (map, key, old) in &self.entries {
-            let old = old.as_deref().map_or_else(|| "-".to_owned(), hex);
-            let _ = writeln!(text, "{} {} {old}", map.name(), hex(key));
-        }
+        let record = Record {
+            format: FORMAT.to_owned(),
+            ids: self.maps.ids.to_vec(),
+            entries: self
+                .entries
+                .iter()
+                .map(|(map, key, old)| RecordedEntry {
+                    map: map.name().to_owned(),
+                    key: key.clone(),
+                    old: old.clone(),
+                })
+                .collect(),
+        };
+        let text = serde_json::to_vec(&record).expect("a record always serialises");
         std::fs::create_dir_all(crate::RUN_DIR)
             .map_err(|e| Error::io(format!("create {}", crate::RUN_DIR), e))?;
         let tmp = self.path.with_extension("new");
         let written = std::fs::File::create(&tmp)
-            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .and_then(|mut f| f.write_all(&text))
             .and_then(|()| std::fs::rename(&tmp, &self.path));
         written.map_err(|e| Error::io(format!("write the change's record {}", self.path.display()), e))
     }
@@ -226,41 +231,26 @@ pub(super) fn recover(maps: &Maps, settle: Settle) -> Result<Recovered> {
         ),
         source: std::io::ErrorKind::InvalidData.into(),
     };
-    let mut lines = text.lines();
-    if lines.next() != Some(MAGIC) {
+    let record: Record = serde_json::from_str(&text).map_err(|_| bad())?;
+    if record.format != FORMAT {
         return Err(bad());
     }
-    let ids: Vec<u32> = lines
-        .next()
-        .and_then(|l| l.strip_prefix("ids"))
-        .ok_or_else(bad)?
-        .split_whitespace()
-        .map(|id| id.parse().map_err(|_| bad()))
-        .collect::<Result<_>>()?;
-    if ids[..] != maps.ids[..] {
+    if record.ids[..] != maps.ids[..] {
         // The maps it was written for are gone: nothing to undo here.
         let _ = std::fs::remove_file(&path);
         return Ok(Recovered::Nothing);
     }
-    let mut entries = Vec::new();
-    for line in lines {
-        let mut fields = line.split(' ');
-        let (Some(name), Some(key), Some(old), None) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            return Err(bad());
-        };
-        let map = PinnedMap::ALL
-            .into_iter()
-            .find(|m| m.name() == name)
-            .ok_or_else(bad)?;
-        let key = unhex(key).ok_or_else(bad)?;
-        let old = match old {
-            "-" => None,
-            hex => Some(unhex(hex).ok_or_else(bad)?),
-        };
-        entries.push((map, key, old));
-    }
+    let entries = record
+        .entries
+        .into_iter()
+        .map(|e| {
+            let map = PinnedMap::ALL
+                .into_iter()
+                .find(|m| m.name() == e.map)
+                .ok_or_else(bad)?;
+            Ok((map, e.key, e.old))
+        })
+        .collect::<Result<Vec<Entry>>>()?;
     undo(maps, &entries, settle)?;
     std::fs::remove_file(&path).map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
     drop(lock);
