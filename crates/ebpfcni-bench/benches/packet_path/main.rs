@@ -18,6 +18,12 @@
 //! noisy, so every measurement is taken ROUNDS times, the rows interleaved
 //! within a round, and the median is reported.
 //!
+//! Third table, label policy (what the node agent compiles NetworkPolicy
+//! to, per direction) beside the plan's stateful pair rule, tracking on:
+//! a connection's first packet (one run a call on an emptied ct_map, the
+//! call's overhead included in every row) and its later packets; with a
+//! few rules, and with 10,000 more isolated identities and rules.
+//!
 //! Environment: `EBPFCNI_BENCH_REPEAT` (default 1,000,000 runs per
 //! measurement), `EBPFCNI_BENCH_ROUNDS` (default 9).
 
@@ -30,8 +36,8 @@ use std::path::Path;
 use ebpfcni::{Identity, PinnedMap};
 use ebpfcni_testutil::median;
 
-use report::{print_table, report_notifications, report_plan_rules, report_tracking};
-use rows::{rows, tracking_rows, Runs, EVENT_REPEAT, TRACED_REPEAT};
+use report::{print_table, report_labels, report_notifications, report_plan_rules, report_tracking};
+use rows::{label_rows, rows, tracking_rows, Runs, EVENT_REPEAT, TRACED_REPEAT};
 use setup::{load_object, run_object, Setup, Table};
 
 fn env_u32(name: &str, default: u32) -> u32 {
@@ -80,6 +86,13 @@ fn main() {
                     .fill_conntrack(),
             ],
             rows: tracking_rows(repeat),
+        },
+        Table {
+            setups: vec![
+                Setup::new("few label rules", "bench_labels").with_labels(0),
+                Setup::new("+10,000 label rules", "bench_labels_10k").with_labels(10_000),
+            ],
+            rows: label_rows(repeat),
         },
     ];
 
@@ -131,4 +144,6 @@ fn main() {
     report_notifications(&tables[0], &medians[0]);
     print_table(&tables[1], &medians[1]);
     report_tracking(&tables, &medians);
+    print_table(&tables[2], &medians[2]);
+    report_labels(&tables[2], &medians[2]);
 }

@@ -140,3 +140,18 @@ pub fn report_plan_rules(table: &Table, medians: &[Vec<Option<f64>>]) {
         at("allow, to-pod", 0)
     );
 }
+
+pub fn report_labels(table: &Table, medians: &[Vec<Option<f64>>]) {
+    let at = |name: &str, setup: usize| cell(table, medians, name, setup);
+    for (i, s) in table.setups.iter().enumerate() {
+        let pair = at("pair stateful allow, new flow", i);
+        let by_peer = at("label allow by peer, new flow", i) - pair;
+        let by_any = at("label allow by any peer, new flow", i) - pair;
+        println!(
+            "goal: NetworkPolicy allow within +15 ns of a pair-rule allow, a connection's first packet ({}): \
+             by peer {by_peer:+.1} ns, by any peer {by_any:+.1} ns: {}",
+            s.name,
+            goal(by_peer <= 15.0 && by_any <= 15.0)
+        );
+    }
+}

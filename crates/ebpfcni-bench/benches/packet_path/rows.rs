@@ -8,7 +8,7 @@ use ebpfcni::{
     EventLevel, Hook, PolicyRule, Protocol, RateLimit, Rule, Selector, TraceLevel, TC_ACT_OK,
     TC_ACT_REDIRECT, TC_ACT_SHOT,
 };
-use ebpfcni_testutil::frames::{arp, ipv4_tcp, ipv4_udp, ACK};
+use ebpfcni_testutil::frames::{arp, ipv4_tcp, ipv4_udp, ACK, SYN};
 
 use crate::id;
 
@@ -52,6 +52,11 @@ pub enum Runs {
     /// it is delivered), the median of [`SINGLE_CALLS`] calls; with
     /// `deliver`, the destination has a local delivery record (redirect).
     FromPodOnce { deliver: bool },
+    /// To-pod, one run per call on an empty ct_map (emptied before each
+    /// call, outside the measured run), so that every run is a connection's
+    /// first packet: what a policy decision costs when it is made; the
+    /// median of [`SINGLE_CALLS`] calls.
+    NewFlowOnce,
 }
 
 /// Calls measured by a [`Runs::FromPodOnce`] row.
@@ -77,6 +82,16 @@ pub const OUTSIDER: Ipv4Addr = Ipv4Addr::new(10, 13, 0, 4);
 
 /// Not an endpoint: its identity (7) comes from 10.255.0.0/16.
 pub const RESOLVER: Ipv4Addr = Ipv4Addr::new(10, 255, 7, 53);
+
+/// Label policy's pods (the third table): identities the agent would
+/// number, under label policy. L_CLIENT (300) is egress-isolated and may
+/// send to L_SERVER (301) on TCP 8080; L_SERVER is ingress-isolated and
+/// takes TCP 8080 from L_CLIENT; L_OPEN (302) takes TCP 80 from any peer;
+/// L_OTHER (303) is selected by no policy (unrestricted).
+pub const L_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 13, 1, 2);
+pub const L_SERVER: Ipv4Addr = Ipv4Addr::new(10, 13, 1, 3);
+pub const L_OPEN: Ipv4Addr = Ipv4Addr::new(10, 13, 1, 4);
+pub const L_OTHER: Ipv4Addr = Ipv4Addr::new(10, 13, 1, 5);
 
 /// Not one of the addresses recorded for the test interface.
 pub const FORGED: Ipv4Addr = Ipv4Addr::new(10, 13, 0, 99);
@@ -143,6 +158,56 @@ pub fn tracking_rows(repeat: u32) -> Vec<Row> {
             to_pod,
             &ipv4_tcp(OUTSIDER, CLIENT, 8080, UNTRACKED_PORT, ACK),
             TC_ACT_SHOT,
+            repeat,
+        ),
+    ]
+}
+
+/// The third table's rows: label policy (what the agent compiles
+/// NetworkPolicy to) beside the plan's stateful pair rule, tracking on.
+pub fn label_rows(repeat: u32) -> Vec<Row> {
+    let to_pod = Runs::Hook(Hook::ToPod);
+    vec![
+        row(
+            "pair stateful allow, new flow",
+            Runs::NewFlowOnce,
+            &ipv4_tcp(CLIENT, OUTSIDER, CLIENT_PORT, 8080, SYN),
+            TC_ACT_OK,
+            repeat,
+        ),
+        row(
+            "label allow by peer, new flow",
+            Runs::NewFlowOnce,
+            &ipv4_tcp(L_CLIENT, L_SERVER, CLIENT_PORT, 8080, SYN),
+            TC_ACT_OK,
+            repeat,
+        ),
+        row(
+            "label allow by any peer, new flow",
+            Runs::NewFlowOnce,
+            &ipv4_tcp(L_OTHER, L_OPEN, CLIENT_PORT, 80, SYN),
+            TC_ACT_OK,
+            repeat,
+        ),
+        row(
+            "label allow, unrestricted pair, new flow",
+            Runs::NewFlowOnce,
+            &ipv4_tcp(L_OTHER, L_CLIENT, CLIENT_PORT, 80, SYN),
+            TC_ACT_OK,
+            repeat,
+        ),
+        row(
+            "label isolated drop",
+            to_pod,
+            &ipv4_tcp(L_OTHER, L_SERVER, CLIENT_PORT, 8080, SYN),
+            TC_ACT_SHOT,
+            repeat,
+        ),
+        row(
+            "label allow, tracked forward",
+            to_pod,
+            &ipv4_tcp(L_CLIENT, L_SERVER, CLIENT_PORT, 8080, ACK),
+            TC_ACT_OK,
             repeat,
         ),
     ]
