@@ -40,9 +40,12 @@
  *         reply and passes; an ICMP error (destination unreachable, time
  *         exceeded) about a tracked connection, sent to the connection's side
  *         that sent the packet it quotes, passes as related. A packet from the
- *         opener goes on to policy (7, 8), judged like any other, every time,
- *         for the identities the connection was opened with (a change of
- *         either identity ends the connection: the tools remove its entry).
+ *         opener goes on to policy (7, 8, 8b), judged like any other, for the
+ *         identities the connection was opened with (a change of either
+ *         identity ends the connection: the tools remove its entry); once
+ *         policy has passed it, the opener's packets pass as tracked without
+ *         steps 5-9 for as long as config policy_gen stays what it was (the
+ *         tools bump it after every change of what policy decides with).
  *   5. An address's identity is its endpoint_map entry; an address with none
  *      takes the identity of the longest prefix in prefix_map that holds it
  *      (an exact endpoint always beats a prefix). A source address with
@@ -60,15 +63,17 @@
  *      for identities with an entry in label_isolation_map (identities
  *      without one are the plan's alone: 7 and 8 decide for them, and a
  *      pair with one of them is dropped here as no-policy):
- *      a. a deny rule (label_rule_map, kind EGRESS_DENY for the source,
+ *      a. a deny rule (label_exact_map, label_rule_map: kind EGRESS_DENY for the source,
  *         INGRESS_DENY for the destination; only while config label_deny
  *         != 0) drops the packet (policy-denied): deny wins over allow;
  *         a rule's peer is an identity, or EBPFCNI_LABEL_ANY_PEER for
  *         every peer (looked up when the exact peer has no rule);
  *      b. a source isolated for egress needs an EGRESS_ALLOW rule of its
  *         own for the destination, a destination isolated for ingress an
- *         INGRESS_ALLOW rule for the source (the longest match of the
- *         subject, peer, kind, protocol and port, as in 8); a side that is
+ *         INGRESS_ALLOW rule for the source (one port, or every protocol
+ *         and port: label_exact_map, a hash; ranges and whole protocols:
+ *         label_rule_map, an LPM trie as in 8, looked up only while some
+ *         such rule exists: config label_policy's shape flags); a side that is
  *         not isolated allows everything (an endpoint selected by no policy
  *         is unrestricted). Both sides must allow (policy-isolated names
  *         the one that did not). What passes is stateful (9): NetworkPolicy
@@ -108,6 +113,7 @@ enum ebpfcni_capacity {
 	EBPFCNI_FRAG_MAP_CAPACITY = 8192,         /* fragmented datagrams (LRU: the oldest go) */
 	EBPFCNI_LABEL_ISOLATION_MAP_CAPACITY = 16384, /* identities under label policy */
 	EBPFCNI_LABEL_RULE_MAP_CAPACITY = 65536,  /* entries: a port range takes several */
+	EBPFCNI_LABEL_EXACT_MAP_CAPACITY = 65536, /* label rules of one port, or of everything */
 	EBPFCNI_LOCAL_MAP_CAPACITY = 16384,       /* pod addresses on the node (local delivery) */
 	EBPFCNI_EVENT_RING_BYTES = 1 << 20,       /* about 21,000 events */
 };
@@ -228,6 +234,29 @@ enum ebpfcni_label_kind : __u8 {
 	EBPFCNI_LABEL_INGRESS_DENY = 4,
 };
 
+/* label_exact_map key (a hash): a rule of one port (protocol, dport), or of
+ * every protocol and port (protocol 0, dport 0). The rules NetworkPolicy
+ * writes most (a port, or no ports) cost one hash lookup each. */
+struct ebpfcni_label_exact_key {
+	__u32 subject;
+	__u32 peer;
+	enum ebpfcni_label_kind kind;
+	__u8 protocol; /* IPPROTO_*, 0: every protocol */
+	__be16 dport;  /* network byte order; 0 with protocol 0 */
+};
+_Static_assert(sizeof(struct ebpfcni_label_exact_key) == 12, "ebpfcni_label_exact_key is 12 bytes");
+
+/* config label_policy: nonzero while label policy is on, with the shapes of
+ * rules that exist on the node, so that the program looks up only what can
+ * match (the library keeps them from the maps). */
+enum ebpfcni_label_policy_flags {
+	EBPFCNI_LABEL_POLICY_ON = 1,
+	EBPFCNI_LABEL_HAS_PEER_ALL = 2, /* a rule for a peer, every protocol and port */
+	EBPFCNI_LABEL_HAS_ANY_PORT = 4, /* a rule for every peer, one port */
+	EBPFCNI_LABEL_HAS_ANY_ALL = 8,  /* a rule for every peer, every protocol and port */
+	EBPFCNI_LABEL_HAS_WIDE = 16,    /* label_rule_map has an entry (ranges, whole protocols) */
+};
+
 /* label_rule_map key (an LPM trie): subject identity (whose policy), peer
  * identity, kind, then protocol and destination port as in
  * ebpfcni_port_key. prefixlen counts the bits that must match:
@@ -250,7 +279,7 @@ _Static_assert(sizeof(struct ebpfcni_label_key) == 16, "ebpfcni_label_key is 16 
 #define EBPFCNI_LABEL_PREFIX_PROTOCOL 80 /* ... and protocol */
 #define EBPFCNI_LABEL_PREFIX_ONE_PORT 96 /* ... and all of dport */
 
-/* label_rule_map value: the policy the entry comes from (the agent's
+/* label_rule_map and label_exact_map value: the policy the entry comes from (the agent's
  * number for it, for explain and events) and the range as written. */
 struct ebpfcni_label_rule {
 	__u32 policy;
@@ -295,7 +324,11 @@ struct ebpfcni_ct_entry {
 	enum ebpfcni_ct_state state;
 	__u8 flags;       /* EBPFCNI_CT_* */
 	__be16 dport;     /* the opener's destination port (ICMP: the echo identifier) */
-	__u32 pad;
+	/* config policy_gen when policy last passed the opener's packets
+	 * (0: never, as in entries of a build without it): while it is
+	 * current, the opener's later packets pass without the policy
+	 * lookups (steps 5-9), which nothing since could have changed. */
+	__u32 policy_gen;
 };
 _Static_assert(sizeof(struct ebpfcni_ct_entry) == 24, "ebpfcni_ct_entry is 24 bytes");
 
@@ -366,9 +399,10 @@ struct ebpfcni_config {
 	/* Nonzero while port_policy_map holds a rule (policyctl keeps it so):
 	 * only then does the program look port rules up (precedence 8). */
 	__u32 port_rules;
-	/* Nonzero while label_isolation_map has an entry (the agent keeps it
-	 * so): only then is label policy looked at (precedence 8b); and while
-	 * label_rule_map has a deny rule (8b a). */
+	/* Nonzero while label_isolation_map has an entry (the library keeps
+	 * it so): only then is label policy looked at (precedence 8b); its
+	 * bits are enum ebpfcni_label_policy_flags. label_deny: nonzero while
+	 * a deny rule exists (8b a). */
 	__u32 label_policy;
 	__u32 label_deny;
 	/* Not read by the program: bumped by every change the tools make
@@ -380,9 +414,14 @@ struct ebpfcni_config {
 	 * only then does from-pod look local_map up, so that networks on the
 	 * node's stack pay nothing for it. */
 	__u32 local_redirect;
-	__u32 reserved[1]; /* zero */
+	/* Bumped (never to 0) by the library after every change of what
+	 * policy decides with (rules, label policy, identities): a tracked
+	 * connection judged at this generation needs no new judgement (see
+	 * ebpfcni_ct_entry policy_gen). 0: every packet is judged. */
+	__u32 policy_gen;
+	__u32 reserved[16]; /* zero */
 };
-_Static_assert(sizeof(struct ebpfcni_config) == 64, "ebpfcni_config is 64 bytes");
+_Static_assert(sizeof(struct ebpfcni_config) == 128, "ebpfcni_config is 128 bytes");
 
 /* Why a packet was dropped: the key of drop_counters and the reason printed
  * in traces, each with its name (what traces, counters and the CLIs say).

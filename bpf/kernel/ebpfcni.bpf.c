@@ -49,6 +49,7 @@ const volatile enum ebpfcni_ct_timeout ebpfcni_btf_ct_timeout;
 const volatile struct ebpfcni_event ebpfcni_btf_event;
 const volatile enum ebpfcni_default ebpfcni_btf_default;
 const volatile enum ebpfcni_label_flags ebpfcni_btf_label_flags;
+const volatile enum ebpfcni_label_policy_flags ebpfcni_btf_label_policy_flags;
 
 /* Step 4b, for a flow whose connection is tracked: a reply (or an ICMP
  * error about it) passes; the opener's packets go on to policy, with the
@@ -91,7 +92,9 @@ static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfc
 {
 	struct ebpfcni_ct_key key = {};
 	struct ebpfcni_ct_entry *forward = NULL;
-	bool tracking = ebpfcni_config()->conntrack, sender_is_b = false;
+	const struct ebpfcni_config *cfg = ebpfcni_config();
+	bool tracking = cfg->conntrack, sender_is_b = false;
+	__u32 policy_gen = 0;
 	__u64 now = 0;
 	__u8 action;
 	int ret;
@@ -113,6 +116,9 @@ static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfc
 
 	if (tracking) {
 		now = bpf_ktime_get_coarse_ns();
+		/* Read before any policy lookup: a verdict is stamped with the
+		 * generation whose maps it may have seen. */
+		policy_gen = cfg->policy_gen;
 		ret = ebpfcni_conntrack(ctx, flow, &key, &sender_is_b, &forward, now);
 		if (ret >= 0)
 			return ret; /* step 4b */
@@ -122,6 +128,12 @@ static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfc
 		/* The connection's identities: its entry goes when either changes. */
 		flow->src_id = forward->opener_id;
 		flow->dst_id = forward->responder_id;
+		if (policy_gen && forward->policy_gen == policy_gen) {
+			/* Policy passed this connection and nothing it decides
+			 * with has changed since: steps 5-9 would say the same. */
+			ebpfcni_ct_track(forward, flow, false, now);
+			return ebpfcni_pass(ctx, EBPFCNI_PASS_TRACKED, flow); /* step 4b */
+		}
 	} else {
 		ret = ebpfcni_lookup_identities(flow);
 		if (ret < 0)
@@ -129,7 +141,7 @@ static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfc
 	}
 
 	action = ebpfcni_policy_of(flow); /* steps 7, 8 */
-	if (!action && ebpfcni_config()->label_policy) {
+	if (!action && cfg->label_policy) {
 		ret = ebpfcni_label_policy(flow); /* step 8b */
 		if (ret < 0)
 			return ebpfcni_drop(ctx, -ret, flow);
@@ -138,9 +150,10 @@ static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfc
 	if (action == EBPFCNI_POLICY_ALLOW_STATEFUL && tracking) {
 		if (forward) {
 			ebpfcni_ct_track(forward, flow, false, now);
+			forward->policy_gen = policy_gen;
 			return ebpfcni_pass(ctx, EBPFCNI_PASS_TRACKED, flow);
 		}
-		ret = ebpfcni_ct_open(flow, &key, sender_is_b, now);
+		ret = ebpfcni_ct_open(flow, &key, sender_is_b, now, policy_gen);
 		if (ret < 0)
 			return ebpfcni_drop(ctx, -ret, flow); /* step 9 */
 		return ebpfcni_pass(ctx, EBPFCNI_PASS_NEW_FLOW, flow);

@@ -12,7 +12,7 @@
  *       ebpfcni_ct_find(key, now)                the live entry, or NULL
  *       ebpfcni_ct_is_reply(entry, sender_is_b)  the packet goes from responder to opener
  *       ebpfcni_ct_track(entry, flow, reply, now) advances state and lifetime
- *       ebpfcni_ct_open(flow, key, sender_is_b, now)
+ *       ebpfcni_ct_open(flow, key, sender_is_b, now, policy_gen)
  *         Returns: 0, or -EBPFCNI_DROP_CT_FULL when the entry cannot be made.
  *       ebpfcni_ct_related(ctx, flow, now)       an ICMP error about a live connection
  */
@@ -152,7 +152,7 @@ static __always_inline void ebpfcni_ct_track(struct ebpfcni_ct_entry *entry, str
  * tracked, or its entry expired or was evicted) opens it established.
  * Returns: 0, or -EBPFCNI_DROP_CT_FULL. */
 static __always_inline int ebpfcni_ct_open(struct ebpfcni_flow *flow, const struct ebpfcni_ct_key *key,
-					   bool sender_is_b, __u64 now)
+					   bool sender_is_b, __u64 now, __u32 policy_gen)
 {
 	enum ebpfcni_ct_state state = EBPFCNI_CT_OPEN;
 
@@ -167,6 +167,7 @@ static __always_inline int ebpfcni_ct_open(struct ebpfcni_flow *flow, const stru
 		.state = state,
 		.flags = sender_is_b ? EBPFCNI_CT_OPENER_IS_B : 0,
 		.dport = flow->has_ports ? flow->dport : flow->echo_id,
+		.policy_gen = policy_gen,
 	};
 
 	if (bpf_map_update_elem(&ct_map, key, &entry, BPF_ANY))

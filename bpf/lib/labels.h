@@ -8,7 +8,10 @@
  * policy has its MANAGED flag and no rule at all).
  *
  * Maps: label_isolation_map (hash)  identity -> enum ebpfcni_label_flags
+ *       label_exact_map (hash)      struct ebpfcni_label_exact_key -> struct ebpfcni_label_rule
+ *                                   (rules of one port, or of everything)
  *       label_rule_map (LPM trie)   struct ebpfcni_label_key -> struct ebpfcni_label_rule
+ *                                   (port ranges, whole protocols)
  * API:  ebpfcni_label_policy(flow)
  *   Returns: EBPFCNI_POLICY_ALLOW_STATEFUL when label policy allows the
  *   flow, 0 when it has no say (neither identity under it: the caller's
@@ -33,6 +36,13 @@ struct {
 } label_isolation_map SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, EBPFCNI_LABEL_EXACT_MAP_CAPACITY);
+	__type(key, struct ebpfcni_label_exact_key);
+	__type(value, struct ebpfcni_label_rule);
+} label_exact_map SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, EBPFCNI_LABEL_RULE_MAP_CAPACITY);
 	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
@@ -40,25 +50,68 @@ struct {
 	__type(value, struct ebpfcni_label_rule);
 } label_rule_map SEC(".maps");
 
-/* Whether `subject` has a rule of `kind` for `peer`, or for every peer
- * (peer EBPFCNI_LABEL_ANY_PEER, looked up second), covering the flow's
- * protocol and destination port (0 for packets without ports). */
-static __always_inline bool ebpfcni_label_rule(__u32 subject, __u32 peer, enum ebpfcni_label_kind kind,
-					       const struct ebpfcni_flow *flow)
+/* The rule of `subject` of `kind` for `peer`, or for every peer
+ * (EBPFCNI_LABEL_ANY_PEER), that covers the flow's protocol and destination
+ * port (0 for packets without ports); NULL when none does. Most specific
+ * first: the one port, then every protocol and port, each for the peer
+ * then for every peer (hash lookups), then ranges and whole protocols (the
+ * trie). `shapes` (config label_policy) skips the lookups no rule on the
+ * node can answer: a rule of the commonest shape costs one lookup. */
+static __always_inline const struct ebpfcni_label_rule *
+ebpfcni_label_rule(__u32 subject, __u32 peer, enum ebpfcni_label_kind kind, const struct ebpfcni_flow *flow,
+		   __u32 shapes)
 {
+	__be16 dport = flow->has_ports ? flow->dport : 0;
+	struct ebpfcni_label_exact_key exact = {
+		.subject = subject,
+		.peer = peer,
+		.kind = kind,
+		.protocol = flow->protocol,
+		.dport = dport,
+	};
+	const struct ebpfcni_label_rule *rule = bpf_map_lookup_elem(&label_exact_map, &exact);
+
+	if (rule)
+		return rule;
+	if (shapes & EBPFCNI_LABEL_HAS_PEER_ALL) {
+		exact.protocol = 0;
+		exact.dport = 0;
+		rule = bpf_map_lookup_elem(&label_exact_map, &exact);
+		if (rule)
+			return rule;
+	}
+	exact.peer = EBPFCNI_LABEL_ANY_PEER;
+	if (shapes & EBPFCNI_LABEL_HAS_ANY_PORT) {
+		exact.protocol = flow->protocol;
+		exact.dport = dport;
+		rule = bpf_map_lookup_elem(&label_exact_map, &exact);
+		if (rule)
+			return rule;
+	}
+	if (shapes & EBPFCNI_LABEL_HAS_ANY_ALL) {
+		exact.protocol = 0;
+		exact.dport = 0;
+		rule = bpf_map_lookup_elem(&label_exact_map, &exact);
+		if (rule)
+			return rule;
+	}
+	if (!(shapes & EBPFCNI_LABEL_HAS_WIDE))
+		return NULL;
+
 	struct ebpfcni_label_key key = {
 		.prefixlen = EBPFCNI_LABEL_PREFIX_ONE_PORT,
 		.subject = subject,
 		.peer = peer,
 		.kind = kind,
 		.protocol = flow->protocol,
-		.dport = flow->has_ports ? flow->dport : 0,
+		.dport = dport,
 	};
 
-	if (bpf_map_lookup_elem(&label_rule_map, &key))
-		return true;
+	rule = bpf_map_lookup_elem(&label_rule_map, &key);
+	if (rule)
+		return rule;
 	key.peer = EBPFCNI_LABEL_ANY_PEER;
-	return bpf_map_lookup_elem(&label_rule_map, &key) != NULL;
+	return bpf_map_lookup_elem(&label_rule_map, &key);
 }
 
 static __always_inline int ebpfcni_label_policy(const struct ebpfcni_flow *flow)
@@ -72,15 +125,18 @@ static __always_inline int ebpfcni_label_policy(const struct ebpfcni_flow *flow)
 		return dst ? -EBPFCNI_DROP_NO_POLICY : 0; /* neither: no say; one: 7, 8 said no */
 	if (!dst)
 		return -EBPFCNI_DROP_NO_POLICY;
-	if (ebpfcni_config()->label_deny &&
-	    (ebpfcni_label_rule(flow->src_id, flow->dst_id, EBPFCNI_LABEL_EGRESS_DENY, flow) ||
-	     ebpfcni_label_rule(flow->dst_id, flow->src_id, EBPFCNI_LABEL_INGRESS_DENY, flow)))
+	const struct ebpfcni_config *cfg = ebpfcni_config();
+	__u32 shapes = cfg->label_policy;
+
+	if (cfg->label_deny &&
+	    (ebpfcni_label_rule(flow->src_id, flow->dst_id, EBPFCNI_LABEL_EGRESS_DENY, flow, shapes) ||
+	     ebpfcni_label_rule(flow->dst_id, flow->src_id, EBPFCNI_LABEL_INGRESS_DENY, flow, shapes)))
 		return -EBPFCNI_DROP_POLICY_DENIED; /* step 8b a */
 	if ((*src & EBPFCNI_LABEL_ISOLATED_EGRESS) &&
-	    !ebpfcni_label_rule(flow->src_id, flow->dst_id, EBPFCNI_LABEL_EGRESS_ALLOW, flow))
+	    !ebpfcni_label_rule(flow->src_id, flow->dst_id, EBPFCNI_LABEL_EGRESS_ALLOW, flow, shapes))
 		return -EBPFCNI_DROP_ISOLATED; /* step 8b b, the sender's egress */
 	if ((*dst & EBPFCNI_LABEL_ISOLATED_INGRESS) &&
-	    !ebpfcni_label_rule(flow->dst_id, flow->src_id, EBPFCNI_LABEL_INGRESS_ALLOW, flow))
+	    !ebpfcni_label_rule(flow->dst_id, flow->src_id, EBPFCNI_LABEL_INGRESS_ALLOW, flow, shapes))
 		return -EBPFCNI_DROP_ISOLATED; /* step 8b b, the receiver's ingress */
 	return EBPFCNI_POLICY_ALLOW_STATEFUL;
 }

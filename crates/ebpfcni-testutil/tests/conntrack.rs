@@ -565,3 +565,46 @@ fn plan_rules_stay_stateless() {
         Reason::EBPFCNI_DROP_NO_POLICY,
     );
 }
+
+/// Once policy has passed a connection, its opener's packets pass as
+/// tracked without being judged again for as long as config policy_gen
+/// stays: a rule removed behind the library's back (nothing bumped) does
+/// not stop them; any change through the library does, at once.
+#[test]
+fn a_connection_is_judged_again_only_when_policy_changes() {
+    use libbpf_rs::MapCore;
+    require_root!();
+    let dp = frontend_may_open_8080("ct_policy_gen");
+    let gen = dp.maps.config.policy_gen().unwrap();
+    assert_ne!(gen, 0, "a fresh config has a generation");
+    let syn = ipv4_tcp(FRONTEND, BACKEND, CLIENT_PORT, 8080, SYN);
+    let to_server = ipv4_tcp(FRONTEND, BACKEND, CLIENT_PORT, 8080, ACK);
+    dp.assert_pass("SYN", TO_POD, &syn);
+    dp.assert_pass("forward, judged", TO_POD, &to_server);
+
+    // The port rule's entry removed without the library: no new generation.
+    let ports =
+        libbpf_rs::MapHandle::from_pinned_path(ebpfcni::PinnedMap::PortPolicy.path(dp.pins.path())).unwrap();
+    let keys: Vec<Vec<u8>> = ports.keys().collect();
+    assert_eq!(keys.len(), 1);
+    ports.delete(&keys[0]).unwrap();
+    dp.assert_pass("forward, judged at this generation", TO_POD, &to_server);
+    assert_eq!(dp.maps.config.policy_gen().unwrap(), gen);
+
+    // A change through the library (another pair's rule) bumps it: the
+    // connection is judged by the rules as they are.
+    dp.maps
+        .allow(&[Rule {
+            pair: PolicyRule::new(id(3001), id(3002)),
+            selector: Selector::Any,
+            stateful: true,
+        }])
+        .unwrap();
+    assert_ne!(dp.maps.config.policy_gen().unwrap(), gen, "bumped");
+    dp.assert_drop(
+        "forward, judged again",
+        TO_POD,
+        &to_server,
+        Reason::EBPFCNI_DROP_NO_POLICY,
+    );
+}

@@ -7,7 +7,7 @@
 
 use std::net::Ipv4Addr;
 
-use ebpfcni::types::ebpfcni_drop_reason as Reason;
+use ebpfcni::types::{self, ebpfcni_drop_reason as Reason};
 use ebpfcni::{
     Hook, Identity, Isolation, LabelKind, LabelRule, PolicyIndex, PolicyRule, Protocol, Selector, ANY_PEER,
     TC_ACT_OK,
@@ -15,6 +15,7 @@ use ebpfcni::{
 use ebpfcni_testutil::datapath::Datapath;
 use ebpfcni_testutil::frames::{icmp_echo, ipv4_tcp, ipv4_udp};
 use ebpfcni_testutil::require_root;
+use libbpf_rs::MapCore;
 
 const FRONTEND: Ipv4Addr = Ipv4Addr::new(10, 13, 9, 2); // app=frontend, 300
 const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 13, 9, 3); // app=backend, 301
@@ -291,4 +292,148 @@ fn the_librarys_decision_is_the_programs_for_label_policy() {
             agrees(&dp, src, dst, &ipv4_udp(src.0, dst.0, 40100, 8080), 17, 8080);
         }
     }
+}
+
+/// Rules of one port and of everything live in label_exact_map (one hash
+/// lookup), ranges and whole protocols in label_rule_map (the trie);
+/// config label_policy says which shapes exist so that the program looks
+/// up only those, and follows the rules as they come and go. A rule an
+/// older build kept in the trie (every rule was there) is still found,
+/// listed and removed.
+#[test]
+fn each_shape_of_rule_is_found_where_it_lives() {
+    use ebpfcni::types::ebpfcni_label_policy_flags as F;
+    require_root!();
+    let dp = fixture("labels_shapes");
+    let flags = || dp.maps.config.label_policy_flags().unwrap();
+    let exact_entries = || {
+        let path = ebpfcni::PinnedMap::LabelExact.path(dp.pins.path());
+        libbpf_rs::MapHandle::from_pinned_path(&path)
+            .unwrap()
+            .keys()
+            .count()
+    };
+    // The fixture's rule: backend takes TCP 8080 from frontend (one port).
+    assert_eq!(
+        flags(),
+        F::EBPFCNI_LABEL_POLICY_ON.0,
+        "one port for a peer: no other shape"
+    );
+    assert_eq!(exact_entries(), 1);
+    let rule = |peer, selector| LabelRule {
+        subject: 301,
+        peer,
+        kind: LabelKind::IngressAllow,
+        selector,
+        policy: 9,
+    };
+    let udp_range = Selector::Ports {
+        protocol: Protocol(17),
+        first: 5000,
+        last: 5003,
+    };
+    let shapes = [
+        (rule(302, Selector::Any), F::EBPFCNI_LABEL_HAS_PEER_ALL.0),
+        (
+            rule(
+                ANY_PEER,
+                Selector::Ports {
+                    protocol: TCP,
+                    first: 9090,
+                    last: 9090,
+                },
+            ),
+            F::EBPFCNI_LABEL_HAS_ANY_PORT.0,
+        ),
+        (rule(ANY_PEER, udp_range), F::EBPFCNI_LABEL_HAS_WIDE.0),
+    ];
+    for (rule, flag) in shapes {
+        dp.maps.labels.add(&rule).unwrap();
+        dp.maps.after_policy_change().unwrap();
+        assert_ne!(flags() & flag, 0, "{rule:?}");
+    }
+    dp.assert_pass(
+        "other -> backend, anything (peer, everything)",
+        Hook::ToPod,
+        &icmp_echo(OTHER, BACKEND, 8, 1),
+    );
+    dp.assert_pass(
+        "frontend -> backend 9090 (every peer, one port)",
+        Hook::ToPod,
+        &ipv4_tcp(FRONTEND, BACKEND, 40300, 9090, SYN),
+    );
+    dp.assert_pass(
+        "frontend -> backend udp 5002 (every peer, a range)",
+        Hook::ToPod,
+        &ipv4_udp(FRONTEND, BACKEND, 40301, 5002),
+    );
+    dp.assert_drop(
+        "frontend -> backend udp 5004",
+        Hook::ToPod,
+        &ipv4_udp(FRONTEND, BACKEND, 40302, 5004),
+        Reason::EBPFCNI_DROP_ISOLATED,
+    );
+    assert_eq!(exact_entries(), 3, "one port and everything: the hash");
+    // Every peer, everything: and the flags go as the rules do.
+    dp.maps.labels.add(&rule(ANY_PEER, Selector::Any)).unwrap();
+    dp.maps.after_policy_change().unwrap();
+    assert_ne!(flags() & F::EBPFCNI_LABEL_HAS_ANY_ALL.0, 0);
+    dp.assert_pass(
+        "frontend -> backend udp 5004 (every peer, everything)",
+        Hook::ToPod,
+        &ipv4_udp(FRONTEND, BACKEND, 40303, 5004),
+    );
+    for (rule, _) in shapes {
+        assert!(dp.maps.labels.remove(&rule).unwrap());
+    }
+    dp.maps.labels.remove(&rule(ANY_PEER, Selector::Any)).unwrap();
+    dp.maps.after_policy_change().unwrap();
+    assert_eq!(flags(), F::EBPFCNI_LABEL_POLICY_ON.0, "back to one shape");
+
+    // An older build's entry: backend takes UDP 53 from other, one port,
+    // in the trie.
+    let old = types::ebpfcni_label_key {
+        prefixlen: 96,
+        subject: 301,
+        peer: 302,
+        kind: types::ebpfcni_label_kind(LabelKind::IngressAllow as u8),
+        protocol: 17,
+        dport: 53u16.to_be(),
+    };
+    let value = types::ebpfcni_label_rule {
+        policy: 7,
+        first_port: 53,
+        last_port: 53,
+    };
+    let trie =
+        libbpf_rs::MapHandle::from_pinned_path(ebpfcni::PinnedMap::LabelRules.path(dp.pins.path())).unwrap();
+    trie.update(
+        bytemuck::bytes_of(&old),
+        bytemuck::bytes_of(&value),
+        libbpf_rs::MapFlags::ANY,
+    )
+    .unwrap();
+    dp.maps.refresh_label_policy().unwrap();
+    assert_ne!(flags() & F::EBPFCNI_LABEL_HAS_WIDE.0, 0);
+    dp.assert_pass(
+        "other -> backend udp 53 (an older build's entry)",
+        Hook::ToPod,
+        &ipv4_udp(OTHER, BACKEND, 40304, 53),
+    );
+    let listed = rule(
+        302,
+        Selector::Ports {
+            protocol: Protocol(17),
+            first: 53,
+            last: 53,
+        },
+    );
+    assert!(dp
+        .maps
+        .labels
+        .rules()
+        .unwrap()
+        .contains(&LabelRule { policy: 7, ..listed }));
+    assert!(dp.maps.labels.remove(&listed).unwrap(), "removed from the trie");
+    assert_eq!(trie.keys().count(), 0);
 }

@@ -105,7 +105,7 @@ fn assert_kept(pin_dir: &Path) {
     let config = pinned(pin_dir, "config_map");
     assert_eq!(
         config.value_size(),
-        64,
+        std::mem::size_of::<ebpfcni::types::ebpfcni_config>() as u32,
         "config_map migrated to this build's layout"
     );
     let drops = pinned(pin_dir, "drop_counters");
@@ -193,4 +193,46 @@ fn an_interrupted_migration_is_finished_by_the_next_load() {
     for name in RELEASE1_MAPS {
         assert!(names.contains(&name), "{name} is still one of this build's maps");
     }
+}
+
+/// config_map of 64 bytes (the build before policy_gen) is migrated to
+/// this build's 128 with every setting kept; policy_gen starts at 1 (its
+/// default), so tracked connections are judged once more, then skip.
+#[test]
+fn a_64_byte_config_map_is_migrated_with_its_settings() {
+    require_root!();
+    let pins = TestPinDir::new("upgrade_config64");
+    drop(Program::load(pins.path()).expect("load"));
+    let path = PinnedMap::Config.path(pins.path());
+    let mut settings = pinned(pins.path(), "config_map")
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .unwrap()
+        .expect("key 0");
+    assert_eq!(settings.len(), 128);
+    settings.truncate(64);
+    // trace level 3, event level 2, conntrack on, notify rate 500,
+    // generation 42 (offsets of struct ebpfcni_config).
+    for (offset, value) in [(0, 3u32), (4, 2), (8, 1), (32, 500), (52, 42)] {
+        settings[offset..offset + 4].copy_from_slice(&value.to_ne_bytes());
+    }
+    std::fs::remove_file(&path).unwrap();
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    let mut old = MapHandle::create(libbpf_rs::MapType::Array, Some("config_map"), 4, 64, 1, &opts).unwrap();
+    old.pin(&path).unwrap();
+    old.update(&0u32.to_ne_bytes(), &settings, MapFlags::ANY).unwrap();
+    drop(old);
+
+    let maps = Maps::open_or_create(pins.path()).expect("open migrates");
+    assert_eq!(pinned(pins.path(), "config_map").value_size(), 128);
+    let migrated = pinned(pins.path(), "config_map")
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .unwrap()
+        .expect("key 0");
+    assert_eq!(&migrated[..64], &settings[..], "every setting kept");
+    assert_eq!(maps.config.generation().unwrap(), 42);
+    assert!(maps.config.conntrack().unwrap());
+    assert_eq!(maps.config.policy_gen().unwrap(), 1, "the new field's default");
 }

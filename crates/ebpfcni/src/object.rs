@@ -40,13 +40,22 @@ impl PinnedMap {
     /// and policy_map never changed.)
     pub(crate) fn older_layouts(self) -> &'static [MapSpec] {
         match self {
-            // First release: the trace level alone.
-            PinnedMap::Config => &[MapSpec {
-                map_type: MapType::Array,
-                key_size: 4,
-                value_size: 4,
-                max_entries: 1,
-            }],
+            // First release: the trace level alone; then 64 bytes (up to
+            // local_redirect, before policy_gen).
+            PinnedMap::Config => &[
+                MapSpec {
+                    map_type: MapType::Array,
+                    key_size: 4,
+                    value_size: 4,
+                    max_entries: 1,
+                },
+                MapSpec {
+                    map_type: MapType::Array,
+                    key_size: 4,
+                    value_size: 64,
+                    max_entries: 1,
+                },
+            ],
             // First release: one slot per drop reason it had (4 + 1).
             PinnedMap::DropCounters => &[MapSpec {
                 map_type: MapType::PercpuArray,
@@ -75,6 +84,7 @@ impl PinnedMap {
             PinnedMap::LabelIsolation => &mut maps.label_isolation_map,
             PinnedMap::LabelRules => &mut maps.label_rule_map,
             PinnedMap::Local => &mut maps.local_map,
+            PinnedMap::LabelExact => &mut maps.label_exact_map,
         }
     }
 }
@@ -215,6 +225,7 @@ pub(crate) fn default_config() -> types::ebpfcni_config {
     types::ebpfcni_config {
         trace_level: types::ebpfcni_trace_level::EBPFCNI_TRACE_DROPS,
         event_level: types::ebpfcni_event_level::EBPFCNI_EVENTS_DROPS,
+        policy_gen: 1,
         ..bytemuck::Zeroable::zeroed()
     }
 }

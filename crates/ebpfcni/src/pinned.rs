@@ -41,11 +41,14 @@ pub enum PinnedMap {
     /// Pod IPv4 address -> its host veth and MACs (local delivery),
     /// written by the CNI plugin.
     Local,
+    /// Label policy's rules of one port or of everything (a hash: one
+    /// lookup for the commonest rules).
+    LabelExact,
 }
 
 impl PinnedMap {
     /// Every pinned map, in the order [`crate::Maps::ids`] reports them.
-    pub const ALL: [PinnedMap; 14] = [
+    pub const ALL: [PinnedMap; 15] = [
         PinnedMap::Endpoints,
         PinnedMap::Policy,
         PinnedMap::Config,
@@ -60,6 +63,7 @@ impl PinnedMap {
         PinnedMap::LabelIsolation,
         PinnedMap::LabelRules,
         PinnedMap::Local,
+        PinnedMap::LabelExact,
     ];
 
     /// The pin's file name under a pin directory; also the map's name in
@@ -80,6 +84,7 @@ impl PinnedMap {
             PinnedMap::LabelIsolation => "label_isolation_map",
             PinnedMap::LabelRules => "label_rule_map",
             PinnedMap::Local => "local_map",
+            PinnedMap::LabelExact => "label_exact_map",
         }
     }
 

@@ -175,6 +175,9 @@ impl Program {
             // Records written before config_map had the flag (a build
             // that always looked local_map up) deliver again.
             maps.local.refresh_flag()?;
+            // Label policy's flags say which shapes of rules exist (a
+            // build before label_exact_map set it to 1 alone).
+            maps.refresh_label_policy()?;
             Ok((program, Provenance::Loaded))
         })
     }

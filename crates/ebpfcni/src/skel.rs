@@ -25,7 +25,7 @@ use std::mem::size_of;
 // The key layout is guarded in C by _Static_assert; guard the Rust side too.
 const _: () = assert!(size_of::<types::policy_key>() == 8);
 const _: () = assert!(size_of::<types::ebpfcni_policy_action>() == 1);
-const _: () = assert!(size_of::<types::ebpfcni_config>() == 64);
+const _: () = assert!(size_of::<types::ebpfcni_config>() == 128);
 const _: () = assert!(size_of::<types::ebpfcni_drop_count>() == 8);
 const _: () = assert!(size_of::<types::ebpfcni_prefix_key>() == 8);
 const _: () = assert!(size_of::<types::ebpfcni_port_key>() == 16);
@@ -36,6 +36,7 @@ const _: () = assert!(size_of::<types::ebpfcni_frag_key>() == 12);
 const _: () = assert!(size_of::<types::ebpfcni_frag_entry>() == 24);
 const _: () = assert!(size_of::<types::ebpfcni_event>() == 40);
 const _: () = assert!(size_of::<types::ebpfcni_label_key>() == 16);
+const _: () = assert!(size_of::<types::ebpfcni_label_exact_key>() == 12);
 const _: () = assert!(size_of::<types::ebpfcni_label_rule>() == 8);
 const _: () = assert!(size_of::<types::ebpfcni_notify_state>() == 40);
 const _: () = assert!(size_of::<types::ebpfcni_local>() == 24);
@@ -59,6 +60,7 @@ plain_old_data!(
     types::ebpfcni_port_key,
     types::ebpfcni_port_rule,
     types::ebpfcni_label_key,
+    types::ebpfcni_label_exact_key,
     types::ebpfcni_label_rule,
     types::ebpfcni_ct_key,
     types::ebpfcni_ct_entry,

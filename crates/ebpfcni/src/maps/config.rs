@@ -314,6 +314,19 @@ impl ConfigMap {
         self.update(|config| config.generation = config.generation.wrapping_add(1))
     }
 
+    /// The generation of what policy decides with: a tracked connection
+    /// passed at this generation is not judged again until it changes.
+    pub fn policy_gen(&self) -> Result<u32> {
+        Ok(self.read()?.policy_gen)
+    }
+
+    /// Kept by [`crate::Maps::after_policy_change`], after the maps
+    /// changed: tracked connections are judged again (never 0, which
+    /// would judge every packet).
+    pub(crate) fn bump_policy_gen(&self) -> Result<()> {
+        self.update(|config| config.policy_gen = config.policy_gen.wrapping_add(1).max(1))
+    }
+
     /// Whether the program looks at label policy (some identity is under it).
     pub fn label_policy(&self) -> Result<bool> {
         Ok(self.read()?.label_policy != 0)
@@ -324,14 +337,22 @@ impl ConfigMap {
         Ok(self.read()?.label_deny != 0)
     }
 
-    /// Kept by [`crate::Maps::after_policy_change`]: on while an identity
-    /// is under label policy, and while a deny rule exists.
-    pub(crate) fn set_label_policy(&self, on: bool, deny: bool) -> Result<()> {
-        if self.label_policy()? == on && self.label_deny()? == deny {
+    /// Label policy's flags as the program reads them (0: off; else
+    /// enum ebpfcni_label_policy_flags: on, and the shapes of rules that
+    /// exist).
+    pub fn label_policy_flags(&self) -> Result<u32> {
+        Ok(self.read()?.label_policy)
+    }
+
+    /// Kept by [`crate::Maps::after_policy_change`]: `flags` from
+    /// [`super::LabelIndex::policy_flags`] (0 while no identity is under
+    /// label policy), and `deny` while a deny rule exists.
+    pub(crate) fn set_label_policy(&self, flags: u32, deny: bool) -> Result<()> {
+        if self.label_policy_flags()? == flags && self.label_deny()? == deny {
             return Ok(());
         }
         self.update(|config| {
-            config.label_policy = u32::from(on);
+            config.label_policy = flags;
             config.label_deny = u32::from(deny);
         })
     }

@@ -274,6 +274,7 @@ impl Maps {
             | PinnedMap::Fragments
             | PinnedMap::LabelIsolation
             | PinnedMap::LabelRules
+            | PinnedMap::LabelExact
             | PinnedMap::Local => {
                 unreachable!("{map} is never part of a recorded change")
             }

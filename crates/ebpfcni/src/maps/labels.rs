@@ -1,8 +1,14 @@
 //! Label policy (precedence 8b): label_isolation_map says which identities
-//! are under it and whether they are isolated for ingress or egress;
-//! label_rule_map holds each identity's own rules per direction (an LPM
-//! trie, ranges as prefix blocks as in port_policy_map). Written by the
+//! are under it and whether they are isolated for ingress or egress; each
+//! identity's own rules per direction are in label_exact_map (a hash: rules
+//! of one port, or of every protocol and port: the commonest cost the
+//! program one lookup) and label_rule_map (an LPM trie: port ranges as
+//! prefix blocks as in port_policy_map, whole protocols). Written by the
 //! node agent from the NetworkPolicy and CiliumNetworkPolicy it compiles.
+//! Which shapes of rules exist is kept in config label_policy
+//! ([`LabelIndex::policy_flags`]) so that the program skips lookups that
+//! cannot match. (A build before label_exact_map kept every rule in the
+//! trie: such entries are still found, read and removed.)
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -17,6 +23,7 @@ use crate::skel::types;
 
 const ISOLATION: PinnedMap = PinnedMap::LabelIsolation;
 const RULES: PinnedMap = PinnedMap::LabelRules;
+const EXACT: PinnedMap = PinnedMap::LabelExact;
 
 /// Bits of the key after prefixlen (EBPFCNI_LABEL_PREFIX_* in ebpfcni.h).
 const PREFIX_ANY: u32 = 72;
@@ -119,6 +126,48 @@ fn keys(rule: &LabelRule) -> Vec<types::ebpfcni_label_key> {
     }
 }
 
+/// The label_exact_map key of a rule of one port or of everything; `None`
+/// for the trie's rules (ranges, whole protocols).
+fn exact_key(rule: &LabelRule) -> Option<types::ebpfcni_label_exact_key> {
+    let (protocol, port) = match rule.selector {
+        Selector::Any => (0, 0),
+        Selector::Ports {
+            protocol,
+            first,
+            last,
+        } if first == last => (protocol.0, first),
+        _ => return None,
+    };
+    Some(types::ebpfcni_label_exact_key {
+        subject: rule.subject,
+        peer: rule.peer,
+        kind: types::ebpfcni_label_kind(rule.kind as u8),
+        protocol,
+        dport: port.to_be(),
+    })
+}
+
+fn exact_rule_of(
+    key: &types::ebpfcni_label_exact_key,
+    value: &types::ebpfcni_label_rule,
+) -> Option<LabelRule> {
+    let selector = match (key.protocol, u16::from_be(key.dport)) {
+        (0, _) => Selector::Any,
+        (protocol, port) => Selector::Ports {
+            protocol: Protocol(protocol),
+            first: port,
+            last: port,
+        },
+    };
+    Some(LabelRule {
+        subject: key.subject,
+        peer: key.peer,
+        kind: LabelKind::from_u8(key.kind.0)?,
+        selector,
+        policy: value.policy,
+    })
+}
+
 fn value(rule: &LabelRule) -> types::ebpfcni_label_rule {
     let (first_port, last_port) = rule.selector.ports().unwrap_or((0, 0));
     types::ebpfcni_label_rule {
@@ -152,12 +201,19 @@ fn rule_of(key: &types::ebpfcni_label_key, value: &types::ebpfcni_label_rule) ->
 #[derive(Debug)]
 pub struct LabelPolicyMap {
     isolation: MapHandle,
+    /// The trie: ranges, whole protocols.
     rules: MapHandle,
+    /// The hash: one port, or every protocol and port.
+    exact: MapHandle,
 }
 
 impl LabelPolicyMap {
-    pub(super) fn new(isolation: MapHandle, rules: MapHandle) -> Self {
-        Self { isolation, rules }
+    pub(super) fn new(isolation: MapHandle, rules: MapHandle, exact: MapHandle) -> Self {
+        Self {
+            isolation,
+            rules,
+            exact,
+        }
     }
 
     /// Puts `id` under label policy with `isolation` (replacing its flags).
@@ -195,9 +251,23 @@ impl LabelPolicyMap {
             .collect())
     }
 
-    /// Writes `rule`'s entries (a range is several).
+    /// Writes `rule`'s entries (a range is several). The program sees a
+    /// new shape of rule once [`crate::Maps::after_policy_change`] has
+    /// updated config label_policy.
     pub fn add(&self, rule: &LabelRule) -> Result<()> {
         let value = value(rule);
+        if let Some(key) = exact_key(rule) {
+            return self
+                .exact
+                .update(
+                    bytemuck::bytes_of(&key),
+                    bytemuck::bytes_of(&value),
+                    MapFlags::ANY,
+                )
+                .map_err(|e| {
+                    insert_error(EXACT, self.exact.max_entries(), self.exact.keys().count() + 1, e)
+                });
+        }
         for key in keys(rule) {
             self.rules
                 .update(
@@ -210,9 +280,17 @@ impl LabelPolicyMap {
         Ok(())
     }
 
-    /// Removes `rule`'s entries. Returns whether it was there.
+    /// Removes `rule`'s entries (from the trie too, where an older build
+    /// kept every rule). Returns whether it was there.
     pub fn remove(&self, rule: &LabelRule) -> Result<bool> {
         let mut removed = false;
+        if let Some(key) = exact_key(rule) {
+            match self.exact.delete(bytemuck::bytes_of(&key)) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::bpf(format!("remove a rule from {EXACT}"), e)),
+            }
+        }
         for key in keys(rule) {
             match self.rules.delete(bytemuck::bytes_of(&key)) {
                 Ok(()) => removed = true,
@@ -227,9 +305,16 @@ impl LabelPolicyMap {
         super::lpm_entries(&self.rules, RULES)
     }
 
-    /// Entries in label_rule_map (a range counts its blocks).
+    /// Entries in label_exact_map and label_rule_map (a range counts its
+    /// blocks).
     pub fn len(&self) -> Result<usize> {
-        Ok(self.rules.keys().count())
+        Ok(self.exact.keys().count() + self.rules.keys().count())
+    }
+
+    /// Whether label_rule_map (the trie) has an entry: only then does the
+    /// program look it up.
+    fn has_wide(&self) -> bool {
+        self.rules.keys().next().is_some()
     }
 
     pub fn is_empty(&self) -> Result<bool> {
@@ -239,10 +324,13 @@ impl LabelPolicyMap {
     /// Every rule, each once (a range's blocks are one rule), sorted;
     /// entries of an unknown kind are left out.
     pub fn rules(&self) -> Result<Vec<LabelRule>> {
+        let exact: Vec<(types::ebpfcni_label_exact_key, types::ebpfcni_label_rule)> =
+            super::lpm_entries(&self.exact, EXACT)?;
         let mut rules: Vec<LabelRule> = self
             .entries()?
             .iter()
             .filter_map(|(k, v)| rule_of(k, v))
+            .chain(exact.iter().filter_map(|(k, v)| exact_rule_of(k, v)))
             .collect();
         rules.sort_unstable();
         rules.dedup();
@@ -269,12 +357,15 @@ impl LabelPolicyMap {
 pub struct LabelIndex {
     isolation: HashMap<u32, Isolation>,
     rules: HashMap<(u32, u32, LabelKind), Vec<Selector>>,
+    /// label_rule_map (the trie) has an entry.
+    wide: bool,
 }
 
 impl LabelIndex {
     pub fn read(map: &LabelPolicyMap) -> Result<Self> {
         let mut index = Self {
             isolation: map.isolations()?.into_iter().collect(),
+            wide: map.has_wide(),
             ..Default::default()
         };
         for rule in map.rules()? {
@@ -289,6 +380,33 @@ impl LabelIndex {
 
     pub fn is_active(&self) -> bool {
         !self.isolation.is_empty()
+    }
+
+    /// Config label_policy for these maps: 0 while no identity is under
+    /// label policy, else on with the shapes of rules that exist (enum
+    /// ebpfcni_label_policy_flags), so that the program looks up only what
+    /// can match.
+    pub fn policy_flags(&self) -> u32 {
+        use types::ebpfcni_label_policy_flags as F;
+        if !self.is_active() {
+            return 0;
+        }
+        let mut flags = F::EBPFCNI_LABEL_POLICY_ON.0;
+        for ((_, peer, _), selectors) in &self.rules {
+            for selector in selectors {
+                let one_port = matches!(selector, Selector::Ports { first, last, .. } if first == last);
+                flags |= match (*peer == ANY_PEER, selector, one_port) {
+                    (false, Selector::Any, _) => F::EBPFCNI_LABEL_HAS_PEER_ALL.0,
+                    (true, Selector::Any, _) => F::EBPFCNI_LABEL_HAS_ANY_ALL.0,
+                    (true, _, true) => F::EBPFCNI_LABEL_HAS_ANY_PORT.0,
+                    _ => 0,
+                };
+            }
+        }
+        if self.wide {
+            flags |= F::EBPFCNI_LABEL_HAS_WIDE.0;
+        }
+        flags
     }
 
     pub fn has_deny(&self) -> bool {

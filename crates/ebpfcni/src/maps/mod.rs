@@ -196,6 +196,7 @@ impl Maps {
         let config_handle = object::open_pinned(PinnedMap::Config, pin_dir, &specs[config_position])?;
         let mut handles = handles.into_iter();
         let mut next = || handles.next().expect("one handle per pinned map");
+        let local;
         Self {
             endpoints: EndpointMap::new(next()),
             policy: PolicyMap::new(next()),
@@ -210,10 +211,12 @@ impl Maps {
             counters: NotifyCounters::new(next()),
             labels: {
                 let isolation = next();
-                LabelPolicyMap::new(isolation, next())
+                let rules = next();
+                local = next(); // PinnedMap::ALL: local_map, then label_exact_map
+                LabelPolicyMap::new(isolation, rules, next())
             },
             local: LocalDeliveryMap::new(
-                next(),
+                local,
                 ConfigMap::new(
                     config_handle.ok_or(Error::MapsNotPinned {
                         missing: vec![PinnedMap::Config.path(pin_dir)],

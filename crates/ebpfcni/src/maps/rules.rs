@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 
 use super::journal::Journal;
 use super::rule::{Rule, Selector, StoredRule};
-use super::{policy, ports, Maps, Stored};
+use super::{policy, ports, LabelIndex, Maps, Stored};
 use crate::error::Result;
 use crate::identity::PolicyRule;
 use crate::object::PinnedMap;
@@ -128,6 +128,17 @@ impl Maps {
         Ok(n)
     }
 
+    /// Brings config label_policy and label_deny in line with the label
+    /// maps (which identities are under label policy, which shapes of
+    /// rules exist), as [`Self::after_policy_change`] does: for pins an
+    /// older build wrote, when this build's program is first loaded.
+    pub fn refresh_label_policy(&self) -> Result<()> {
+        let labels = LabelIndex::read(&self.labels)?;
+        self.config
+            .set_label_policy(labels.policy_flags(), labels.has_deny())?;
+        self.config.bump_policy_gen()
+    }
+
     /// Keeps connection tracking in step with the rules: on while some rule
     /// is stateful, and no tracked connection that no rule allows
     /// statefully any longer (or whose addresses' identities changed), so
@@ -142,7 +153,10 @@ impl Maps {
         // stateful, and its replies must find their connection.
         self.config.set_conntrack(index.any_stateful())?;
         self.config
-            .set_label_policy(index.labels.is_active(), index.labels.has_deny())?;
+            .set_label_policy(index.labels.policy_flags(), index.labels.has_deny())?;
+        // Tracked connections are judged again by the rules as they are
+        // now (their next packet), then the ones no rule allows go.
+        self.config.bump_policy_gen()?;
         self.sweep_connections(&index)?;
         self.forget_fragments()?;
         Ok(())
