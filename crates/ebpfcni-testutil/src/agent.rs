@@ -17,6 +17,8 @@ pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
     // target/<profile>/deps/<test> -> target/<profile>/<bin>
     let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
     let path = dir.join(bin);
+    // Built when missing (one test run alone); ./test.sh builds every
+    // binary first, so that none is older than the tree.
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
