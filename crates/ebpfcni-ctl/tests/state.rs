@@ -178,7 +178,7 @@ fn an_invalid_trace_level_is_shown_and_overwritten() {
     require_root!();
     let ctl = Ctl::new("st_bad_level");
     ok(ctl.policyctl(&["flush", "-q"]));
-    let mut config = [0u8; 64]; // struct ebpfcni_config: the trace level first
+    let mut config = [0u8; std::mem::size_of::<ebpfcni::types::ebpfcni_config>()]; // struct ebpfcni_config: the trace level first
     config[..4].copy_from_slice(&99u32.to_ne_bytes());
     poke(ctl.pin.path(), PinnedMap::Config, &0u32.to_ne_bytes(), &config);
     let shown = ok(ctl.policyctl(&["trace"]));
