@@ -11,7 +11,7 @@
  *       label_rule_map (LPM trie)   struct ebpfcni_label_key -> struct ebpfcni_label_rule
  * API:  ebpfcni_label_policy(flow)
  *   Returns: EBPFCNI_POLICY_ALLOW_STATEFUL when label policy allows the
- *   flow, 0 when it has no say (neither identity under it: the caller's
+ *   flow (flow->label and the policy numbers say which rules did), 0 when it has no say (neither identity under it: the caller's
  *   step 10), or a negative drop reason (policy-denied, policy-isolated,
  *   no-policy for a pair with one identity outside label policy).
  */
@@ -40,11 +40,11 @@ struct {
 	__type(value, struct ebpfcni_label_rule);
 } label_rule_map SEC(".maps");
 
-/* Whether `subject` has a rule of `kind` for `peer`, or for every peer
- * (peer EBPFCNI_LABEL_ANY_PEER, looked up second), covering the flow's
- * protocol and destination port (0 for packets without ports). */
-static __always_inline bool ebpfcni_label_rule(__u32 subject, __u32 peer, enum ebpfcni_label_kind kind,
-					       const struct ebpfcni_flow *flow)
+/* The rule `subject` has of `kind` for `peer`, or for every peer (peer
+ * EBPFCNI_LABEL_ANY_PEER, looked up second), covering the flow's protocol
+ * and destination port (0 for packets without ports); NULL when none. */
+static __always_inline const struct ebpfcni_label_rule *
+ebpfcni_label_rule(__u32 subject, __u32 peer, enum ebpfcni_label_kind kind, const struct ebpfcni_flow *flow)
 {
 	struct ebpfcni_label_key key = {
 		.prefixlen = EBPFCNI_LABEL_PREFIX_ONE_PORT,
@@ -54,17 +54,21 @@ static __always_inline bool ebpfcni_label_rule(__u32 subject, __u32 peer, enum e
 		.protocol = flow->protocol,
 		.dport = flow->has_ports ? flow->dport : 0,
 	};
+	const struct ebpfcni_label_rule *rule = bpf_map_lookup_elem(&label_rule_map, &key);
 
-	if (bpf_map_lookup_elem(&label_rule_map, &key))
-		return true;
+	if (rule)
+		return rule;
 	key.peer = EBPFCNI_LABEL_ANY_PEER;
-	return bpf_map_lookup_elem(&label_rule_map, &key) != NULL;
+	return bpf_map_lookup_elem(&label_rule_map, &key);
 }
 
-static __always_inline int ebpfcni_label_policy(const struct ebpfcni_flow *flow)
+/* Also notes in the flow what decided (flow->label, and the policy
+ * numbers of the rules: for events and explain). */
+static __always_inline int ebpfcni_label_policy(struct ebpfcni_flow *flow)
 {
 	__u32 *src = bpf_map_lookup_elem(&label_isolation_map, &flow->src_id);
 	__u32 *dst = bpf_map_lookup_elem(&label_isolation_map, &flow->dst_id);
+	const struct ebpfcni_label_rule *rule;
 
 	/* Tested one at a time: the verifier refuses pointer arithmetic that
 	 * `!src && !dst` compiles to. */
@@ -72,16 +76,39 @@ static __always_inline int ebpfcni_label_policy(const struct ebpfcni_flow *flow)
 		return dst ? -EBPFCNI_DROP_NO_POLICY : 0; /* neither: no say; one: 7, 8 said no */
 	if (!dst)
 		return -EBPFCNI_DROP_NO_POLICY;
-	if (ebpfcni_config()->label_deny &&
-	    (ebpfcni_label_rule(flow->src_id, flow->dst_id, EBPFCNI_LABEL_EGRESS_DENY, flow) ||
-	     ebpfcni_label_rule(flow->dst_id, flow->src_id, EBPFCNI_LABEL_INGRESS_DENY, flow)))
-		return -EBPFCNI_DROP_POLICY_DENIED; /* step 8b a */
-	if ((*src & EBPFCNI_LABEL_ISOLATED_EGRESS) &&
-	    !ebpfcni_label_rule(flow->src_id, flow->dst_id, EBPFCNI_LABEL_EGRESS_ALLOW, flow))
-		return -EBPFCNI_DROP_ISOLATED; /* step 8b b, the sender's egress */
-	if ((*dst & EBPFCNI_LABEL_ISOLATED_INGRESS) &&
-	    !ebpfcni_label_rule(flow->dst_id, flow->src_id, EBPFCNI_LABEL_INGRESS_ALLOW, flow))
-		return -EBPFCNI_DROP_ISOLATED; /* step 8b b, the receiver's ingress */
+	flow->label = EBPFCNI_DECIDED_LABELS;
+	if (ebpfcni_config()->label_deny) {
+		rule = ebpfcni_label_rule(flow->src_id, flow->dst_id, EBPFCNI_LABEL_EGRESS_DENY, flow);
+		if (rule) {
+			flow->egress_policy = rule->policy;
+			flow->label |= EBPFCNI_DECIDED_EGRESS_RULE;
+			return -EBPFCNI_DROP_POLICY_DENIED; /* step 8b a */
+		}
+		rule = ebpfcni_label_rule(flow->dst_id, flow->src_id, EBPFCNI_LABEL_INGRESS_DENY, flow);
+		if (rule) {
+			flow->ingress_policy = rule->policy;
+			flow->label |= EBPFCNI_DECIDED_INGRESS_RULE;
+			return -EBPFCNI_DROP_POLICY_DENIED; /* step 8b a */
+		}
+	}
+	if (*src & EBPFCNI_LABEL_ISOLATED_EGRESS) {
+		rule = ebpfcni_label_rule(flow->src_id, flow->dst_id, EBPFCNI_LABEL_EGRESS_ALLOW, flow);
+		if (!rule) {
+			flow->label |= EBPFCNI_DECIDED_EGRESS_ISOLATED;
+			return -EBPFCNI_DROP_ISOLATED; /* step 8b b, the sender's egress */
+		}
+		flow->egress_policy = rule->policy;
+		flow->label |= EBPFCNI_DECIDED_EGRESS_RULE;
+	}
+	if (*dst & EBPFCNI_LABEL_ISOLATED_INGRESS) {
+		rule = ebpfcni_label_rule(flow->dst_id, flow->src_id, EBPFCNI_LABEL_INGRESS_ALLOW, flow);
+		if (!rule) {
+			flow->label |= EBPFCNI_DECIDED_INGRESS_ISOLATED;
+			return -EBPFCNI_DROP_ISOLATED; /* step 8b b, the receiver's ingress */
+		}
+		flow->ingress_policy = rule->policy;
+		flow->label |= EBPFCNI_DECIDED_INGRESS_RULE;
+	}
 	return EBPFCNI_POLICY_ALLOW_STATEFUL;
 }
 
