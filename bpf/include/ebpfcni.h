@@ -84,6 +84,9 @@
  *  10. Everything else is dropped: while tracking (4b), no-flow when the
  *      reverse direction has a stateful rule (a reply whose connection is
  *      not tracked, or no longer is); else no-policy (default deny).
+ *      In audit mode (config audit) the drops of policy, those of 8b and
+ *      10, pass instead, counted and reported as audit (verdict.h); every
+ *      other drop stays.
  *
  * Entries the tools never write (by hand, or from a broken tool) count as
  * absent: an endpoint_map or prefix_map entry with identity 0 is no identity

@@ -21,8 +21,8 @@ use std::path::PathBuf;
 
 use ebpfcni::frames::{ipv4_tcp, ipv4_udp, SYN};
 use ebpfcni::{
-    EventLevel, Hook, Identity, Isolation, LabelKind, LabelRule, Maps, PinnedMap, PolicyRule, Program, Protocol,
-    Selector, TraceLevel, TC_ACT_OK, TC_ACT_SHOT,
+    EventLevel, Hook, Identity, Isolation, LabelKind, LabelRule, Maps, PinnedMap, PolicyRule, Program,
+    Protocol, Selector, TraceLevel, TC_ACT_OK, TC_ACT_SHOT,
 };
 use ebpfcni_testutil::datapath::TEST_IFINDEX;
 use ebpfcni_testutil::{bpf, median, TestPinDir};
@@ -46,7 +46,9 @@ fn id(n: u32) -> Identity {
 fn load_other(bpf_dir: &std::path::Path, pins: &std::path::Path) -> Object {
     let source = bpf_dir.join("kernel/ebpfcni.bpf.c");
     let bytes = bpf::compile(&source, &[&bpf_dir.join("include"), &bpf_dir.join("lib")]);
-    let mut open = ObjectBuilder::default().open_memory(&bytes).expect("open the other object");
+    let mut open = ObjectBuilder::default()
+        .open_memory(&bytes)
+        .expect("open the other object");
     for mut map in open.maps_mut() {
         let name = map.name().to_string_lossy().into_owned();
         if PinnedMap::ALL.iter().any(|m| m.name() == name) {
@@ -67,7 +69,9 @@ fn seed(maps: &Maps) {
         ])
         .unwrap();
     maps.policy.allow_all(&[PolicyRule::new(id(1), id(2))]).unwrap();
-    maps.interfaces.set(TEST_IFINDEX, &[CLIENT, SERVER, OUTSIDER, WEB]).unwrap();
+    maps.interfaces
+        .set(TEST_IFINDEX, &[CLIENT, SERVER, OUTSIDER, WEB])
+        .unwrap();
     let both = Isolation {
         ingress: true,
         egress: true,
@@ -79,7 +83,10 @@ fn seed(maps: &Maps) {
         first,
         last,
     };
-    for (subject, peer, kind) in [(300, 301, LabelKind::EgressAllow), (301, 300, LabelKind::IngressAllow)] {
+    for (subject, peer, kind) in [
+        (300, 301, LabelKind::EgressAllow),
+        (301, 300, LabelKind::IngressAllow),
+    ] {
         maps.labels
             .add(&LabelRule {
                 subject,

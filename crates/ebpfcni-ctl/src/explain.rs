@@ -182,6 +182,9 @@ struct HookRun {
     label_policy: Option<LabelVerdict>,
     #[serde(skip_serializing_if = "String::is_empty")]
     decided_by: String,
+    /// When what runs on the hook is not this build's program.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -318,6 +321,34 @@ fn program(common: &Common, maps: &Maps) -> Result<Program, Failure> {
     }
 }
 
+/// Why real packets may meet something else than what explain ran on
+/// the hook: no ebpfcni program there, or another build's (the pods were
+/// not moved onto this build's yet). `None` when it is this build's.
+fn attached_note(program: &Program, hook: Hook, ifindex: u32) -> Option<String> {
+    let attachment = ebpfcni::attachment(ifindex).ok()?;
+    let attached = match hook {
+        Hook::FromPod => attachment.ingress,
+        Hook::ToPod => attachment.egress,
+    };
+    let Some(id) = attached else {
+        return Some(format!(
+            "no ebpfcni program runs on its {} hook: real packets pass there unjudged",
+            hook.tc_name()
+        ));
+    };
+    let ours = program.id(hook);
+    if id == ours {
+        return None;
+    }
+    let (theirs, ours) = (ebpfcni::program_info(id).ok()?, ebpfcni::program_info(ours).ok()?);
+    (theirs.tag != ours.tag).then(|| {
+        format!(
+            "it runs another build's program (id {id}); explain ran this build's: \
+             `policyctl reattach` moves the pods onto it"
+        )
+    })
+}
+
 fn verdict_word(v: Verdict) -> &'static str {
     match v {
         Verdict::Pass => "allowed",
@@ -403,6 +434,7 @@ pub fn explain(common: &Common, args: &ExplainArgs) -> CmdResult {
         let label = x.label.map(|l| LabelVerdict::of(&l, &mut names));
         let delivered = x.tc_verdict == TC_ACT_REDIRECT;
         hooks.push(HookRun {
+            note: attached_note(&program, hook, ifindex),
             hook: hook.name(),
             interface: interface_name(ifindex),
             verdict: verdict_word(x.verdict),
@@ -505,6 +537,9 @@ fn text(r: &Report) -> String {
             t += "; delivered straight into the receiving pod (its to-pod hook does not run)";
         }
         t += "\n";
+        if let Some(note) = &h.note {
+            t += &format!("  note: {note}\n");
+        }
     }
     t
 }

@@ -721,6 +721,10 @@ fn explain_agrees_with_real_traffic_and_leaves_nothing_behind() {
         out.contains("identity 1001") && out.contains("identity 1002"),
         "{out}"
     );
+    assert!(
+        !out.contains("note:"),
+        "both hooks run this build's program: {out}"
+    );
     let (shown, _) = monitor.finish();
     assert_eq!(shown, "", "a running monitor saw explain's packets");
     assert_eq!(
@@ -732,6 +736,17 @@ fn explain_agrees_with_real_traffic_and_leaves_nothing_behind() {
     assert_eq!(after["drops"], before["drops"]);
     assert_eq!(after["events_written"], before["events_written"]);
     assert!(pods.topo.reaches(A), "explain said allowed, the ping failed");
+    // A hook without the program: explain says real packets are not judged there.
+    let ifindex_b = pods.topo.ifindex_b;
+    pods.topo
+        .node
+        .run_in(|| ebpfcni::tc::detach_hook(ifindex_b, ebpfcni::Hook::ToPod))
+        .unwrap();
+    let (_, out) = pods.explain(&NO_AGENT);
+    assert!(
+        out.contains("note: no ebpfcni program runs on its egress hook"),
+        "{out}"
+    );
 
     // Label policy: isolation, an allow rule, a deny rule.
     let pods = Pods::with_label_identities("explain-labels");

@@ -346,14 +346,17 @@ impl Program {
         if let Some(ctx) = ctx {
             skb.ifindex = ctx.ifindex;
             skb.ingress_ifindex = ctx.ingress_ifindex;
-            opts.ctx_in = (&skb as *const types::__sk_buff).cast();
-            opts.ctx_size_in = size_of::<types::__sk_buff>() as u32;
+        }
+        if let Some(cb) = cb.as_deref() {
+            skb.cb = *cb;
         }
         // The context comes back (cb[] as the program left it) when asked.
         let mut skb_out: types::__sk_buff = skb;
-        if let Some(cb) = cb.as_deref() {
-            skb.cb = *cb;
-            skb_out = skb;
+        if ctx.is_some() || cb.is_some() {
+            opts.ctx_in = (&skb as *const types::__sk_buff).cast();
+            opts.ctx_size_in = size_of::<types::__sk_buff>() as u32;
+        }
+        if cb.is_some() {
             opts.ctx_out = (&mut skb_out as *mut types::__sk_buff).cast();
             opts.ctx_size_out = size_of::<types::__sk_buff>() as u32;
         }
@@ -391,6 +394,9 @@ pub struct ProgramInfo {
     pub name: String,
     /// Ids of the maps the program uses (including its private .rodata).
     pub map_ids: Vec<u32>,
+    /// The kernel's hash of its instructions (bpftool's "tag"): two loads
+    /// of the same build's entry point have the same.
+    pub tag: [u8; 8],
 }
 
 impl ProgramInfo {
@@ -460,5 +466,6 @@ pub fn program_info(id: u32) -> Result<ProgramInfo> {
         id,
         name: handle.name().to_string_lossy().into_owned(),
         map_ids,
+        tag: info.tag,
     })
 }
