@@ -771,6 +771,32 @@ fn explain_agrees_with_real_traffic_and_leaves_nothing_behind() {
     assert_eq!(code, Some(7), "{out}");
     assert!(out.contains("(policy-denied)"), "{out}");
     assert!(out.contains("policy egress policy #6"), "{out}");
+    let out = pods.policyctl(
+        &[
+            &NO_AGENT[..],
+            &[
+                "-o",
+                "json",
+                "explain",
+                "--from",
+                &A.to_string(),
+                "--to",
+                &B.to_string(),
+                "--icmp",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(out.status.code(), Some(7));
+    let report = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(report["verdict"], "dropped", "{report}");
+    assert_eq!(report["reason"], "policy-denied", "{report}");
+    assert_eq!(report["from"]["identity"], LABEL_A, "{report}");
+    assert_eq!(report["hooks"][0]["hook"], "from-pod", "{report}");
+    assert_eq!(
+        report["hooks"][0]["label_policy"]["egress_policy"]["number"], 6,
+        "{report}"
+    );
     assert!(!pods.topo.reaches(A), "explain said denied, the ping passed");
 
     // Audit mode: it would be dropped, and passes.
