@@ -89,6 +89,9 @@
  *  10. Everything else is dropped: while tracking (4b), no-flow when the
  *      reverse direction has a stateful rule (a reply whose connection is
  *      not tracked, or no longer is); else no-policy (default deny).
+ *      In audit mode (config audit) the drops of policy, those of 8b and
+ *      10, pass instead, counted and reported as audit (verdict.h); every
+ *      other drop stays.
  *
  * Entries the tools never write (by hand, or from a broken tool) count as
  * absent: an endpoint_map or prefix_map entry with identity 0 is no identity
@@ -419,7 +422,15 @@ struct ebpfcni_config {
 	 * connection judged at this generation needs no new judgement (see
 	 * ebpfcni_ct_entry policy_gen). 0: every packet is judged. */
 	__u32 policy_gen;
-	__u32 reserved[16]; /* zero */
+	/* Nonzero: audit mode (policyctl audit on). A packet that policy
+	 * would drop (no-policy, no-flow, policy-isolated, policy-denied:
+	 * steps 8b and 10) passes instead, counted in its reason's audit slot
+	 * of drop_counters (EBPFCNI_AUDIT_SLOT) and reported as an audit
+	 * event. Every other drop (malformed, source trust, unknown
+	 * addresses, ct-insert-failed) stays a drop. Read on the drop path
+	 * only. 0 (enforce) is the default. */
+	__u32 audit;
+	__u32 reserved[15]; /* zero */
 };
 _Static_assert(sizeof(struct ebpfcni_config) == 128, "ebpfcni_config is 128 bytes");
 
@@ -452,7 +463,13 @@ enum ebpfcni_drop_reason {
  * be added without changing the map's layout. (The first release's map
  * had 5 slots; the library migrates such a pin, keeping every count.) */
 #define EBPFCNI_DROP_COUNTER_SLOTS 64
-_Static_assert(EBPFCNI_DROP_REASON_MAX <= EBPFCNI_DROP_COUNTER_SLOTS, "a drop counter per reason");
+/* The slots from EBPFCNI_AUDIT_SLOT on count, per reason, the packets that
+ * policy would have dropped and audit mode let pass: slot
+ * EBPFCNI_AUDIT_SLOT + reason (the map's layout is unchanged). */
+#define EBPFCNI_AUDIT_SLOT 32
+_Static_assert(EBPFCNI_DROP_REASON_MAX <= EBPFCNI_AUDIT_SLOT, "a drop counter per reason");
+_Static_assert(EBPFCNI_AUDIT_SLOT + EBPFCNI_DROP_REASON_MAX <= EBPFCNI_DROP_COUNTER_SLOTS,
+	       "an audit counter per reason");
 
 /* Room for a drop reason's name, with its NUL. */
 #define EBPFCNI_NAME_LEN 24
@@ -466,6 +483,9 @@ struct ebpfcni_drop_count {
 enum ebpfcni_verdict : __u8 {
 	EBPFCNI_VERDICT_PASS = 1,
 	EBPFCNI_VERDICT_DROP = 2,
+	/* Policy would have dropped it (reason says why); audit mode let it
+	 * pass (config audit). */
+	EBPFCNI_VERDICT_AUDIT = 3,
 };
 
 /* Why a passing packet passed, in a flow event (0 for drops). */
@@ -475,6 +495,18 @@ enum ebpfcni_pass_kind : __u8 {
 	EBPFCNI_PASS_TRACKED = 3,     /* a stateful rule allowed it; the connection was tracked */
 	EBPFCNI_PASS_REPLY = 4,       /* a reply of a tracked connection (4b) */
 	EBPFCNI_PASS_RELATED = 5,     /* an ICMP error about a tracked connection (4b) */
+	EBPFCNI_PASS_AUDIT = 6,       /* policy would have dropped it: audit mode (config audit) */
+};
+
+/* What label policy (8b) said of a flow, in its event (label) and in an
+ * explained test run: which of the flow's policy numbers are set, and
+ * which side's isolation dropped it. */
+enum ebpfcni_label_decision {
+	EBPFCNI_DECIDED_EGRESS_RULE = 0x1,     /* egress_policy: the sender's egress rule (allow or deny) */
+	EBPFCNI_DECIDED_INGRESS_RULE = 0x2,    /* ingress_policy: the receiver's ingress rule */
+	EBPFCNI_DECIDED_EGRESS_ISOLATED = 0x4, /* the sender is isolated for egress, no rule of its allows */
+	EBPFCNI_DECIDED_INGRESS_ISOLATED = 0x8, /* the receiver is isolated for ingress, no rule allows */
+	EBPFCNI_DECIDED_LABELS = 0x10,         /* label policy judged it (both identities under it) */
 };
 
 /* event_ring record: one per event, fixed size. */
@@ -496,8 +528,27 @@ struct ebpfcni_event {
 	enum ebpfcni_pass_kind pass_kind; /* 0 for drops */
 	enum ebpfcni_ct_state ct_state;   /* the connection's state after the packet; 0: not tracked */
 	__u8 ct_changed;  /* the packet created the connection or changed its state */
+	/* Added in the release with audit mode (the record grew from 40
+	 * bytes; readers take both sizes): which label policy decided. */
+	__u32 egress_policy;  /* the agent's policy number, when label says so */
+	__u32 ingress_policy;
+	__u8 label;           /* enum ebpfcni_label_decision bits; 0: label policy had no say */
+	__u8 pad[7];          /* zero */
 };
-_Static_assert(sizeof(struct ebpfcni_event) == 40, "ebpfcni_event is 40 bytes");
+_Static_assert(sizeof(struct ebpfcni_event) == 56, "ebpfcni_event is 56 bytes");
+#define EBPFCNI_EVENT_V1_SIZE 40 /* the record before egress_policy (older programs write it) */
+
+/* Explain (policyctl explain): a test run (BPF_PROG_TEST_RUN) whose
+ * __sk_buff cb[0], cb[1] hold these values is judged as any packet, but
+ * the program writes no state (no connection tracked or refreshed, no
+ * fragment recorded, no counter, event or trace line) and reports its
+ * verdict in cb[] instead (ctx_out): cb[0] = verdict | reason << 8 |
+ * pass_kind << 16 | label << 24, cb[1] = src_id, cb[2] = dst_id,
+ * cb[3] = egress_policy, cb[4] = ingress_policy. Real packets never carry
+ * them (the kernel's own use of cb holds small values there); the check
+ * is on the verdict's path only (verdict.h). */
+#define EBPFCNI_EXPLAIN_MAGIC0 0xeb9fc0deU
+#define EBPFCNI_EXPLAIN_MAGIC1 0x3e7a1a1bU
 
 /* frag_map key: a datagram being fragmented, as its fragments' IPv4
  * headers say (precedence 4a). */

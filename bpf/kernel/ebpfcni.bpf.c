@@ -50,6 +50,7 @@ const volatile struct ebpfcni_event ebpfcni_btf_event;
 const volatile enum ebpfcni_default ebpfcni_btf_default;
 const volatile enum ebpfcni_label_flags ebpfcni_btf_label_flags;
 const volatile enum ebpfcni_label_policy_flags ebpfcni_btf_label_policy_flags;
+const volatile enum ebpfcni_label_decision ebpfcni_btf_label_decision;
 
 /* Step 4b, for a flow whose connection is tracked: a reply (or an ICMP
  * error about it) passes; the opener's packets go on to policy, with the
@@ -77,7 +78,8 @@ static __always_inline int ebpfcni_conntrack(struct __sk_buff *ctx, struct ebpfc
 		return -1;
 	if (flow->protocol == IPPROTO_TCP && (flow->tcp_flags & (EBPFCNI_TCP_SYN | EBPFCNI_TCP_ACK)) == EBPFCNI_TCP_SYN)
 		return -1;
-	ebpfcni_ct_track(entry, flow, true, now);
+	if (!ebpfcni_explaining(ctx))
+		ebpfcni_ct_track(entry, flow, true, now);
 	flow->src_id = entry->responder_id; /* for the event: no lookup needed */
 	flow->dst_id = entry->opener_id;
 	return ebpfcni_pass(ctx, EBPFCNI_PASS_REPLY, flow);
@@ -131,7 +133,8 @@ static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfc
 		if (policy_gen && forward->policy_gen == policy_gen) {
 			/* Policy passed this connection and nothing it decides
 			 * with has changed since: steps 5-9 would say the same. */
-			ebpfcni_ct_track(forward, flow, false, now);
+			if (!ebpfcni_explaining(ctx))
+				ebpfcni_ct_track(forward, flow, false, now);
 			return ebpfcni_pass(ctx, EBPFCNI_PASS_TRACKED, flow); /* step 4b */
 		}
 	} else {
@@ -144,16 +147,21 @@ static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfc
 	if (!action && cfg->label_policy) {
 		ret = ebpfcni_label_policy(flow); /* step 8b */
 		if (ret < 0)
-			return ebpfcni_drop(ctx, -ret, flow);
+			return ebpfcni_policy_drop(ctx, -ret, flow);
 		action = ret;
 	}
 	if (action == EBPFCNI_POLICY_ALLOW_STATEFUL && tracking) {
+		/* An explaining test run tracks nothing (verdict.h). */
+		bool explaining = ebpfcni_explaining(ctx);
+
 		if (forward) {
-			ebpfcni_ct_track(forward, flow, false, now);
-			forward->policy_gen = policy_gen;
+			if (!explaining) {
+				ebpfcni_ct_track(forward, flow, false, now);
+				forward->policy_gen = policy_gen;
+			}
 			return ebpfcni_pass(ctx, EBPFCNI_PASS_TRACKED, flow);
 		}
-		ret = ebpfcni_ct_open(flow, &key, sender_is_b, now, policy_gen);
+		ret = explaining ? 0 : ebpfcni_ct_open(flow, &key, sender_is_b, now, policy_gen);
 		if (ret < 0)
 			return ebpfcni_drop(ctx, -ret, flow); /* step 9 */
 		return ebpfcni_pass(ctx, EBPFCNI_PASS_NEW_FLOW, flow);
@@ -163,8 +171,8 @@ static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfc
 
 	/* Step 10. Only drops pay for the second lookup, and only while tracking. */
 	if (tracking && ebpfcni_policy_of_reverse(flow) == EBPFCNI_POLICY_ALLOW_STATEFUL)
-		return ebpfcni_drop(ctx, EBPFCNI_DROP_NO_FLOW, flow);
-	return ebpfcni_drop(ctx, EBPFCNI_DROP_NO_POLICY, flow);
+		return ebpfcni_policy_drop(ctx, EBPFCNI_DROP_NO_FLOW, flow);
+	return ebpfcni_policy_drop(ctx, EBPFCNI_DROP_NO_POLICY, flow);
 }
 
 /* What the pod sends: tc ingress of its host veth. A first fragment's

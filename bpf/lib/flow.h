@@ -7,6 +7,8 @@
 #ifndef EBPFCNI_LIB_FLOW_H
 #define EBPFCNI_LIB_FLOW_H
 
+#include <stdbool.h>
+#include <linux/bpf.h>
 #include <linux/types.h>
 
 #include "ebpfcni.h"
@@ -33,7 +35,11 @@ struct ebpfcni_flow {
 	__u8 fragment;  /* enum ebpfcni_fragment */
 	__be16 ip_id;   /* a fragment's IP ID (else 0) */
 	__u8 port_rule; /* a port rule (step 8), not a pair rule, allowed it */
-	__u8 pad;
+	__u8 label;     /* enum ebpfcni_label_decision: what label policy (8b) said */
+	__u8 explained; /* an explaining test run's verdict is in cb[] (the marker is gone) */
+	/* The agent's policy numbers of the label rules that decided (8b). */
+	__u32 egress_policy;
+	__u32 ingress_policy;
 };
 
 /* Which part of a datagram a packet is (its IPv4 header's fragment field). */
@@ -42,5 +48,15 @@ enum ebpfcni_fragment {
 	EBPFCNI_FRAG_FIRST = 1, /* offset 0, more fragments: it carries the L4 header */
 	EBPFCNI_FRAG_LATER = 2, /* offset != 0: no L4 header */
 };
+
+/* Whether this is an explaining test run (policyctl explain): the caller
+ * put EBPFCNI_EXPLAIN_MAGIC0/1 in cb[0], cb[1]. Read only where a verdict
+ * is given (verdict.h) or a state would be written (ct, frag): a load and
+ * a compare there. */
+static __always_inline bool ebpfcni_explaining(const struct __sk_buff *ctx)
+{
+	return ctx->cb[0] == EBPFCNI_EXPLAIN_MAGIC0 && ctx->cb[1] == EBPFCNI_EXPLAIN_MAGIC1;
+}
+/* After the verdict, the marker is replaced by it: flow->explained says. */
 
 #endif /* EBPFCNI_LIB_FLOW_H */

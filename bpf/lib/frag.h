@@ -66,6 +66,9 @@ static __always_inline void ebpfcni_frag_passed(const struct ebpfcni_flow *flow)
 
 	if (flow->fragment != EBPFCNI_FRAG_FIRST)
 		return;
+	/* An explaining test run records nothing (its verdict is given). */
+	if (flow->explained)
+		return;
 	/* Passed (a pass sets its kind), by what a later fragment cannot
 	 * match by itself: a port rule, or as a reply. (A pair rule matches
 	 * it by itself. At to-pod, a reply from-pod has just passed and

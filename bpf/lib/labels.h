@@ -14,7 +14,7 @@
  *                                   (port ranges, whole protocols)
  * API:  ebpfcni_label_policy(flow)
  *   Returns: EBPFCNI_POLICY_ALLOW_STATEFUL when label policy allows the
- *   flow, 0 when it has no say (neither identity under it: the caller's
+ *   flow (flow->label and the policy numbers say which rules did), 0 when it has no say (neither identity under it: the caller's
  *   step 10), or a negative drop reason (policy-denied, policy-isolated,
  *   no-policy for a pair with one identity outside label policy).
  */
@@ -114,10 +114,13 @@ ebpfcni_label_rule(__u32 subject, __u32 peer, enum ebpfcni_label_kind kind, cons
 	return bpf_map_lookup_elem(&label_rule_map, &key);
 }
 
-static __always_inline int ebpfcni_label_policy(const struct ebpfcni_flow *flow)
+/* Also notes in the flow what decided (flow->label, and the policy
+ * numbers of the rules: for events and explain). */
+static __always_inline int ebpfcni_label_policy(struct ebpfcni_flow *flow)
 {
 	__u32 *src = bpf_map_lookup_elem(&label_isolation_map, &flow->src_id);
 	__u32 *dst = bpf_map_lookup_elem(&label_isolation_map, &flow->dst_id);
+	const struct ebpfcni_label_rule *rule;
 
 	/* Tested one at a time: the verifier refuses pointer arithmetic that
 	 * `!src && !dst` compiles to. */
@@ -128,16 +131,39 @@ static __always_inline int ebpfcni_label_policy(const struct ebpfcni_flow *flow)
 	const struct ebpfcni_config *cfg = ebpfcni_config();
 	__u32 shapes = cfg->label_policy;
 
-	if (cfg->label_deny &&
-	    (ebpfcni_label_rule(flow->src_id, flow->dst_id, EBPFCNI_LABEL_EGRESS_DENY, flow, shapes) ||
-	     ebpfcni_label_rule(flow->dst_id, flow->src_id, EBPFCNI_LABEL_INGRESS_DENY, flow, shapes)))
-		return -EBPFCNI_DROP_POLICY_DENIED; /* step 8b a */
-	if ((*src & EBPFCNI_LABEL_ISOLATED_EGRESS) &&
-	    !ebpfcni_label_rule(flow->src_id, flow->dst_id, EBPFCNI_LABEL_EGRESS_ALLOW, flow, shapes))
-		return -EBPFCNI_DROP_ISOLATED; /* step 8b b, the sender's egress */
-	if ((*dst & EBPFCNI_LABEL_ISOLATED_INGRESS) &&
-	    !ebpfcni_label_rule(flow->dst_id, flow->src_id, EBPFCNI_LABEL_INGRESS_ALLOW, flow, shapes))
-		return -EBPFCNI_DROP_ISOLATED; /* step 8b b, the receiver's ingress */
+	flow->label = EBPFCNI_DECIDED_LABELS;
+	if (cfg->label_deny) {
+		rule = ebpfcni_label_rule(flow->src_id, flow->dst_id, EBPFCNI_LABEL_EGRESS_DENY, flow, shapes);
+		if (rule) {
+			flow->egress_policy = rule->policy;
+			flow->label |= EBPFCNI_DECIDED_EGRESS_RULE;
+			return -EBPFCNI_DROP_POLICY_DENIED; /* step 8b a */
+		}
+		rule = ebpfcni_label_rule(flow->dst_id, flow->src_id, EBPFCNI_LABEL_INGRESS_DENY, flow, shapes);
+		if (rule) {
+			flow->ingress_policy = rule->policy;
+			flow->label |= EBPFCNI_DECIDED_INGRESS_RULE;
+			return -EBPFCNI_DROP_POLICY_DENIED; /* step 8b a */
+		}
+	}
+	if (*src & EBPFCNI_LABEL_ISOLATED_EGRESS) {
+		rule = ebpfcni_label_rule(flow->src_id, flow->dst_id, EBPFCNI_LABEL_EGRESS_ALLOW, flow, shapes);
+		if (!rule) {
+			flow->label |= EBPFCNI_DECIDED_EGRESS_ISOLATED;
+			return -EBPFCNI_DROP_ISOLATED; /* step 8b b, the sender's egress */
+		}
+		flow->egress_policy = rule->policy;
+		flow->label |= EBPFCNI_DECIDED_EGRESS_RULE;
+	}
+	if (*dst & EBPFCNI_LABEL_ISOLATED_INGRESS) {
+		rule = ebpfcni_label_rule(flow->dst_id, flow->src_id, EBPFCNI_LABEL_INGRESS_ALLOW, flow, shapes);
+		if (!rule) {
+			flow->label |= EBPFCNI_DECIDED_INGRESS_ISOLATED;
+			return -EBPFCNI_DROP_ISOLATED; /* step 8b b, the receiver's ingress */
+		}
+		flow->ingress_policy = rule->policy;
+		flow->label |= EBPFCNI_DECIDED_INGRESS_RULE;
+	}
 	return EBPFCNI_POLICY_ALLOW_STATEFUL;
 }
 

@@ -97,6 +97,9 @@ static __always_inline void ebpfcni_event(struct __sk_buff *ctx, const struct eb
 		.pass_kind = flow->pass_kind,
 		.ct_state = flow->ct_state,
 		.ct_changed = flow->ct_changed,
+		.egress_policy = flow->egress_policy,
+		.ingress_policy = flow->ingress_policy,
+		.label = flow->label,
 	};
 	/* One helper call: copy into the ring and commit. */
 	if (bpf_ringbuf_output(&event_ring, &e, sizeof(e), 0))

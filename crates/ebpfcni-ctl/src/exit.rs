@@ -17,7 +17,9 @@
 //!   agent manages (a hand entry would fight it);
 //! - 6: a read-only command found some of the maps gone from a directory
 //!   where the others are pinned (removed by hand); it names them and
-//!   creates nothing.
+//!   creates nothing;
+//! - 7: `policyctl explain`: the packet would be dropped (the verdict is
+//!   printed; nothing was changed).
 
 use std::fmt::Display;
 use std::io;
@@ -37,6 +39,8 @@ pub const EXIT_OTHER_NETNS: u8 = 4;
 pub const EXIT_AGENT: u8 = 5;
 /// A read-only command found maps missing beside others; nothing created.
 pub const EXIT_MISSING: u8 = 6;
+/// `policyctl explain`: the packet is dropped (not an error: the answer).
+pub const EXIT_DROPPED: u8 = 7;
 
 /// The exit status paragraph both binaries end their `--help` with.
 #[macro_export]
@@ -52,7 +56,8 @@ macro_rules! exit_status_help {
          4  refused, nothing was changed: --pin-dir serves another network namespace (reattach)\n  \
          5  refused, nothing was changed: the address is an endpoint the node agent manages\n  \
          6  a command that only reads found maps missing beside the others (removed by hand?);\n     \
-            it names them and creates nothing"
+            it names them and creates nothing\n  \
+         7  explain: the packet would be dropped (0: it would pass)"
     };
 }
 
@@ -73,6 +78,9 @@ pub enum Failure {
     Missing(String),
     /// Whoever read our stdout went away (`| head`): not worth an error.
     StdoutClosed,
+    /// `explain`'s answer: the packet would be dropped (exit 7, no error
+    /// line: the verdict was printed).
+    Dropped,
 }
 
 impl Failure {
@@ -114,6 +122,7 @@ impl Failure {
             | Failure::Agent(m)
             | Failure::Missing(m) => Failure::Unreported(format!("the change was made, but {m}")),
             Failure::StdoutClosed => Failure::StdoutClosed,
+            Failure::Dropped => Failure::Dropped,
         }
     }
 }
@@ -135,6 +144,7 @@ pub type CmdResult = Result<(), Failure>;
 pub fn finish(bin: &str, result: CmdResult) -> ExitCode {
     let (code, message) = match result {
         Ok(()) | Err(Failure::StdoutClosed) => return ExitCode::SUCCESS,
+        Err(Failure::Dropped) => return ExitCode::from(EXIT_DROPPED),
         Err(Failure::Usage(m)) => (EXIT_USAGE, m),
         Err(Failure::Runtime(m)) => (EXIT_FAILURE, m),
         Err(Failure::Unreported(m)) => (EXIT_UNREPORTED, m),

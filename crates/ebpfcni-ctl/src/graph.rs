@@ -119,6 +119,10 @@ fn dot(maps: &Maps, flows: &BTreeMap<(u32, u32, Verdict), Flow>) -> Result<Strin
         let (color, what) = match verdict {
             Verdict::Drop => ("red", format!("{} dropped", flow.packets)),
             Verdict::Pass => ("darkgreen", format!("{} passed", flow.packets)),
+            Verdict::Audit => (
+                "orange",
+                format!("{} audited (passed, policy would drop)", flow.packets),
+            ),
         };
         let reasons = flow.reasons.iter().copied().collect::<Vec<_>>().join(", ");
         let label = if reasons.is_empty() {

@@ -6,14 +6,17 @@
 
 pub mod agent;
 pub mod args;
+pub mod audit;
 pub mod conntrack;
 pub mod exit;
+pub mod explain;
 pub mod graph;
 pub mod identities_file;
 pub mod input;
 pub mod levels;
 pub mod links;
 pub mod monitor;
+pub mod names;
 pub mod output;
 pub mod policy;
 pub mod rules_file;
@@ -24,7 +27,9 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory};
 
-pub use exit::{finish, say, CmdResult, Failure, EXIT_FAILURE, EXIT_MISSING, EXIT_UNREPORTED, EXIT_USAGE};
+pub use exit::{
+    finish, say, CmdResult, Failure, EXIT_DROPPED, EXIT_FAILURE, EXIT_MISSING, EXIT_UNREPORTED, EXIT_USAGE,
+};
 pub use output::{Format, IdentityRow, IdentityState, Out, PolicyUsage, Reverse, RuleRow, View};
 pub use rules_file::parse_rules;
 

@@ -24,6 +24,12 @@ pub struct Stats {
     /// a JSON object by reason.
     #[serde(serialize_with = "as_object")]
     pub drops: Vec<(&'static str, u64)>,
+    /// Packets that policy would have dropped and audit mode let pass,
+    /// per reason (the policy reasons; a JSON object by reason).
+    #[serde(serialize_with = "as_object")]
+    pub audited: Vec<(&'static str, u64)>,
+    /// Whether audit mode is on.
+    pub audit: bool,
     pub events_written: u64,
     pub events_over_rate_limit: u64,
     pub events_ring_full: u64,
@@ -36,6 +42,10 @@ pub struct Stats {
     pub rate_limit_per_cpu: u32,
     pub rate_limit_burst: u32,
 }
+
+/// The drop reasons that are policy's, which audit mode lets pass (the
+/// datapath's ebpfcni_policy_drop callers).
+pub const AUDITED_REASONS: [&str; 4] = ["no-policy", "no-flow", "policy-isolated", "policy-denied"];
 
 fn as_object<S: serde::Serializer>(pairs: &[(&'static str, u64)], s: S) -> Result<S::Ok, S::Error> {
     s.collect_map(pairs.iter().map(|(k, v)| (k, v)))
@@ -61,6 +71,13 @@ impl Stats {
         let RateLimit { rate, burst } = maps.config.rate_limit()?;
         Ok(Self {
             drops: maps.drops.all()?,
+            audited: maps
+                .drops
+                .all_audited()?
+                .into_iter()
+                .filter(|(reason, _)| AUDITED_REASONS.contains(reason))
+                .collect(),
+            audit: maps.config.audit()?,
             events_written: counts.events,
             events_over_rate_limit: counts.events_suppressed,
             events_ring_full: counts.events_lost,
@@ -88,6 +105,15 @@ impl Stats {
         let total: u64 = self.drops.iter().map(|(_, n)| n).sum();
         let _ = writeln!(t, "drops: {total} packets");
         for (reason, n) in &self.drops {
+            let _ = writeln!(t, "  {reason:<22} {n}");
+        }
+        let audited: u64 = self.audited.iter().map(|(_, n)| n).sum();
+        let _ = writeln!(
+            t,
+            "audit: {audited} packets policy would have dropped passed (audit mode {})",
+            if self.audit { "on" } else { "off" }
+        );
+        for (reason, n) in &self.audited {
             let _ = writeln!(t, "  {reason:<22} {n}");
         }
         let _ = writeln!(
@@ -142,6 +168,23 @@ impl Stats {
             "counter",
             "Packets dropped by the datapath, by reason.",
             &drops,
+        );
+        let audited: Vec<(String, u64)> = self
+            .audited
+            .iter()
+            .map(|(reason, n)| (format!("{{reason=\"{reason}\"}}"), *n))
+            .collect();
+        metric(
+            "audit_total",
+            "counter",
+            "Packets policy would have dropped that audit mode let pass, by reason.",
+            &audited,
+        );
+        metric(
+            "audit_mode",
+            "gauge",
+            "1 while audit mode is on (policy drops pass, counted in audit_total).",
+            &[(String::new(), u64::from(self.audit))],
         );
         metric(
             "events_total",

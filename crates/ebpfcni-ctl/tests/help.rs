@@ -68,6 +68,8 @@ fn policyctl_help_shows_examples_for_every_command() {
             "apply",
             "ct",
             "monitor",
+            "explain",
+            "audit",
             "stats",
             "graph",
             "events",

@@ -195,9 +195,11 @@ fn an_interrupted_migration_is_finished_by_the_next_load() {
     }
 }
 
-/// config_map of 64 bytes (the build before policy_gen) is migrated to
-/// this build's 128 with every setting kept; policy_gen starts at 1 (its
-/// default), so tracked connections are judged once more, then skip.
+/// config_map of 64 bytes (the build before local_redirect, policy_gen and
+/// audit) is migrated to this build's 128 with every setting kept; the new
+/// fields read 0 (what the old layout's reserved words held): no local
+/// delivery lookup until a record asks for it, every packet judged until
+/// the first change bumps policy_gen.
 #[test]
 fn a_64_byte_config_map_is_migrated_with_its_settings() {
     require_root!();
@@ -212,7 +214,7 @@ fn a_64_byte_config_map_is_migrated_with_its_settings() {
     settings.truncate(64);
     // trace level 3, event level 2, conntrack on, notify rate 500,
     // generation 42 (offsets of struct ebpfcni_config).
-    for (offset, value) in [(0, 3u32), (4, 2), (8, 1), (32, 500), (52, 42)] {
+    for (offset, value) in [(0, 3u32), (4, 2), (8, 1), (32, 500), (52, 42), (56, 0), (60, 0)] {
         settings[offset..offset + 4].copy_from_slice(&value.to_ne_bytes());
     }
     std::fs::remove_file(&path).unwrap();
@@ -234,5 +236,8 @@ fn a_64_byte_config_map_is_migrated_with_its_settings() {
     assert_eq!(&migrated[..64], &settings[..], "every setting kept");
     assert_eq!(maps.config.generation().unwrap(), 42);
     assert!(maps.config.conntrack().unwrap());
-    assert_eq!(maps.config.policy_gen().unwrap(), 1, "the new field's default");
+    assert_eq!(maps.config.policy_gen().unwrap(), 0, "every packet judged");
+    assert!(!maps.config.local_redirect().unwrap());
+    maps.after_policy_change().unwrap();
+    assert_ne!(maps.config.policy_gen().unwrap(), 0, "bumped by the first change");
 }

@@ -24,11 +24,18 @@ use crate::object::PinnedMap;
 use crate::program::Hook;
 use crate::skel::types;
 
+/// The size of an event record before the label decision was added
+/// (EBPFCNI_EVENT_V1_SIZE).
+const EVENT_V1_SIZE: usize = 40;
+
 /// What happened to the packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Verdict {
     Pass,
     Drop,
+    /// Policy would have dropped it (the reason says why); audit mode let
+    /// it pass.
+    Audit,
 }
 
 impl Verdict {
@@ -36,6 +43,16 @@ impl Verdict {
         match self {
             Verdict::Pass => "PASS",
             Verdict::Drop => "DROP",
+            Verdict::Audit => "AUDIT",
+        }
+    }
+
+    fn from_raw(raw: types::ebpfcni_verdict) -> Self {
+        use types::ebpfcni_verdict as V;
+        match raw {
+            V::EBPFCNI_VERDICT_DROP => Verdict::Drop,
+            V::EBPFCNI_VERDICT_AUDIT => Verdict::Audit,
+            _ => Verdict::Pass,
         }
     }
 }
@@ -53,10 +70,12 @@ pub enum PassKind {
     Reply,
     /// An ICMP error about a tracked connection (4).
     Related,
+    /// Policy would have dropped it; audit mode let it pass.
+    Audit,
 }
 
 impl PassKind {
-    fn from_raw(raw: u8) -> Option<Self> {
+    pub(crate) fn from_raw(raw: u8) -> Option<Self> {
         use types::ebpfcni_pass_kind as K;
         Some(match K(raw) {
             K::EBPFCNI_PASS_POLICY => PassKind::Allowed,
@@ -64,6 +83,7 @@ impl PassKind {
             K::EBPFCNI_PASS_TRACKED => PassKind::Tracked,
             K::EBPFCNI_PASS_REPLY => PassKind::Reply,
             K::EBPFCNI_PASS_RELATED => PassKind::Related,
+            K::EBPFCNI_PASS_AUDIT => PassKind::Audit,
             _ => return None,
         })
     }
@@ -75,6 +95,7 @@ impl PassKind {
             PassKind::Tracked => "tracked",
             PassKind::Reply => "reply",
             PassKind::Related => "related",
+            PassKind::Audit => "audit",
         }
     }
 }
@@ -107,20 +128,68 @@ pub struct Event {
     pub ct_state: Option<CtState>,
     /// The packet opened the connection or changed its state.
     pub ct_changed: bool,
+    /// What label policy (8b) said, when it judged the packet.
+    pub label: Option<LabelDecision>,
+}
+
+/// What label policy (precedence 8b) said of a packet: the agent's numbers
+/// of the rules' policies that decided, or whose isolation dropped it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct LabelDecision {
+    /// The sender's egress rule (an allow, or the deny rule of a
+    /// policy-denied drop).
+    pub egress_policy: Option<u32>,
+    /// The receiver's ingress rule.
+    pub ingress_policy: Option<u32>,
+    /// The sender is isolated for egress and none of its rules allows it.
+    pub egress_isolated: bool,
+    /// The receiver is isolated for ingress and none of its rules allows it.
+    pub ingress_isolated: bool,
+}
+
+impl LabelDecision {
+    /// From the bits of enum ebpfcni_label_decision and the two policy
+    /// numbers; `None` when label policy had no say.
+    pub fn from_raw(label: u8, egress_policy: u32, ingress_policy: u32) -> Option<Self> {
+        use types::ebpfcni_label_decision as D;
+        let bit = |d: D| u32::from(label) & d.0 != 0;
+        if label == 0 {
+            return None;
+        }
+        Some(Self {
+            egress_policy: bit(D::EBPFCNI_DECIDED_EGRESS_RULE).then_some(egress_policy),
+            ingress_policy: bit(D::EBPFCNI_DECIDED_INGRESS_RULE).then_some(ingress_policy),
+            egress_isolated: bit(D::EBPFCNI_DECIDED_EGRESS_ISOLATED),
+            ingress_isolated: bit(D::EBPFCNI_DECIDED_INGRESS_ISOLATED),
+        })
+    }
+
+    /// The policy numbers that decided, egress first, each once.
+    pub fn policies(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .egress_policy
+            .into_iter()
+            .chain(self.ingress_policy)
+            .collect();
+        v.dedup();
+        v
+    }
 }
 
 impl Event {
-    /// Decodes a record of event_ring; `None` for one of another size.
+    /// Decodes a record of event_ring: this build's (56 bytes) or an older
+    /// program's (40 bytes, without the label decision, still written by
+    /// pods not yet moved onto this build's program); `None` for one of
+    /// another size.
     pub fn parse(record: &[u8]) -> Option<Self> {
-        if record.len() != size_of::<types::ebpfcni_event>() {
-            return None;
+        let full = size_of::<types::ebpfcni_event>();
+        let mut bytes = vec![0u8; full];
+        match record.len() {
+            n if n == full || n == EVENT_V1_SIZE => bytes[..n].copy_from_slice(record),
+            _ => return None,
         }
-        let e: types::ebpfcni_event = bytemuck::pod_read_unaligned(record);
-        let verdict = if e.verdict == types::ebpfcni_verdict::EBPFCNI_VERDICT_DROP {
-            Verdict::Drop
-        } else {
-            Verdict::Pass
-        };
+        let e: types::ebpfcni_event = bytemuck::pod_read_unaligned(&bytes);
+        let verdict = Verdict::from_raw(e.verdict);
         Some(Self {
             time: Duration::from_nanos(e.time_ns),
             ifindex: e.ifindex,
@@ -131,7 +200,7 @@ impl Event {
             },
             verdict,
             reason: match verdict {
-                Verdict::Drop => {
+                Verdict::Drop | Verdict::Audit => {
                     Some(drop_reason_name(types::ebpfcni_drop_reason(e.reason.into())).unwrap_or("unknown"))
                 }
                 Verdict::Pass => None,
@@ -147,6 +216,7 @@ impl Event {
             tcp_flags: e.tcp_flags,
             ct_state: (e.ct_state.0 != 0).then(|| CtState::from_raw(e.ct_state.0)),
             ct_changed: e.ct_changed != 0,
+            label: LabelDecision::from_raw(e.label, e.egress_policy, e.ingress_policy),
         })
     }
 }

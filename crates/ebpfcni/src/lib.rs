@@ -28,6 +28,7 @@ mod attachments;
 pub mod bpffs;
 mod error;
 pub mod events;
+pub mod frames;
 mod identity;
 mod loader;
 mod local_maps;
@@ -96,8 +97,8 @@ pub use maps::{
 pub use netns::{bind_netns, check_netns, netns_binding, NetnsId};
 pub use object::PinnedMap;
 pub use program::{
-    program_info, program_pin, program_pins, Hook, Program, ProgramInfo, Provenance, TestContext, TestRun,
-    PROGRAM_BUILD_ID, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
+    program_info, program_pin, program_pins, Explained, Hook, Program, ProgramInfo, Provenance, TestContext,
+    TestRun, PROGRAM_BUILD_ID, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
 };
 pub use reattach::{reattach, Reattached};
 pub use run_dir::{fnv1a, ipam_versions_file, RUN_DIR};

@@ -11,6 +11,7 @@ use libbpf_rs::libbpf_sys;
 use libbpf_rs::{MapCore, MapHandle, ProgramHandle};
 
 use crate::error::{Error, Result};
+use crate::events::{LabelDecision, PassKind, Verdict};
 use crate::loader;
 use crate::maps::Maps;
 use crate::object::PinnedMap;
@@ -52,6 +53,28 @@ impl Hook {
             Hook::ToPod => "to-pod",
         }
     }
+}
+
+/// The marker of an explaining test run (EBPFCNI_EXPLAIN_MAGIC0/1).
+const EXPLAIN_MAGIC: [u32; 2] = [0xeb9f_c0de, 0x3e7a_1a1b];
+
+/// What the program decided about an explained packet ([`Program::explain`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explained {
+    /// The program's return value (TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT:
+    /// from-pod delivered it into a pod of the node, whose to-pod hook is
+    /// then not run).
+    pub tc_verdict: i32,
+    pub verdict: Verdict,
+    /// Why it was dropped (or would have been, in audit mode).
+    pub reason: Option<&'static str>,
+    /// Why it passed.
+    pub pass_kind: Option<PassKind>,
+    /// The identities the program found (0: not found, or not looked up).
+    pub src_id: u32,
+    pub dst_id: u32,
+    /// What label policy said, when it judged the packet.
+    pub label: Option<LabelDecision>,
 }
 
 /// tc verdicts the program returns.
@@ -255,7 +278,7 @@ impl Program {
         ctx: Option<&TestContext>,
         repeat: u32,
     ) -> Result<TestRun> {
-        self.run_test(hook, frame, ctx, repeat, None)
+        self.run_test(hook, frame, ctx, repeat, None, None)
     }
 
     /// [`Program::test_run`] once, with the frame as the program left it
@@ -267,8 +290,45 @@ impl Program {
         ctx: Option<&TestContext>,
     ) -> Result<(TestRun, Vec<u8>)> {
         let mut out = vec![0u8; frame.len() + 256];
-        let run = self.run_test(hook, frame, ctx, 1, Some(&mut out))?;
+        let run = self.run_test(hook, frame, ctx, 1, Some(&mut out), None)?;
         Ok((run, out))
+    }
+
+    /// Judges `frame` at `hook` on the host veth `ifindex` (which must
+    /// exist in the caller's network namespace; 1, lo, for none) against
+    /// the live maps, as the program judges a real packet, but writing no
+    /// state: no connection tracked or refreshed, no fragment recorded, no
+    /// counter, event or trace line (the explain marker, ebpfcni.h). The
+    /// program says what it decided. `None` when it said nothing (a frame
+    /// that is not IPv4, or a program without explain).
+    pub fn explain(&self, hook: Hook, frame: &[u8], ifindex: u32) -> Result<Option<Explained>> {
+        let ctx = TestContext {
+            ifindex,
+            ingress_ifindex: 0,
+        };
+        let mut cb = [EXPLAIN_MAGIC[0], EXPLAIN_MAGIC[1], 0, 0, 0];
+        let run = self.run_test(hook, frame, Some(&ctx), 1, None, Some(&mut cb))?;
+        if cb[..2] == EXPLAIN_MAGIC[..] {
+            return Ok(None);
+        }
+        let [word, src_id, dst_id, egress_policy, ingress_policy] = cb;
+        let [verdict, reason, pass_kind, label] = word.to_le_bytes();
+        let verdict = match types::ebpfcni_verdict(verdict) {
+            types::ebpfcni_verdict::EBPFCNI_VERDICT_DROP => Verdict::Drop,
+            types::ebpfcni_verdict::EBPFCNI_VERDICT_AUDIT => Verdict::Audit,
+            _ => Verdict::Pass,
+        };
+        Ok(Some(Explained {
+            tc_verdict: run.verdict,
+            verdict,
+            reason: (verdict != Verdict::Pass)
+                .then(|| crate::maps::drop_reason_name(types::ebpfcni_drop_reason(reason.into())))
+                .flatten(),
+            pass_kind: PassKind::from_raw(pass_kind),
+            src_id,
+            dst_id,
+            label: LabelDecision::from_raw(label, egress_policy, ingress_policy),
+        }))
     }
 
     fn run_test(
@@ -278,6 +338,7 @@ impl Program {
         ctx: Option<&TestContext>,
         repeat: u32,
         out: Option<&mut Vec<u8>>,
+        cb: Option<&mut [u32; 5]>,
     ) -> Result<TestRun> {
         // The kernel rejects a context whose reserved bytes (padding
         // included) are not zero: start from all-zero bytes, set fields in place.
@@ -291,8 +352,19 @@ impl Program {
         if let Some(ctx) = ctx {
             skb.ifindex = ctx.ifindex;
             skb.ingress_ifindex = ctx.ingress_ifindex;
+        }
+        if let Some(cb) = cb.as_deref() {
+            skb.cb = *cb;
+        }
+        // The context comes back (cb[] as the program left it) when asked.
+        let mut skb_out: types::__sk_buff = skb;
+        if ctx.is_some() || cb.is_some() {
             opts.ctx_in = (&skb as *const types::__sk_buff).cast();
             opts.ctx_size_in = size_of::<types::__sk_buff>() as u32;
+        }
+        if cb.is_some() {
+            opts.ctx_out = (&mut skb_out as *mut types::__sk_buff).cast();
+            opts.ctx_size_out = size_of::<types::__sk_buff>() as u32;
         }
         opts.repeat = repeat as i32;
         let mut out = out;
@@ -311,6 +383,9 @@ impl Program {
         if let Some(o) = out {
             o.truncate(opts.data_size_out as usize);
         }
+        if let Some(cb) = cb {
+            *cb = skb_out.cb;
+        }
         Ok(TestRun {
             verdict: opts.retval as i32,
             duration: Duration::from_nanos(opts.duration.into()),
@@ -325,6 +400,9 @@ pub struct ProgramInfo {
     pub name: String,
     /// Ids of the maps the program uses (including its private .rodata).
     pub map_ids: Vec<u32>,
+    /// The kernel's hash of its instructions (bpftool's "tag"): two loads
+    /// of the same build's entry point have the same.
+    pub tag: [u8; 8],
 }
 
 impl ProgramInfo {
@@ -394,5 +472,6 @@ pub fn program_info(id: u32) -> Result<ProgramInfo> {
         id,
         name: handle.name().to_string_lossy().into_owned(),
         map_ids,
+        tag: info.tag,
     })
 }

@@ -34,7 +34,7 @@ const _: () = assert!(size_of::<types::ebpfcni_ct_key>() == 16);
 const _: () = assert!(size_of::<types::ebpfcni_ct_entry>() == 24);
 const _: () = assert!(size_of::<types::ebpfcni_frag_key>() == 12);
 const _: () = assert!(size_of::<types::ebpfcni_frag_entry>() == 24);
-const _: () = assert!(size_of::<types::ebpfcni_event>() == 40);
+const _: () = assert!(size_of::<types::ebpfcni_event>() == 56);
 const _: () = assert!(size_of::<types::ebpfcni_label_key>() == 16);
 const _: () = assert!(size_of::<types::ebpfcni_label_exact_key>() == 12);
 const _: () = assert!(size_of::<types::ebpfcni_label_rule>() == 8);

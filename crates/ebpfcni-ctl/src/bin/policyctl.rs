@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use ebpfcni::{CtTimeouts, EventLevel, Identity, PinnedMap, PolicyRule, Rule, Selector, TraceLevel};
 use ebpfcni_ctl::{
-    args, conntrack, exit_status_help, graph, input, levels, monitor, open_maps_for_reading, parse_rules,
-    policy, report_change, stats, CmdResult, Common, Failure, Format, Out,
+    args, audit, conntrack, exit_status_help, explain, graph, input, levels, monitor, open_maps_for_reading,
+    parse_rules, policy, report_change, stats, CmdResult, Common, Failure, Format, Out,
 };
 
 #[derive(Parser, Debug)]
@@ -140,6 +140,46 @@ enum Command {
                             policyctl monitor --reason invalid-source -o json | jq .src_ip\n  \
                             policyctl monitor --count 10 --duration 30")]
     Monitor(monitor::MonitorArgs),
+
+    /// Why a packet from A to B passes or is dropped: the program's own verdict, and the policy
+    ///
+    /// Crafts the packet and runs this build's program on it (BPF_PROG_TEST_RUN) against the live
+    /// pinned maps, on the hooks a real packet meets: the sender's from-pod hook when it is a pod of
+    /// this node, then the receiver's to-pod hook when it is one (unless from-pod delivers it
+    /// straight into the pod). The test runs change nothing: no connection is tracked, no counter
+    /// moves, no event reaches a running monitor. Prints the verdict and reason, each hook's, both
+    /// identities with their labels and the label policy that allowed or the isolation that
+    /// denied (named by the agent, else `policy #N`). Run it in the network namespace of the host
+    /// veths. Exit status 0: it would pass (in audit mode too); 7: it would be dropped.
+    #[command(
+        after_help = "Endpoints: an IPv4 address, NAMESPACE/POD (an endpoint of the agent, by its pod's
+                            namespace and name), world (an address outside the cluster) or host (the node).
+
+                            Examples:
+                              policyctl explain --from 10.13.0.2 --to 10.13.0.3 --port 8080/tcp
+                              policyctl explain --from prod/frontend --to prod/backend --port 80/tcp
+                              policyctl explain --from world --to prod/web --port 53/udp -o json
+                              policyctl explain --from prod/a --to prod/b --icmp && echo allowed"
+    )]
+    Explain(explain::ExplainArgs),
+
+    /// Show whether audit mode is on, or turn it on or off: policy drops pass, counted as audit
+    ///
+    /// In audit mode a packet that policy would drop (no-policy, no-flow, policy-isolated,
+    /// policy-denied) passes instead; it is counted per reason (`policyctl stats`, Prometheus
+    /// ebpfcni_audit_total) and reported as AUDIT (`policyctl monitor --verdict audit`). Source
+    /// trust (invalid-source, unknown-interface), malformed packets, addresses without an identity
+    /// and a full connection table are still dropped. Takes effect on the next packet.
+    #[command(after_help = "Examples:
+                              policyctl audit            # show it
+                              policyctl audit on         # try policy out: nothing it denies is dropped
+                              policyctl monitor --verdict audit
+                              policyctl audit off        # enforce")]
+    Audit {
+        /// on or off; without it, show the current mode
+        #[arg(value_enum)]
+        mode: Option<audit::Mode>,
+    },
 
     /// Counters: drops per reason, events and trace lines written or held back, map occupancy
     #[command(after_help = "Examples:\n  \
@@ -378,6 +418,9 @@ fn run(cli: Cli) -> CmdResult {
         Command::Ct(CtCommand::Timeouts(args)) => conntrack::timeouts(common, &args),
         Command::Monitor(args) => monitor::monitor(common, &args),
         Command::Stats => stats::stats(common),
+        Command::Explain(args) => explain::explain(common, &args),
+        Command::Audit { mode: None } => audit::show(common),
+        Command::Audit { mode: Some(mode) } => audit::set(common, mode),
         Command::Graph(args) => graph::graph(common, &args),
         Command::Events { level: None } => levels::show_level::<EventLevel>(common),
         Command::Events { level: Some(level) } => levels::set_level(common, level),

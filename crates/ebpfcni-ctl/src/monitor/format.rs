@@ -9,6 +9,7 @@ use ebpfcni::{Hook, Protocol};
 use serde::Serialize;
 
 use crate::links::Interface;
+use crate::names::{LabelVerdict, Names};
 
 /// "SYN-ACK", "FIN-ACK", "RST"; empty without flags.
 pub fn tcp_flags(flags: u8) -> String {
@@ -117,6 +118,15 @@ struct EventJson<'a> {
     ct_changed: bool,
     hook: &'static str,
     ifindex: u32,
+    /// The identities' labels, when the agent knows them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    src_labels: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dst_labels: Option<String>,
+    /// What label policy decided: the policies of the rules, or whose
+    /// isolation dropped it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label_policy: Option<LabelVerdict>,
     #[serde(skip_serializing_if = "Option::is_none")]
     interface: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -127,9 +137,13 @@ fn has_ports(protocol: u8) -> bool {
     Protocol(protocol).has_ports()
 }
 
-/// "10.13.0.3:8080 (1002)"; "?" for an identity not known.
-fn end(addr: Ipv4Addr, port: u16, id: u32, protocol: u8) -> String {
-    let id = if id == 0 { "?".to_owned() } else { id.to_string() };
+/// "10.13.0.3:8080 (1002)"; "?" for an identity not known; with the
+/// identity's labels when the agent knows them: "(1002 app=backend)".
+fn end(addr: Ipv4Addr, port: u16, id: u32, protocol: u8, labels: Option<String>) -> String {
+    let mut id = if id == 0 { "?".to_owned() } else { id.to_string() };
+    if let Some(labels) = labels.filter(|l| !l.is_empty()) {
+        id = format!("{id} {labels}");
+    }
     if has_ports(protocol) {
         format!("{addr}:{port} ({id})")
     } else {
@@ -137,17 +151,17 @@ fn end(addr: Ipv4Addr, port: u16, id: u32, protocol: u8) -> String {
     }
 }
 
-pub fn line(e: &Event, clock: &Clock, iface: Option<&Interface>) -> String {
+pub fn line(e: &Event, clock: &Clock, iface: Option<&Interface>, names: &mut Names) -> String {
     let what = match e.verdict {
-        Verdict::Drop => e.reason.unwrap_or("unknown"),
+        Verdict::Drop | Verdict::Audit => e.reason.unwrap_or("unknown"),
         Verdict::Pass => e.pass_kind.map_or("allowed", |k| k.name()),
     };
     let mut text = format!(
         "{} {} {what} {} -> {} {}",
         clock.time_of_day(e.time),
         e.verdict.name(),
-        end(e.saddr, e.sport, e.src_id, e.protocol),
-        end(e.daddr, e.dport, e.dst_id, e.protocol),
+        end(e.saddr, e.sport, e.src_id, e.protocol, names.labels(e.src_id)),
+        end(e.daddr, e.dport, e.dst_id, e.protocol, names.labels(e.dst_id)),
         Protocol(e.protocol),
     );
     if e.protocol == Protocol::ICMP.0 && e.sport != 0 {
@@ -159,6 +173,12 @@ pub fn line(e: &Event, clock: &Clock, iface: Option<&Interface>) -> String {
     }
     if let (true, Some(state)) = (e.ct_changed, e.ct_state) {
         text += &format!(" ct:{}", state.name());
+    }
+    if let Some(label) = e.label {
+        let said = LabelVerdict::of(&label, names).text();
+        if !said.is_empty() {
+            text += &format!(" [{said}]");
+        }
     }
     text += &format!(" {}", hook_name(e.hook));
     match iface {
@@ -173,7 +193,7 @@ pub fn line(e: &Event, clock: &Clock, iface: Option<&Interface>) -> String {
     text
 }
 
-pub fn json_line(e: &Event, clock: &Clock, iface: Option<&Interface>) -> String {
+pub fn json_line(e: &Event, clock: &Clock, iface: Option<&Interface>, names: &mut Names) -> String {
     let ports = has_ports(e.protocol);
     let icmp = e.protocol == Protocol::ICMP.0 && e.sport != 0;
     let json = EventJson {
@@ -181,6 +201,7 @@ pub fn json_line(e: &Event, clock: &Clock, iface: Option<&Interface>) -> String 
         verdict: match e.verdict {
             Verdict::Drop => "drop",
             Verdict::Pass => "pass",
+            Verdict::Audit => "audit",
         },
         reason: e.reason,
         pass: e.pass_kind.map(|k| k.name()),
@@ -201,6 +222,9 @@ pub fn json_line(e: &Event, clock: &Clock, iface: Option<&Interface>) -> String 
         ct_changed: e.ct_changed,
         hook: hook_name(e.hook),
         ifindex: e.ifindex,
+        src_labels: names.labels(e.src_id),
+        dst_labels: names.labels(e.dst_id),
+        label_policy: e.label.map(|l| LabelVerdict::of(&l, names)),
         interface: iface.map(|i| i.name.as_str()),
         pod: iface.and_then(|i| i.pod.as_deref()),
     };

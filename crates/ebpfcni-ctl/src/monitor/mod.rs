@@ -13,6 +13,7 @@ use ebpfcni::events::{monotonic_now, Event, EventReader, Verdict};
 use ebpfcni::{EventLevel, Identity, Maps, NotifyCounts, Stored};
 
 use crate::links::{self, Interface};
+use crate::names::Names;
 
 mod format;
 use crate::{args, CmdResult, Common, Failure, Format};
@@ -24,6 +25,8 @@ use format::{json_line, line, Clock};
 pub enum VerdictFilter {
     Drop,
     Pass,
+    /// What audit mode let pass that policy would have dropped
+    Audit,
 }
 
 /// Event levels `--level` can raise the datapath to.
@@ -99,6 +102,7 @@ impl MonitorArgs {
             None => true,
             Some(VerdictFilter::Drop) => e.verdict == Verdict::Drop,
             Some(VerdictFilter::Pass) => e.verdict == Verdict::Pass,
+            Some(VerdictFilter::Audit) => e.verdict == Verdict::Audit,
         };
         verdict
             && (self.identities.is_empty()
@@ -280,6 +284,7 @@ fn watch(
     let mut last_report = Instant::now();
     let clock = Clock::new();
     let mut interfaces = Interfaces::new(&common.pin_dir);
+    let mut names = Names::new(common);
     let mut shown = 0u64;
     let mut stdout = io::stdout().lock();
     let done = |shown: u64| {
@@ -294,8 +299,8 @@ fn watch(
         for e in events.iter().filter(|e| e.time >= start && args.shows(e)) {
             let iface = interfaces.get(e.ifindex).cloned();
             let text = match common.output {
-                Format::Json => json_line(e, &clock, iface.as_ref()),
-                _ => line(e, &clock, iface.as_ref()),
+                Format::Json => json_line(e, &clock, iface.as_ref(), &mut names),
+                _ => line(e, &clock, iface.as_ref(), &mut names),
             };
             writeln!(stdout, "{text}")?;
             shown += 1;

@@ -6,7 +6,8 @@ use std::str::FromStr;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::Stored;
+use super::journal::Journal;
+use super::{Maps, Stored};
 use crate::bpffs::PinDirLock;
 use crate::error::{Error, Result};
 use crate::object::{PinnedMap, CONFIG_KEY};
@@ -357,6 +358,18 @@ impl ConfigMap {
         })
     }
 
+    /// Whether audit mode is on: policy drops pass, counted and reported
+    /// as audit (source trust and malformed packets stay drops).
+    pub fn audit(&self) -> Result<bool> {
+        Ok(self.read()?.audit != 0)
+    }
+
+    /// Takes effect on the next packet; no reload. Callers make it a
+    /// journaled change ([`crate::Maps::set_audit`]).
+    pub(crate) fn set_audit(&self, on: bool) -> Result<()> {
+        self.update(|config| config.audit = u32::from(on))
+    }
+
     /// The connection lifetimes in effect.
     pub fn ct_timeouts(&self) -> Result<CtTimeouts> {
         Ok(CtTimeouts::from_array(self.read()?.ct_timeout))
@@ -389,5 +402,22 @@ impl ConfigMap {
             config.notify_rate = limit.rate;
             config.notify_burst = limit.burst;
         })
+    }
+}
+
+impl Maps {
+    /// Turns audit mode on or off: a change like the rules' (under the pin
+    /// directory's lock, recorded so that a kill leaves the old setting,
+    /// counted in the generation). Returns whether it changed.
+    pub fn set_audit(&self, on: bool) -> Result<bool> {
+        let mut journal = Journal::begin(self, Maps::after_policy_change)?;
+        if self.config.audit()? == on {
+            journal.commit()?;
+            return Ok(false);
+        }
+        journal.record(MAP, [CONFIG_KEY.to_vec()])?;
+        self.config.set_audit(on)?;
+        journal.commit()?;
+        Ok(true)
     }
 }

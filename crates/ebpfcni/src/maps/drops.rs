@@ -8,6 +8,10 @@ use crate::skel::types;
 
 const MAP: PinnedMap = PinnedMap::DropCounters;
 
+/// Where the audit counters start (EBPFCNI_AUDIT_SLOT): slot
+/// AUDIT_SLOT + reason counts what audit mode let pass for that reason.
+const AUDIT_SLOT: u32 = 32;
+
 /// The name of a drop reason, as traces, counters and the CLIs say it
 /// (written once, in bpf/include/ebpfcni.h). `None` for values that are not
 /// a drop reason.
@@ -46,6 +50,20 @@ impl DropCounters {
             .iter()
             .map(|v| bytemuck::pod_read_unaligned::<types::ebpfcni_drop_count>(v).packets)
             .sum())
+    }
+
+    /// Packets audit mode let pass that policy would have dropped for
+    /// `reason` (the reason's audit slot), summed over CPUs.
+    pub fn audited(&self, reason: types::ebpfcni_drop_reason) -> Result<u64> {
+        self.get(types::ebpfcni_drop_reason(reason.0 + AUDIT_SLOT))
+    }
+
+    /// (reason name, packets audit mode let pass) for every reason.
+    pub fn all_audited(&self) -> Result<Vec<(&'static str, u64)>> {
+        (1..types::ebpfcni_drop_reason::EBPFCNI_DROP_REASON_MAX.0)
+            .map(types::ebpfcni_drop_reason)
+            .map(|r| Ok((drop_reason_name(r).unwrap_or("unnamed"), self.audited(r)?)))
+            .collect()
     }
 
     /// (reason name, packets) for every reason.
