@@ -11,6 +11,7 @@ pub mod exit;
 pub mod graph;
 pub mod identities_file;
 pub mod input;
+pub mod label_policy;
 pub mod levels;
 pub mod links;
 pub mod monitor;
@@ -24,7 +25,10 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory};
 
-pub use exit::{finish, say, CmdResult, Failure, EXIT_FAILURE, EXIT_MISSING, EXIT_UNREPORTED, EXIT_USAGE};
+pub use exit::{
+    finish, say, CmdResult, Failure, EXIT_FAILURE, EXIT_MISSING, EXIT_UNREACHABLE, EXIT_UNREPORTED,
+    EXIT_USAGE,
+};
 pub use output::{Format, IdentityRow, IdentityState, Out, PolicyUsage, Reverse, RuleRow, View};
 pub use rules_file::parse_rules;
 
