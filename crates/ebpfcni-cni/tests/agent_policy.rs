@@ -432,6 +432,44 @@ fn an_ip_block_with_except_matches_real_pods_by_address() {
     // Deleting restores c2.
     c.policyctl(&["delete", "networkpolicy", "default/web-from-block"]);
     assert!(c.tcp("c2", "web", 80));
+
+    // A prefix with a hand entry is not taken over: refused, nothing changed.
+    let (code, _, err) = cli(
+        &c.node,
+        &c.agent.socket,
+        "endpointctl",
+        &["add", "--cidr", "192.0.2.0/24", "--identity", "3000"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let before = c.label_maps();
+    let (code, out, err) = c.apply_unchecked(&np(
+        "default",
+        "to-doc-net",
+        "podSelector: {matchLabels: {app: web}}\npolicyTypes: [Egress]\negress:\n- to:\n  - ipBlock: {cidr: 192.0.2.0/24}",
+    ));
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("192.0.2.0/24") && err.contains("hand"), "{err}");
+    assert_eq!(c.label_maps(), before);
+    assert!(c.agent.client().policies().unwrap().is_empty());
+}
+
+#[test]
+fn with_policy_enforcement_never_policies_are_kept_but_not_enforced() {
+    require_root!();
+    let mut c = Cluster::new("agpolnever", "10.13.50.0/24", &["--policy-enforcement", "never"]);
+    c.pod("web", "default", &[("app", "web")]);
+    c.pod("other", "default", &[("app", "other")]);
+    c.apply(&np("default", "web", WEB_FROM_CLIENT_80));
+    assert!(
+        c.tcp("other", "web", 80) && c.tcp("other", "web", 81),
+        "nothing enforced"
+    );
+    assert_eq!(
+        c.agent.client().policies().unwrap().len(),
+        1,
+        "but the policy is kept"
+    );
+    assert!(c.label_maps().0.is_empty(), "no rule written");
 }
 
 #[test]
