@@ -733,6 +733,12 @@ impl Agent {
         }
         let (rules, isolation) = desired(state);
         let mut writes = 0;
+        // Whether anything may allow less than before, or resolve an
+        // address differently: then tracked connections are swept and the
+        // fragments' records forgotten (Maps::after_policy_change). Pure
+        // additions (a new identity, new rules) need only the flags on.
+        let mut shrinks = false;
+        let mut adds_deny = false;
         // The CIDR identities' prefixes, before any rule names them.
         let cidrs: Vec<(Ipv4Net, u32)> = state.policy.cidrs.iter().map(|(n, i)| (*n, *i)).collect();
         for (net, id) in cidrs {
@@ -748,6 +754,7 @@ impl Agent {
                         .upsert(to_ipnet(net), want)
                         .map_err(map_error)?;
                     writes += 1;
+                    shrinks = true;
                 }
                 Some(other) => {
                     log::warn!(
@@ -769,6 +776,8 @@ impl Agent {
             .collect();
         add.sort_unstable();
         for (k, n) in add {
+            adds_deny |= k.kind.is_deny();
+            shrinks |= written.contains_key(&k);
             self.maps
                 .labels
                 .add(&LabelRule { policy: n, ..k })
@@ -782,6 +791,7 @@ impl Agent {
             match ps.written_isolation.get(id) {
                 Some(old) if old == want => {}
                 Some(old) if (want.ingress && !old.ingress) || (want.egress && !old.egress) => {
+                    shrinks = true;
                     later.push((*id, *want))
                 }
                 None if want.ingress || want.egress => later.push((*id, *want)),
@@ -805,6 +815,7 @@ impl Agent {
             .collect();
         gone.sort_unstable();
         for k in gone {
+            shrinks = true;
             self.maps.labels.remove(&k).map_err(map_error)?;
             written.remove(&k);
             writes += 1;
@@ -817,12 +828,17 @@ impl Agent {
             .copied()
             .collect();
         for id in gone {
+            shrinks = true;
             self.maps.labels.remove_isolation(id).map_err(map_error)?;
             ps.written_isolation.remove(&id);
             writes += 1;
         }
         if writes > 0 {
-            self.maps.after_policy_change().map_err(map_error)?;
+            let flags_on = self.maps.config.label_policy().map_err(map_error)?
+                && (!adds_deny || self.maps.config.label_deny().map_err(map_error)?);
+            if shrinks || !flags_on {
+                self.maps.after_policy_change().map_err(map_error)?;
+            }
             log::info!("label policy: {writes} map writes");
         }
         Ok(writes)
