@@ -643,3 +643,35 @@ fn deny_egress_from_all_pods_in_a_namespace() {
     ];
     expect(&c, 80, &denied);
 }
+
+#[test]
+fn a_cilium_deny_rule_wins_over_an_allow_and_survives_a_kill_9() {
+    require_root!();
+    let mut c = Cluster::new("agpolcnp", "10.13.51.0/24", &[]);
+    c.pod("web", "default", &[("app", "web")]);
+    c.pod("client", "default", &[("app", "client")]);
+    c.pod("other", "default", &[("app", "other")]);
+    let cnp = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: web\n  namespace: default\nspec:\n  endpointSelector: {matchLabels: {app: web}}\n  ingress:\n  - fromEndpoints: [{}]\n  ingressDeny:\n  - fromEndpoints: [{matchLabels: {app: other}}]\n";
+    let out = c.apply(cnp);
+    assert!(out.contains("CiliumNetworkPolicy default/web created"), "{out}");
+    assert!(
+        c.tcp("client", "web", 80) && c.udp("client", "web"),
+        "allowed by the allow rule"
+    );
+    assert!(
+        !c.tcp("other", "web", 80) && !c.udp("other", "web"),
+        "the deny rule wins"
+    );
+    assert!(c.maps().config.label_deny().unwrap(), "deny rules are looked at");
+    let before = c.label_maps();
+    let writes = c.label_writes();
+    c.agent.kill9();
+    c.agent.restart();
+    assert_eq!(c.label_maps(), before, "kill -9 and restart: the same entries");
+    assert_eq!(c.label_writes(), writes, "and no write");
+    assert!(!c.tcp("other", "web", 80) && c.tcp("client", "web", 80));
+    let (code, _, err) = c.policyctl(&["delete", "--all"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(c.tcp("other", "web", 80), "unrestricted again");
+    assert!(!c.maps().config.label_deny().unwrap(), "no deny rule left");
+}
