@@ -218,9 +218,9 @@ show policyctl ct list
 # --- 9. the agent ------------------------------------------------------------------
 step "9. the node agent: identities from container labels, addresses from its own IPAM"
 socket=$work/agent.sock
-echo "\$ ebpfcni-agent --pod-cidr 10.13.1.0/24 &"
+echo "\$ ebpfcni-agent --pod-cidr 10.13.1.0/24 --policy-enforcement always &   # only what policy allows"
 nsenter --net="/run/netns/$node" -- "$BIN_DIR/ebpfcni-agent" --pin-dir "$PIN_DIR" --socket "$socket" \
-  --state-dir "$work/agent-state" --node demo --pod-cidr 10.13.1.0/24 --runtime none 2>"$work/agent.log" &
+  --state-dir "$work/agent-state" --node demo --pod-cidr 10.13.1.0/24 --runtime none --policy-enforcement always 2>"$work/agent.log" &
 agent_pid=$!
 agent_api() { curl -sS --max-time 5 --unix-socket "$socket" "http://agent$1"; }
 for _ in $(seq 100); do agent_api /v1/healthz >/dev/null 2>&1 && break; sleep 0.1; done

@@ -17,6 +17,7 @@ use ebpfcni_api::{
 
 use crate::ipam::Pool;
 use crate::labels::{canonical, check_container_labels, LabelFilter};
+use crate::policy::{Enforcement, PolicyState};
 use crate::store::{Changes, Contents, Store};
 
 /// What the agent was started with.
@@ -30,6 +31,8 @@ pub struct Config {
     /// A runtime tells containers' labels: a new endpoint waits for them
     /// with the reserved `init` identity.
     pub runtime: Option<String>,
+    /// `--policy-enforcement`.
+    pub enforcement: Enforcement,
 }
 
 /// Why a request was refused; each maps to an HTTP status.
@@ -68,7 +71,7 @@ impl From<crate::store::StoreError> for AgentError {
     }
 }
 
-fn map_error(e: ebpfcni::Error) -> AgentError {
+pub(crate) fn map_error(e: ebpfcni::Error) -> AgentError {
     match e {
         e @ ebpfcni::Error::MapFull { .. } => AgentError::MapFull(e.to_string()),
         e => AgentError::Internal(e.to_string()),
@@ -82,9 +85,9 @@ pub fn key(container_id: &str, ifname: &str) -> String {
 
 /// What the agent holds in memory: the store's contents, indexed.
 #[derive(Default)]
-struct State {
-    endpoints: BTreeMap<String, Endpoint>,
-    identities: BTreeMap<u32, Labels>,
+pub(crate) struct State {
+    pub(crate) endpoints: BTreeMap<String, Endpoint>,
+    pub(crate) identities: BTreeMap<u32, Labels>,
     by_labels: HashMap<Labels, u32>,
     /// Every address of a live endpoint, and whose it is.
     owners: BTreeMap<Ipv4Addr, String>,
@@ -92,6 +95,9 @@ struct State {
     /// Identities that entries the agent did not write use, as of the
     /// tools' change generation (config_map) they were read at.
     foreign: Option<(u32, BTreeSet<u32>)>,
+    /// Policy by labels: the stored policies, the compiler, what the label
+    /// maps hold.
+    pub(crate) policy: PolicyState,
 }
 
 impl State {
@@ -106,6 +112,7 @@ impl State {
             ipam_next: contents.ipam_next,
             ..Default::default()
         };
+        state.policy.namespaces = contents.namespaces;
         for (key, endpoint) in contents.endpoints {
             state.insert(key, endpoint);
         }
@@ -136,8 +143,8 @@ impl State {
 
 pub struct Agent {
     config: Config,
-    store: Store,
-    maps: Maps,
+    pub(crate) store: Store,
+    pub(crate) maps: Maps,
     state: Mutex<State>,
 }
 
@@ -153,16 +160,23 @@ impl Agent {
     /// The agent over `store` and `maps`, with the store's contents read
     /// (nothing applied yet: see [`Agent::reconcile`]).
     pub fn new(config: Config, store: Store, maps: Maps) -> Result<Self, AgentError> {
-        let contents = store.read()?;
-        Ok(Self {
+        let mut contents = store.read()?;
+        let policies = std::mem::take(&mut contents.policies);
+        let policy_next = contents.policy_next;
+        let agent = Self {
             config,
             store,
             maps,
             state: Mutex::new(State::from(contents)),
-        })
+        };
+        {
+            let mut state = agent.state();
+            agent.load_policy(&mut state, policies, policy_next)?;
+        }
+        Ok(agent)
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -228,7 +242,12 @@ impl Agent {
             state.ipam_next = Some(next);
         }
         state.insert(key.clone(), endpoint.clone());
-        if let Err(e) = self.write_endpoint(&endpoint) {
+        // Its identity's policy in force before its address has the
+        // identity: ADD returns with policy enforced.
+        let written = self
+            .enforce_identity(&mut state, &endpoint)
+            .and_then(|()| self.write_endpoint(&endpoint));
+        if let Err(e) = written {
             log::warn!("endpoint {key}: the maps refused it ({e}); removing it again");
             self.delete_locked(&mut state, &key)?;
             return Err(e);
@@ -338,7 +357,17 @@ impl Agent {
     /// The number of a label set: the one it has, or a new one from 256 up
     /// that no entry of the maps uses (an operator's hand-typed identities
     /// keep their meaning), recorded in `changes`.
-    fn identity_for(
+    /// The compiler learns the endpoint's identity (a new label set is
+    /// matched against every selector once), and the label maps get what
+    /// changed (nothing for a known label set outside every CIDR rule).
+    fn enforce_identity(&self, state: &mut State, endpoint: &Endpoint) -> Result<(), AgentError> {
+        if endpoint.identity >= FIRST_LABEL_IDENTITY {
+            self.policy_identity(state, endpoint.identity, &endpoint.identity_labels);
+        }
+        self.sync(state).map(drop)
+    }
+
+    pub(crate) fn identity_for(
         &self,
         state: &mut State,
         labels: &Labels,
@@ -492,6 +521,7 @@ impl Agent {
         changes.endpoints.push((key.clone(), endpoint.clone()));
         self.store.commit(&changes)?;
         state.insert(key.clone(), endpoint.clone());
+        self.enforce_identity(&mut state, &endpoint)?;
         self.write_endpoint(&endpoint)?;
         log::info!(
             "endpoint {key}: labels from {}, identity {} ({})",
@@ -555,6 +585,10 @@ impl Agent {
         })?;
         state.remove(key);
         log::info!("endpoint {key}: removed ({:?})", endpoint.ips);
+        // CIDR rules that named its address (after its entries are gone).
+        if let Err(e) = self.sync(state) {
+            log::warn!("endpoint {key}: label policy after its removal: {e}");
+        }
         Ok(true)
     }
 
@@ -618,6 +652,9 @@ impl Agent {
         let mut state = self.state();
         let _lock = self.maps.lock().map_err(map_error)?;
         let mut done = Reconciled::default();
+        // Policy first: every endpoint's identity is enforced before its
+        // entries are (re)written.
+        done.map_writes += self.sync(&mut state)?;
         let keys: Vec<String> = state.endpoints.keys().cloned().collect();
         for key in keys {
             let endpoint = state.endpoints[&key].clone();
@@ -634,7 +671,7 @@ impl Agent {
     }
 }
 
-fn describe(id: ebpfcni::StoredIdentity) -> String {
+pub(crate) fn describe(id: ebpfcni::StoredIdentity) -> String {
     match id {
         Stored::Valid(id) => id.get().to_string(),
         Stored::Invalid { raw, .. } => format!("{raw} (invalid)"),

@@ -7,6 +7,7 @@
 //! - [`store`]: the embedded ACID store (redb) under `--state-dir`;
 //! - [`ipam`]: the pod CIDR's addresses;
 //! - [`agent`]: the core (endpoints in, map entries out), one lock;
+//! - [`policy`]: policy by labels: stored, compiled, written as differences;
 //! - [`server`]: the HTTP/1.1 + JSON API on the unix socket;
 //! - [`queue`]: deletions the CNI plugin queued while the agent was down;
 //! - [`runtime`]: podman and containerd, asked for labels and for the
@@ -15,6 +16,7 @@
 pub mod agent;
 pub mod ipam;
 pub mod labels;
+pub mod policy;
 pub mod queue;
 pub mod runtime;
 pub mod server;

@@ -43,6 +43,7 @@ const EXIT_SOCKET: u8 = 6;
                   under --state-dir; a restart applies only differences to the maps.",
     after_help = "Examples:\n  \
                   ebpfcni-agent --pod-cidr 10.13.0.0/24\n  \
+                  ebpfcni-agent --pod-cidr 10.13.0.0/24 --policy-enforcement always\n  \
                   RUST_LOG=debug ebpfcni-agent --pin-dir /sys/fs/bpf/tc/globals --socket /run/ebpfcni/agent.sock\n  \
                   curl --unix-socket /run/ebpfcni/agent.sock http://agent/v1/endpoints"
 )]
@@ -92,6 +93,13 @@ struct Args {
     /// endpoints (containers gone without a DEL lose theirs).
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
     resync_seconds: u64,
+    /// Policy by labels, as Cilium's policy-enforcement: default (Kubernetes:
+    /// an endpoint selected by no policy is unrestricted), always (every
+    /// endpoint is isolated both ways: only what a rule allows passes), never
+    /// (no policy is enforced; policies are kept). Traffic with the node
+    /// (identity 1) is always allowed.
+    #[arg(long, value_name = "MODE", default_value = "default", value_parser = ["default", "always", "never"])]
+    policy_enforcement: String,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,6 +189,7 @@ fn run(args: Args) -> Result<(), Failure> {
         pod_cidr,
         filter: LabelFilter::new(excluded),
         runtime: container_runtime.as_ref().map(|r| r.name().to_string()),
+        enforcement: args.policy_enforcement.parse().map_err(|e| (2, e))?,
     };
     let agent = Agent::new(config, store, maps).map_err(|e| (EXIT_STORE, e.to_string()))?;
     let start = std::time::Instant::now();

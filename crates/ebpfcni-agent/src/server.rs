@@ -10,7 +10,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ebpfcni_api::{ApiError, Deleted, EndpointRequest, EndpointState, GcReply, GcRequest};
+use ebpfcni_api::{
+    ApiError, Deleted, EndpointRequest, EndpointState, GcReply, GcRequest, PolicyDeletion, SelectorRule,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -31,6 +33,14 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/endpoints/{container}/{ifname}", get(endpoint).delete(delete))
         .route("/v1/gc", post(gc))
         .route("/v1/identities", get(identities))
+        .route(
+            "/v1/policies",
+            get(policies).post(apply_policies).delete(delete_policies),
+        )
+        .route(
+            "/v1/selector-rules",
+            post(|s, b| selector_rule(s, b, true)).delete(|s, b| selector_rule(s, b, false)),
+        )
         .fallback(|| async { failure(StatusCode::NOT_FOUND, "not-found", "no such API path".into()) })
         .with_state(shared)
 }
@@ -139,4 +149,39 @@ async fn gc(State(shared): State<Shared>, bytes: Bytes) -> Response {
             .map(|removed| GcReply { removed })
     })
     .await
+}
+
+async fn policies(State(shared): State<Shared>) -> Response {
+    let agent = shared.agent;
+    blocking(move || Ok(agent.policies())).await
+}
+
+/// The body is the YAML text itself.
+async fn apply_policies(State(shared): State<Shared>, bytes: Bytes) -> Response {
+    let text = match String::from_utf8(bytes.to_vec()) {
+        Ok(t) => t,
+        Err(e) => {
+            return AgentError::BadRequest(format!("the policy text is not UTF-8: {e}")).into_response()
+        }
+    };
+    let agent = shared.agent;
+    blocking(move || agent.apply_policies(&text)).await
+}
+
+async fn delete_policies(State(shared): State<Shared>, bytes: Bytes) -> Response {
+    let deletion: PolicyDeletion = match body(&bytes) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let agent = shared.agent;
+    blocking(move || agent.delete_policies(&deletion)).await
+}
+
+async fn selector_rule(State(shared): State<Shared>, bytes: Bytes, allow: bool) -> Response {
+    let rule: SelectorRule = match body(&bytes) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let agent = shared.agent;
+    blocking(move || agent.selector_rule(&rule, allow)).await
 }

@@ -6,7 +6,10 @@
 //! Tables (values are JSON of the API's types):
 //! - `meta`: `schema` (this layout's version), `node`, `ipam_next`;
 //! - `identities`: number -> label set;
-//! - `endpoints`: `container/ifname` -> [`Endpoint`].
+//! - `endpoints`: `container/ifname` -> [`Endpoint`];
+//! - `policies`: `Kind/namespace/name` -> [`StoredPolicy`] (its number and
+//!   its document), `namespaces`: name -> the Namespace object's labels;
+//!   `meta` `policy_next`: the next policy number.
 //!
 //! An endpoint's record goes in before its map entries (create) and after
 //! them (delete): at every moment the store holds at least what the maps
@@ -17,10 +20,13 @@ use std::path::{Path, PathBuf};
 
 use ebpfcni_api::{Endpoint, Labels};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const IDENTITIES: TableDefinition<u32, &str> = TableDefinition::new("identities");
 const ENDPOINTS: TableDefinition<&str, &str> = TableDefinition::new("endpoints");
+const POLICIES: TableDefinition<&str, &str> = TableDefinition::new("policies");
+const NAMESPACES: TableDefinition<&str, &str> = TableDefinition::new("namespaces");
 
 /// The layout this build reads and writes. A store of another layout is
 /// refused, never rewritten.
@@ -60,12 +66,34 @@ pub enum StoreError {
     },
 }
 
+/// A policy as the store keeps it: its number (what the datapath's label
+/// rules carry) and its document (the JSON of one NetworkPolicy or
+/// CiliumNetworkPolicy object, or of an `ebpfcni_api::SelectorRule`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPolicy {
+    pub number: u32,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub source: String,
+}
+
+impl StoredPolicy {
+    /// Its key in the store.
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
 /// Everything the store holds, read at start.
 #[derive(Debug, Default)]
 pub struct Contents {
     pub identities: BTreeMap<u32, Labels>,
     pub endpoints: BTreeMap<String, Endpoint>,
     pub ipam_next: Option<u32>,
+    pub policies: Vec<StoredPolicy>,
+    pub namespaces: BTreeMap<String, Labels>,
+    pub policy_next: Option<u32>,
 }
 
 /// One transaction's worth of changes.
@@ -75,6 +103,12 @@ pub struct Changes {
     pub endpoints: Vec<(String, Endpoint)>,
     pub removed_endpoints: Vec<String>,
     pub ipam_next: Option<u32>,
+    pub policies: Vec<StoredPolicy>,
+    /// Keys ([`StoredPolicy::key`]) of policies removed.
+    pub removed_policies: Vec<String>,
+    pub namespaces: Vec<(String, Labels)>,
+    pub removed_namespaces: Vec<String>,
+    pub policy_next: Option<u32>,
 }
 
 pub struct Store {
@@ -145,6 +179,8 @@ impl Store {
             }
             txn.open_table(IDENTITIES).map_err(self.io("open identities"))?;
             txn.open_table(ENDPOINTS).map_err(self.io("open endpoints"))?;
+            txn.open_table(POLICIES).map_err(self.io("open policies"))?;
+            txn.open_table(NAMESPACES).map_err(self.io("open namespaces"))?;
         }
         txn.commit().map_err(self.io("commit"))
     }
@@ -174,9 +210,27 @@ impl Store {
                 })?;
             contents.endpoints.insert(key.value().to_string(), endpoint);
         }
+        let policies = txn.open_table(POLICIES).map_err(self.io("open policies"))?;
+        for entry in policies.iter().map_err(self.io("read policies"))? {
+            let (key, value) = entry.map_err(self.io("read policies"))?;
+            let policy: StoredPolicy = serde_json::from_str(value.value())
+                .map_err(|e| StoredError::corrupt(self, key.value(), e))?;
+            contents.policies.push(policy);
+        }
+        let namespaces = txn.open_table(NAMESPACES).map_err(self.io("open namespaces"))?;
+        for entry in namespaces.iter().map_err(self.io("read namespaces"))? {
+            let (key, value) = entry.map_err(self.io("read namespaces"))?;
+            let labels: Labels = serde_json::from_str(value.value())
+                .map_err(|e| StoredError::corrupt(self, key.value(), e))?;
+            contents.namespaces.insert(key.value().to_string(), labels);
+        }
         let meta = txn.open_table(META).map_err(self.io("open meta"))?;
         contents.ipam_next = meta
             .get("ipam_next")
+            .map_err(self.io("read meta"))?
+            .and_then(|v| v.value().parse().ok());
+        contents.policy_next = meta
+            .get("policy_next")
             .map_err(self.io("read meta"))?
             .and_then(|v| v.value().parse().ok());
         Ok(contents)
@@ -205,12 +259,53 @@ impl Store {
                     .remove(key.as_str())
                     .map_err(self.io("remove an endpoint"))?;
             }
+            let mut policies = txn.open_table(POLICIES).map_err(self.io("open policies"))?;
+            for policy in &changes.policies {
+                let json = serde_json::to_string(policy).expect("policies serialise");
+                policies
+                    .insert(policy.key().as_str(), json.as_str())
+                    .map_err(self.io("write a policy"))?;
+            }
+            for key in &changes.removed_policies {
+                policies
+                    .remove(key.as_str())
+                    .map_err(self.io("remove a policy"))?;
+            }
+            let mut namespaces = txn.open_table(NAMESPACES).map_err(self.io("open namespaces"))?;
+            for (name, labels) in &changes.namespaces {
+                let json = serde_json::to_string(labels).expect("labels serialise");
+                namespaces
+                    .insert(name.as_str(), json.as_str())
+                    .map_err(self.io("write a namespace"))?;
+            }
+            for name in &changes.removed_namespaces {
+                namespaces
+                    .remove(name.as_str())
+                    .map_err(self.io("remove a namespace"))?;
+            }
+            let mut meta = txn.open_table(META).map_err(self.io("open meta"))?;
             if let Some(next) = changes.ipam_next {
-                let mut meta = txn.open_table(META).map_err(self.io("open meta"))?;
                 meta.insert("ipam_next", next.to_string().as_str())
+                    .map_err(self.io("write meta"))?;
+            }
+            if let Some(next) = changes.policy_next {
+                meta.insert("policy_next", next.to_string().as_str())
                     .map_err(self.io("write meta"))?;
             }
         }
         txn.commit().map_err(self.io("commit"))
+    }
+}
+
+/// A record the store holds that does not parse.
+struct StoredError;
+
+impl StoredError {
+    fn corrupt(store: &Store, what: &str, e: serde_json::Error) -> StoreError {
+        StoreError::Corrupt {
+            path: store.path.clone(),
+            what: what.to_string(),
+            why: e.to_string(),
+        }
     }
 }

@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::{
-    ApiError, Deleted, Endpoint, EndpointRequest, GcReply, GcRequest, Health, Identity, PolicySummary,
+    ApiError, Deleted, Endpoint, EndpointRequest, GcReply, GcRequest, Health, Identity, PolicyChanges,
+    PolicyDeletion, PolicySummary, SelectorRule,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +147,26 @@ impl Client {
         self.call(Method::GET, "/v1/policies", None::<&()>)
     }
 
+    /// Applies a YAML stream of policy documents (all or nothing); returns
+    /// once the datapath enforces them.
+    pub fn apply_policies(&self, yaml: &str) -> Result<PolicyChanges, ClientError> {
+        self.call_bytes(Method::POST, "/v1/policies", yaml.as_bytes().to_vec())
+    }
+
+    pub fn delete_policies(&self, deletion: &PolicyDeletion) -> Result<PolicyChanges, ClientError> {
+        self.call(Method::DELETE, "/v1/policies", Some(deletion))
+    }
+
+    /// Allows a selector rule (idempotent).
+    pub fn allow_selector_rule(&self, rule: &SelectorRule) -> Result<PolicyChanges, ClientError> {
+        self.call(Method::POST, "/v1/selector-rules", Some(rule))
+    }
+
+    /// Removes a selector rule (absent is fine).
+    pub fn deny_selector_rule(&self, rule: &SelectorRule) -> Result<PolicyChanges, ClientError> {
+        self.call(Method::DELETE, "/v1/selector-rules", Some(rule))
+    }
+
     pub fn gc(&self, request: &GcRequest) -> Result<GcReply, ClientError> {
         self.call(Method::POST, "/v1/gc", Some(request))
     }
@@ -156,10 +177,19 @@ impl Client {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, ClientError> {
-        let what = format!("{method} {path}");
         let body = body
             .map(|b| serde_json::to_vec(b).expect("requests serialise"))
             .unwrap_or_default();
+        self.call_bytes(method, path, body)
+    }
+
+    fn call_bytes<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<T, ClientError> {
+        let what = format!("{method} {path}");
         let exchange = self.exchange(method, path, body);
         let (status, bytes) = self
             .runtime

@@ -14,6 +14,11 @@
 //! | DELETE | `/v1/endpoints/{container}/{ifname}` | | [`Deleted`] (idempotent) |
 //! | POST | `/v1/gc` | [`GcRequest`] | [`GcReply`] |
 //! | GET | `/v1/identities` | | `[Identity]` |
+//! | GET | `/v1/policies` | | `[PolicySummary]` |
+//! | POST | `/v1/policies` | YAML text (NetworkPolicy, CiliumNetworkPolicy, Namespace, List) | [`PolicyChanges`] (after the maps are written; all or nothing) |
+//! | DELETE | `/v1/policies` | [`PolicyDeletion`] | [`PolicyChanges`] |
+//! | POST | `/v1/selector-rules` | [`SelectorRule`] | [`PolicyChanges`] (idempotent) |
+//! | DELETE | `/v1/selector-rules` | [`SelectorRule`] | [`PolicyChanges`] |
 //!
 //! Errors come as [`ApiError`] with a 4xx or 5xx status.
 
@@ -183,6 +188,62 @@ pub struct PolicySummary {
     pub selected: Vec<u32>,
     /// Its rules, one line each, for people.
     pub rules: Vec<String>,
+}
+
+/// What a policy request did, each policy named `Kind namespace/name`
+/// (`Namespace name` for namespaces), sorted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyChanges {
+    #[serde(default)]
+    pub created: Vec<String>,
+    #[serde(default)]
+    pub changed: Vec<String>,
+    #[serde(default)]
+    pub unchanged: Vec<String>,
+    #[serde(default)]
+    pub deleted: Vec<String>,
+    /// Asked to delete, but the agent had none by that name.
+    #[serde(default)]
+    pub not_found: Vec<String>,
+    /// Label rule entries written and removed, identities whose isolation
+    /// changed (the datapath's differences).
+    #[serde(default)]
+    pub map_writes: usize,
+}
+
+/// What `DELETE /v1/policies` removes: the documents of `yaml` (their
+/// kind, namespace and name), or one policy by `kind`, `namespace` (default
+/// `default`) and `name`, or `all`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyDeletion {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yaml: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// A rule from the command line (`policyctl allow --src app=x --dst app=y
+/// --port 8080`): endpoints with every label of `dst` (any namespace
+/// unless `io.kubernetes.pod.namespace` is among them) may receive from
+/// those with every label of `src`, on `protocol` (`TCP`, `UDP`, `SCTP`;
+/// none: every protocol) and `port..=end_port` (none: every port). Its name
+/// is made from its content, so allowing it twice changes nothing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SelectorRule {
+    pub src: Labels,
+    pub dst: Labels,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_port: Option<u16>,
 }
 
 /// The body of every error reply.

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{pod_ip, Node, Outcome, Pod};
+use common::{cli, pod_ip, Node, Outcome, Pod};
 use ebpfcni::{Identity, Maps, PolicyRule, Stored};
 use ebpfcni_testutil::{require_root, AgentProcess};
 use serde_json::{json, Value};
@@ -40,12 +40,24 @@ fn static_agent_config(node: &Node, agent: &AgentProcess, labels: &[(&str, &str)
     conf
 }
 
+/// An agent whose every endpoint is isolated both ways
+/// (`--policy-enforcement always`): these tests are about identities, and
+/// check them with the plan's pair rules against a default deny (with the
+/// default, Kubernetes' enforcement, pods selected by no policy are
+/// unrestricted: see agent_policy.rs).
 fn start_agent(node: &Node, dir: &Path, cidr: &str) -> AgentProcess {
     AgentProcess::start(
         &node.ns,
         node.pins.path(),
         dir,
-        &["--pod-cidr", cidr, "--runtime", "none"],
+        &[
+            "--pod-cidr",
+            cidr,
+            "--runtime",
+            "none",
+            "--policy-enforcement",
+            "always",
+        ],
     )
 }
 
@@ -68,24 +80,6 @@ fn allow_both(maps: &Maps, a: u32, b: u32) {
     let (a, b) = (Identity::new(a).unwrap(), Identity::new(b).unwrap());
     maps.policy.allow(PolicyRule::new(a, b)).unwrap();
     maps.policy.allow(PolicyRule::new(b, a)).unwrap();
-}
-
-/// Runs `bin` (endpointctl or policyctl) on the node's pin directory with
-/// the agent's socket: (exit code, stdout, stderr).
-fn cli(node: &Node, socket: &Path, bin: &str, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = std::process::Command::new(ebpfcni_testutil::workspace_bin("ebpfcni-ctl", bin))
-        .arg("--pin-dir")
-        .arg(node.pins.path())
-        .arg("--agent")
-        .arg(socket)
-        .args(args)
-        .output()
-        .expect("run the CLI");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn ping_once(pod: &Pod, ip: &str) -> bool {

@@ -368,6 +368,9 @@ fn ctr_labels_give_identities_and_ended_tasks_lose_them() {
             "10.13.32.0/24",
             "--runtime",
             "containerd",
+            // Identities checked with pair rules against a default deny.
+            "--policy-enforcement",
+            "always",
             "--containerd-socket",
             &containerd.socket.display().to_string(),
             // Only containerd's events can be quick enough for the checks

@@ -177,6 +177,9 @@ fn with_agent<'a>(node: &'a Node, pod_cidr: &str) -> (Podman<'a>, Service, ebpfc
             pod_cidr,
             "--runtime",
             "podman",
+            // Identities checked with pair rules against a default deny.
+            "--policy-enforcement",
+            "always",
             "--podman-socket",
             &service.socket.display().to_string(),
         ],

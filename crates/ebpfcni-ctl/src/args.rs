@@ -60,6 +60,34 @@ pub fn stored_identity() -> Parser<u32> {
     })
 }
 
+/// `--src`/`--dst` of `allow` and `deny`: an identity (the plan's pair
+/// rules), or a label selector `KEY=VALUE[,KEY=VALUE...]` (a selector rule
+/// of the node agent's label policy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    Identity(u32),
+    Labels(ebpfcni_api::Labels),
+}
+
+fn who_of(s: &str, number: fn(&str) -> Result<u32, String>) -> Result<Who, String> {
+    if s.contains('=') {
+        return crate::label_policy::parse_labels(s)
+            .map(Who::Labels)
+            .map_err(|e| format!("invalid selector {}: {e}", quote_input(s)));
+    }
+    number(s).map(Who::Identity)
+}
+
+/// An identity from 1, or a label selector.
+pub fn who() -> Parser<Who> {
+    Parser(|s| who_of(s, |s| with_display(s.parse::<Identity>()).map(Identity::get)))
+}
+
+/// An identity from 0 (as stored), or a label selector.
+pub fn stored_who() -> Parser<Who> {
+    Parser(|s| who_of(s, |s| (stored_identity().0)(s)))
+}
+
 /// An endpoint address: dotted IPv4 unicast.
 pub fn endpoint_ip() -> Parser<Ipv4Addr> {
     Parser(|s| with_display(ebpfcni::parse_endpoint_ip(s)))

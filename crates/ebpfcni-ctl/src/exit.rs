@@ -18,7 +18,10 @@
 //! - 6: a read-only command found some of the maps gone from a directory
 //!   where the others are pinned (removed by hand); it names them and
 //!   creates nothing;
-//! - 7: `policyctl explain`: the packet would be dropped (the verdict is
+//! - 7: a command that goes through the node agent (label policy: `apply`
+//!   of policy documents, `get policies`, `delete`, selector rules) found no
+//!   agent answering on --agent; nothing was changed;
+//! - 8: `policyctl explain`: the packet would be dropped (the verdict is
 //!   printed; nothing was changed).
 
 use std::fmt::Display;
@@ -39,8 +42,10 @@ pub const EXIT_OTHER_NETNS: u8 = 4;
 pub const EXIT_AGENT: u8 = 5;
 /// A read-only command found maps missing beside others; nothing created.
 pub const EXIT_MISSING: u8 = 6;
+/// The node agent does not answer on --agent; nothing was changed.
+pub const EXIT_UNREACHABLE: u8 = 7;
 /// `policyctl explain`: the packet is dropped (not an error: the answer).
-pub const EXIT_DROPPED: u8 = 7;
+pub const EXIT_DROPPED: u8 = 8;
 
 /// The exit status paragraph both binaries end their `--help` with.
 #[macro_export]
@@ -57,7 +62,8 @@ macro_rules! exit_status_help {
          5  refused, nothing was changed: the address is an endpoint the node agent manages\n  \
          6  a command that only reads found maps missing beside the others (removed by hand?);\n     \
             it names them and creates nothing\n  \
-         7  explain: the packet would be dropped (0: it would pass)"
+         7  the node agent does not answer on --agent (label policy goes through it), nothing was changed\n  \
+         8  explain: the packet would be dropped (0: it would pass)"
     };
 }
 
@@ -76,9 +82,11 @@ pub enum Failure {
     Agent(String),
     /// A read-only command found maps missing; nothing was created (exit 6).
     Missing(String),
+    /// The node agent does not answer; nothing was changed (exit 7).
+    Unreachable(String),
     /// Whoever read our stdout went away (`| head`): not worth an error.
     StdoutClosed,
-    /// `explain`'s answer: the packet would be dropped (exit 7, no error
+    /// `explain`'s answer: the packet would be dropped (exit 8, no error
     /// line: the verdict was printed).
     Dropped,
 }
@@ -120,7 +128,8 @@ impl Failure {
             | Failure::Unreported(m)
             | Failure::OtherNetns(m)
             | Failure::Agent(m)
-            | Failure::Missing(m) => Failure::Unreported(format!("the change was made, but {m}")),
+            | Failure::Missing(m)
+            | Failure::Unreachable(m) => Failure::Unreported(format!("the change was made, but {m}")),
             Failure::StdoutClosed => Failure::StdoutClosed,
             Failure::Dropped => Failure::Dropped,
         }
@@ -151,6 +160,7 @@ pub fn finish(bin: &str, result: CmdResult) -> ExitCode {
         Err(Failure::OtherNetns(m)) => (EXIT_OTHER_NETNS, m),
         Err(Failure::Agent(m)) => (EXIT_AGENT, m),
         Err(Failure::Missing(m)) => (EXIT_MISSING, m),
+        Err(Failure::Unreachable(m)) => (EXIT_UNREACHABLE, m),
     };
     say(format_args!("{bin}: error: {message}"));
     ExitCode::from(code)

@@ -13,6 +13,7 @@ pub mod explain;
 pub mod graph;
 pub mod identities_file;
 pub mod input;
+pub mod label_policy;
 pub mod levels;
 pub mod links;
 pub mod monitor;
@@ -28,7 +29,8 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory};
 
 pub use exit::{
-    finish, say, CmdResult, Failure, EXIT_DROPPED, EXIT_FAILURE, EXIT_MISSING, EXIT_UNREPORTED, EXIT_USAGE,
+    finish, say, CmdResult, Failure, EXIT_DROPPED, EXIT_FAILURE, EXIT_MISSING, EXIT_UNREACHABLE,
+    EXIT_UNREPORTED, EXIT_USAGE,
 };
 pub use output::{Format, IdentityRow, IdentityState, Out, PolicyUsage, Reverse, RuleRow, View};
 pub use rules_file::parse_rules;

@@ -66,6 +66,8 @@ fn policyctl_help_shows_examples_for_every_command() {
             "list",
             "flush",
             "apply",
+            "get",
+            "delete",
             "ct",
             "monitor",
             "explain",

@@ -693,7 +693,7 @@ fn explain_agrees_with_real_traffic_and_leaves_nothing_behind() {
     // The plan's pair rules: denied, then allowed both ways.
     let pods = Pods::new("explain-plan");
     let (code, out) = pods.explain(&NO_AGENT);
-    assert_eq!(code, Some(7), "{out}");
+    assert_eq!(code, Some(8), "{out}");
     assert!(out.contains("verdict: dropped (no-policy)"), "{out}");
     assert!(
         out.contains("hook from-pod on veth_a: dropped (no-policy)"),
@@ -752,7 +752,7 @@ fn explain_agrees_with_real_traffic_and_leaves_nothing_behind() {
     let pods = Pods::with_label_identities("explain-labels");
     pods.isolate_ingress(LABEL_B);
     let (code, out) = pods.explain(&NO_AGENT);
-    assert_eq!(code, Some(7), "{out}");
+    assert_eq!(code, Some(8), "{out}");
     assert!(out.contains("(policy-isolated)"), "{out}");
     assert!(out.contains("isolated: the receiver's ingress"), "{out}");
     assert!(!pods.topo.reaches(A), "explain said isolated, the ping passed");
@@ -768,7 +768,7 @@ fn explain_agrees_with_real_traffic_and_leaves_nothing_behind() {
 
     pods.label_rule(LABEL_A, LABEL_B, LabelKind::EgressDeny, 6);
     let (code, out) = pods.explain(&NO_AGENT);
-    assert_eq!(code, Some(7), "{out}");
+    assert_eq!(code, Some(8), "{out}");
     assert!(out.contains("(policy-denied)"), "{out}");
     assert!(out.contains("policy egress policy #6"), "{out}");
     let out = pods.policyctl(
@@ -787,7 +787,7 @@ fn explain_agrees_with_real_traffic_and_leaves_nothing_behind() {
         ]
         .concat(),
     );
-    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(out.status.code(), Some(8));
     let report = json(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(report["verdict"], "dropped", "{report}");
     assert_eq!(report["reason"], "policy-denied", "{report}");

@@ -179,6 +179,28 @@ impl Compiler {
         self.entries.keys()
     }
 
+    /// Every entry now in force, with each policy that causes it (an entry
+    /// two policies cause comes twice).
+    pub fn entries_by_policy(&self) -> impl Iterator<Item = (&PolicyKey, &Entry)> {
+        self.policies
+            .iter()
+            .flat_map(|(k, p)| p.entries.iter().map(move |e| (k, e)))
+    }
+
+    /// Every (identity, direction) some policy isolates now.
+    pub fn isolations(&self) -> impl Iterator<Item = &(u32, Direction)> {
+        self.isolation.keys()
+    }
+
+    /// The identities a policy selects now (sorted); `None` when there is
+    /// no such policy.
+    pub fn selected(&self, key: &PolicyKey) -> Option<Vec<u32>> {
+        let p = self.policies.get(key)?;
+        let mut ids: Vec<u32> = self.sel(p.subject).selected.iter().copied().collect();
+        ids.sort_unstable();
+        Some(ids)
+    }
+
     pub fn entry_count(&self) -> usize {
         self.entries.len()
     }

@@ -30,6 +30,9 @@ use crate::{namespace_of, Direction, Labels, Protocol};
 pub enum PolicyKind {
     NetworkPolicy,
     CiliumNetworkPolicy,
+    /// A rule written on the command line (`policyctl allow --src app=x
+    /// --dst app=y`): the agent's, cluster-wide.
+    SelectorRule,
 }
 
 impl fmt::Display for PolicyKind {
@@ -37,6 +40,7 @@ impl fmt::Display for PolicyKind {
         f.write_str(match self {
             PolicyKind::NetworkPolicy => "NetworkPolicy",
             PolicyKind::CiliumNetworkPolicy => "CiliumNetworkPolicy",
+            PolicyKind::SelectorRule => "SelectorRule",
         })
     }
 }

@@ -264,3 +264,21 @@ pub fn host_veth(result: &Value) -> String {
         .expect("interfaces[0].name")
         .to_string()
 }
+
+/// Runs `bin` (endpointctl or policyctl) on the node's pin directory with
+/// the agent's socket: (exit code, stdout, stderr).
+pub fn cli(node: &Node, socket: &std::path::Path, bin: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(ebpfcni_testutil::workspace_bin("ebpfcni-ctl", bin))
+        .arg("--pin-dir")
+        .arg(node.pins.path())
+        .arg("--agent")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("run the CLI");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

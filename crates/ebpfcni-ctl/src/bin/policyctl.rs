@@ -9,9 +9,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use ebpfcni::{CtTimeouts, EventLevel, Identity, PinnedMap, PolicyRule, Rule, Selector, TraceLevel};
+use ebpfcni_api::{PolicyDeletion, SelectorRule};
+use ebpfcni_ctl::args::Who;
 use ebpfcni_ctl::{
-    args, audit, conntrack, exit_status_help, explain, graph, input, levels, monitor, open_maps_for_reading,
-    parse_rules, policy, report_change, stats, CmdResult, Common, Failure, Format, Out,
+    args, audit, conntrack, exit_status_help, explain, graph, input, label_policy, levels, monitor,
+    open_maps_for_reading, parse_rules, policy, report_change, stats, CmdResult, Common, Failure, Format,
+    Out,
 };
 
 #[derive(Parser, Debug)]
@@ -38,7 +41,12 @@ use ebpfcni_ctl::{
          policyctl ct list\n  \
          policyctl monitor --verdict drop\n  \
          policyctl stats -o prometheus\n  \
-         policyctl graph | dot -Tsvg > policy.svg\n\n",
+         policyctl graph | dot -Tsvg > policy.svg\n\n\
+         Label policy, through the node agent (--agent):\n  \
+         policyctl apply -f policies.yaml          # NetworkPolicy, CiliumNetworkPolicy, Namespace, List\n  \
+         policyctl get policies\n  \
+         policyctl delete networkpolicy prod/web   # or: delete -f policies.yaml, delete --all\n  \
+         policyctl allow --src app=frontend --dst app=backend --port 8080\n\n",
         exit_status_help!()
     )
 )]
@@ -64,7 +72,15 @@ enum Command {
                             policyctl allow --src 100 --dst 200 --port 8080 --stateful   # TCP 8080 and its replies\n  \
                             policyctl allow --src 100 --dst 300 --port 53/udp --stateful\n  \
                             policyctl allow --src 100 --dst 200 --port 8000-8080/tcp\n  \
-                            policyctl allow --src 100 --dst 200 --proto icmp --stateful  # ping, one way"
+                            policyctl allow --src 100 --dst 200 --proto icmp --stateful  # ping, one way\n\n\
+                            With label selectors (KEY=VALUE[,KEY=VALUE...]) for --src and --dst, the rule is a selector \
+                            rule of the node agent's label policy (--agent): endpoints matching --dst may receive from \
+                            those matching --src, on --port (TCP, UDP or SCTP; --proto tcp|udp|sctp for a whole \
+                            protocol), as a NetworkPolicy ingress rule would (it isolates --dst's ingress; replies \
+                            always pass, --stateful changes nothing). Its name comes from its content: allowing it \
+                            again changes nothing; `deny` with the same flags removes it.\n  \
+                            policyctl allow --src app=frontend --dst app=backend --port 8080\n  \
+                            policyctl allow --src app=web,io.kubernetes.pod.namespace=prod --dst app=db --port 5432/tcp"
     )]
     Allow(RuleArgs),
 
@@ -79,7 +95,8 @@ enum Command {
                             policyctl deny --src 100 --dst 200\n  \
                             policyctl deny --src 100 --dst 200 --port 8080\n  \
                             policyctl deny --src 100 --dst 200 --symmetric   # both directions\n  \
-                            policyctl deny --src 0 --dst 200                 # an invalid entry")]
+                            policyctl deny --src 0 --dst 200                 # an invalid entry\n  \
+                            policyctl deny --src app=frontend --dst app=backend --port 8080   # a selector rule")]
     Deny(DenyArgs),
 
     /// List every rule, sorted by source, destination, then protocol and port
@@ -104,16 +121,51 @@ enum Command {
                             '#' starts a comment; blank lines are ignored.\n  \
                             JSON: when the first character is '[': [{\"src\": 100, \"dst\": 200, \"port\": \"8080/tcp\",\n        \
                             \"stateful\": true}, ...], as printed by `policyctl list -o json` (\"reverse\" is ignored).\n\
-                            Rules add to (or replace) those already there; run `policyctl flush` first to start over.\n\n\
+                            Rules add to (or replace) those already there; run `policyctl flush` first to start over.\n  \
+                            YAML: policy documents (a line starting with apiVersion: or kind:): NetworkPolicy\n        \
+                            (networking.k8s.io/v1), CiliumNetworkPolicy (cilium.io/v2, a subset), Namespace (v1, labels\n        \
+                            for namespaceSelector), List; sent to the node agent (--agent), which stores them and\n        \
+                            returns once the datapath enforces them. All or nothing: a bad document is named with its\n        \
+                            field (exit 2). A document of the same kind, namespace and name replaces the stored one.\n\n\
                             Examples:\n  \
                             printf '# web <-> db\\n100 200\\n200 100\\n100 300 port=8080 stateful\\n' | policyctl apply -f -\n  \
                             policyctl apply -f rules.txt --quiet\n  \
-                            policyctl apply -f rules.json")]
+                            policyctl apply -f rules.json\n  \
+                            policyctl apply -f networkpolicies.yaml\n  \
+                            kubectl get networkpolicy -A -o yaml | policyctl apply -f -")]
     Apply {
-        /// Rules file, or '-' for stdin
+        /// Rules file or policy documents (YAML), or '-' for stdin
         #[arg(short, long, value_name = "FILE")]
         file: PathBuf,
     },
+
+    /// Show what the node agent enforces: `get policies`
+    #[command(
+        after_help = "Lists every policy the node agent (--agent) stores: its number (label rules carry \
+                            it), kind, namespace, name, the identities it selects now, and its rules.\n\n\
+                            Examples:\n  \
+                            policyctl get policies\n  \
+                            policyctl get policies -o json"
+    )]
+    Get {
+        /// What to show
+        #[arg(value_enum)]
+        what: GetWhat,
+    },
+
+    /// Remove label policies from the node agent (by file, by name, or all)
+    ///
+    /// Removes NetworkPolicy, CiliumNetworkPolicy, Namespace objects or selector rules from the node
+    /// agent (--agent); the command returns once the datapath no longer enforces them. An endpoint
+    /// no policy selects any longer is unrestricted again (with the agent's default
+    /// --policy-enforcement).
+    #[command(after_help = "Examples:\n  \
+                            policyctl delete -f policies.yaml            # the documents of the file (by kind, namespace, name)\n  \
+                            policyctl delete networkpolicy prod/web\n  \
+                            policyctl delete ciliumnetworkpolicy default/deny-world\n  \
+                            policyctl delete namespace prod              # its labels (namespaceSelector)\n  \
+                            policyctl delete --all")]
+    Delete(DeleteArgs),
 
     /// The connections tracked for stateful rules, and their lifetimes
     #[command(
@@ -150,7 +202,7 @@ enum Command {
     /// moves, no event reaches a running monitor. Prints the verdict and reason, each hook's, both
     /// identities with their labels and the label policy that allowed or the isolation that
     /// denied (named by the agent, else `policy #N`). Run it in the network namespace of the host
-    /// veths. Exit status 0: it would pass (in audit mode too); 7: it would be dropped.
+    /// veths. Exit status 0: it would pass (in audit mode too); 8: it would be dropped.
     #[command(
         after_help = "Endpoints: an IPv4 address, NAMESPACE/POD (an endpoint of the agent, by its pod's
                             namespace and name), world (an address outside the cluster) or host (the node).
@@ -297,15 +349,127 @@ enum CtCommand {
     Timeouts(conntrack::TimeoutArgs),
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum GetWhat {
+    Policies,
+}
+
+#[derive(Args, Debug)]
+struct DeleteArgs {
+    /// The documents of FILE ('-': stdin), by kind, namespace and name
+    #[arg(short, long, value_name = "FILE", conflicts_with_all = ["all", "kind"])]
+    file: Option<PathBuf>,
+    /// Every policy and Namespace object the agent stores
+    #[arg(long, conflicts_with = "kind")]
+    all: bool,
+    /// networkpolicy, ciliumnetworkpolicy, selectorrule or namespace
+    #[arg(value_name = "KIND", requires = "name")]
+    kind: Option<String>,
+    /// NAMESPACE/NAME (NAME alone: namespace default; a namespace's or selector rule's name)
+    #[arg(value_name = "NAMESPACE/NAME")]
+    name: Option<String>,
+}
+
+impl DeleteArgs {
+    fn deletion(&self) -> Result<PolicyDeletion, Failure> {
+        if self.all {
+            return Ok(PolicyDeletion {
+                all: true,
+                ..Default::default()
+            });
+        }
+        if let Some(file) = &self.file {
+            let text = input::read_file(file, |t| Ok::<_, std::convert::Infallible>(t.to_owned()))?;
+            return Ok(PolicyDeletion {
+                yaml: Some(text),
+                ..Default::default()
+            });
+        }
+        let (Some(kind), Some(name)) = (&self.kind, &self.name) else {
+            return Err(Failure::Usage(
+                "name what to delete: -f FILE, KIND NAMESPACE/NAME, or --all".into(),
+            ));
+        };
+        let (namespace, name) = match name.split_once('/') {
+            Some((ns, n)) => (Some(ns.to_string()), n.to_string()),
+            None => (None, name.clone()),
+        };
+        Ok(PolicyDeletion {
+            kind: Some(kind.clone()),
+            namespace,
+            name: Some(name),
+            ..Default::default()
+        })
+    }
+}
+
+/// A selector rule from `allow`/`deny` flags: (rules, or None for the
+/// plan's numeric form).
+fn selector_rules(
+    src: &Who,
+    dst: &Who,
+    selector: Selector,
+    symmetric: bool,
+) -> Result<Option<Vec<SelectorRule>>, Failure> {
+    let (src, dst) = match (src, dst) {
+        (Who::Identity(_), Who::Identity(_)) => return Ok(None),
+        (Who::Labels(s), Who::Labels(d)) => (s, d),
+        _ => return Err(Failure::Usage(
+            "--src and --dst must both be identities (a pair rule) or both label selectors (a selector rule)"
+                .into(),
+        )),
+    };
+    let proto_name = |p: ebpfcni::Protocol| match p.0 {
+        6 => Ok("TCP".to_string()),
+        17 => Ok("UDP".to_string()),
+        132 => Ok("SCTP".to_string()),
+        n => Err(Failure::Usage(format!(
+            "a selector rule names TCP, UDP or SCTP, not protocol {n} (label policy has no rules for others)"
+        ))),
+    };
+    let (protocol, port, end_port) = match selector {
+        Selector::Any => (None, None, None),
+        Selector::Protocol(p) => (Some(proto_name(p)?), None, None),
+        Selector::Ports {
+            protocol,
+            first,
+            last,
+        } => (
+            Some(proto_name(protocol)?),
+            Some(first),
+            (last != first).then_some(last),
+        ),
+    };
+    let rule = |src: &ebpfcni_api::Labels, dst: &ebpfcni_api::Labels| SelectorRule {
+        src: src.clone(),
+        dst: dst.clone(),
+        protocol: protocol.clone(),
+        port,
+        end_port,
+    };
+    let mut rules = vec![rule(src, dst)];
+    if symmetric && src != dst {
+        rules.push(rule(dst, src));
+    }
+    Ok(Some(rules))
+}
+
+fn run_selector_rules(common: &Common, rules: &[SelectorRule], allow: bool) -> CmdResult {
+    for r in rules {
+        label_policy::selector_rule(common, r, allow)?;
+    }
+    Ok(())
+}
+
 /// SRC and DST, the selector, and the flags of `allow`.
 #[derive(Args, Debug)]
 struct RuleArgs {
-    /// Source identity, a decimal integer from 1 to 4294967295
-    #[arg(long, value_name = "ID", allow_negative_numbers = true, value_parser = args::identity())]
-    src: Identity,
-    /// Destination identity, a decimal integer from 1 to 4294967295
-    #[arg(long, value_name = "ID", allow_negative_numbers = true, value_parser = args::identity())]
-    dst: Identity,
+    /// Source identity, a decimal integer from 1 to 4294967295; or a label selector KEY=VALUE[,...]
+    #[arg(long, value_name = "ID|SELECTOR", allow_negative_numbers = true, value_parser = args::who())]
+    src: Who,
+    /// Destination identity, a decimal integer from 1 to 4294967295; or a label selector KEY=VALUE[,...]
+    #[arg(long, value_name = "ID|SELECTOR", allow_negative_numbers = true, value_parser = args::who())]
+    dst: Who,
     #[command(flatten)]
     selector: SelectorArgs,
     /// Also the reverse rule DST -> SRC, with the same selector
@@ -336,8 +500,12 @@ impl SelectorArgs {
 
 impl RuleArgs {
     fn rules(&self) -> Vec<Rule> {
+        let id = |w: &Who| match w {
+            Who::Identity(n) => Identity::new(*n).expect("parsed from 1"),
+            Who::Labels(_) => unreachable!("numeric form only"),
+        };
         let rule = Rule {
-            pair: PolicyRule::new(self.src, self.dst),
+            pair: PolicyRule::new(id(&self.src), id(&self.dst)),
             selector: self.selector.get(),
             stateful: self.stateful,
         };
@@ -359,12 +527,12 @@ impl RuleArgs {
 /// and their selector.
 #[derive(Args, Debug)]
 struct DenyArgs {
-    /// Source identity, a decimal integer from 0 to 4294967295
-    #[arg(long, value_name = "ID", allow_negative_numbers = true, value_parser = args::stored_identity())]
-    src: u32,
-    /// Destination identity, a decimal integer from 0 to 4294967295
-    #[arg(long, value_name = "ID", allow_negative_numbers = true, value_parser = args::stored_identity())]
-    dst: u32,
+    /// Source identity, a decimal integer from 0 to 4294967295; or a label selector KEY=VALUE[,...]
+    #[arg(long, value_name = "ID|SELECTOR", allow_negative_numbers = true, value_parser = args::stored_who())]
+    src: Who,
+    /// Destination identity, a decimal integer from 0 to 4294967295; or a label selector KEY=VALUE[,...]
+    #[arg(long, value_name = "ID|SELECTOR", allow_negative_numbers = true, value_parser = args::stored_who())]
+    dst: Who,
     #[command(flatten)]
     selector: SelectorArgs,
     /// Also the reverse rule DST -> SRC
@@ -374,10 +542,14 @@ struct DenyArgs {
 
 impl DenyArgs {
     fn keys(&self) -> Vec<(u32, u32)> {
-        if self.symmetric && self.src != self.dst {
-            vec![(self.src, self.dst), (self.dst, self.src)]
+        let (src, dst) = match (&self.src, &self.dst) {
+            (Who::Identity(s), Who::Identity(d)) => (*s, *d),
+            _ => unreachable!("numeric form only"),
+        };
+        if self.symmetric && src != dst {
+            vec![(src, dst), (dst, src)]
         } else {
-            vec![(self.src, self.dst)]
+            vec![(src, dst)]
         }
     }
 }
@@ -401,14 +573,34 @@ fn run(cli: Cli) -> CmdResult {
         Command::List => policy::list(common),
         Command::Trace { level: None } => levels::show_level::<TraceLevel>(common),
         Command::Trace { level: Some(level) } => levels::set_level(common, level),
-        Command::Allow(args) => policy::change(common, |maps| policy::allow(maps, &args.rules())),
-        Command::Deny(args) => policy::change(common, |maps| {
-            policy::deny(maps, &args.keys(), args.selector.get())
-        }),
+        Command::Allow(args) => {
+            match selector_rules(&args.src, &args.dst, args.selector.get(), args.symmetric)? {
+                Some(rules) => run_selector_rules(common, &rules, true),
+                None => policy::change(common, |maps| policy::allow(maps, &args.rules())),
+            }
+        }
+        Command::Deny(args) => {
+            match selector_rules(&args.src, &args.dst, args.selector.get(), args.symmetric)? {
+                Some(rules) => run_selector_rules(common, &rules, false),
+                None => policy::change(common, |maps| {
+                    policy::deny(maps, &args.keys(), args.selector.get())
+                }),
+            }
+        }
+        Command::Get {
+            what: GetWhat::Policies,
+        } => label_policy::get_policies(common),
+        Command::Delete(args) => label_policy::delete(common, &args.deletion()?),
         Command::Flush => policy::change(common, policy::flush),
         Command::Apply { file } => {
             // Read and checked before the maps are opened (which may create them).
-            let (rules, repeats) = input::read_file(&file, parse_rules)?;
+            let text = input::read_file(&file, |t| Ok::<_, std::convert::Infallible>(t.to_owned()))?;
+            if label_policy::is_policy_documents(&text) {
+                return label_policy::apply(common, &text);
+            }
+            let (rules, repeats) = parse_rules(&text).map_err(|e| {
+                Failure::Usage(format!("{}: {e}; nothing was written", input::source_name(&file)))
+            })?;
             policy::change(common, |maps| {
                 policy::apply(maps, &rules, repeats, &input::source_name(&file))
             })

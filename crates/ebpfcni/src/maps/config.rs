@@ -345,6 +345,20 @@ impl ConfigMap {
         Ok(self.read()?.label_policy)
     }
 
+    /// Turns on the flags of shapes of label rules just added
+    /// ([`super::LabelRule::shape`]), so that the program finds them
+    /// before anything they replace is removed (adds before removes). A
+    /// flag on too many costs lookups only; [`crate::Maps::after_policy_change`]
+    /// sets them exactly.
+    pub fn enable_label_shapes(&self, shapes: u32) -> Result<()> {
+        if self.label_policy_flags()? & shapes == shapes {
+            return Ok(());
+        }
+        self.update(|config| {
+            config.label_policy |= shapes | types::ebpfcni_label_policy_flags::EBPFCNI_LABEL_POLICY_ON.0
+        })
+    }
+
     /// Kept by [`crate::Maps::after_policy_change`]: `flags` from
     /// [`super::LabelIndex::policy_flags`] (0 while no identity is under
     /// label policy), and `deny` while a deny rule exists.

@@ -126,6 +126,23 @@ fn keys(rule: &LabelRule) -> Vec<types::ebpfcni_label_key> {
     }
 }
 
+impl LabelRule {
+    /// The flag of config label_policy (enum ebpfcni_label_policy_flags)
+    /// the program needs on to look this rule up; 0 for a rule of one port
+    /// for one peer, which it always looks up. A writer that adds a rule
+    /// whose flag is off sets it ([`crate::Maps::after_policy_change`]).
+    pub fn shape(&self) -> u32 {
+        use types::ebpfcni_label_policy_flags as F;
+        match (self.peer == ANY_PEER, exact_key(self).is_some(), self.selector) {
+            (_, false, _) => F::EBPFCNI_LABEL_HAS_WIDE.0,
+            (false, true, Selector::Any) => F::EBPFCNI_LABEL_HAS_PEER_ALL.0,
+            (false, true, _) => 0,
+            (true, true, Selector::Any) => F::EBPFCNI_LABEL_HAS_ANY_ALL.0,
+            (true, true, _) => F::EBPFCNI_LABEL_HAS_ANY_PORT.0,
+        }
+    }
+}
+
 /// The label_exact_map key of a rule of one port or of everything; `None`
 /// for the trie's rules (ranges, whole protocols).
 fn exact_key(rule: &LabelRule) -> Option<types::ebpfcni_label_exact_key> {
@@ -392,15 +409,18 @@ impl LabelIndex {
             return 0;
         }
         let mut flags = F::EBPFCNI_LABEL_POLICY_ON.0;
-        for ((_, peer, _), selectors) in &self.rules {
+        for ((subject, peer, kind), selectors) in &self.rules {
             for selector in selectors {
-                let one_port = matches!(selector, Selector::Ports { first, last, .. } if first == last);
-                flags |= match (*peer == ANY_PEER, selector, one_port) {
-                    (false, Selector::Any, _) => F::EBPFCNI_LABEL_HAS_PEER_ALL.0,
-                    (true, Selector::Any, _) => F::EBPFCNI_LABEL_HAS_ANY_ALL.0,
-                    (true, _, true) => F::EBPFCNI_LABEL_HAS_ANY_PORT.0,
-                    _ => 0,
+                let rule = LabelRule {
+                    subject: *subject,
+                    peer: *peer,
+                    kind: *kind,
+                    selector: *selector,
+                    policy: 0,
                 };
+                // The trie's rules count by `wide` (an older build's
+                // exact-shaped entries live there too).
+                flags |= rule.shape() & !F::EBPFCNI_LABEL_HAS_WIDE.0;
             }
         }
         if self.wide {
