@@ -66,6 +66,7 @@ node=ebpfcni-demo-node-$suffix frontend=ebpfcni-demo-frontend-$suffix backend=eb
 work=$(mktemp -d /tmp/ebpfcni-demo.XXXXXX)
 httpd_pid="" mounted_tracefs="" monitor_pid="" agent_pid=""
 web=ebpfcni-demo-web-$suffix db=ebpfcni-demo-db-$suffix other=ebpfcni-demo-other-$suffix
+shopfront=ebpfcni-demo-shopfront-$suffix shopback=ebpfcni-demo-shopback-$suffix shop_httpd_pid=""
 
 cni() { # cni COMMAND CONTAINER_ID NETNS: runs the plugin from the node namespace, as a runtime would
   CNI_COMMAND=$1 CNI_CONTAINERID=$2 CNI_NETNS=${3:+/run/netns/$3} CNI_IFNAME=eth0 CNI_PATH=$CNI_PATH \
@@ -77,6 +78,7 @@ cleanup() {
   exec 1>&3 2>&4 # a signal may have arrived inside a redirected command
   step "cleaning up"
   [[ -n $httpd_pid ]] && kill "$httpd_pid" 2>/dev/null
+  [[ -n $shop_httpd_pid ]] && kill "$shop_httpd_pid" 2>/dev/null
   [[ -n $monitor_pid ]] && kill "$monitor_pid" 2>/dev/null
   if [[ -e /run/netns/$node ]]; then
     cni DEL frontend "$frontend" >/dev/null 2>&1 || echo "warning: CNI DEL frontend failed"
@@ -85,10 +87,12 @@ cleanup() {
       agent_cni DEL web "$web" net-agent >/dev/null 2>&1
       agent_cni DEL db "$db" net-static-db >/dev/null 2>&1
       agent_cni DEL other "$other" net-static-other >/dev/null 2>&1
+      shop_cni DEL frontend "$shopfront" >/dev/null 2>&1
+      shop_cni DEL backend "$shopback" >/dev/null 2>&1
     fi
   fi
   [[ -n $agent_pid ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
-  for ns in "$frontend" "$backend" "$web" "$db" "$other" "$node"; do
+  for ns in "$frontend" "$backend" "$web" "$db" "$other" "$shopfront" "$shopback" "$node"; do
     [[ -e /run/netns/$ns ]] && ip netns del "$ns"
   done
   # The maps were created by this demo (it refuses to start otherwise).
@@ -104,6 +108,11 @@ cleanup() {
 agent_cni() { # agent_cni COMMAND CONTAINER_ID NETNS CONFIG: the same, with one of the agent-mode configs
   CNI_COMMAND=$1 CNI_CONTAINERID=$2 CNI_NETNS=${3:+/run/netns/$3} CNI_IFNAME=eth0 CNI_PATH=$CNI_PATH \
     nsenter --net="/run/netns/$node" -- "$BIN_DIR/ebpfcni" <"$work/$4.json" 2>>"$work/cni.log"
+}
+shop_cni() { # shop_cni COMMAND POD NETNS: a pod of namespace "shop" (Kubernetes' CNI_ARGS), label app=POD
+  CNI_COMMAND=$1 CNI_CONTAINERID=shop-$2 CNI_NETNS=${3:+/run/netns/$3} CNI_IFNAME=eth0 CNI_PATH=$CNI_PATH \
+    CNI_ARGS="K8S_POD_NAMESPACE=shop;K8S_POD_NAME=$2" \
+    nsenter --net="/run/netns/$node" -- "$BIN_DIR/ebpfcni" <"$work/net-shop-$2.json" 2>>"$work/cni.log"
 }
 exec 3>&1 4>&2
 trap cleanup EXIT
@@ -265,6 +274,73 @@ other_id=$(identity_of 10.13.1.200)
 expect ok "the new container on 10.13.1.200 has its own identity ($other_id, not db's $db_id)" \
   test "${other_id:-0}" -ge 256 -a "${other_id:-0}" != "$db_id"
 expect fail "ping web -> 10.13.1.200: the rule for db does not apply to other" in_web ping -c 1 -W 1 -q 10.13.1.200
+
+# --- 11. policy by labels -------------------------------------------------------------
+step "11. policy by labels: a Kubernetes NetworkPolicy (the agent restarted with Kubernetes' meaning: a pod no policy selects is unrestricted)"
+kill "$agent_pid" && wait "$agent_pid"
+echo "\$ ebpfcni-agent --pod-cidr 10.13.1.0/24 &   # --policy-enforcement default"
+nsenter --net="/run/netns/$node" -- "$BIN_DIR/ebpfcni-agent" --pin-dir "$PIN_DIR" --socket "$socket" \
+  --state-dir "$work/agent-state" --node demo --pod-cidr 10.13.1.0/24 --runtime none 2>>"$work/agent.log" &
+agent_pid=$!
+for _ in $(seq 100); do agent_api /v1/healthz >/dev/null 2>&1 && break; sleep 0.1; done
+expect ok "the agent is back, with everything it had" agent_ready
+conf frontend >"$work/net-shop-frontend.json"
+conf backend >"$work/net-shop-backend.json"
+for pod in "$shopfront" "$shopback"; do ip netns add "$pod" && ip -n "$pod" link set lo up; done
+echo "\$ CNI_ARGS='K8S_POD_NAMESPACE=shop;K8S_POD_NAME=frontend' ... ebpfcni   # and backend: app=frontend, app=backend in namespace shop"
+shop_cni ADD frontend "$shopfront" >"$work/shopfront.json"
+shop_cni ADD backend "$shopback" >"$work/shopback.json"
+shopback_ip=$(sed -n 's/.*"address":"\([0-9.]*\)\/24".*/\1/p' "$work/shopback.json")
+nsenter --net="/run/netns/$shopback" -- busybox httpd -f -p 8080 -h "$work/www" &
+shop_httpd_pid=$!
+curl_shop() { nsenter --net="/run/netns/$1" -- curl -sS --max-time 2 -o /dev/null "http://$shopback_ip:8080/"; }
+for _ in $(seq 20); do curl_shop "$shopfront" 2>/dev/null && break; sleep 0.1; done
+expect ok "no policy selects backend yet: web (namespace default) reaches it" curl_shop "$web"
+cat >"$work/backend-policy.yaml" <<YAML
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: backend-from-frontend
+  namespace: shop
+spec:
+  podSelector:
+    matchLabels: { app: backend }
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - podSelector:
+        matchLabels: { app: frontend }
+    ports:
+    - { protocol: TCP, port: 8080 }
+YAML
+sed 's/^/   /' "$work/backend-policy.yaml"
+show policyctl --agent "$socket" apply -f "$work/backend-policy.yaml"
+show policyctl --agent "$socket" get policies
+expect ok "curl frontend -> backend:8080 (the policy allows it)" curl_shop "$shopfront"
+expect fail "curl web -> backend:8080 (nothing else may)" curl_shop "$web"
+explain() { in_node "$BIN_DIR/policyctl" --pin-dir "$PIN_DIR" --agent "$socket" explain "$@"; }
+echo "\$ policyctl explain --from shop/frontend --to shop/backend --port 8080/tcp"
+explain --from shop/frontend --to shop/backend --port 8080/tcp >"$work/explain.ok" || true
+sed 's/^/   /' "$work/explain.ok"
+expect ok "explain runs the program: allowed, by shop/backend-from-frontend" \
+  grep -q "shop/backend-from-frontend" "$work/explain.ok"
+echo "\$ policyctl explain --from $web_ip --to shop/backend --port 8080/tcp"
+explain --from "$web_ip" --to shop/backend --port 8080/tcp >"$work/explain.drop"
+explain_status=$?
+sed 's/^/   /' "$work/explain.drop"
+expect ok "explain: dropped (exit 8), the receiver's ingress is isolated" \
+  sh -c "test $explain_status = 8 && grep -q 'policy-isolated' '$work/explain.drop'"
+in_node "$BIN_DIR/policyctl" --pin-dir "$PIN_DIR" --agent "$socket" monitor --verdict drop --count 1 --duration 10 \
+  >"$work/monitor.shop" 2>"$work/monitor.shop.err" &
+monitor_pid=$!
+for _ in $(seq 50); do grep -q watching "$work/monitor.shop.err" && break; sleep 0.1; done
+echo "\$ policyctl monitor --verdict drop   # while web tries again"
+curl_shop "$web" 2>/dev/null
+wait "$monitor_pid"
+monitor_pid=""
+sed 's/^/   /' "$work/monitor.shop"
+expect ok "the monitor shows web's denied connection with both pods' labels" \
+  sh -c "grep 'policy-isolated' '$work/monitor.shop' | grep 'app=web' | grep -q 'app=backend'"
 
 printf '\n== %d passed, %d failed\n' "$passes" "$failures"
 if ((failures == 0)); then
