@@ -84,8 +84,8 @@ static __always_inline void ebpfcni_parse_l4(struct __sk_buff *ctx, const struct
 	}
 	if (ip->protocol == IPPROTO_TCP)
 		need = 14;
-	else if (ip->protocol == IPPROTO_UDP)
-		need = 4;
+	else if (ip->protocol == IPPROTO_UDP || ip->protocol == IPPROTO_SCTP)
+		need = 4; /* SCTP's common header starts with the ports, as UDP's does */
 	else if (ip->protocol == IPPROTO_ICMP)
 		need = 6; /* type, code, checksum, identifier */
 	else
@@ -132,7 +132,7 @@ static __always_inline int ebpfcni_parse_quoted(struct __sk_buff *ctx, __u32 l4_
 	q->saddr = inner.saddr;
 	q->daddr = inner.daddr;
 	q->protocol = inner.protocol;
-	if (inner.protocol == IPPROTO_TCP || inner.protocol == IPPROTO_UDP) {
+	if (inner.protocol == IPPROTO_TCP || inner.protocol == IPPROTO_UDP || inner.protocol == IPPROTO_SCTP) {
 		q->sport = ports[0];
 		q->dport = ports[1];
 	} else if (inner.protocol == IPPROTO_ICMP) {

@@ -437,3 +437,67 @@ fn each_shape_of_rule_is_found_where_it_lives() {
     assert!(dp.maps.labels.remove(&listed).unwrap(), "removed from the trie");
     assert_eq!(trie.keys().count(), 0);
 }
+
+/// SCTP's ports sit where TCP's and UDP's do: a NetworkPolicy's
+/// `protocol: SCTP` port rule matches SCTP packets by destination port,
+/// and their replies pass as tracked.
+#[test]
+fn sctp_port_rules_match_by_port() {
+    use ebpfcni_testutil::frames::ipv4_sctp;
+    require_root!();
+    let dp = fixture("labels_sctp");
+    dp.maps
+        .labels
+        .add(&LabelRule {
+            subject: 301,
+            peer: 300,
+            kind: LabelKind::IngressAllow,
+            selector: Selector::Ports {
+                protocol: Protocol::SCTP,
+                first: 3868,
+                last: 3868,
+            },
+            policy: 3,
+        })
+        .unwrap();
+    dp.maps.after_policy_change().unwrap();
+    dp.assert_pass(
+        "frontend -> backend sctp 3868",
+        Hook::ToPod,
+        &ipv4_sctp(FRONTEND, BACKEND, 40400, 3868),
+    );
+    dp.assert_drop(
+        "frontend -> backend sctp 3869",
+        Hook::ToPod,
+        &ipv4_sctp(FRONTEND, BACKEND, 40401, 3869),
+        Reason::EBPFCNI_DROP_ISOLATED,
+    );
+    // Frontend is ingress-isolated too: backend's answer passes as a reply.
+    dp.maps
+        .labels
+        .set_isolation(
+            300,
+            Isolation {
+                ingress: true,
+                egress: false,
+            },
+        )
+        .unwrap();
+    dp.maps.after_policy_change().unwrap();
+    dp.assert_pass(
+        "frontend -> backend sctp 3868 again",
+        Hook::ToPod,
+        &ipv4_sctp(FRONTEND, BACKEND, 40402, 3868),
+    );
+    dp.assert_pass(
+        "backend -> frontend, the reply",
+        Hook::ToPod,
+        &ipv4_sctp(BACKEND, FRONTEND, 3868, 40402),
+    );
+    dp.assert_drop(
+        "backend -> frontend, not a reply",
+        Hook::ToPod,
+        &ipv4_sctp(BACKEND, FRONTEND, 3868, 40403),
+        Reason::EBPFCNI_DROP_ISOLATED,
+    );
+}

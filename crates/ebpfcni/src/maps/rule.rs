@@ -19,10 +19,13 @@ impl Protocol {
     pub const ICMP: Protocol = Protocol(1);
     pub const TCP: Protocol = Protocol(6);
     pub const UDP: Protocol = Protocol(17);
+    /// Its common header starts with the ports, as UDP's does: port rules
+    /// match it (NetworkPolicy's `protocol: SCTP`).
+    pub const SCTP: Protocol = Protocol(132);
 
     /// Whether the protocol has ports a rule can name.
     pub fn has_ports(self) -> bool {
-        self == Self::TCP || self == Self::UDP
+        self == Self::TCP || self == Self::UDP || self == Self::SCTP
     }
 }
 
@@ -32,6 +35,7 @@ impl fmt::Display for Protocol {
             Self::ICMP => f.write_str("icmp"),
             Self::TCP => f.write_str("tcp"),
             Self::UDP => f.write_str("udp"),
+            Self::SCTP => f.write_str("sctp"),
             Protocol(n) => n.fmt(f),
         }
     }
@@ -40,11 +44,12 @@ impl fmt::Display for Protocol {
 impl FromStr for Protocol {
     type Err = String;
 
-    /// "tcp", "udp", "icmp", or a protocol number from 1 to 255.
+    /// "tcp", "udp", "sctp", "icmp", or a protocol number from 1 to 255.
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
             "tcp" => Ok(Self::TCP),
             "udp" => Ok(Self::UDP),
+            "sctp" => Ok(Self::SCTP),
             "icmp" => Ok(Self::ICMP),
             _ if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => match s.parse::<u8>() {
                 Ok(n) if n > 0 => Ok(Protocol(n)),
@@ -54,7 +59,7 @@ impl FromStr for Protocol {
                 )),
             },
             _ => Err(format!(
-                "unknown protocol {}: expected tcp, udp, icmp or a number from 1 to 255",
+                "unknown protocol {}: expected tcp, udp, sctp, icmp or a number from 1 to 255",
                 crate::quote_input(s)
             )),
         }
