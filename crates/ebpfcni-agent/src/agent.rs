@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ebpfcni::{Identity as Id, Maps, Stored};
 use ebpfcni_api::{
@@ -15,6 +15,7 @@ use ebpfcni_api::{
     FIRST_LABEL_IDENTITY, POD_NAMESPACE_LABEL, POD_NAME_LABEL,
 };
 
+use crate::cluster::Cluster;
 use crate::ipam::Pool;
 use crate::labels::{canonical, check_container_labels, LabelFilter};
 use crate::store::{Changes, Contents, Store};
@@ -139,6 +140,8 @@ pub struct Agent {
     store: Store,
     maps: Maps,
     state: Mutex<State>,
+    /// The cluster (`--etcd`): identities from etcd, endpoints published.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// What a start-up reconciliation did.
@@ -159,7 +162,27 @@ impl Agent {
             store,
             maps,
             state: Mutex::new(State::from(contents)),
+            cluster: None,
         })
+    }
+
+    /// The agent as a member of `cluster`: identities come from etcd (the
+    /// store stays their cache), endpoints are published there.
+    pub fn with_cluster(mut self, cluster: Arc<Cluster>) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// Publishes (or, `gone`, withdraws) the endpoint's addresses in the
+    /// cluster; not while it waits for its labels (`init`).
+    fn publish(&self, endpoint: &Endpoint, gone: bool) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let identity = (!gone && endpoint.identity != ReservedIdentity::INIT).then_some(endpoint.identity);
+        for ip in &endpoint.ips {
+            cluster.set_endpoint(std::net::IpAddr::V4(*ip), identity);
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -233,6 +256,7 @@ impl Agent {
             self.delete_locked(&mut state, &key)?;
             return Err(e);
         }
+        self.publish(&endpoint, false);
         log::info!(
             "endpoint {key}: {:?} identity {} ({})",
             endpoint.ips,
@@ -344,6 +368,9 @@ impl Agent {
         labels: &Labels,
         changes: &mut Changes,
     ) -> Result<u32, AgentError> {
+        if let Some(cluster) = &self.cluster {
+            return cluster_identity(cluster, state, labels, changes);
+        }
         if let Some(id) = state.by_labels.get(labels) {
             return Ok(*id);
         }
@@ -493,6 +520,7 @@ impl Agent {
         self.store.commit(&changes)?;
         state.insert(key.clone(), endpoint.clone());
         self.write_endpoint(&endpoint)?;
+        self.publish(&endpoint, false);
         log::info!(
             "endpoint {key}: labels from {}, identity {} ({})",
             if labels.is_some() {
@@ -554,6 +582,7 @@ impl Agent {
             ..Default::default()
         })?;
         state.remove(key);
+        self.publish(&endpoint, true);
         log::info!("endpoint {key}: removed ({:?})", endpoint.ips);
         Ok(true)
     }
@@ -627,10 +656,49 @@ impl Agent {
                 done.gone += 1;
             } else {
                 done.map_writes += self.write_endpoint(&endpoint)?;
+                self.publish(&endpoint, false);
                 done.endpoints += 1;
             }
         }
         Ok(done)
+    }
+}
+
+/// A label set's number from the cluster, cached in the store; with etcd
+/// unreachable, the cached number (a known label set still starts), or an
+/// error (a new one waits for etcd).
+fn cluster_identity(
+    cluster: &Cluster,
+    state: &mut State,
+    labels: &Labels,
+    changes: &mut Changes,
+) -> Result<u32, AgentError> {
+    match cluster.identity(labels) {
+        Ok(id) => {
+            if state.identities.get(&id) != Some(labels) {
+                if let Some(old) = state.identities.insert(id, labels.clone()) {
+                    state.by_labels.remove(&old);
+                }
+                if let Some(prev) = state.by_labels.insert(labels.clone(), id).filter(|p| *p != id) {
+                    state.identities.remove(&prev);
+                }
+                changes.identities.push((id, labels.clone()));
+            }
+            Ok(id)
+        }
+        Err(e) => match state.by_labels.get(labels) {
+            Some(id) => {
+                log::warn!(
+                    "identity of {}: etcd: {e}; using the cached {id}",
+                    canonical(labels)
+                );
+                Ok(*id)
+            }
+            None => Err(AgentError::Internal(format!(
+                "identity of {}: etcd: {e} (a new label set waits for etcd)",
+                canonical(labels)
+            ))),
+        },
     }
 }
 

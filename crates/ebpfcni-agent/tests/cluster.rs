@@ -8,7 +8,7 @@ use ebpfcni::netlink::Netlink;
 use ebpfcni::{Identity as Id, Maps, Stored};
 use ebpfcni_agent::cluster::{Remote, REMOTE_NODE};
 use ebpfcni_kvstore::{Labels, NodeSpec, Session, Store, Watcher, DEFAULT_PREFIX};
-use ebpfcni_testutil::{require_root, tools_present, EtcdProcess, Netns, TestPinDir, ETCD_BIN};
+use ebpfcni_testutil::{require_root, tools_present, AgentProcess, EtcdProcess, Netns, TestPinDir, ETCD_BIN};
 use ipnet::Ipv4Net;
 
 const CLUSTER: &str = "10.20.0.0/16";
@@ -166,4 +166,211 @@ async fn other_nodes_endpoints_and_routes_follow_etcd() {
         "n3's endpoint and route left n1 {:?} after it died (lease 3 s)",
         t.elapsed()
     );
+}
+
+/// A fabric namespace with a bridge (10.0.0.1/24, where etcd listens) and
+/// `n` node namespaces on it (10.0.0.11, .12, ...).
+fn fabric(n: usize) -> (Netns, Vec<Netns>) {
+    let fab = Netns::new("fab");
+    fab.ip(&["link", "add", "br0", "type", "bridge"]);
+    fab.ip(&["addr", "add", "10.0.0.1/24", "dev", "br0"]);
+    fab.ip(&["link", "set", "br0", "up"]);
+    let mut nodes = Vec::new();
+    for i in 1..=n {
+        let node = Netns::new(&format!("node{i}"));
+        let port = format!("vn{i}");
+        node.ip(&[
+            "link",
+            "add",
+            "fab0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            fab.name(),
+        ]);
+        fab.ip(&["link", "set", &port, "master", "br0", "up"]);
+        node.ip(&["addr", "add", &format!("10.0.0.1{i}/24"), "dev", "fab0"]);
+        node.ip(&["link", "set", "fab0", "up"]);
+        nodes.push(node);
+    }
+    (fab, nodes)
+}
+
+/// A pod's host veth in `node` (its peer stays in the node: the agent
+/// only needs the host side to exist).
+fn host_veth(node: &Netns, name: &str) -> u32 {
+    node.ip(&[
+        "link",
+        "add",
+        name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("p{name}"),
+    ]);
+    node.ifindex(name)
+}
+
+fn request(id: &str, host_veth: &str, ifindex: u32, app: &str) -> ebpfcni_api::EndpointRequest {
+    ebpfcni_api::EndpointRequest {
+        container_id: id.into(),
+        ifname: "eth0".into(),
+        network: "ebpfcni".into(),
+        netns: "/run/netns/none".into(),
+        host_veth: host_veth.into(),
+        host_ifindex: ifindex,
+        ips: Vec::new(),
+        labels: Labels::from([("app".to_string(), app.to_string())]),
+        pod_namespace: None,
+        pod_name: None,
+    }
+}
+
+fn wait_until(what: &str, within: Duration, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn agents_share_identities_endpoints_and_routes_through_etcd() {
+    require_root!();
+    if !tools_present(
+        "agents_share_identities_endpoints_and_routes_through_etcd",
+        &[ETCD_BIN],
+    ) {
+        return;
+    }
+    let (fab, nodes) = fabric(2);
+    let etcd = EtcdProcess::start_in(&fab.path(), "10.0.0.1".parse().unwrap());
+    let url = etcd.url();
+    let flags = |node_ip: &'static str| {
+        vec![
+            "--runtime",
+            "none",
+            "--etcd",
+            &url,
+            "--node-ip",
+            node_ip,
+            "--cluster-cidr",
+            CLUSTER,
+            "--lease-seconds",
+            "3",
+        ]
+    };
+    let (p1, p2) = (TestPinDir::new("etcdag1"), TestPinDir::new("etcdag2"));
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a1 = AgentProcess::start(&nodes[0], p1.path(), d1.path(), &flags("10.0.0.11"));
+    let mut a2 = AgentProcess::start(&nodes[1], p2.path(), d2.path(), &flags("10.0.0.12"));
+    let cidr =
+        |a: &AgentProcess| -> Ipv4Net { a.client().health().unwrap().pod_cidr.unwrap().parse().unwrap() };
+    let (c1, c2) = (cidr(&a1), cidr(&a2));
+    let cluster: Ipv4Net = CLUSTER.parse().unwrap();
+    assert!(
+        c1 != c2 && cluster.contains(&c1) && cluster.contains(&c2),
+        "{c1} {c2}"
+    );
+
+    // A pod on n2; the same labels on n1 get the same number.
+    let ifindex = host_veth(&nodes[1], "hweb2");
+    let web2 = a2
+        .client()
+        .create_endpoint(&request("web2", "hweb2", ifindex, "web"))
+        .unwrap();
+    let ip2 = web2.ips[0];
+    assert!(c2.contains(&ip2));
+    let ifindex = host_veth(&nodes[0], "hweb1");
+    let web1 = a1
+        .client()
+        .create_endpoint(&request("web1", "hweb1", ifindex, "web"))
+        .unwrap();
+    assert_eq!(
+        web1.identity, web2.identity,
+        "one number per label set across nodes"
+    );
+    let ifindex = host_veth(&nodes[0], "hdb1");
+    let db1 = a1
+        .client()
+        .create_endpoint(&request("db1", "hdb1", ifindex, "db"))
+        .unwrap();
+    assert_ne!(db1.identity, web1.identity);
+
+    // Each node's maps get the other's pods and node IP, and a route to
+    // the other's pod CIDR via its node IP.
+    let (maps1, maps2) = (
+        Maps::open_or_create(p1.path()).unwrap(),
+        Maps::open_or_create(p2.path()).unwrap(),
+    );
+    wait_until("n2's pod on n1", Duration::from_secs(10), || {
+        entry(&maps1, ip2) == Some(web2.identity)
+            && routes(&nodes[0]).contains(&format!("{c2} via 10.0.0.12"))
+    });
+    wait_until("n1's pods on n2", Duration::from_secs(10), || {
+        entry(&maps2, web1.ips[0]) == Some(web1.identity)
+            && entry(&maps2, db1.ips[0]) == Some(db1.identity)
+            && routes(&nodes[1]).contains(&format!("{c1} via 10.0.0.11"))
+    });
+    assert_eq!(entry(&maps1, "10.0.0.12".parse().unwrap()), Some(REMOTE_NODE));
+    assert_eq!(entry(&maps2, "10.0.0.11".parse().unwrap()), Some(REMOTE_NODE));
+
+    // A second agent named n1 (another pin directory and socket) refuses
+    // to start, with exit code 5.
+    let (p3, d3) = (TestPinDir::new("etcdag3"), tempfile::tempdir().unwrap());
+    let refused = AgentProcess::run_unchecked(&nodes[0], p3.path(), d3.path(), &flags("10.0.0.11"));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("is held by another agent"), "{stderr}");
+    assert_eq!(entry(&maps2, web1.ips[0]), Some(web1.identity), "n1 untouched");
+
+    // n2's agent killed and restarted within its lease: nothing changes
+    // on n1, even past the lease's length.
+    a2.kill9();
+    a2.restart();
+    assert_eq!(cidr(&a2), c2, "same pod CIDR after a restart");
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        assert_eq!(
+            entry(&maps1, ip2),
+            Some(web2.identity),
+            "n2's pod left n1 during n2's restart"
+        );
+        assert!(routes(&nodes[0]).contains(&format!("{c2} via 10.0.0.12")));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A pod deleted on n2 leaves n1.
+    a2.client().delete_endpoint("web2", "eth0").unwrap();
+    wait_until("n2's deleted pod leaves n1", Duration::from_secs(5), || {
+        entry(&maps1, ip2).is_none()
+    });
+    let ifindex = host_veth(&nodes[1], "hdb2");
+    let db2 = a2
+        .client()
+        .create_endpoint(&request("db2", "hdb2", ifindex, "db"))
+        .unwrap();
+    assert_eq!(db2.identity, db1.identity);
+    wait_until("db2 on n1", Duration::from_secs(5), || {
+        entry(&maps1, db2.ips[0]) == Some(db2.identity)
+    });
+
+    // n2 gone for good: when its lease (3 s) ends, its pod, node IP and
+    // route leave n1.
+    drop(a2);
+    wait_until("n2 gone from n1", Duration::from_secs(10), || {
+        entry(&maps1, db2.ips[0]).is_none() && !routes(&nodes[0]).contains(&c2.to_string())
+    });
+    assert_eq!(entry(&maps1, "10.0.0.12".parse().unwrap()), None);
+    assert_eq!(
+        entry(&maps1, db1.ips[0]),
+        Some(db1.identity),
+        "n1's own pods stay"
+    );
+    drop(a1);
+    drop(etcd);
 }

@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,9 @@ pub const ETCD_BIN: &str = "/usr/bin/etcd";
 pub struct EtcdProcess {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// The network namespace it runs in (None: the test's own).
+    netns: Option<PathBuf>,
+    ip: Ipv4Addr,
     client_port: u16,
     peer_port: u16,
 }
@@ -27,6 +30,17 @@ pub struct EtcdProcess {
 impl EtcdProcess {
     /// Starts an etcd on 127.0.0.1 and waits until it answers.
     pub fn start() -> Self {
+        Self::start_on(None, Ipv4Addr::LOCALHOST)
+    }
+
+    /// Starts an etcd inside the network namespace at `netns` (e.g. a
+    /// test's fabric namespace, which the test's node namespaces reach) on
+    /// `ip`, ports 2379 and 2380; waits until it answers there.
+    pub fn start_in(netns: &Path, ip: Ipv4Addr) -> Self {
+        Self::start_on(Some(netns.to_path_buf()), ip)
+    }
+
+    fn start_on(netns: Option<PathBuf>, ip: Ipv4Addr) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("ebpfcni-etcd")
             .tempdir()
@@ -37,12 +51,17 @@ impl EtcdProcess {
         let mut etcd = Self {
             child: None,
             dir,
+            netns,
+            ip,
             client_port: 0,
             peer_port: 0,
         };
         for _ in 0..5 {
-            etcd.client_port = free_port();
-            etcd.peer_port = free_port();
+            // A namespace of the test's own has every port free.
+            (etcd.client_port, etcd.peer_port) = match etcd.netns {
+                Some(_) => (2379, 2380),
+                None => (free_port(), free_port()),
+            };
             if etcd.spawn_and_wait() {
                 return etcd;
             }
@@ -54,7 +73,7 @@ impl EtcdProcess {
 
     /// The client URL (`http://127.0.0.1:PORT`).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("http://{}:{}", self.ip, self.client_port)
     }
 
     /// The process id of the running etcd.
@@ -100,8 +119,17 @@ impl EtcdProcess {
             .open(self.dir.path().join("etcd.log"))
             .expect("etcd's log file");
         let client = self.url();
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(ETCD_BIN)
+        let peer = format!("http://{}:{}", self.ip, self.peer_port);
+        let mut cmd = match &self.netns {
+            // nsenter execs etcd: the child's pid is etcd's.
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display())).arg("--").arg(ETCD_BIN);
+                c
+            }
+            None => Command::new(ETCD_BIN),
+        };
+        let child = cmd
             .arg("--name")
             .arg("test")
             .arg("--data-dir")
@@ -138,7 +166,25 @@ impl EtcdProcess {
     /// GET /health answers `"health":"true"` once etcd has a leader and
     /// serves requests.
     fn healthy(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect((Ipv4Addr::LOCALHOST, self.client_port)) else {
+        let Some(ns) = &self.netns else {
+            return self.healthy_here();
+        };
+        let Ok(file) = std::fs::File::open(ns) else {
+            return false;
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                use std::os::fd::AsFd;
+                nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).is_ok()
+                    && self.healthy_here()
+            })
+            .join()
+            .unwrap_or(false)
+        })
+    }
+
+    fn healthy_here(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect((self.ip, self.client_port)) else {
             return false;
         };
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
