@@ -243,7 +243,18 @@ impl Agent {
             endpoint.state = EndpointState::WaitingForLabels;
             endpoint.identity = ReservedIdentity::INIT;
         } else {
-            endpoint.identity = self.identity_for(&mut state, &endpoint.identity_labels, &mut changes)?;
+            match self.identity_for(&mut state, &endpoint.identity_labels, &mut changes) {
+                Ok(id) => endpoint.identity = id,
+                // A new label set while etcd is down: the endpoint starts
+                // with `init` and gets its number when etcd is back
+                // (crate::cluster::retry_waiting).
+                Err(e) if self.cluster.is_some() => {
+                    log::warn!("endpoint {key}: {e}; it has init until etcd answers");
+                    endpoint.state = EndpointState::WaitingForLabels;
+                    endpoint.identity = ReservedIdentity::INIT;
+                }
+                Err(e) => return Err(e),
+            }
         }
         changes.endpoints.push((key.clone(), endpoint.clone()));
         self.store.commit(&changes)?;
@@ -582,7 +593,13 @@ impl Agent {
             ..Default::default()
         })?;
         state.remove(key);
-        self.publish(&endpoint, true);
+        if let Some(cluster) = &self.cluster {
+            // Withdrawn from etcd (waiting a little for it) before the
+            // address can be handed out again.
+            for ip in &endpoint.ips {
+                cluster.withdraw(std::net::IpAddr::V4(*ip));
+            }
+        }
         log::info!("endpoint {key}: removed ({:?})", endpoint.ips);
         Ok(true)
     }

@@ -429,6 +429,22 @@ impl Cluster {
         self.changed.notify_one();
     }
 
+    /// This node's endpoint at `ip` is gone: withdrawn from etcd now
+    /// (waiting at most 2 s; after that, and while etcd is down, the
+    /// publishing task keeps trying).
+    pub fn withdraw(&self, ip: IpAddr) {
+        self.set_endpoint(ip, None);
+        let Some(session) = self.session.get() else {
+            return;
+        };
+        let done = self.rt().block_on(async {
+            tokio::time::timeout(Duration::from_secs(2), session.remove_endpoint(ip)).await
+        });
+        if !matches!(done, Ok(Ok(()))) {
+            log::warn!("endpoint {ip}: not withdrawn from etcd yet; retrying in the background");
+        }
+    }
+
     /// Applies the other nodes to the maps in `pin_dir` and to the routes
     /// of the calling thread's network namespace, from now on; frees
     /// identities nobody uses every minute.
@@ -560,5 +576,26 @@ async fn publish(
                 Err(e) => log::warn!("publishing endpoint {ip}: {e}"),
             }
         }
+    }
+}
+
+/// Gives endpoints that wait with `init` (a new label set while etcd was
+/// down) their identity once etcd answers: every second, on a thread of
+/// its own. Only without a runtime: with one, an endpoint waits for the
+/// runtime's labels, and the runtime's resolution asks again.
+pub fn retry_waiting(agent: Arc<crate::agent::Agent>) {
+    let spawned = std::thread::Builder::new()
+        .name("ebpfcni-identity-retry".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(1));
+            for e in agent.waiting() {
+                match agent.runtime_labels(&e.container_id, &e.ifname, e.host_ifindex, "etcd", None) {
+                    Ok(_) => {}
+                    Err(err) => log::debug!("endpoint {}/{}: still waiting: {err}", e.container_id, e.ifname),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("start the identity retry: {e}");
     }
 }

@@ -241,6 +241,9 @@ fn run(args: Args) -> Result<(), Failure> {
     let resync = Duration::from_secs(args.resync_seconds.max(1));
     let served = runtime.block_on(async move {
         let listener = tokio::net::UnixListener::from_std(listener)?;
+        if cluster.is_some() && container_runtime.is_none() {
+            ebpfcni_agent::cluster::retry_waiting(agent.clone());
+        }
         if let Some(container_runtime) = &container_runtime {
             for endpoint in agent.waiting() {
                 tokio::spawn(container_runtime.clone().resolve(agent.clone(), endpoint));

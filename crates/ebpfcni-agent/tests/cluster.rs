@@ -374,3 +374,110 @@ fn agents_share_identities_endpoints_and_routes_through_etcd() {
     drop(a1);
     drop(etcd);
 }
+
+#[test]
+fn agents_keep_their_verdicts_while_etcd_is_down_and_catch_up_after() {
+    require_root!();
+    if !tools_present(
+        "agents_keep_their_verdicts_while_etcd_is_down_and_catch_up_after",
+        &[ETCD_BIN],
+    ) {
+        return;
+    }
+    let (fab, nodes) = fabric(2);
+    let mut etcd = EtcdProcess::start_in(&fab.path(), "10.0.0.1".parse().unwrap());
+    let url = etcd.url();
+    let flags = |node_ip: &'static str| {
+        vec![
+            "--runtime",
+            "none",
+            "--etcd",
+            &url,
+            "--node-ip",
+            node_ip,
+            "--cluster-cidr",
+            CLUSTER,
+            "--lease-seconds",
+            "3",
+        ]
+    };
+    let (p1, p2) = (TestPinDir::new("etcddown1"), TestPinDir::new("etcddown2"));
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a1 = AgentProcess::start(&nodes[0], p1.path(), d1.path(), &flags("10.0.0.11"));
+    let a2 = AgentProcess::start(&nodes[1], p2.path(), d2.path(), &flags("10.0.0.12"));
+    let c1: Ipv4Net = a1.client().health().unwrap().pod_cidr.unwrap().parse().unwrap();
+    let (maps1, maps2) = (
+        Maps::open_or_create(p1.path()).unwrap(),
+        Maps::open_or_create(p2.path()).unwrap(),
+    );
+
+    // Before: a web pod on n2 (seen by n1), and web known to n1 too.
+    let ifindex = host_veth(&nodes[1], "hweb2");
+    let web2 = a2
+        .client()
+        .create_endpoint(&request("web2", "hweb2", ifindex, "web"))
+        .unwrap();
+    let ifindex = host_veth(&nodes[0], "hweb1");
+    let web1 = a1
+        .client()
+        .create_endpoint(&request("web1", "hweb1", ifindex, "web"))
+        .unwrap();
+    wait_until("n2's web on n1", Duration::from_secs(10), || {
+        entry(&maps1, web2.ips[0]) == Some(web2.identity)
+    });
+
+    // etcd dies.
+    etcd.kill9();
+    // A new pod with a known label set starts with its number at once...
+    let ifindex = host_veth(&nodes[0], "hweb3");
+    let t = Instant::now();
+    let web3 = a1
+        .client()
+        .create_endpoint(&request("web3", "hweb3", ifindex, "web"))
+        .unwrap();
+    assert_eq!(web3.identity, web1.identity);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // ...one with a new label set starts with init, and waits.
+    let ifindex = host_veth(&nodes[0], "hapi1");
+    let api = a1
+        .client()
+        .create_endpoint(&request("api1", "hapi1", ifindex, "api"))
+        .unwrap();
+    assert_eq!(api.identity, 5, "init while etcd is down");
+    assert_eq!(entry(&maps1, api.ips[0]), Some(5));
+    // n1 restarts while etcd is down: from its cached pod CIDR.
+    a1.kill9();
+    a1.restart();
+    let again: Ipv4Net = a1.client().health().unwrap().pod_cidr.unwrap().parse().unwrap();
+    assert_eq!(again, c1);
+    // Throughout, longer than the leases: n2's pod keeps its identity on n1.
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        assert_eq!(
+            entry(&maps1, web2.ips[0]),
+            Some(web2.identity),
+            "maps untouched while etcd is down"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // etcd is back: the waiting pod gets its number, n2 learns n1's new pods.
+    etcd.restart();
+    wait_until("api gets its identity", Duration::from_secs(15), || {
+        a1.client().endpoint("api1", "eth0").unwrap().identity >= 256
+    });
+    let api = a1.client().endpoint("api1", "eth0").unwrap();
+    assert_ne!(api.identity, web1.identity);
+    assert_eq!(entry(&maps1, api.ips[0]), Some(api.identity));
+    wait_until("n2 has n1's pods", Duration::from_secs(10), || {
+        entry(&maps2, api.ips[0]) == Some(api.identity) && entry(&maps2, web3.ips[0]) == Some(web3.identity)
+    });
+    assert_eq!(entry(&maps1, web2.ips[0]), Some(web2.identity));
+    // The same new set on n2 gets the same number.
+    let ifindex = host_veth(&nodes[1], "hapi2");
+    let api2 = a2
+        .client()
+        .create_endpoint(&request("api2", "hapi2", ifindex, "api"))
+        .unwrap();
+    assert_eq!(api2.identity, api.identity);
+}
