@@ -368,7 +368,13 @@ impl Cluster {
         };
         let desired = Arc::new(Mutex::new(BTreeMap::new()));
         let changed = Arc::new(Notify::new());
-        rt.spawn(publish(session.clone(), desired.clone(), changed.clone()));
+        rt.spawn(publish(
+            store.clone(),
+            config.node.clone(),
+            session.clone(),
+            desired.clone(),
+            changed.clone(),
+        ));
         Ok(Self {
             rt: Some(rt),
             acquired: Mutex::new(HashMap::new()),
@@ -539,17 +545,36 @@ async fn join_later(
 }
 
 /// Publishes the desired endpoints: the difference from what is
-/// published, again and again until etcd has taken it.
+/// published, again and again until etcd has taken it. What etcd holds of
+/// this node at first (a previous run's, resumed with its lease) counts as
+/// published, so endpoints gone meanwhile are withdrawn.
 async fn publish(
+    store: Store,
+    node: String,
     session: Arc<OnceLock<Session>>,
     desired: Arc<Mutex<BTreeMap<IpAddr, u32>>>,
     changed: Arc<Notify>,
 ) {
-    let mut published: BTreeMap<IpAddr, u32> = BTreeMap::new();
+    let mut published: Option<BTreeMap<IpAddr, u32>> = None;
     loop {
         let _ = tokio::time::timeout(Duration::from_secs(2), changed.notified()).await;
         let Some(session) = session.get() else {
             continue;
+        };
+        let published = match &mut published {
+            Some(p) => p,
+            None => match store.endpoints().await {
+                Ok(all) => published.insert(
+                    all.into_iter()
+                        .filter(|e| e.node == node)
+                        .map(|e| (e.ip, e.identity))
+                        .collect(),
+                ),
+                Err(e) => {
+                    log::warn!("reading this node's endpoints in etcd: {e}");
+                    continue;
+                }
+            },
         };
         let want = desired.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let gone: Vec<IpAddr> = published
