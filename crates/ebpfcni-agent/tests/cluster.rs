@@ -8,7 +8,9 @@ use ebpfcni::netlink::Netlink;
 use ebpfcni::{Identity as Id, Maps, Stored};
 use ebpfcni_agent::cluster::{Remote, REMOTE_NODE};
 use ebpfcni_kvstore::{Labels, NodeSpec, Session, Store, Watcher, DEFAULT_PREFIX};
-use ebpfcni_testutil::{require_root, tools_present, AgentProcess, EtcdProcess, Netns, TestPinDir, ETCD_BIN};
+use ebpfcni_testutil::{
+    require_root, tools_present, AgentProcess, EtcdProcess, Fabric, Netns, TestPinDir, ETCD_BIN,
+};
 use ipnet::Ipv4Net;
 
 const CLUSTER: &str = "10.20.0.0/16";
@@ -168,37 +170,6 @@ async fn other_nodes_endpoints_and_routes_follow_etcd() {
     );
 }
 
-/// A fabric namespace with a bridge (10.0.0.1/24, where etcd listens) and
-/// `n` node namespaces on it (10.0.0.11, .12, ...).
-fn fabric(n: usize) -> (Netns, Vec<Netns>) {
-    let fab = Netns::new("fab");
-    fab.ip(&["link", "add", "br0", "type", "bridge"]);
-    fab.ip(&["addr", "add", "10.0.0.1/24", "dev", "br0"]);
-    fab.ip(&["link", "set", "br0", "up"]);
-    let mut nodes = Vec::new();
-    for i in 1..=n {
-        let node = Netns::new(&format!("node{i}"));
-        let port = format!("vn{i}");
-        node.ip(&[
-            "link",
-            "add",
-            "fab0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &port,
-            "netns",
-            fab.name(),
-        ]);
-        fab.ip(&["link", "set", &port, "master", "br0", "up"]);
-        node.ip(&["addr", "add", &format!("10.0.0.1{i}/24"), "dev", "fab0"]);
-        node.ip(&["link", "set", "fab0", "up"]);
-        nodes.push(node);
-    }
-    (fab, nodes)
-}
-
 /// A pod's host veth in `node` (its peer stays in the node: the agent
 /// only needs the host side to exist).
 fn host_veth(node: &Netns, name: &str) -> u32 {
@@ -247,7 +218,7 @@ fn agents_share_identities_endpoints_and_routes_through_etcd() {
     ) {
         return;
     }
-    let (fab, nodes) = fabric(2);
+    let Fabric { fabric: fab, nodes } = Fabric::new(2);
     let etcd = EtcdProcess::start_in(&fab.path(), "10.0.0.1".parse().unwrap());
     let url = etcd.url();
     let flags = |node_ip: &'static str| {
@@ -384,7 +355,7 @@ fn agents_keep_their_verdicts_while_etcd_is_down_and_catch_up_after() {
     ) {
         return;
     }
-    let (fab, nodes) = fabric(2);
+    let Fabric { fabric: fab, nodes } = Fabric::new(2);
     let mut etcd = EtcdProcess::start_in(&fab.path(), "10.0.0.1".parse().unwrap());
     let url = etcd.url();
     let flags = |node_ip: &'static str| {
