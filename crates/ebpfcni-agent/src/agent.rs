@@ -599,6 +599,10 @@ impl Agent {
             for ip in &endpoint.ips {
                 cluster.withdraw(std::net::IpAddr::V4(*ip));
             }
+            // Its identity's last endpoint here: this node no longer uses it.
+            if endpoint.identity >= FIRST_LABEL_IDENTITY && state.users(endpoint.identity) == 0 {
+                cluster.release_identity(&endpoint.identity_labels, endpoint.identity);
+            }
         }
         log::info!("endpoint {key}: removed ({:?})", endpoint.ips);
         Ok(true)

@@ -451,6 +451,27 @@ impl Cluster {
         }
     }
 
+    /// This node no longer uses `id` (its last endpoint went): its user
+    /// key goes, so that the GC can free the number once no node uses it.
+    /// With etcd down it stays (until etcd answers a later release, or the
+    /// lease ends).
+    pub fn release_identity(&self, labels: &Labels, id: u32) {
+        let Some(session) = self.session.get() else {
+            return;
+        };
+        let done = self.rt().block_on(async {
+            tokio::time::timeout(Duration::from_secs(2), session.release_identity(id)).await
+        });
+        if matches!(done, Ok(Ok(()))) {
+            self.acquired
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(labels);
+        } else {
+            log::warn!("identity {id}: this node's use not released in etcd (etcd down?)");
+        }
+    }
+
     /// Applies the other nodes to the maps in `pin_dir` and to the routes
     /// of the calling thread's network namespace, from now on; frees
     /// identities nobody uses every minute.

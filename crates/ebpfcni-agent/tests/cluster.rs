@@ -201,6 +201,22 @@ fn request(id: &str, host_veth: &str, ifindex: u32, app: &str) -> ebpfcni_api::E
     }
 }
 
+/// The nodes etcd (listening in the fabric namespace) has as users of `id`.
+fn users_in_etcd(fab: &Netns, url: &str, id: u32) -> Vec<String> {
+    fab.run_in(|| {
+        // A runtime on this thread only: its connections are made in the
+        // fabric namespace.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let store = Store::connect(&[url.to_string()], DEFAULT_PREFIX).await.unwrap();
+            store.identity_users(id).await.unwrap()
+        })
+    })
+}
+
 fn wait_until(what: &str, within: Duration, done: impl Fn() -> bool) {
     let deadline = Instant::now() + within;
     while !done() {
@@ -315,11 +331,17 @@ fn agents_share_identities_endpoints_and_routes_through_etcd() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    // A pod deleted on n2 leaves n1.
+    // A pod deleted on n2 leaves n1; n2 no longer uses web (its last
+    // pod), n1 still does.
+    let users = |id: u32| users_in_etcd(&fab, &url, id);
+    let mut both = vec![nodes[0].name().to_string(), nodes[1].name().to_string()];
+    both.sort();
+    assert_eq!(users(web1.identity), both);
     a2.client().delete_endpoint("web2", "eth0").unwrap();
     wait_until("n2's deleted pod leaves n1", Duration::from_secs(5), || {
         entry(&maps1, ip2).is_none()
     });
+    assert_eq!(users(web1.identity), vec![nodes[0].name().to_string()]);
     let ifindex = host_veth(&nodes[1], "hdb2");
     let db2 = a2
         .client()
