@@ -16,39 +16,42 @@ pub struct Fabric {
 impl Fabric {
     /// `n` nodes (at most 9) on a bridge.
     pub fn new(n: usize) -> Self {
-        assert!((1..=9).contains(&n), "1 to 9 nodes");
+        assert!(n <= 9, "at most 9 nodes");
         let fabric = Netns::new("fab");
         fabric.ip(&["link", "add", "br0", "type", "bridge"]);
         fabric.ip(&["addr", "add", "10.0.0.1/24", "dev", "br0"]);
         fabric.ip(&["link", "set", "br0", "up"]);
-        let mut nodes = Vec::new();
-        for i in 1..=n {
-            let node = Netns::new(&format!("node{i}"));
-            let port = format!("vn{i}");
-            node.ip(&[
-                "link",
-                "add",
-                "fab0",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &port,
-                "netns",
-                fabric.name(),
-            ]);
-            fabric.ip(&["link", "set", &port, "master", "br0", "up"]);
-            node.ip(&[
-                "addr",
-                "add",
-                &format!("{}/24", Self::node_ip(i - 1)),
-                "dev",
-                "fab0",
-            ]);
-            node.ip(&["link", "set", "fab0", "up"]);
-            nodes.push(node);
+        let mut this = Self {
+            fabric,
+            nodes: Vec::new(),
+        };
+        for i in 0..n {
+            let node = Netns::new(&format!("node{}", i + 1));
+            this.attach(&node, i);
+            this.nodes.push(node);
         }
-        Self { fabric, nodes }
+        this
+    }
+
+    /// Joins `node` (a namespace the caller owns) to the bridge as node
+    /// `i`: `fab0` with [`Fabric::node_ip`]`(i)`/24.
+    pub fn attach(&self, node: &Netns, i: usize) {
+        let port = format!("vn{}", i + 1);
+        node.ip(&[
+            "link",
+            "add",
+            "fab0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            self.fabric.name(),
+        ]);
+        self.fabric.ip(&["link", "set", &port, "master", "br0", "up"]);
+        node.ip(&["addr", "add", &format!("{}/24", Self::node_ip(i)), "dev", "fab0"]);
+        node.ip(&["link", "set", "fab0", "up"]);
     }
 
     /// The fabric's own address (the bridge's): where etcd listens.
