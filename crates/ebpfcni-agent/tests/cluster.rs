@@ -352,6 +352,22 @@ fn agents_share_identities_endpoints_and_routes_through_etcd() {
         entry(&maps1, db2.ips[0]) == Some(db2.identity)
     });
 
+    // A pod moved: deleted on n1, created on n2 with the same labels.
+    a1.client().delete_endpoint("db1", "eth0").unwrap();
+    wait_until("db1 leaves n2", Duration::from_secs(5), || {
+        entry(&maps2, db1.ips[0]).is_none()
+    });
+    let ifindex = host_veth(&nodes[1], "hdb3");
+    let moved = a2
+        .client()
+        .create_endpoint(&request("db3", "hdb3", ifindex, "db"))
+        .unwrap();
+    assert_eq!(moved.identity, db1.identity);
+    assert!(c2.contains(&moved.ips[0]));
+    wait_until("the moved pod on n1", Duration::from_secs(5), || {
+        entry(&maps1, moved.ips[0]) == Some(db1.identity)
+    });
+
     // n2 gone for good: when its lease (3 s) ends, its pod, node IP and
     // route leave n1.
     drop(a2);
@@ -359,9 +375,10 @@ fn agents_share_identities_endpoints_and_routes_through_etcd() {
         entry(&maps1, db2.ips[0]).is_none() && !routes(&nodes[0]).contains(&c2.to_string())
     });
     assert_eq!(entry(&maps1, "10.0.0.12".parse().unwrap()), None);
+    assert_eq!(entry(&maps1, moved.ips[0]), None);
     assert_eq!(
-        entry(&maps1, db1.ips[0]),
-        Some(db1.identity),
+        entry(&maps1, web1.ips[0]),
+        Some(web1.identity),
         "n1's own pods stay"
     );
     drop(a1);

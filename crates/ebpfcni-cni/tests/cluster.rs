@@ -79,11 +79,11 @@ fn a_pod_on_n1_reaches_a_pod_on_n2_under_shared_identities() {
     let (n1, n2) = (Node::new("cln1"), Node::new("cln2"));
     fabric.attach(&n1.ns, 0);
     fabric.attach(&n2.ns, 1);
-    let etcd = EtcdProcess::start_in(&fabric.fabric.path(), Fabric::fabric_ip());
+    let mut etcd = EtcdProcess::start_in(&fabric.fabric.path(), Fabric::fabric_ip());
     let url = etcd.url();
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a1 = start_agent(&n1, d1.path(), &url, "10.0.0.11");
-    let a2 = start_agent(&n2, d2.path(), &url, "10.0.0.12");
+    let mut a2 = start_agent(&n2, d2.path(), &url, "10.0.0.12");
 
     let (web, db) = (Pod::new("clweb"), Pod::new("cldb"));
     let web_ip = pod_ip(&n1.add(&agent_config(&n1, &a1, "web"), &web).ok());
@@ -113,6 +113,20 @@ fn a_pod_on_n1_reaches_a_pod_on_n2_under_shared_identities() {
     // web <-> db allowed on both nodes: the ping crosses the fabric.
     allow(&maps1);
     assert!(web.ns.ping(&db_ip, 2), "web on n1 -> db on n2 allowed on both");
+    // etcd dies, n2's agent is killed and restarted meanwhile: the maps
+    // are untouched, the verdicts stay.
+    etcd.kill9();
+    assert!(web.ns.ping(&db_ip, 2), "allowed while etcd is down");
+    a2.kill9();
+    assert!(web.ns.ping(&db_ip, 1), "allowed while n2's agent is down");
+    a2.restart();
+    assert!(
+        web.ns.ping(&db_ip, 2),
+        "allowed after n2's agent restarted on its cache"
+    );
+    assert_eq!(identity_of(&maps1, &db_ip), Some(id_db));
+    assert_eq!(identity_of(&maps2, &web_ip), Some(id_web));
+    etcd.restart();
     // The receiver (n2) withdraws its rule: its ingress drops it.
     maps2.policy.revoke(PolicyRule::new(w, d)).unwrap();
     assert!(!ping_once(&web, &db_ip), "n2's ingress has no rule");
