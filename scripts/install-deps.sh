@@ -3,8 +3,8 @@
 # the bpf filesystem when it is missing. Installs only what is missing.
 #
 #   scripts/install-deps.sh build   # to build: clang-19, libelf, zlib, pkg-config, kernel headers, protoc and its well-known .proto files
-#   scripts/install-deps.sh demo    # build + what demo.sh uses
-#   scripts/install-deps.sh test    # demo + what the tests use (podman, containerd, etcd)
+#   scripts/install-deps.sh demo    # build + what demo.sh and demo-cluster.sh use (etcd too)
+#   scripts/install-deps.sh test    # demo + what the tests use (podman, containerd)
 #   scripts/install-deps.sh bench   # test + what the benchmarks use
 #
 # Elsewhere (or not root) it prints exactly what to install and exits 1.
@@ -12,8 +12,8 @@ set -euo pipefail
 
 what=${1:-test}
 build_pkgs=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config linux-libc-dev libbpf-dev gcc make protobuf-compiler libprotobuf-dev)
-demo_pkgs=(iproute2 iputils-ping curl busybox-static containernetworking-plugins util-linux procps)
-test_pkgs=(bpftool podman runc graphviz containerd etcd-server)
+demo_pkgs=(iproute2 iputils-ping curl busybox-static containernetworking-plugins util-linux procps etcd-server)
+test_pkgs=(bpftool podman runc graphviz containerd)
 bench_pkgs=(iperf3 nftables iptables)
 
 case "$what" in
