@@ -44,6 +44,8 @@ echo "== 2. control plane"
 bench cli_latency cargo bench --locked -p ebpfcni-ctl --bench cli_latency
 bench add_del cargo bench --locked -p ebpfcni-cni --bench add_del
 bench agent cargo bench --locked -p ebpfcni-agent --bench agent
+bench etcd cargo bench --locked -p ebpfcni-kvstore --bench etcd
+bench cluster cargo bench --locked -p ebpfcni-agent --bench cluster
 
 echo "== 3. pod-to-pod traffic, map memory"
 # The bench cleans up after itself on SIGINT/SIGTERM; the shell passes them on.

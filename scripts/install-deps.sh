@@ -2,8 +2,8 @@
 # Installs what ebpfcni needs on a Debian/Ubuntu machine, as root, and mounts
 # the bpf filesystem when it is missing. Installs only what is missing.
 #
-#   scripts/install-deps.sh build   # to build: clang-19, libelf, zlib, pkg-config, kernel headers, protoc
-#   scripts/install-deps.sh demo    # build + what demo.sh uses
+#   scripts/install-deps.sh build   # to build: clang-19, libelf, zlib, pkg-config, kernel headers, protoc and its well-known .proto files
+#   scripts/install-deps.sh demo    # build + what demo.sh and demo-cluster.sh use (etcd too)
 #   scripts/install-deps.sh test    # demo + what the tests use (podman, containerd)
 #   scripts/install-deps.sh bench   # test + what the benchmarks use
 #
@@ -11,8 +11,8 @@
 set -euo pipefail
 
 what=${1:-test}
-build_pkgs=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config linux-libc-dev libbpf-dev gcc make protobuf-compiler)
-demo_pkgs=(iproute2 iputils-ping curl busybox-static containernetworking-plugins util-linux procps)
+build_pkgs=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config linux-libc-dev libbpf-dev gcc make protobuf-compiler libprotobuf-dev)
+demo_pkgs=(iproute2 iputils-ping curl busybox-static containernetworking-plugins util-linux procps etcd-server)
 test_pkgs=(bpftool podman runc graphviz containerd)
 bench_pkgs=(iperf3 nftables iptables)
 

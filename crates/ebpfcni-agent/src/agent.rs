@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ebpfcni::{Identity as Id, Maps, Stored};
 use ebpfcni_api::{
@@ -15,6 +15,7 @@ use ebpfcni_api::{
     FIRST_LABEL_IDENTITY, POD_NAMESPACE_LABEL, POD_NAME_LABEL,
 };
 
+use crate::cluster::Cluster;
 use crate::ipam::Pool;
 use crate::labels::{canonical, check_container_labels, LabelFilter};
 use crate::policy::{Enforcement, PolicyState};
@@ -146,6 +147,8 @@ pub struct Agent {
     pub(crate) store: Store,
     pub(crate) maps: Maps,
     state: Mutex<State>,
+    /// The cluster (`--etcd`): identities from etcd, endpoints published.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// What a start-up reconciliation did.
@@ -168,12 +171,32 @@ impl Agent {
             store,
             maps,
             state: Mutex::new(State::from(contents)),
+            cluster: None,
         };
         {
             let mut state = agent.state();
             agent.load_policy(&mut state, policies, policy_next)?;
         }
         Ok(agent)
+    }
+
+    /// The agent as a member of `cluster`: identities come from etcd (the
+    /// store stays their cache), endpoints are published there.
+    pub fn with_cluster(mut self, cluster: Arc<Cluster>) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// Publishes (or, `gone`, withdraws) the endpoint's addresses in the
+    /// cluster; not while it waits for its labels (`init`).
+    fn publish(&self, endpoint: &Endpoint, gone: bool) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let identity = (!gone && endpoint.identity != ReservedIdentity::INIT).then_some(endpoint.identity);
+        for ip in &endpoint.ips {
+            cluster.set_endpoint(std::net::IpAddr::V4(*ip), identity);
+        }
     }
 
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
@@ -234,7 +257,18 @@ impl Agent {
             endpoint.state = EndpointState::WaitingForLabels;
             endpoint.identity = ReservedIdentity::INIT;
         } else {
-            endpoint.identity = self.identity_for(&mut state, &endpoint.identity_labels, &mut changes)?;
+            match self.identity_for(&mut state, &endpoint.identity_labels, &mut changes) {
+                Ok(id) => endpoint.identity = id,
+                // A new label set while etcd is down: the endpoint starts
+                // with `init` and gets its number when etcd is back
+                // (crate::cluster::retry_waiting).
+                Err(e) if self.cluster.is_some() => {
+                    log::warn!("endpoint {key}: {e}; it has init until etcd answers");
+                    endpoint.state = EndpointState::WaitingForLabels;
+                    endpoint.identity = ReservedIdentity::INIT;
+                }
+                Err(e) => return Err(e),
+            }
         }
         changes.endpoints.push((key.clone(), endpoint.clone()));
         self.store.commit(&changes)?;
@@ -252,6 +286,7 @@ impl Agent {
             self.delete_locked(&mut state, &key)?;
             return Err(e);
         }
+        self.publish(&endpoint, false);
         log::info!(
             "endpoint {key}: {:?} identity {} ({})",
             endpoint.ips,
@@ -373,6 +408,9 @@ impl Agent {
         labels: &Labels,
         changes: &mut Changes,
     ) -> Result<u32, AgentError> {
+        if let Some(cluster) = &self.cluster {
+            return cluster_identity(cluster, state, labels, changes);
+        }
         if let Some(id) = state.by_labels.get(labels) {
             return Ok(*id);
         }
@@ -523,6 +561,7 @@ impl Agent {
         state.insert(key.clone(), endpoint.clone());
         self.enforce_identity(&mut state, &endpoint)?;
         self.write_endpoint(&endpoint)?;
+        self.publish(&endpoint, false);
         log::info!(
             "endpoint {key}: labels from {}, identity {} ({})",
             if labels.is_some() {
@@ -584,6 +623,17 @@ impl Agent {
             ..Default::default()
         })?;
         state.remove(key);
+        if let Some(cluster) = &self.cluster {
+            // Withdrawn from etcd (waiting a little for it) before the
+            // address can be handed out again.
+            for ip in &endpoint.ips {
+                cluster.withdraw(std::net::IpAddr::V4(*ip));
+            }
+            // Its identity's last endpoint here: this node no longer uses it.
+            if endpoint.identity >= FIRST_LABEL_IDENTITY && state.users(endpoint.identity) == 0 {
+                cluster.release_identity(&endpoint.identity_labels, endpoint.identity);
+            }
+        }
         log::info!("endpoint {key}: removed ({:?})", endpoint.ips);
         // CIDR rules that named its address (after its entries are gone).
         if let Err(e) = self.sync(state) {
@@ -664,10 +714,49 @@ impl Agent {
                 done.gone += 1;
             } else {
                 done.map_writes += self.write_endpoint(&endpoint)?;
+                self.publish(&endpoint, false);
                 done.endpoints += 1;
             }
         }
         Ok(done)
+    }
+}
+
+/// A label set's number from the cluster, cached in the store; with etcd
+/// unreachable, the cached number (a known label set still starts), or an
+/// error (a new one waits for etcd).
+fn cluster_identity(
+    cluster: &Cluster,
+    state: &mut State,
+    labels: &Labels,
+    changes: &mut Changes,
+) -> Result<u32, AgentError> {
+    match cluster.identity(labels) {
+        Ok(id) => {
+            if state.identities.get(&id) != Some(labels) {
+                if let Some(old) = state.identities.insert(id, labels.clone()) {
+                    state.by_labels.remove(&old);
+                }
+                if let Some(prev) = state.by_labels.insert(labels.clone(), id).filter(|p| *p != id) {
+                    state.identities.remove(&prev);
+                }
+                changes.identities.push((id, labels.clone()));
+            }
+            Ok(id)
+        }
+        Err(e) => match state.by_labels.get(labels) {
+            Some(id) => {
+                log::warn!(
+                    "identity of {}: etcd: {e}; using the cached {id}",
+                    canonical(labels)
+                );
+                Ok(*id)
+            }
+            None => Err(AgentError::Internal(format!(
+                "identity of {}: etcd: {e} (a new label set waits for etcd)",
+                canonical(labels)
+            ))),
+        },
     }
 }
 

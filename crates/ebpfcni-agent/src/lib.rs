@@ -11,9 +11,12 @@
 //! - [`server`]: the HTTP/1.1 + JSON API on the unix socket;
 //! - [`queue`]: deletions the CNI plugin queued while the agent was down;
 //! - [`runtime`]: podman and containerd, asked for labels and for the
-//!   containers they have.
+//!   containers they have;
+//! - [`cluster`]: the other nodes (from etcd) applied to this node's maps
+//!   and routes.
 
 pub mod agent;
+pub mod cluster;
 pub mod ipam;
 pub mod labels;
 pub mod policy;

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ebpfcni_agent::agent::{Agent, Config};
+use ebpfcni_agent::cluster::{Cluster, ClusterConfig, JoinError};
 use ebpfcni_agent::ipam::Pool;
 use ebpfcni_agent::labels::{LabelFilter, DEFAULT_EXCLUDED};
 use ebpfcni_agent::runtime::{Containerd, Podman, Runtime};
@@ -25,11 +26,14 @@ use nix::fcntl::{Flock, FlockArg};
 
 /// Exit codes: 0 stopped cleanly, 2 bad arguments, 3 the store is refused,
 /// 4 the maps cannot be opened, 5 another agent runs (socket or pin
-/// directory taken), 6 the socket cannot be served.
+/// directory taken, or the node name held in etcd by another live agent),
+/// 6 the socket cannot be served, 7 etcd unreachable with no cached pod
+/// CIDR, or it refuses the node (its pod CIDR taken).
 const EXIT_STORE: u8 = 3;
 const EXIT_MAPS: u8 = 4;
 const EXIT_TAKEN: u8 = 5;
 const EXIT_SOCKET: u8 = 6;
+const EXIT_ETCD: u8 = 7;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -100,6 +104,23 @@ struct Args {
     /// (identity 1) is always allowed.
     #[arg(long, value_name = "MODE", default_value = "default", value_parser = ["default", "always", "never"])]
     policy_enforcement: String,
+    /// etcd's client URL (e.g. http://10.0.0.1:2379; repeat for more):
+    /// share identities, endpoints and nodes with the other nodes' agents.
+    #[arg(long = "etcd", value_name = "URL")]
+    etcd: Vec<String>,
+    /// With --etcd: this node's address between nodes (the others route
+    /// this node's pod CIDR via it).
+    #[arg(long, value_name = "IP")]
+    node_ip: Option<std::net::IpAddr>,
+    /// With --etcd: where pod CIDRs come from (e.g. 10.20.0.0/16); each
+    /// node gets a /--node-cidr-size of it, the same across restarts.
+    #[arg(long, value_name = "CIDR")]
+    cluster_cidr: Option<Ipv4Net>,
+    #[arg(long, default_value_t = 24, value_name = "LEN")]
+    node_cidr_size: u8,
+    /// With --etcd: the node's lease, how long its endpoints outlive it.
+    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
+    lease_seconds: i64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,6 +203,11 @@ fn run(args: Args) -> Result<(), Failure> {
     std::fs::create_dir_all(&args.state_dir)
         .map_err(|e| (EXIT_STORE, format!("create {}: {e}", args.state_dir.display())))?;
     let store = Store::open(&args.state_dir, &node).map_err(|e| (EXIT_STORE, e.to_string()))?;
+    let cluster = join_cluster(&args, &node)?;
+    let pod_cidr = match &cluster {
+        Some(c) => Some(Pool::new(c.pod_cidr()).map_err(|e| (2, e.to_string()))?),
+        None => pod_cidr,
+    };
     let config = Config {
         node,
         pin_dir: args.pin_dir.clone(),
@@ -191,7 +217,13 @@ fn run(args: Args) -> Result<(), Failure> {
         runtime: container_runtime.as_ref().map(|r| r.name().to_string()),
         enforcement: args.policy_enforcement.parse().map_err(|e| (2, e))?,
     };
-    let agent = Agent::new(config, store, maps).map_err(|e| (EXIT_STORE, e.to_string()))?;
+    let mut agent = Agent::new(config, store, maps).map_err(|e| (EXIT_STORE, e.to_string()))?;
+    if let Some(cluster) = &cluster {
+        agent = agent.with_cluster(cluster.clone());
+        cluster
+            .start_remote(&args.pin_dir)
+            .map_err(|e| (EXIT_MAPS, format!("apply the other nodes: {e}")))?;
+    }
     let start = std::time::Instant::now();
     let reconciled = agent
         .reconcile(|e| nix::net::if_::if_nametoindex(e.host_veth.as_str()).ok() == Some(e.host_ifindex))
@@ -218,6 +250,9 @@ fn run(args: Args) -> Result<(), Failure> {
     let resync = Duration::from_secs(args.resync_seconds.max(1));
     let served = runtime.block_on(async move {
         let listener = tokio::net::UnixListener::from_std(listener)?;
+        if cluster.is_some() && container_runtime.is_none() {
+            ebpfcni_agent::cluster::retry_waiting(agent.clone());
+        }
         if let Some(container_runtime) = &container_runtime {
             for endpoint in agent.waiting() {
                 tokio::spawn(container_runtime.clone().resolve(agent.clone(), endpoint));
@@ -237,6 +272,38 @@ fn run(args: Args) -> Result<(), Failure> {
     served.map_err(|e| (EXIT_SOCKET, format!("serve {}: {e}", args.socket.display())))?;
     log::info!("stopped");
     Ok(())
+}
+
+/// With --etcd: joins the cluster (exit 5 when another live agent holds
+/// the node name).
+fn join_cluster(args: &Args, node: &str) -> Result<Option<Arc<Cluster>>, Failure> {
+    if args.etcd.is_empty() {
+        return Ok(None);
+    }
+    let node_ip = args.node_ip.ok_or_else(|| {
+        (
+            2,
+            "--etcd needs --node-ip (this node's address between nodes)".to_string(),
+        )
+    })?;
+    if args.cluster_cidr.is_none() && args.pod_cidr.is_none() {
+        return Err((2, "--etcd needs --cluster-cidr (or --pod-cidr)".into()));
+    }
+    let config = ClusterConfig {
+        etcd: args.etcd.clone(),
+        node: node.to_string(),
+        node_ip,
+        pod_cidr: args.pod_cidr,
+        cluster_cidr: args.cluster_cidr,
+        node_cidr_len: args.node_cidr_size,
+        ttl: args.lease_seconds,
+        state_dir: args.state_dir.clone(),
+    };
+    match Cluster::join(config) {
+        Ok(c) => Ok(Some(Arc::new(c))),
+        Err(e @ JoinError::Taken(_)) => Err((EXIT_TAKEN, e.to_string())),
+        Err(e @ (JoinError::Unreachable(_) | JoinError::Refused(_))) => Err((EXIT_ETCD, e.to_string())),
+    }
 }
 
 /// One agent per pin directory: a lock in the run directory, held for the

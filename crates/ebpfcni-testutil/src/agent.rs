@@ -60,6 +60,12 @@ impl AgentProcess {
         Self::new(node, pin_dir, dir, &[]).run_once(&[])
     }
 
+    /// Runs an agent in `node` over `pin_dir` with `extra` flags that is
+    /// expected to refuse to start; returns how it ended.
+    pub fn run_unchecked(node: &Netns, pin_dir: &Path, dir: &Path, extra: &[&str]) -> std::process::Output {
+        Self::new(node, pin_dir, dir, extra).run_once(&[])
+    }
+
     /// The agent's flags and files, not started.
     fn new(node: &Netns, pin_dir: &Path, dir: &Path, extra: &[&str]) -> Self {
         let socket = dir.join("agent.sock");

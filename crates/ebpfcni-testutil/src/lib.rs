@@ -14,6 +14,9 @@
 //! - [`datapath`]: the program on crafted frames, asserting verdicts and reasons.
 //! - [`AgentProcess`]: an `ebpfcni-agent` of the test's own (socket, state
 //!   and pin directory), started in a node namespace, stopped by pid.
+//! - [`EtcdProcess`]: a real etcd of the test's own (loopback, free ports,
+//!   private data directory), killable with SIGKILL and restartable.
+//! - [`Fabric`]: node namespaces on a bridge of their own, for many nodes.
 //!
 //! Names carry the process id and a counter, so tests run in parallel
 //! without meeting each other.
@@ -21,6 +24,8 @@
 mod agent;
 pub mod bpf;
 pub mod datapath;
+mod etcd;
+mod fabric;
 pub mod frames;
 mod hooks;
 mod netns;
@@ -32,6 +37,8 @@ mod stats;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use agent::{workspace_bin, AgentProcess};
+pub use etcd::{EtcdProcess, ETCD_BIN};
+pub use fabric::Fabric;
 pub use hooks::{hook_programs, HookPrograms};
 pub use netns::{Netns, TwoPods, VethPair};
 pub use pins::TestPinDir;

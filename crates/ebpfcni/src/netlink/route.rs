@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -40,6 +40,17 @@ impl Route {
             prefix,
             gateway: Some(gateway),
             oif: Some(oif),
+            scope: RouteScope::Universe,
+        }
+    }
+
+    /// `dst/prefix via gw` (the kernel finds the device).
+    pub fn via_gateway(dst: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Self {
+        Self {
+            dst,
+            prefix,
+            gateway: Some(gateway),
+            oif: None,
             scope: RouteScope::Universe,
         }
     }
@@ -130,6 +141,24 @@ impl Netlink {
         Ok(())
     }
 
+    /// Adds an IPv4 route to the main table, or replaces the one to the
+    /// same destination (another gateway or device).
+    pub fn replace_route(&mut self, route: &Route) -> NlResult<()> {
+        let msg = route_message(route);
+        self.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | NLM_F_REPLACE)?;
+        Ok(())
+    }
+
+    /// Deletes an IPv4 route of the main table; false when there was none.
+    pub fn delete_route(&mut self, route: &Route) -> NlResult<bool> {
+        let msg = route_message(route);
+        match self.request(RouteNetlinkMessage::DelRoute(msg), 0) {
+            Ok(_) => Ok(true),
+            Err(e) if e.errno() == Some(libc_esrch()) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The IPv4 routes of the main table.
     pub fn routes(&mut self) -> NlResult<Vec<Route>> {
         let mut query = RouteMessage::default();
@@ -163,4 +192,32 @@ impl Netlink {
         }
         Ok(out)
     }
+}
+
+/// The request for `route` in the main table.
+fn route_message(route: &Route) -> RouteMessage {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = AddressFamily::Inet;
+    msg.header.destination_prefix_length = route.prefix;
+    msg.header.table = RouteHeader::RT_TABLE_MAIN;
+    msg.header.protocol = RouteProtocol::Boot;
+    msg.header.scope = route.scope;
+    msg.header.kind = RouteType::Unicast;
+    if route.prefix > 0 {
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(route.dst)));
+    }
+    if let Some(gw) = route.gateway {
+        msg.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+    }
+    if let Some(oif) = route.oif {
+        msg.attributes.push(RouteAttribute::Oif(oif));
+    }
+    msg
+}
+
+/// ESRCH: the kernel's answer to deleting a route that does not exist.
+fn libc_esrch() -> i32 {
+    nix::errno::Errno::ESRCH as i32
 }

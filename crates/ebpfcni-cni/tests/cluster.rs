@@ -1,0 +1,135 @@
+//! Two nodes (namespaces on a bridge of their own), an agent on each with
+//! `--etcd` (etcd on the bridge), pods added through the plugin: a pod on
+//! n1 reaches a pod on n2 under label identities both nodes share, and is
+//! denied where the receiver has no rule.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{pod_ip, Node, Pod};
+use ebpfcni::{Identity, Maps, PolicyRule, Stored};
+use ebpfcni_testutil::{require_root, tools_present, AgentProcess, EtcdProcess, Fabric, ETCD_BIN};
+use serde_json::{json, Value};
+
+fn agent_config(node: &Node, agent: &AgentProcess, app: &str) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": node.network,
+        "type": "ebpfcni",
+        "pinDir": node.pins.path(),
+        "agent": agent.socket,
+        "args": { "cni": { "labels": [{ "key": "app", "value": app }] } },
+    })
+}
+
+fn identity_of(maps: &Maps, ip: &str) -> Option<u32> {
+    maps.endpoints
+        .get(ip.parse().unwrap())
+        .unwrap()
+        .and_then(Stored::valid)
+        .map(Identity::get)
+}
+
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn ping_once(pod: &Pod, ip: &str) -> bool {
+    pod.ns
+        .command("ping")
+        .args(["-c", "1", "-W", "1", "-q", ip])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn start_agent(node: &Node, dir: &Path, url: &str, node_ip: &str) -> AgentProcess {
+    AgentProcess::start(
+        &node.ns,
+        node.pins.path(),
+        dir,
+        &[
+            "--runtime",
+            "none",
+            "--etcd",
+            url,
+            "--node-ip",
+            node_ip,
+            "--cluster-cidr",
+            "10.20.0.0/16",
+        ],
+    )
+}
+
+#[test]
+fn a_pod_on_n1_reaches_a_pod_on_n2_under_shared_identities() {
+    require_root!();
+    if !tools_present(
+        "a_pod_on_n1_reaches_a_pod_on_n2_under_shared_identities",
+        &[ETCD_BIN],
+    ) {
+        return;
+    }
+    let fabric = Fabric::new(0);
+    let (n1, n2) = (Node::new("cln1"), Node::new("cln2"));
+    fabric.attach(&n1.ns, 0);
+    fabric.attach(&n2.ns, 1);
+    let mut etcd = EtcdProcess::start_in(&fabric.fabric.path(), Fabric::fabric_ip());
+    let url = etcd.url();
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a1 = start_agent(&n1, d1.path(), &url, "10.0.0.11");
+    let mut a2 = start_agent(&n2, d2.path(), &url, "10.0.0.12");
+
+    let (web, db) = (Pod::new("clweb"), Pod::new("cldb"));
+    let web_ip = pod_ip(&n1.add(&agent_config(&n1, &a1, "web"), &web).ok());
+    let db_ip = pod_ip(&n2.add(&agent_config(&n2, &a2, "db"), &db).ok());
+    let (maps1, maps2) = (
+        Maps::open(n1.pins.path()).unwrap(),
+        Maps::open(n2.pins.path()).unwrap(),
+    );
+    let (id_web, id_db) = (
+        identity_of(&maps1, &web_ip).unwrap(),
+        identity_of(&maps2, &db_ip).unwrap(),
+    );
+    wait_until("each node knows the other's pod", || {
+        identity_of(&maps1, &db_ip) == Some(id_db) && identity_of(&maps2, &web_ip) == Some(id_web)
+    });
+
+    // No rule on either node: dropped.
+    assert!(!ping_once(&web, &db_ip), "web -> db without a rule");
+    let (w, d) = (Identity::new(id_web).unwrap(), Identity::new(id_db).unwrap());
+    let allow = |maps: &Maps| {
+        maps.policy.allow(PolicyRule::new(w, d)).unwrap();
+        maps.policy.allow(PolicyRule::new(d, w)).unwrap();
+    };
+    // Rules on the receiver (n2) only: the sender's egress (n1) drops it.
+    allow(&maps2);
+    assert!(!ping_once(&web, &db_ip), "n1's egress has no rule");
+    // web <-> db allowed on both nodes: the ping crosses the fabric.
+    allow(&maps1);
+    assert!(web.ns.ping(&db_ip, 2), "web on n1 -> db on n2 allowed on both");
+    // etcd dies, n2's agent is killed and restarted meanwhile: the maps
+    // are untouched, the verdicts stay.
+    etcd.kill9();
+    assert!(web.ns.ping(&db_ip, 2), "allowed while etcd is down");
+    a2.kill9();
+    assert!(web.ns.ping(&db_ip, 1), "allowed while n2's agent is down");
+    a2.restart();
+    assert!(
+        web.ns.ping(&db_ip, 2),
+        "allowed after n2's agent restarted on its cache"
+    );
+    assert_eq!(identity_of(&maps1, &db_ip), Some(id_db));
+    assert_eq!(identity_of(&maps2, &web_ip), Some(id_web));
+    etcd.restart();
+    // The receiver (n2) withdraws its rule: its ingress drops it.
+    maps2.policy.revoke(PolicyRule::new(w, d)).unwrap();
+    assert!(!ping_once(&web, &db_ip), "n2's ingress has no rule");
+    n1.del(&agent_config(&n1, &a1, "web"), &web).ok();
+    n2.del(&agent_config(&n2, &a2, "db"), &db).ok();
+}
