@@ -137,6 +137,21 @@ pub struct Identity {
     pub reserved: Option<String>,
 }
 
+impl Identity {
+    /// Its labels as people read them: `k=v,k=v`, or `reserved:NAME`.
+    pub fn label_text(&self) -> String {
+        match &self.reserved {
+            Some(name) => format!("reserved:{name}"),
+            None => self
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Deleted {
     /// False when the agent did not know the endpoint (DEL is idempotent).

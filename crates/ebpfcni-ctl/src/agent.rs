@@ -44,21 +44,7 @@ pub fn identities(common: &Common) -> Result<BTreeMap<u32, String>, Failure> {
         return Ok(BTreeMap::new());
     }
     let identities = client.identities().map_err(|e| Failure::Runtime(e.to_string()))?;
-    Ok(identities
-        .into_iter()
-        .map(|i| {
-            let labels = match i.reserved {
-                Some(name) => format!("reserved:{name}"),
-                None => i
-                    .labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            };
-            (i.id, labels)
-        })
-        .collect())
+    Ok(identities.into_iter().map(|i| (i.id, i.label_text())).collect())
 }
 
 /// Refuses a hand change of `ip` when it is one of the agent's endpoints.

@@ -142,22 +142,7 @@ impl Names {
         self.identities
             .get(id, || {
                 let all = client?.identities().ok()?;
-                Some(
-                    all.into_iter()
-                        .map(|i| {
-                            let labels = match i.reserved {
-                                Some(name) => format!("reserved:{name}"),
-                                None => i
-                                    .labels
-                                    .iter()
-                                    .map(|(k, v)| format!("{k}={v}"))
-                                    .collect::<Vec<_>>()
-                                    .join(","),
-                            };
-                            (i.id, labels)
-                        })
-                        .collect(),
-                )
+                Some(all.into_iter().map(|i| (i.id, i.label_text())).collect())
             })
             .cloned()
     }

@@ -119,24 +119,7 @@ impl Netlink {
 
     /// Adds an IPv4 route to the main table.
     pub fn add_route(&mut self, route: &Route) -> NlResult<()> {
-        let mut msg = RouteMessage::default();
-        msg.header.address_family = AddressFamily::Inet;
-        msg.header.destination_prefix_length = route.prefix;
-        msg.header.table = RouteHeader::RT_TABLE_MAIN;
-        msg.header.protocol = RouteProtocol::Boot;
-        msg.header.scope = route.scope;
-        msg.header.kind = RouteType::Unicast;
-        if route.prefix > 0 {
-            msg.attributes
-                .push(RouteAttribute::Destination(RouteAddress::Inet(route.dst)));
-        }
-        if let Some(gw) = route.gateway {
-            msg.attributes
-                .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
-        }
-        if let Some(oif) = route.oif {
-            msg.attributes.push(RouteAttribute::Oif(oif));
-        }
+        let msg = route_message(route);
         self.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | NLM_F_EXCL)?;
         Ok(())
     }
