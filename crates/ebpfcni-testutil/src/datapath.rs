@@ -81,3 +81,49 @@ impl Datapath {
         );
     }
 }
+
+/// Label policy's pods for the datapath tests: frontend (300) and other
+/// (302) under label policy, unrestricted; backend (301) isolated for
+/// ingress, taking TCP 8080 from frontend (a rule of policy `policy`);
+/// hand (1001), the plan's identity, with no rule.
+pub mod label_pods {
+    use std::net::Ipv4Addr;
+
+    use ebpfcni::{Identity, Isolation, LabelKind, LabelRule, Protocol, Selector};
+
+    use super::Datapath;
+
+    pub const FRONTEND: Ipv4Addr = Ipv4Addr::new(10, 13, 9, 2);
+    pub const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 13, 9, 3);
+    pub const OTHER: Ipv4Addr = Ipv4Addr::new(10, 13, 9, 4);
+    pub const HAND: Ipv4Addr = Ipv4Addr::new(10, 13, 9, 5);
+
+    /// Writes them into `dp`'s maps (and brings the flags in line).
+    pub fn seed(dp: &Datapath, policy: u32) {
+        for (ip, n) in [(FRONTEND, 300), (BACKEND, 301), (OTHER, 302), (HAND, 1001)] {
+            dp.maps.endpoints.upsert(ip, Identity::new(n).unwrap()).unwrap();
+        }
+        let labels = &dp.maps.labels;
+        labels.set_isolation(300, Isolation::default()).unwrap();
+        let ingress = Isolation {
+            ingress: true,
+            egress: false,
+        };
+        labels.set_isolation(301, ingress).unwrap();
+        labels.set_isolation(302, Isolation::default()).unwrap();
+        labels
+            .add(&LabelRule {
+                subject: 301,
+                peer: 300,
+                kind: LabelKind::IngressAllow,
+                selector: Selector::Ports {
+                    protocol: Protocol::TCP,
+                    first: 8080,
+                    last: 8080,
+                },
+                policy,
+            })
+            .unwrap();
+        dp.maps.after_policy_change().unwrap();
+    }
+}

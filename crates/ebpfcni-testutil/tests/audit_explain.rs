@@ -21,11 +21,10 @@ use ebpfcni_testutil::frames::{
 };
 use ebpfcni_testutil::require_root;
 
-const FRONTEND: Ipv4Addr = Ipv4Addr::new(10, 13, 8, 2); // 300, label policy
-const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 13, 8, 3); // 301, isolated for ingress
-const OTHER: Ipv4Addr = Ipv4Addr::new(10, 13, 8, 4); // 302, selected by no policy
-const HAND: Ipv4Addr = Ipv4Addr::new(10, 13, 8, 5); // 1001, the plan's
-const HAND2: Ipv4Addr = Ipv4Addr::new(10, 13, 8, 6); // 1002, the plan's
+// frontend 300, backend 301 (isolated for ingress), other 302 (selected by
+// no policy), hand 1001 (the plan's).
+use ebpfcni_testutil::datapath::label_pods::{self, BACKEND, FRONTEND, HAND, OTHER};
+const HAND2: Ipv4Addr = Ipv4Addr::new(10, 13, 9, 6); // 1002, the plan's
 const TCP: Protocol = Protocol(6);
 
 fn id(n: u32) -> Identity {
@@ -37,42 +36,9 @@ fn id(n: u32) -> Identity {
 /// plan's, with no rule; HAND's from-pod record for TEST_IFINDEX.
 fn fixture(test: &str) -> Datapath {
     let dp = Datapath::new(test);
-    for (ip, n) in [
-        (FRONTEND, 300),
-        (BACKEND, 301),
-        (OTHER, 302),
-        (HAND, 1001),
-        (HAND2, 1002),
-    ] {
-        dp.maps.endpoints.upsert(ip, id(n)).unwrap();
-    }
+    label_pods::seed(&dp, 7);
+    dp.maps.endpoints.upsert(HAND2, id(1002)).unwrap();
     dp.maps.interfaces.set(TEST_IFINDEX, &[HAND]).unwrap();
-    let labels = &dp.maps.labels;
-    labels.set_isolation(300, Isolation::default()).unwrap();
-    labels
-        .set_isolation(
-            301,
-            Isolation {
-                ingress: true,
-                egress: false,
-            },
-        )
-        .unwrap();
-    labels.set_isolation(302, Isolation::default()).unwrap();
-    labels
-        .add(&LabelRule {
-            subject: 301,
-            peer: 300,
-            kind: LabelKind::IngressAllow,
-            selector: Selector::Ports {
-                protocol: TCP,
-                first: 8080,
-                last: 8080,
-            },
-            policy: 7,
-        })
-        .unwrap();
-    dp.maps.after_policy_change().unwrap();
     dp
 }
 

@@ -17,10 +17,9 @@ use ebpfcni_testutil::frames::{icmp_echo, ipv4_tcp, ipv4_udp};
 use ebpfcni_testutil::require_root;
 use libbpf_rs::MapCore;
 
-const FRONTEND: Ipv4Addr = Ipv4Addr::new(10, 13, 9, 2); // app=frontend, 300
-const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 13, 9, 3); // app=backend, 301
-const OTHER: Ipv4Addr = Ipv4Addr::new(10, 13, 9, 4); // app=other, 302 (selected by no policy)
-const HAND: Ipv4Addr = Ipv4Addr::new(10, 13, 9, 5); // a hand identity, 1001 (the plan's)
+// frontend 300, backend 301 (isolated for ingress), other 302 (selected by
+// no policy), hand 1001 (the plan's).
+use ebpfcni_testutil::datapath::label_pods::{self, BACKEND, FRONTEND, HAND, OTHER};
 const TCP: Protocol = Protocol(6);
 const SYN: u8 = 0x02;
 const SYN_ACK: u8 = 0x12;
@@ -33,35 +32,7 @@ fn id(n: u32) -> Identity {
 /// frontend, backend and other under label policy; HAND the plan's.
 fn fixture(test: &str) -> Datapath {
     let dp = Datapath::new(test);
-    for (ip, n) in [(FRONTEND, 300), (BACKEND, 301), (OTHER, 302), (HAND, 1001)] {
-        dp.maps.endpoints.upsert(ip, id(n)).unwrap();
-    }
-    let labels = &dp.maps.labels;
-    labels.set_isolation(300, Isolation::default()).unwrap();
-    labels
-        .set_isolation(
-            301,
-            Isolation {
-                ingress: true,
-                egress: false,
-            },
-        )
-        .unwrap();
-    labels.set_isolation(302, Isolation::default()).unwrap();
-    labels
-        .add(&LabelRule {
-            subject: 301,
-            peer: 300,
-            kind: LabelKind::IngressAllow,
-            selector: Selector::Ports {
-                protocol: TCP,
-                first: 8080,
-                last: 8080,
-            },
-            policy: 1,
-        })
-        .unwrap();
-    dp.maps.after_policy_change().unwrap();
+    label_pods::seed(&dp, 1);
     dp
 }
 
