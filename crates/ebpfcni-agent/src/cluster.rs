@@ -474,8 +474,13 @@ impl Cluster {
 
     /// Applies the other nodes to the maps in `pin_dir` and to the routes
     /// of the calling thread's network namespace, from now on; frees
-    /// identities nobody uses every minute.
-    pub fn start_remote(&self, pin_dir: &Path) -> Result<(), String> {
+    /// identities nobody uses every minute. `then` sees every event after
+    /// it is applied (the agent's policy learns the cluster's identities).
+    pub fn start_remote(
+        &self,
+        pin_dir: &Path,
+        mut then: impl FnMut(&Event) + Send + 'static,
+    ) -> Result<(), String> {
         let maps = Maps::open_or_create(pin_dir).map_err(|e| format!("open the maps: {e}"))?;
         let netlink = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
         let mut remote = Remote::new(
@@ -504,6 +509,7 @@ impl Cluster {
                     if let Err(e) = remote.apply(&maps, &event) {
                         log::warn!("applying {event:?}: {e}");
                     }
+                    then(&event);
                 }
             })
             .map_err(|e| format!("start the remote applier: {e}"))?;

@@ -370,6 +370,40 @@ impl Agent {
         }
     }
 
+    /// An event of the cluster's watcher (`--etcd`), after the remote
+    /// endpoints and routes took it: the cluster's identities (every
+    /// node's, from etcd: id -> label set) are fed to the compiler as the
+    /// node's own are, so that a rule names a pod of another node as its
+    /// peer, and its identity is under label policy (MANAGED). Then the
+    /// maps get the difference (adds before removes), under the one lock.
+    pub fn cluster_event(&self, event: &ebpfcni_kvstore::Event) {
+        use ebpfcni_kvstore::Event;
+        let mut state = self.state();
+        match event {
+            // CIDR identities are each node's own (their prefixes are what
+            // its policies name): another node's are not written here.
+            Event::IdentityUpsert { id, labels }
+                if *id >= reserved::FIRST_LABELS && !labels.contains_key(CIDR_LABEL) =>
+            {
+                if state.policy.identities.contains(id) {
+                    return;
+                }
+                self.policy_identity(&mut state, *id, labels);
+            }
+            Event::IdentityDelete(id) => {
+                // The node's own stay (cached: its pods may still use them).
+                if state.identities.contains_key(id) || !state.policy.identities.remove(id) {
+                    return;
+                }
+                compiler(&mut state.policy).remove_identity(*id);
+            }
+            _ => return,
+        }
+        if let Err(e) = self.sync(&mut state) {
+            log::warn!("label policy for the cluster's identities: {e}");
+        }
+    }
+
     /// Puts a stored policy's models in the compiler (replacing its old
     /// ones).
     fn install(&self, state: &mut State, p: &StoredPolicy, models: Vec<Policy>) {
