@@ -10,9 +10,9 @@
 # label policy knows the other's identities. curl frontend -> backend
 # passes with no policy (Kubernetes), is denied by a NetworkPolicy
 # isolating the backend, allowed by one taking TCP 8080 from app=frontend
-# (each applied on both nodes through their agents: policy is per node
-# until it goes through etcd), and keeps passing while n2's agent is
-# killed and restarted. The machine's own network is never
+# (each applied on n1 only: through etcd, n2 enforces it), and keeps
+# passing while n2's agent is killed and restarted; deleted on n1, n2
+# denies again. The machine's own network is never
 # touched; everything is removed at the end (also on failure or Ctrl-C).
 #
 # Environment: BIN_DIR (default ./bin, built by ./build.sh when missing),
@@ -138,7 +138,7 @@ expect ok "each node's endpoint map has the other node's pod with its identity (
 show ip -n "$n1" route
 expect ok "n1 routes n2's pod CIDR via n2's node IP" sh -c "ip -n '$n1' route | grep -q '^$cidr2 via 10.0.0.12'"
 
-step "3. policy: one NetworkPolicy isolating the backend, one letting the frontend in"
+step "3. policy on n1, enforced on both: one NetworkPolicy isolating the backend, one letting the frontend in"
 # The other node's identity reaches label policy from etcd with its pod
 # (MANAGED: unrestricted); a few tries cover the moment in between.
 curl_be_soon() { for _ in $(seq 20); do curl_be && return 0; sleep 0.1; done; return 1; }
@@ -163,13 +163,21 @@ spec:
     ports:
     - {port: 8080, protocol: TCP}
 YAML
-apply_both() { # apply_both FILE: policyctl apply through each node's agent
-  show "$BIN_DIR/policyctl" --agent "$work/$n1.sock" apply -f "$1" &&
-    show "$BIN_DIR/policyctl" --agent "$work/$n2.sock" apply -f "$1"
+# n1's agent writes them to etcd and returns once n1 enforces them; n2's
+# agent applies them from its watch of etcd (within milliseconds).
+on_n2() { # on_n2 NAME: n2 has policy NAME
+  for _ in $(seq 50); do
+    "$BIN_DIR/policyctl" --agent "$work/$n2.sock" get policies | grep -q "$1" && return 0
+    sleep 0.1
+  done
+  return 1
 }
-expect ok "backend-isolated applied on n1 and n2" apply_both "$work/backend-isolated.yaml"
+show "$BIN_DIR/policyctl" --agent "$work/$n1.sock" apply -f "$work/backend-isolated.yaml"
+expect ok "n2 has backend-isolated (from etcd)" on_n2 backend-isolated
 expect fail "curl frontend -> backend: the backend is isolated for ingress" curl_be
-expect ok "backend-from-frontend applied on n1 and n2" apply_both "$work/backend-from-frontend.yaml"
+show "$BIN_DIR/policyctl" --agent "$work/$n1.sock" apply -f "$work/backend-from-frontend.yaml"
+expect ok "n2 has backend-from-frontend (from etcd)" on_n2 backend-from-frontend
+show "$BIN_DIR/policyctl" --agent "$work/$n2.sock" get policies
 expect ok "curl frontend (n1) -> backend (n2): allowed by backend-from-frontend (n2 knows n1's identity)" curl_be
 
 step "4. n2's agent killed and restarted: traffic keeps its verdicts"
@@ -181,7 +189,10 @@ start_agent "$n2" "$pins2" 10.0.0.12 agent2_pid
 expect ok "n2's agent is back (same node, same lease)" wait_ready "$n2"
 expect ok "curl after n2's agent restarted" curl_be
 expect ok "n1 still has the backend with its identity" test "$(identity_of "$pins1" "$be_ip")" = "$be_id"
-show "$BIN_DIR/policyctl" --agent "$work/$n2.sock" delete networkpolicy default/backend-from-frontend
+show "$BIN_DIR/policyctl" --agent "$work/$n1.sock" delete networkpolicy default/backend-from-frontend
+gone_on_n2() { for _ in $(seq 50); do on_n2_now backend-from-frontend || return 0; sleep 0.1; done; return 1; }
+on_n2_now() { "$BIN_DIR/policyctl" --agent "$work/$n2.sock" get policies | grep -q "$1"; }
+expect ok "n2 no longer has backend-from-frontend (deleted on n1, through etcd)" gone_on_n2
 expect fail "curl once n2 (the receiver) no longer has backend-from-frontend" curl_be
 
 printf '\n== %d passed, %d failed\n' "$passes" "$failures"

@@ -422,6 +422,21 @@ impl Cluster {
         self.rt.as_ref().expect("the runtime lives until drop")
     }
 
+    /// Policy documents put and deleted in etcd, in one transaction (every
+    /// agent, this one included, applies them from its watcher).
+    pub fn change_policies(
+        &self,
+        put: Vec<(ebpfcni_kvstore::PolicyKey, Vec<u8>)>,
+        delete: Vec<ebpfcni_kvstore::PolicyKey>,
+    ) -> Result<(), String> {
+        self.rt()
+            .block_on(async {
+                tokio::time::timeout(IDENTITY_TIMEOUT, self.store.change_policies(&put, &delete)).await
+            })
+            .map_err(|_| format!("etcd did not answer within {IDENTITY_TIMEOUT:?}"))?
+            .map_err(|e| e.to_string())
+    }
+
     /// This node's endpoint at `ip` has `identity` (None: it is gone). It
     /// is published (withdrawn) by a task that retries while etcd is down.
     pub fn set_endpoint(&self, ip: IpAddr, identity: Option<u32>) {

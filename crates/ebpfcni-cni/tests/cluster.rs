@@ -1,9 +1,9 @@
 //! Two nodes (namespaces on a bridge of their own), an agent on each with
 //! `--etcd` (etcd on the bridge), pods added through the plugin: a pod on
 //! n1 reaches a pod on n2 under label identities both nodes share, and is
-//! denied where the receiver has no rule; a NetworkPolicy between pods of
-//! different nodes, enforced by both (each node's compiler knows the other
-//! node's identities from etcd).
+//! denied where the receiver has no rule; a NetworkPolicy applied on n1
+//! (written to etcd) between pods of different nodes, enforced by both
+//! (each node's compiler knows the other node's identities from etcd).
 
 mod common;
 
@@ -234,9 +234,18 @@ fn a_network_policy_between_pods_of_two_nodes_is_enforced_by_both() {
     assert!(tcp_opens(&frontend, to_backend), "no policy: frontend -> backend");
     assert!(tcp_opens(&other, to_backend), "no policy: other -> backend");
 
-    // The policy on both nodes: n2 (the receiver) names n1's frontend.
+    // Applied on n1 only: through etcd, n2 (the receiver) enforces it too,
+    // naming n1's frontend.
     policyctl(&n1, &a1, d1.path(), "apply", BACKEND_FROM_FRONTEND);
-    policyctl(&n2, &a2, d2.path(), "apply", BACKEND_FROM_FRONTEND);
+    // Returned once n1 enforces it (n1 judges the backend's ingress of
+    // what its pods send, as n2 does).
+    assert!(
+        maps1.labels.isolations().unwrap()[&id_be].ingress,
+        "apply returned before n1 enforced the policy"
+    );
+    wait_until("n2 isolates the backend for ingress", || {
+        maps2.labels.isolations().unwrap()[&id_be].ingress
+    });
     assert!(
         tcp_opens(&frontend, to_backend),
         "frontend (n1) -> backend (n2) TCP 8080 allowed\n{}",
@@ -246,14 +255,56 @@ fn a_network_policy_between_pods_of_two_nodes_is_enforced_by_both() {
         !tcp_opens(&other, to_backend),
         "other (n1) -> backend (n2) dropped"
     );
-    let isolated = maps2.labels.isolations().unwrap();
-    assert!(isolated[&id_be].ingress, "backend isolated for ingress on n2");
+    let (code, out, _) = cli(&n2, &a2.socket, "policyctl", &["get", "policies"]);
+    assert!(
+        code == Some(0) && out.contains("backend-from-frontend"),
+        "n2 has the policy applied on n1: {out}"
+    );
 
-    // Deleted: unrestricted again.
+    // A bad document is refused on n1 and reaches no node.
+    let file = d1.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        BACKEND_FROM_FRONTEND
+            .replace("backend-from-frontend", "bad")
+            .replace("app: frontend", "app: [x]"),
+    )
+    .unwrap();
+    let (code, _, err) = cli(
+        &n1,
+        &a1.socket,
+        "policyctl",
+        &["apply", "-f", file.to_str().unwrap()],
+    );
+    assert_ne!(code, Some(0), "a bad document applied: {err}");
+    let (_, out, _) = cli(&n2, &a2.socket, "policyctl", &["get", "policies"]);
+    assert!(!out.contains(" bad "), "the bad document reached n2: {out}");
+
+    // Deleted on n1: unrestricted again on both.
     policyctl(&n1, &a1, d1.path(), "delete", BACKEND_FROM_FRONTEND);
-    policyctl(&n2, &a2, d2.path(), "delete", BACKEND_FROM_FRONTEND);
+    wait_until("n2 no longer isolates the backend", || {
+        !maps2.labels.isolations().unwrap()[&id_be].ingress
+    });
     assert!(tcp_opens(&other, to_backend), "deleted: other -> backend again");
     assert!(tcp_opens(&frontend, to_backend), "deleted: frontend -> backend");
+
+    // A selector rule from n1's command line, the same way.
+    let rule = ["--src", "app=frontend", "--dst", "app=backend", "--port", "8080"];
+    let run = |verb: &str| {
+        let args: Vec<&str> = std::iter::once(verb).chain(rule).collect();
+        let (code, out, err) = cli(&n1, &a1.socket, "policyctl", &args);
+        assert_eq!(code, Some(0), "policyctl {verb}: {out}{err}");
+    };
+    run("allow");
+    wait_until("n2 isolates the backend by the selector rule", || {
+        maps2.labels.isolations().unwrap()[&id_be].ingress
+    });
+    assert!(tcp_opens(&frontend, to_backend), "rule: frontend -> backend");
+    assert!(!tcp_opens(&other, to_backend), "rule: other -> backend dropped");
+    run("deny");
+    wait_until("n2 no longer has the selector rule", || {
+        !maps2.labels.isolations().unwrap()[&id_be].ingress
+    });
     n1.del(&conf_fe, &frontend).ok();
     n1.del(&conf_other, &other).ok();
     n2.del(&conf_be, &backend).ok();
