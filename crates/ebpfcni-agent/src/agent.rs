@@ -148,7 +148,7 @@ pub struct Agent {
     pub(crate) maps: Maps,
     state: Mutex<State>,
     /// The cluster (`--etcd`): identities from etcd, endpoints published.
-    cluster: Option<Arc<Cluster>>,
+    pub(crate) cluster: Option<Arc<Cluster>>,
 }
 
 /// What a start-up reconciliation did.

@@ -422,6 +422,21 @@ impl Cluster {
         self.rt.as_ref().expect("the runtime lives until drop")
     }
 
+    /// Policy documents put and deleted in etcd, in one transaction (every
+    /// agent, this one included, applies them from its watcher).
+    pub fn change_policies(
+        &self,
+        put: Vec<(ebpfcni_kvstore::PolicyKey, Vec<u8>)>,
+        delete: Vec<ebpfcni_kvstore::PolicyKey>,
+    ) -> Result<(), String> {
+        self.rt()
+            .block_on(async {
+                tokio::time::timeout(IDENTITY_TIMEOUT, self.store.change_policies(&put, &delete)).await
+            })
+            .map_err(|_| format!("etcd did not answer within {IDENTITY_TIMEOUT:?}"))?
+            .map_err(|e| e.to_string())
+    }
+
     /// This node's endpoint at `ip` has `identity` (None: it is gone). It
     /// is published (withdrawn) by a task that retries while etcd is down.
     pub fn set_endpoint(&self, ip: IpAddr, identity: Option<u32>) {
@@ -474,8 +489,13 @@ impl Cluster {
 
     /// Applies the other nodes to the maps in `pin_dir` and to the routes
     /// of the calling thread's network namespace, from now on; frees
-    /// identities nobody uses every minute.
-    pub fn start_remote(&self, pin_dir: &Path) -> Result<(), String> {
+    /// identities nobody uses every minute. `then` sees every event after
+    /// it is applied (the agent's policy learns the cluster's identities).
+    pub fn start_remote(
+        &self,
+        pin_dir: &Path,
+        mut then: impl FnMut(&Event) + Send + 'static,
+    ) -> Result<(), String> {
         let maps = Maps::open_or_create(pin_dir).map_err(|e| format!("open the maps: {e}"))?;
         let netlink = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
         let mut remote = Remote::new(
@@ -504,6 +524,7 @@ impl Cluster {
                     if let Err(e) = remote.apply(&maps, &event) {
                         log::warn!("applying {event:?}: {e}");
                     }
+                    then(&event);
                 }
             })
             .map_err(|e| format!("start the remote applier: {e}"))?;

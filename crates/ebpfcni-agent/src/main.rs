@@ -220,9 +220,6 @@ fn run(args: Args) -> Result<(), Failure> {
     let mut agent = Agent::new(config, store, maps).map_err(|e| (EXIT_STORE, e.to_string()))?;
     if let Some(cluster) = &cluster {
         agent = agent.with_cluster(cluster.clone());
-        cluster
-            .start_remote(&args.pin_dir)
-            .map_err(|e| (EXIT_MAPS, format!("apply the other nodes: {e}")))?;
     }
     let start = std::time::Instant::now();
     let reconciled = agent
@@ -246,6 +243,18 @@ fn run(args: Args) -> Result<(), Failure> {
         .build()
         .map_err(|e| (EXIT_SOCKET, format!("start the runtime: {e}")))?;
     let agent = Arc::new(agent);
+    if let Some(cluster) = &cluster {
+        // The other nodes' endpoints and routes; the cluster's identities
+        // for label policy (a remote pod's identity named as a peer).
+        let learner = Arc::downgrade(&agent);
+        cluster
+            .start_remote(&args.pin_dir, move |event| {
+                if let Some(agent) = learner.upgrade() {
+                    agent.cluster_event(event);
+                }
+            })
+            .map_err(|e| (EXIT_MAPS, format!("apply the other nodes: {e}")))?;
+    }
     let socket = args.socket.clone();
     let resync = Duration::from_secs(args.resync_seconds.max(1));
     let served = runtime.block_on(async move {

@@ -30,6 +30,7 @@ use std::str::FromStr;
 
 use ebpfcni::{Identity as Id, Isolation, LabelKind, LabelRule, Selector, Stored, ANY_PEER};
 use ebpfcni_api::{EndpointState, Labels, PolicyChanges, PolicySummary, SelectorRule};
+use ebpfcni_kvstore::PolicyKey as ClusterKey;
 use ebpfcni_policy::cidr::Ipv4Net;
 use ebpfcni_policy::compile::{Compiler, Entry, IdentityInfo, PeerKey};
 use ebpfcni_policy::document::{self, ParseOptions};
@@ -94,6 +95,38 @@ pub struct PolicyState {
     written_isolation: BTreeMap<u32, Isolation>,
     /// Prefix entries found right.
     prefixes_ok: BTreeSet<Ipv4Net>,
+    /// `--etcd`: the policies etcd's first list had (until it ends: then
+    /// what the store kept that etcd no longer has goes), and whether it
+    /// ended.
+    cluster_seen: BTreeSet<ClusterKey>,
+    cluster_synced: bool,
+    /// Map writes of every policy edit so far (with `--etcd`: what the
+    /// watcher applied), counted under the lock with the edit.
+    edit_writes: usize,
+}
+
+/// The part of an etcd key a cluster-scoped object (Namespace,
+/// SelectorRule) has for its namespace.
+const CLUSTER_SCOPE: &str = "_";
+
+/// A policy's (or Namespace's) key in etcd.
+fn etcd_key(kind: &str, namespace: &str, name: &str) -> Result<ClusterKey, AgentError> {
+    let namespace = if namespace.is_empty() {
+        CLUSTER_SCOPE
+    } else {
+        namespace
+    };
+    ClusterKey::new(kind, namespace, name).map_err(|e| AgentError::BadRequest(e.to_string()))
+}
+
+/// A Namespace object with `labels`, as etcd keeps it.
+fn namespace_document(name: &str, labels: &Labels) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": { "name": name, "labels": labels },
+    }))
+    .expect("serializes")
 }
 
 fn compiler(ps: &mut PolicyState) -> &mut Compiler {
@@ -370,6 +403,190 @@ impl Agent {
         }
     }
 
+    /// An event of the cluster's watcher (`--etcd`), after the remote
+    /// endpoints and routes took it: the cluster's identities (every
+    /// node's, from etcd: id -> label set) are fed to the compiler as the
+    /// node's own are, so that a rule names a pod of another node as its
+    /// peer, and its identity is under label policy (MANAGED). Then the
+    /// maps get the difference (adds before removes), under the one lock.
+    pub fn cluster_event(&self, event: &ebpfcni_kvstore::Event) {
+        use ebpfcni_kvstore::Event;
+        match event {
+            Event::PolicyUpsert { key, document } => return self.policy_from_cluster(key, Some(document)),
+            Event::PolicyDelete(key) => return self.policy_from_cluster(key, None),
+            Event::Synced { .. } => return self.policies_synced(),
+            _ => {}
+        }
+        let mut state = self.state();
+        match event {
+            // CIDR identities are each node's own (their prefixes are what
+            // its policies name): another node's are not written here.
+            Event::IdentityUpsert { id, labels }
+                if *id >= reserved::FIRST_LABELS && !labels.contains_key(CIDR_LABEL) =>
+            {
+                if state.policy.identities.contains(id) {
+                    return;
+                }
+                self.policy_identity(&mut state, *id, labels);
+            }
+            Event::IdentityDelete(id) => {
+                // The node's own stay (cached: its pods may still use them).
+                if state.identities.contains_key(id) || !state.policy.identities.remove(id) {
+                    return;
+                }
+                compiler(&mut state.policy).remove_identity(*id);
+            }
+            _ => return,
+        }
+        if let Err(e) = self.sync(&mut state) {
+            log::warn!("label policy for the cluster's identities: {e}");
+        }
+    }
+
+    /// A policy document put in (deleted from) etcd: applied to this node
+    /// as `policyctl apply` (`delete`) without `--etcd` is.
+    fn policy_from_cluster(&self, key: &ClusterKey, document: Option<&Vec<u8>>) {
+        let mut state = self.state();
+        if !state.policy.cluster_synced {
+            state.policy.cluster_seen.insert(key.clone());
+        }
+        drop(state);
+        let done = match document {
+            Some(d) if key.kind == "SelectorRule" => serde_json::from_slice::<SelectorRule>(d)
+                .map_err(|e| AgentError::BadRequest(e.to_string()))
+                .and_then(|rule| self.selector_rule_local(&rule, true)),
+            Some(d) => std::str::from_utf8(d)
+                .map_err(|e| AgentError::BadRequest(e.to_string()))
+                .and_then(|text| self.apply_local(text)),
+            None => self.delete_local(&ebpfcni_api::PolicyDeletion {
+                kind: Some(key.kind.clone()),
+                namespace: (key.namespace != CLUSTER_SCOPE).then(|| key.namespace.clone()),
+                name: Some(key.name.clone()),
+                ..Default::default()
+            }),
+        };
+        match done {
+            Ok(r) if r.created.is_empty() && r.changed.is_empty() && r.deleted.is_empty() => {}
+            Ok(r) => log::info!(
+                "policy {} from the cluster: {} map writes",
+                key.path(),
+                r.map_writes
+            ),
+            Err(e) => log::warn!("policy {} from the cluster: not applied here: {e}", key.path()),
+        }
+    }
+
+    /// etcd's first list ended: what the store kept that etcd no longer
+    /// has (deleted while this node was away) goes.
+    fn policies_synced(&self) {
+        let mut state = self.state();
+        if state.policy.cluster_synced {
+            return;
+        }
+        state.policy.cluster_synced = true;
+        let seen = std::mem::take(&mut state.policy.cluster_seen);
+        let mut gone: Vec<ebpfcni_api::PolicyDeletion> = Vec::new();
+        let local = state
+            .policy
+            .policies
+            .values()
+            .map(|p| (p.kind.clone(), p.namespace.clone(), p.name.clone()))
+            .chain(
+                state
+                    .policy
+                    .namespaces
+                    .keys()
+                    .map(|n| ("Namespace".to_string(), String::new(), n.clone())),
+            );
+        for (kind, namespace, name) in local {
+            if etcd_key(&kind, &namespace, &name).is_ok_and(|k| !seen.contains(&k)) {
+                gone.push(ebpfcni_api::PolicyDeletion {
+                    kind: Some(kind),
+                    namespace: (!namespace.is_empty()).then_some(namespace),
+                    name: Some(name),
+                    ..Default::default()
+                });
+            }
+        }
+        drop(state);
+        for deletion in gone {
+            if let Err(e) = self.delete_local(&deletion) {
+                log::warn!("policy {deletion:?}, gone from the cluster: not removed here: {e}");
+            } else {
+                log::info!("policy {deletion:?}: gone from the cluster while away, removed");
+            }
+        }
+    }
+
+    /// Carries out `edit` through etcd: its documents put and deleted in
+    /// one transaction (after they parse), then waits until this node's
+    /// watcher has applied them (enforced here, as without `--etcd`).
+    fn through_etcd(
+        &self,
+        cluster: &crate::cluster::Cluster,
+        edit: Edit,
+    ) -> Result<PolicyChanges, AgentError> {
+        let enforcement = self.state().policy.enforcement;
+        let (mut put, mut delete) = (Vec::new(), Vec::new());
+        for (old, new) in edit.policies.values() {
+            match (old, new) {
+                (_, Some(p)) => {
+                    models_of(p, enforcement)?;
+                    put.push((
+                        etcd_key(&p.kind, &p.namespace, &p.name)?,
+                        p.source.clone().into_bytes(),
+                    ));
+                }
+                (Some(p), None) => delete.push(etcd_key(&p.kind, &p.namespace, &p.name)?),
+                (None, None) => {}
+            }
+        }
+        for (name, (_, new)) in &edit.namespaces {
+            let key = etcd_key("Namespace", "", name)?;
+            match new {
+                Some(labels) => put.push((key, namespace_document(name, labels))),
+                None => delete.push(key),
+            }
+        }
+        let mut reply = edit.reply.clone();
+        reply.created.sort();
+        reply.changed.sort();
+        reply.unchanged.sort();
+        if put.is_empty() && delete.is_empty() {
+            return Ok(reply);
+        }
+        let writes_before = self.state().policy.edit_writes;
+        cluster
+            .change_policies(put, delete)
+            .map_err(|e| AgentError::Internal(format!("writing the policies to etcd: {e}")))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            {
+                let state = self.state();
+                let ps = &state.policy;
+                let policies = edit.policies.iter().all(|(k, (_, new))| {
+                    ps.policies.get(k).map(|p| &p.source) == new.as_ref().map(|p| &p.source)
+                });
+                let namespaces = edit
+                    .namespaces
+                    .iter()
+                    .all(|(n, (_, new))| ps.namespaces.get(n) == new.as_ref());
+                if policies && namespaces {
+                    // This node's writes meanwhile (another change
+                    // applied at the same moment counts too).
+                    reply.map_writes = ps.edit_writes - writes_before;
+                    return Ok(reply);
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(AgentError::Internal(
+                    "written to etcd, but not enforced on this node within 10 s (see the agent's log)".into(),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     /// Puts a stored policy's models in the compiler (replacing its old
     /// ones).
     fn install(&self, state: &mut State, p: &StoredPolicy, models: Vec<Policy>) {
@@ -398,56 +615,29 @@ impl Agent {
         ps.policies.remove(key);
     }
 
-    /// `POST /v1/policies`: every document of `text`, or none.
+    /// `POST /v1/policies`: every document of `text`, or none. With
+    /// `--etcd`, written to etcd (every node applies it from its watcher),
+    /// returning once this node enforces it.
     pub fn apply_policies(&self, text: &str) -> Result<PolicyChanges, AgentError> {
+        let Some(cluster) = self.cluster.clone() else {
+            return self.apply_local(text);
+        };
+        let docs =
+            document::parse(text, &parse_options()).map_err(|e| AgentError::BadRequest(e.to_string()))?;
+        let objects = objects(text)?;
+        let (edit, _) = plan_apply(&self.state(), &docs, objects);
+        self.through_etcd(&cluster, edit)
+    }
+
+    /// `apply_policies` on this node alone (the embedded store's way, and
+    /// what the watcher delivers).
+    fn apply_local(&self, text: &str) -> Result<PolicyChanges, AgentError> {
         let docs =
             document::parse(text, &parse_options()).map_err(|e| AgentError::BadRequest(e.to_string()))?;
         let objects = objects(text)?;
         let mut state = self.state();
         let _lock = self.maps.lock().map_err(map_error)?;
-        let mut edit = Edit::default();
-        let mut next = state.policy.next_number.max(1);
-        for o in objects {
-            if o.kind == "Namespace" {
-                let labels = docs.namespaces.get(&o.name).cloned().unwrap_or_default();
-                let what = format!("Namespace {}", o.name);
-                match state.policy.namespaces.get(&o.name) {
-                    Some(old) if *old == labels => edit.reply.unchanged.push(what),
-                    old => {
-                        if old.is_some() {
-                            edit.reply.changed.push(what)
-                        } else {
-                            edit.reply.created.push(what)
-                        }
-                        edit.namespaces
-                            .insert(o.name.clone(), (old.cloned(), Some(labels)));
-                    }
-                }
-                continue;
-            }
-            let mut p = StoredPolicy {
-                number: 0,
-                kind: o.kind,
-                namespace: o.namespace.unwrap_or_default(),
-                name: o.name,
-                source: o.json,
-            };
-            let key = p.key();
-            match state.policy.policies.get(&key) {
-                Some(old) if old.source == p.source => edit.reply.unchanged.push(describe(&p)),
-                Some(old) => {
-                    p.number = old.number;
-                    edit.reply.changed.push(describe(&p));
-                    edit.policies.insert(key, (Some(old.clone()), Some(p)));
-                }
-                None => {
-                    p.number = next;
-                    next += 1;
-                    edit.reply.created.push(describe(&p));
-                    edit.policies.insert(key, (None, Some(p)));
-                }
-            }
-        }
+        let (edit, next) = plan_apply(&state, &docs, objects);
         let mut reply = self.edit(&mut state, edit, next)?;
         reply.created.sort();
         reply.changed.sort();
@@ -455,73 +645,22 @@ impl Agent {
         Ok(reply)
     }
 
-    /// `DELETE /v1/policies`.
+    /// `DELETE /v1/policies` (through etcd with `--etcd`, as `apply_policies`).
     pub fn delete_policies(
         &self,
         deletion: &ebpfcni_api::PolicyDeletion,
     ) -> Result<PolicyChanges, AgentError> {
+        let Some(cluster) = self.cluster.clone() else {
+            return self.delete_local(deletion);
+        };
+        let edit = plan_delete(&self.state(), deletion)?;
+        self.through_etcd(&cluster, edit)
+    }
+
+    fn delete_local(&self, deletion: &ebpfcni_api::PolicyDeletion) -> Result<PolicyChanges, AgentError> {
         let mut state = self.state();
         let _lock = self.maps.lock().map_err(map_error)?;
-        let mut edit = Edit::default();
-        let mut wanted: Vec<(String, String, String)> = Vec::new(); // kind, namespace, name
-        if deletion.all {
-            for p in state.policy.policies.values() {
-                wanted.push((p.kind.clone(), p.namespace.clone(), p.name.clone()));
-            }
-            for name in state.policy.namespaces.keys() {
-                wanted.push(("Namespace".into(), String::new(), name.clone()));
-            }
-        } else if let Some(text) = &deletion.yaml {
-            document::parse(text, &parse_options()).map_err(|e| AgentError::BadRequest(e.to_string()))?;
-            for o in objects(text)? {
-                wanted.push((o.kind, o.namespace.unwrap_or_default(), o.name));
-            }
-        } else {
-            let (Some(kind), Some(name)) = (&deletion.kind, &deletion.name) else {
-                return Err(AgentError::BadRequest(
-                    "name the policies to delete: yaml, kind and name, or all".into(),
-                ));
-            };
-            let kind = kind_name(kind).ok_or_else(|| {
-                AgentError::BadRequest(format!(
-                    "unknown kind {kind:?} (networkpolicy, ciliumnetworkpolicy, selectorrule or namespace)"
-                ))
-            })?;
-            let namespace = match kind {
-                "Namespace" | "SelectorRule" => String::new(),
-                _ => deletion
-                    .namespace
-                    .clone()
-                    .unwrap_or_else(|| ebpfcni_policy::DEFAULT_NAMESPACE.into()),
-            };
-            wanted.push((kind.to_string(), namespace, name.clone()));
-        }
-        for (kind, namespace, name) in wanted {
-            if kind == "Namespace" {
-                match state.policy.namespaces.get(&name) {
-                    Some(old) => {
-                        edit.reply.deleted.push(format!("Namespace {name}"));
-                        edit.namespaces.insert(name, (Some(old.clone()), None));
-                    }
-                    None => edit.reply.not_found.push(format!("Namespace {name}")),
-                }
-                continue;
-            }
-            let probe = StoredPolicy {
-                number: 0,
-                kind,
-                namespace,
-                name,
-                source: String::new(),
-            };
-            match state.policy.policies.get(&probe.key()) {
-                Some(old) => {
-                    edit.reply.deleted.push(describe(old));
-                    edit.policies.insert(probe.key(), (Some(old.clone()), None));
-                }
-                None => edit.reply.not_found.push(describe(&probe)),
-            }
-        }
+        let edit = plan_delete(&state, deletion)?;
         let next = state.policy.next_number;
         self.edit(&mut state, edit, next)
     }
@@ -536,33 +675,17 @@ impl Agent {
                 "selector rule: --src and --dst select nothing in particular (give labels)".into(),
             ));
         }
+        let Some(cluster) = self.cluster.clone() else {
+            return self.selector_rule_local(rule, allow);
+        };
+        let (edit, _) = plan_rule(&self.state(), rule, allow);
+        self.through_etcd(&cluster, edit)
+    }
+
+    fn selector_rule_local(&self, rule: &SelectorRule, allow: bool) -> Result<PolicyChanges, AgentError> {
         let mut state = self.state();
         let _lock = self.maps.lock().map_err(map_error)?;
-        let mut p = StoredPolicy {
-            number: 0,
-            kind: PolicyKind::SelectorRule.to_string(),
-            namespace: String::new(),
-            name,
-            source: serde_json::to_string(rule).expect("rules serialise"),
-        };
-        let key = p.key();
-        let old = state.policy.policies.get(&key).cloned();
-        let mut edit = Edit::default();
-        let mut next = state.policy.next_number.max(1);
-        match (allow, old) {
-            (true, Some(_)) => edit.reply.unchanged.push(describe(&p)),
-            (true, None) => {
-                p.number = next;
-                next += 1;
-                edit.reply.created.push(describe(&p));
-                edit.policies.insert(key, (None, Some(p)));
-            }
-            (false, Some(old)) => {
-                edit.reply.deleted.push(describe(&old));
-                edit.policies.insert(key, (Some(old), None));
-            }
-            (false, None) => edit.reply.not_found.push(describe(&p)),
-        }
+        let (edit, next) = plan_rule(&state, rule, allow);
         self.edit(&mut state, edit, next)
     }
 
@@ -628,6 +751,7 @@ impl Agent {
         match self.sync(state) {
             Ok(writes) => {
                 reply.map_writes = writes;
+                state.policy.edit_writes += writes;
                 Ok(reply)
             }
             Err(e) => {
@@ -853,6 +977,153 @@ impl Agent {
         }
         Ok(writes)
     }
+}
+
+/// What applying `objects` changes on top of `state` (and the next policy
+/// number).
+fn plan_apply(state: &State, docs: &document::Documents, objects: Vec<Object>) -> (Edit, u32) {
+    let mut edit = Edit::default();
+    let mut next = state.policy.next_number.max(1);
+    for o in objects {
+        if o.kind == "Namespace" {
+            let labels = docs.namespaces.get(&o.name).cloned().unwrap_or_default();
+            let what = format!("Namespace {}", o.name);
+            match state.policy.namespaces.get(&o.name) {
+                Some(old) if *old == labels => edit.reply.unchanged.push(what),
+                old => {
+                    if old.is_some() {
+                        edit.reply.changed.push(what)
+                    } else {
+                        edit.reply.created.push(what)
+                    }
+                    edit.namespaces
+                        .insert(o.name.clone(), (old.cloned(), Some(labels)));
+                }
+            }
+            continue;
+        }
+        let mut p = StoredPolicy {
+            number: 0,
+            kind: o.kind,
+            namespace: o.namespace.unwrap_or_default(),
+            name: o.name,
+            source: o.json,
+        };
+        let key = p.key();
+        match state.policy.policies.get(&key) {
+            Some(old) if old.source == p.source => edit.reply.unchanged.push(describe(&p)),
+            Some(old) => {
+                p.number = old.number;
+                edit.reply.changed.push(describe(&p));
+                edit.policies.insert(key, (Some(old.clone()), Some(p)));
+            }
+            None => {
+                p.number = next;
+                next += 1;
+                edit.reply.created.push(describe(&p));
+                edit.policies.insert(key, (None, Some(p)));
+            }
+        }
+    }
+    (edit, next)
+}
+
+/// What deleting `deletion` changes on top of `state`.
+fn plan_delete(state: &State, deletion: &ebpfcni_api::PolicyDeletion) -> Result<Edit, AgentError> {
+    let mut edit = Edit::default();
+
+    let mut wanted: Vec<(String, String, String)> = Vec::new(); // kind, namespace, name
+    if deletion.all {
+        for p in state.policy.policies.values() {
+            wanted.push((p.kind.clone(), p.namespace.clone(), p.name.clone()));
+        }
+        for name in state.policy.namespaces.keys() {
+            wanted.push(("Namespace".into(), String::new(), name.clone()));
+        }
+    } else if let Some(text) = &deletion.yaml {
+        document::parse(text, &parse_options()).map_err(|e| AgentError::BadRequest(e.to_string()))?;
+        for o in objects(text)? {
+            wanted.push((o.kind, o.namespace.unwrap_or_default(), o.name));
+        }
+    } else {
+        let (Some(kind), Some(name)) = (&deletion.kind, &deletion.name) else {
+            return Err(AgentError::BadRequest(
+                "name the policies to delete: yaml, kind and name, or all".into(),
+            ));
+        };
+        let kind = kind_name(kind).ok_or_else(|| {
+            AgentError::BadRequest(format!(
+                "unknown kind {kind:?} (networkpolicy, ciliumnetworkpolicy, selectorrule or namespace)"
+            ))
+        })?;
+        let namespace = match kind {
+            "Namespace" | "SelectorRule" => String::new(),
+            _ => deletion
+                .namespace
+                .clone()
+                .unwrap_or_else(|| ebpfcni_policy::DEFAULT_NAMESPACE.into()),
+        };
+        wanted.push((kind.to_string(), namespace, name.clone()));
+    }
+    for (kind, namespace, name) in wanted {
+        if kind == "Namespace" {
+            match state.policy.namespaces.get(&name) {
+                Some(old) => {
+                    edit.reply.deleted.push(format!("Namespace {name}"));
+                    edit.namespaces.insert(name, (Some(old.clone()), None));
+                }
+                None => edit.reply.not_found.push(format!("Namespace {name}")),
+            }
+            continue;
+        }
+        let probe = StoredPolicy {
+            number: 0,
+            kind,
+            namespace,
+            name,
+            source: String::new(),
+        };
+        match state.policy.policies.get(&probe.key()) {
+            Some(old) => {
+                edit.reply.deleted.push(describe(old));
+                edit.policies.insert(probe.key(), (Some(old.clone()), None));
+            }
+            None => edit.reply.not_found.push(describe(&probe)),
+        }
+    }
+    Ok(edit)
+}
+
+/// What allowing (`allow`) or removing a selector rule changes on top of
+/// `state` (and the next policy number).
+fn plan_rule(state: &State, rule: &SelectorRule, allow: bool) -> (Edit, u32) {
+    let name = selector_rule_name(rule);
+    let mut p = StoredPolicy {
+        number: 0,
+        kind: PolicyKind::SelectorRule.to_string(),
+        namespace: String::new(),
+        name,
+        source: serde_json::to_string(rule).expect("rules serialise"),
+    };
+    let key = p.key();
+    let old = state.policy.policies.get(&key).cloned();
+    let mut edit = Edit::default();
+    let mut next = state.policy.next_number.max(1);
+    match (allow, old) {
+        (true, Some(_)) => edit.reply.unchanged.push(describe(&p)),
+        (true, None) => {
+            p.number = next;
+            next += 1;
+            edit.reply.created.push(describe(&p));
+            edit.policies.insert(key, (None, Some(p)));
+        }
+        (false, Some(old)) => {
+            edit.reply.deleted.push(describe(&old));
+            edit.policies.insert(key, (Some(old), None));
+        }
+        (false, None) => edit.reply.not_found.push(describe(&p)),
+    }
+    (edit, next)
 }
 
 fn models_of(p: &StoredPolicy, enforcement: Enforcement) -> Result<Vec<Policy>, AgentError> {

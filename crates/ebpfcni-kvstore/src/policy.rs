@@ -2,7 +2,7 @@
 //! (`P/policies/<kind>/<namespace>/<name>`). The store keeps them as given;
 //! the agent parses and validates them before it stores them.
 
-use etcd_client::GetOptions;
+use etcd_client::{GetOptions, Txn, TxnOp};
 
 use crate::{check_segment, Error, Result, Store};
 
@@ -55,6 +55,20 @@ impl Store {
             .kv_client()
             .put(self.policy_key(key), document, None)
             .await?;
+        Ok(())
+    }
+
+    /// Stores `put` and deletes `delete` in one transaction: all or none.
+    pub async fn change_policies(&self, put: &[(PolicyKey, Vec<u8>)], delete: &[PolicyKey]) -> Result<()> {
+        let ops: Vec<TxnOp> = put
+            .iter()
+            .map(|(k, d)| TxnOp::put(self.policy_key(k), d.clone(), None))
+            .chain(delete.iter().map(|k| TxnOp::delete(self.policy_key(k), None)))
+            .collect();
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.client.kv_client().txn(Txn::new().and_then(ops)).await?;
         Ok(())
     }
 
