@@ -16,7 +16,7 @@ status=0
 # Every binary a test runs (the agent, the plugin, the CLIs) from this tree:
 # `cargo test` builds a package's binaries only for its own tests.
 cargo build --workspace --locked --bins
-cargo test --workspace --locked --lib --bins --tests "$@" 2>&1 | tee "$log" || status=$?
+cargo test --workspace --locked --no-fail-fast --lib --bins --tests "$@" 2>&1 | tee "$log" || status=$?
 sum() { grep "^test result:" "$log" | grep -Eo "[0-9]+ $1" | awk '{ n += $1 } END { print n + 0 }'; }
 echo "tests: $(sum passed) passed, $(sum failed) failed"
 exit "$status"

@@ -282,7 +282,21 @@ fn explain_gives_the_programs_verdict_and_writes_no_state() {
         .unwrap()
         .unwrap();
     assert_eq!(x.pass_kind, Some(PassKind::Reply));
-    assert_eq!(dp.maps.conntrack.list().unwrap(), connections);
+    // Untouched: the same entries, none refreshed (a real reply would have
+    // set its lifetime afresh; the clock moves on between the two reads).
+    let now = dp.maps.conntrack.list().unwrap();
+    let without_expiry = |c: &[ebpfcni::Connection]| {
+        c.iter()
+            .map(|c| ebpfcni::Connection {
+                expires_in: Duration::ZERO,
+                ..c.clone()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(without_expiry(&now), without_expiry(&connections));
+    for (a, b) in now.iter().zip(&connections) {
+        assert!(a.expires_in <= b.expires_in, "refreshed: {a:?} after {b:?}");
+    }
     assert_eq!(state(&dp), after);
     assert!(reader.poll(Duration::from_millis(200)).unwrap().is_empty());
 }
