@@ -1,10 +1,11 @@
-//! Two agents with `--etcd` on node namespaces of a fabric (etcd on the
+//! Two agents (a third for the policy) with `--etcd` on node namespaces of a fabric (etcd on the
 //! fabric's bridge): how long after a pod's ADD returns on n2 its address
 //! has its identity in n1's endpoint map, and after its DEL returns on n2
 //! until it has none on n1. Then a policy applied on one node, enforced on
 //! all: 100 successive changes of a NetworkPolicy (its port) applied
-//! through n1's API, each timed from n1's POST returning until n2's pinned
-//! label maps hold the new rule and no longer the old one.
+//! through n1's API, each timed from n1's POST returning until the pinned
+//! label maps of n2 and n3 (a third agent) hold the new rule and no longer
+//! the old one.
 //!
 //! `cargo bench -p ebpfcni-agent --bench cluster [-- PODS]` (root; default 100).
 
@@ -103,10 +104,10 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(100);
-    let fab = Fabric::new(2);
+    let fab = Fabric::new(3);
     let etcd = EtcdProcess::start_in(&fab.fabric.path(), Fabric::fabric_ip());
     let url = etcd.url();
-    let ips = [Fabric::node_ip(0).to_string(), Fabric::node_ip(1).to_string()];
+    let ips = [0, 1, 2].map(|i| Fabric::node_ip(i).to_string());
     let flags = |i: usize| {
         vec![
             "--runtime",
@@ -122,12 +123,16 @@ fn main() {
     let pins = [
         TestPinDir::new("bench_cluster1"),
         TestPinDir::new("bench_cluster2"),
+        TestPinDir::new("bench_cluster3"),
     ];
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let dirs = [0, 1, 2].map(|_| tempfile::tempdir().unwrap());
     let a1 = AgentProcess::start(&fab.nodes[0], pins[0].path(), dirs[0].path(), &flags(0));
     let a2 = AgentProcess::start(&fab.nodes[1], pins[1].path(), dirs[1].path(), &flags(1));
     let maps1 = Maps::open_or_create(pins[0].path()).unwrap();
     let maps2 = Maps::open_or_create(pins[1].path()).unwrap();
+    // A third node, for the policy: it has no pod of the two.
+    let _a3 = AgentProcess::start(&fab.nodes[2], pins[2].path(), dirs[2].path(), &flags(2));
+    let maps3 = Maps::open_or_create(pins[2].path()).unwrap();
     let client = a2.client();
 
     let (mut seen_new, mut seen_known, mut gone) = (Vec::new(), Vec::new(), Vec::new());
@@ -177,22 +182,26 @@ fn main() {
         .unwrap();
     let t0 = Instant::now();
     until(t0, || {
-        let i = maps2.labels.isolations().unwrap();
-        entry(&maps2, fe.ips[0]) == Some(fe.identity)
-            && i.contains_key(&fe.identity)
-            && i.contains_key(&be.identity)
+        [&maps2, &maps3].iter().all(|maps| {
+            let i = maps.labels.isolations().unwrap();
+            entry(maps, fe.ips[0]) == Some(fe.identity)
+                && i.contains_key(&fe.identity)
+                && i.contains_key(&be.identity)
+        })
     });
     let (mut posts, mut enforced, mut end_to_end) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..=CHANGES {
         let port = 9000 + i;
+        let holds = |maps: &Maps| {
+            has_port(maps, be.identity, fe.identity, port)
+                && (i == 0 || !has_port(maps, be.identity, fe.identity, port - 1))
+        };
         assert!(!has_port(&maps2, be.identity, fe.identity, port));
+        assert!(!has_port(&maps3, be.identity, fe.identity, port));
         let sent = Instant::now();
         a1.client().apply_policies(&backend_from_frontend(port)).unwrap();
         let t0 = Instant::now();
-        let ms = until(t0, || {
-            has_port(&maps2, be.identity, fe.identity, port)
-                && (i == 0 || !has_port(&maps2, be.identity, fe.identity, port - 1))
-        });
+        let ms = until(t0, || holds(&maps2) && holds(&maps3));
         // The first applies a new policy; the others change it.
         if i > 0 {
             posts.push((t0 - sent).as_secs_f64() * 1e3);
@@ -200,19 +209,19 @@ fn main() {
             end_to_end.push(sent.elapsed().as_secs_f64() * 1e3);
         }
     }
-    println!("## a policy applied on n1, enforced on n2 (its pinned label maps)");
+    println!("## a policy applied on n1, enforced on n2 and n3 (their pinned label maps)");
     show(
         "n1's POST /v1/policies (returns once n1 enforces it)",
         &posts,
         "changes",
     );
     show(
-        "after n1's POST returns, until n2's maps hold the new port (old one gone)",
+        "after n1's POST returns, until n2's and n3's maps hold the new port (old one gone)",
         &enforced,
         "changes",
     );
     show(
-        "from n1's POST sent until n2's maps hold it",
+        "from n1's POST sent until n2's and n3's maps hold it",
         &end_to_end,
         "changes",
     );
