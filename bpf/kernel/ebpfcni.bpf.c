@@ -145,7 +145,7 @@ static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfc
 
 	action = ebpfcni_policy_of(flow); /* steps 7, 8 */
 	if (!action && cfg->label_policy) {
-		ret = ebpfcni_label_policy(flow); /* step 8b */
+		ret = ebpfcni_label_policy(flow, cfg); /* step 8b */
 		if (ret < 0)
 			return ebpfcni_policy_drop(ctx, -ret, flow);
 		action = ret;

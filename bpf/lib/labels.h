@@ -12,7 +12,7 @@
  *                                   (rules of one port, or of everything)
  *       label_rule_map (LPM trie)   struct ebpfcni_label_key -> struct ebpfcni_label_rule
  *                                   (port ranges, whole protocols)
- * API:  ebpfcni_label_policy(flow)
+ * API:  ebpfcni_label_policy(flow, cfg)
  *   Returns: EBPFCNI_POLICY_ALLOW_STATEFUL when label policy allows the
  *   flow (flow->label and the policy numbers say which rules did), 0 when it has no say (neither identity under it: the caller's
  *   step 10), or a negative drop reason (policy-denied, policy-isolated,
@@ -116,7 +116,7 @@ ebpfcni_label_rule(__u32 subject, __u32 peer, enum ebpfcni_label_kind kind, cons
 
 /* Also notes in the flow what decided (flow->label, and the policy
  * numbers of the rules: for events and explain). */
-static __always_inline int ebpfcni_label_policy(struct ebpfcni_flow *flow)
+static __always_inline int ebpfcni_label_policy(struct ebpfcni_flow *flow, const struct ebpfcni_config *cfg)
 {
 	__u32 *src = bpf_map_lookup_elem(&label_isolation_map, &flow->src_id);
 	__u32 *dst = bpf_map_lookup_elem(&label_isolation_map, &flow->dst_id);
@@ -128,7 +128,6 @@ static __always_inline int ebpfcni_label_policy(struct ebpfcni_flow *flow)
 		return dst ? -EBPFCNI_DROP_NO_POLICY : 0; /* neither: no say; one: 7, 8 said no */
 	if (!dst)
 		return -EBPFCNI_DROP_NO_POLICY;
-	const struct ebpfcni_config *cfg = ebpfcni_config();
 	__u32 shapes = cfg->label_policy;
 
 	flow->label = EBPFCNI_DECIDED_LABELS;

@@ -863,9 +863,6 @@ impl Agent {
         // additions (a new identity, new rules) need only the flags on.
         let mut shrinks = false;
         let mut adds_deny = false;
-        // The shapes of the rules added: the program looks a shape up only
-        // while config label_policy says it exists.
-        let mut shapes = 0;
         // The CIDR identities' prefixes, before any rule names them.
         let cidrs: Vec<(Ipv4Net, u32)> = state.policy.cidrs.iter().map(|(n, i)| (*n, *i)).collect();
         for (net, id) in cidrs {
@@ -904,7 +901,6 @@ impl Agent {
         add.sort_unstable();
         for (k, n) in add {
             adds_deny |= k.kind.is_deny();
-            shapes |= k.shape();
             shrinks |= written.contains_key(&k);
             self.maps
                 .labels
@@ -913,10 +909,6 @@ impl Agent {
             written.insert(k, n);
             writes += 1;
         }
-        // The program looks the new rules' shapes up before anything they
-        // replace goes (a port becoming a range moves a rule from the hash
-        // to the trie).
-        self.maps.config.enable_label_shapes(shapes).map_err(map_error)?;
         // 2. identities unisolated (or new without isolation), 3. isolated.
         let mut later = Vec::new();
         for (id, want) in &isolation {
@@ -966,9 +958,8 @@ impl Agent {
             writes += 1;
         }
         if writes > 0 {
-            let flags = self.maps.config.label_policy_flags().map_err(map_error)?;
-            let flags_on = flags != 0
-                && flags & shapes == shapes
+            // (A rule's shape flag is on from its add: LabelPolicyMap::add.)
+            let flags_on = self.maps.config.label_policy().map_err(map_error)?
                 && (!adds_deny || self.maps.config.label_deny().map_err(map_error)?);
             if shrinks || !flags_on {
                 self.maps.after_policy_change().map_err(map_error)?;

@@ -350,7 +350,7 @@ impl ConfigMap {
     /// before anything they replace is removed (adds before removes). A
     /// flag on too many costs lookups only; [`crate::Maps::after_policy_change`]
     /// sets them exactly.
-    pub fn enable_label_shapes(&self, shapes: u32) -> Result<()> {
+    pub(crate) fn enable_label_shapes(&self, shapes: u32) -> Result<()> {
         if self.label_policy_flags()? & shapes == shapes {
             return Ok(());
         }

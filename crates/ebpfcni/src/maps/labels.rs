@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::insert_error;
+use super::{insert_error, ConfigMap};
 use super::ports::blocks;
 use super::rule::{Protocol, Selector};
 use crate::error::{Error, Result};
@@ -222,14 +222,17 @@ pub struct LabelPolicyMap {
     rules: MapHandle,
     /// The hash: one port, or every protocol and port.
     exact: MapHandle,
+    /// For label_policy's shape flags.
+    config: ConfigMap,
 }
 
 impl LabelPolicyMap {
-    pub(super) fn new(isolation: MapHandle, rules: MapHandle, exact: MapHandle) -> Self {
+    pub(super) fn new(isolation: MapHandle, rules: MapHandle, exact: MapHandle, config: ConfigMap) -> Self {
         Self {
             isolation,
             rules,
             exact,
+            config,
         }
     }
 
@@ -268,10 +271,17 @@ impl LabelPolicyMap {
             .collect())
     }
 
-    /// Writes `rule`'s entries (a range is several). The program sees a
-    /// new shape of rule once [`crate::Maps::after_policy_change`] has
-    /// updated config label_policy.
+    /// Writes `rule`'s entries (a range is several), then turns its shape's
+    /// flag on (config label_policy), so that the program finds it before
+    /// anything it replaces is removed (adds before removes); removing
+    /// leaves the flags to [`crate::Maps::after_policy_change`], which sets
+    /// them exactly.
     pub fn add(&self, rule: &LabelRule) -> Result<()> {
+        self.write(rule)?;
+        self.config.enable_label_shapes(rule.shape())
+    }
+
+    fn write(&self, rule: &LabelRule) -> Result<()> {
         let value = value(rule);
         if let Some(key) = exact_key(rule) {
             return self

@@ -188,12 +188,20 @@ impl Maps {
             return Err(Error::MapsNotPinned { missing });
         }
         let ids = handles.iter().map(map_id).collect::<Result<Vec<u32>>>()?;
-        // local_map keeps a flag of config_map: its own handle of it.
+        // local_map and the label maps keep flags of config_map: a handle
+        // of it each.
         let config_position = PinnedMap::ALL
             .iter()
             .position(|m| *m == PinnedMap::Config)
             .expect("listed");
-        let config_handle = object::open_pinned(PinnedMap::Config, pin_dir, &specs[config_position])?;
+        let config_of = || -> Result<ConfigMap> {
+            let handle = object::open_pinned(PinnedMap::Config, pin_dir, &specs[config_position])?.ok_or(
+                Error::MapsNotPinned {
+                    missing: vec![PinnedMap::Config.path(pin_dir)],
+                },
+            )?;
+            Ok(ConfigMap::new(handle, pin_dir))
+        };
         let mut handles = handles.into_iter();
         let mut next = || handles.next().expect("one handle per pinned map");
         let local;
@@ -213,18 +221,9 @@ impl Maps {
                 let isolation = next();
                 let rules = next();
                 local = next(); // PinnedMap::ALL: local_map, then label_exact_map
-                LabelPolicyMap::new(isolation, rules, next())
+                LabelPolicyMap::new(isolation, rules, next(), config_of()?)
             },
-            local: LocalDeliveryMap::new(
-                local,
-                ConfigMap::new(
-                    config_handle.ok_or(Error::MapsNotPinned {
-                        missing: vec![PinnedMap::Config.path(pin_dir)],
-                    })?,
-                    pin_dir,
-                ),
-                pin_dir,
-            ),
+            local: LocalDeliveryMap::new(local, config_of()?, pin_dir),
             ids: ids.try_into().expect("one id per pinned map"),
             pin_dir: pin_dir.to_owned(),
             recovered: Recovered::Nothing,
