@@ -113,7 +113,7 @@ impl<'a> Scenario<'a> {
     /// Installs the filter, checks it is in the path, measures, removes it.
     fn measure(&mut self, topo: &TwoPods, args: &Args) -> Result<()> {
         self.install(topo)?;
-        let outcome = (|| -> Result<(f64, f64, f64)> {
+        let outcome = (|| -> Result<(f64, f64, f64, (u64, u64))> {
             let filtering = !matches!(self.filter, Filter::None);
             if enforced(topo) != filtering {
                 return Err(format!(
@@ -128,14 +128,23 @@ impl<'a> Scenario<'a> {
             check_interrupted()?;
             let tps = traffic::transactions(&topo.pod_a, POD_B, args.message_size, args.seconds)?;
             check_interrupted()?;
+            let counters = || -> Result<(u64, u64)> {
+                Ok((
+                    traffic::tcp_ext(&topo.pod_b, "ListenOverflows")?,
+                    traffic::tcp_ext(&topo.pod_a, "TCPSynRetrans")?,
+                ))
+            };
+            let before = counters()?;
             let cps = traffic::connections(&topo.pod_a, POD_B, args.seconds)?;
-            Ok((bps, tps, cps))
+            let after = counters()?;
+            Ok((bps, tps, cps, (after.0 - before.0, after.1 - before.1)))
         })();
         let removed = self.remove(topo);
-        let (bps, tps, cps) = outcome?;
+        let (bps, tps, cps, (overflows, syn_retrans)) = outcome?;
         removed?;
         eprintln!(
-            "  {:<18} {:>7.2} Gbit/s {:>9.0} transactions/s {:>8.0} connections/s",
+            "  {:<18} {:>7.2} Gbit/s {:>9.0} transactions/s {:>8.0} connections/s \
+             ({overflows} accept queue overflows, {syn_retrans} SYN retransmissions)",
             self.key,
             bps / 1e9,
             tps,
@@ -322,7 +331,7 @@ fn print_traffic(scenarios: &[Scenario], args: &Args) {
     println!(
         "Pod A -> pod B through a node namespace; {} interleaved rounds; iperf3 TCP {} s (after 1 s \
          warm-up); request/response: one TCP connection, {}-byte messages, {} s; new connections: \
-         connect and reset, one at a time, {} s",
+         connect, read the server's byte, reset; one at a time, {} s",
         args.rounds, args.seconds, args.message_size, args.seconds, args.seconds
     );
     println!();

@@ -228,9 +228,15 @@ impl AcceptServer {
         let serving = stop.clone();
         let thread = listen_in(ns, (addr, ACCEPT_PORT), "accept server", move |listener| {
             // Blocking accepts; drop wakes the last one with a connection.
+            // Each accepted connection gets one byte, which its client waits
+            // for: a closed loop, so that the client cannot run ahead of this
+            // thread, fill the accept queue and measure the kernel's 1 s SYN
+            // retransmission instead of the path (it did: see `connections`).
             Ok(move || {
                 while !serving.load(Ordering::Relaxed) {
-                    let _ = listener.accept();
+                    if let Ok((mut conn, _)) = listener.accept() {
+                        let _ = conn.write_all(b"!");
+                    }
                 }
             })
         })?;
@@ -262,9 +268,13 @@ impl Drop for AcceptServer {
 }
 
 /// New TCP connections per second from `client` to the accept server at
-/// `server`, one at a time: each is opened (the three-way handshake) and
-/// closed with a reset (SO_LINGER 0), so that no TIME_WAIT runs the client
-/// out of ports.
+/// `server`, one at a time (netperf's TCP_CRR without the request): each is
+/// opened (the three-way handshake), accepted by the server, which sends one
+/// byte, read by the client, and closed with a reset (SO_LINGER 0), so that
+/// no TIME_WAIT runs the client out of ports. Waiting for the byte matters:
+/// a client that only connected ran ahead of the accepting thread, filled
+/// its accept queue, and every overflow cost a 1 s SYN retransmission,
+/// under every filter alike (3 per 3 s run, counted with `tcp_ext`).
 pub fn connections(client: &Netns, server: Ipv4Addr, seconds: u32) -> Result<f64> {
     use nix::sys::socket::{setsockopt, sockopt::Linger};
     let addr = SocketAddr::from((server, ACCEPT_PORT));
@@ -274,8 +284,13 @@ pub fn connections(client: &Netns, server: Ipv4Addr, seconds: u32) -> Result<f64
         let start = Instant::now();
         let mut done = 0u64;
         while start.elapsed() < duration {
-            let conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
                 .map_err(|e| format!("connect to {addr} (after {done} connections): {e}"))?;
+            conn.set_read_timeout(Some(Duration::from_secs(2)))
+                .map_err(|e| format!("SO_RCVTIMEO: {e}"))?;
+            let mut byte = [0u8; 1];
+            conn.read_exact(&mut byte)
+                .map_err(|e| format!("read the server's byte (after {done} connections): {e}"))?;
             setsockopt(
                 &conn,
                 Linger,
@@ -291,6 +306,33 @@ pub fn connections(client: &Netns, server: Ipv4Addr, seconds: u32) -> Result<f64
         Ok(done as f64 / start.elapsed().as_secs_f64())
     };
     client.run_in(run).map_err(Into::into)
+}
+
+/// A TcpExt counter of `ns` (as `nstat` names them without the prefix, e.g.
+/// "ListenOverflows", "TCPSynRetrans"), read from the namespace's
+/// /proc/net/netstat. Tells apart why new connections stall: a SYN dropped
+/// because the listener's accept queue was full costs the client a 1 s
+/// retransmission, whatever the path in between.
+pub fn tcp_ext(ns: &Netns, name: &str) -> Result<u64> {
+    let text = ns
+        .run_in(|| std::fs::read_to_string("/proc/thread-self/net/netstat"))
+        .map_err(|e| format!("read netstat in {}: {e}", ns.path().display()))?;
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        let (Some(("TcpExt", names)), Some(("TcpExt", values))) =
+            (names.split_once(':'), values.split_once(':'))
+        else {
+            continue;
+        };
+        if let Some((_, v)) = names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == name)
+        {
+            return v.parse().map_err(|e| format!("TcpExt {name}: {e}").into());
+        }
+    }
+    Err(format!("no TcpExt counter {name}").into())
 }
 
 /// CPU time of the whole machine that was not idle, from /proc/stat (in
