@@ -46,7 +46,9 @@
  *         policy has passed it, the opener's packets pass as tracked without
  *         steps 5-9 for as long as config policy_gen stays what it was (the
  *         tools bump it after every change of what policy decides with).
- *   5. An address's identity is its endpoint_map entry; an address with none
+ *   5. An address's identity is its endpoint_map entry (on from-pod, the
+ *      source's is the one its interface record carries, when it carries
+ *      one: the same number, written by the agent beside it); an address with none
  *      takes the identity of the longest prefix in prefix_map that holds it
  *      (an exact endpoint always beats a prefix). A source address with
  *      neither is dropped (unknown-source),
@@ -145,11 +147,19 @@ struct ebpfcni_prefix_key {
 /* interface_map value, keyed by a host veth's ifindex (__u32): the pod
  * addresses behind it, as the CNI plugin recorded them at ADD from the IPAM
  * result (network byte order). Unused slots are 0.0.0.0. This is plumbing,
- * not policy: the plugin writes it, never identities or rules. */
+ * not policy: the plugin writes it, never identities or rules (identity 0).
+ * The node agent, which writes both a pod's record and its addresses'
+ * endpoint_map entries, also carries the pod's identity here: from-pod then
+ * takes the source's identity from the record it read for source trust
+ * (step 3) instead of looking it up (step 5). The agent keeps the two
+ * equal; an operator cannot write an agent's address (endpointctl refuses
+ * it). 0: not carried, step 5 looks it up. */
 #define EBPFCNI_INTERFACE_ADDRS 4
 struct ebpfcni_interface {
 	__be32 addrs[EBPFCNI_INTERFACE_ADDRS];
+	__u32 identity; /* the pod's, or 0 */
 };
+_Static_assert(sizeof(struct ebpfcni_interface) == 20, "ebpfcni_interface is 20 bytes");
 
 /* local_map value, keyed by a pod address on this node (__be32, network
  * byte order as on the wire): where the pod lives, for local delivery.

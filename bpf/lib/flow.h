@@ -25,7 +25,7 @@ struct ebpfcni_flow {
 	__u8 icmp_type; /* ICMP: the type, else 0 */
 	__u8 is_echo;   /* ICMP echo request or reply, with its identifier in echo_id */
 	__be16 echo_id;
-	__u32 src_id;   /* 0 until looked up (identity.h) */
+	__u32 src_id;   /* 0 until looked up (identity.h; from-pod: trust.h) */
 	__u32 dst_id;
 	__u32 ifindex;
 	/* Set by the step that let the packet through, for its event. */

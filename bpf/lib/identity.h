@@ -7,7 +7,8 @@
  * Maps: endpoint_map (hash)      IPv4 address, host byte order -> identity
  *       prefix_map (LPM trie)    struct ebpfcni_prefix_key -> identity
  * API:  ebpfcni_lookup_identities(flow)
- *   Fills flow->src_id and flow->dst_id.
+ *   Fills flow->src_id (unless source trust already took it from the
+ *   pod's interface record) and flow->dst_id.
  *   Returns: 0, or -EBPFCNI_DROP_UNKNOWN_SRC / -EBPFCNI_DROP_UNKNOWN_DST.
  */
 #ifndef EBPFCNI_LIB_IDENTITY_H
@@ -53,7 +54,8 @@ static __always_inline __u32 ebpfcni_identity_of(__be32 addr)
 
 static __always_inline int ebpfcni_lookup_identities(struct ebpfcni_flow *flow)
 {
-	flow->src_id = ebpfcni_identity_of(flow->saddr);
+	if (!flow->src_id)
+		flow->src_id = ebpfcni_identity_of(flow->saddr);
 	if (!flow->src_id)
 		return -EBPFCNI_DROP_UNKNOWN_SRC; /* step 5 */
 	flow->dst_id = ebpfcni_identity_of(flow->daddr);

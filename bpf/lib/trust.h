@@ -9,7 +9,9 @@
  *       (written by the CNI plugin at ADD, removed at DEL)
  * API:  ebpfcni_source_trusted(ctx, flow)
  *   Returns: 0, or -EBPFCNI_DROP_UNKNOWN_INTERFACE (3a: no record, fail
- *   closed) or -EBPFCNI_DROP_INVALID_SOURCE (3b).
+ *   closed) or -EBPFCNI_DROP_INVALID_SOURCE (3b). On 0, flow->src_id is the
+ *   identity the record carries (0 when it carries none: step 5 looks it
+ *   up), which saves step 5 a lookup for the agent's pods.
  */
 #ifndef EBPFCNI_LIB_TRUST_H
 #define EBPFCNI_LIB_TRUST_H
@@ -27,7 +29,7 @@ struct {
 	__type(value, struct ebpfcni_interface);
 } interface_map SEC(".maps");
 
-static __always_inline int ebpfcni_source_trusted(const struct __sk_buff *ctx, const struct ebpfcni_flow *flow)
+static __always_inline int ebpfcni_source_trusted(const struct __sk_buff *ctx, struct ebpfcni_flow *flow)
 {
 	__u32 ifindex = ctx->ifindex;
 	const struct ebpfcni_interface *iface = bpf_map_lookup_elem(&interface_map, &ifindex);
@@ -38,8 +40,10 @@ static __always_inline int ebpfcni_source_trusted(const struct __sk_buff *ctx, c
 	 * pod may send from (0.0.0.0 itself included). */
 #pragma unroll
 	for (int i = 0; i < EBPFCNI_INTERFACE_ADDRS; i++)
-		if (iface->addrs[i] && iface->addrs[i] == flow->saddr)
+		if (iface->addrs[i] && iface->addrs[i] == flow->saddr) {
+			flow->src_id = iface->identity;
 			return 0;
+		}
 	return -EBPFCNI_DROP_INVALID_SOURCE; /* step 3b */
 }
 

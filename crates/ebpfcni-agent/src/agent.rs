@@ -452,7 +452,7 @@ impl Agent {
     }
 
     /// The endpoint's entries: its identity for each address, then the
-    /// record of its addresses behind its host veth.
+    /// record of its addresses behind its host veth, carrying the identity.
     fn write_endpoint(&self, endpoint: &Endpoint) -> Result<usize, AgentError> {
         let mut writes = 0;
         let id = Id::new(endpoint.identity).expect("identities are not 0");
@@ -474,15 +474,19 @@ impl Agent {
                 writes += 1;
             }
         }
-        let record = self
-            .maps
-            .interfaces
-            .get(endpoint.host_ifindex)
-            .map_err(map_error)?;
-        if record.as_deref() != Some(endpoint.ips.as_slice()) {
-            self.maps
-                .interfaces
-                .set(endpoint.host_ifindex, &endpoint.ips)
+        // The record carries the identity (from-pod then need not look it
+        // up): written after the endpoint entries, so that both say the same
+        // from here on.
+        let interfaces = &self.maps.interfaces;
+        let record = interfaces.get(endpoint.host_ifindex).map_err(map_error)?;
+        if record.as_deref() != Some(endpoint.ips.as_slice())
+            || interfaces
+                .carried_identity(endpoint.host_ifindex)
+                .map_err(map_error)?
+                != Some(id)
+        {
+            interfaces
+                .set_carrying(endpoint.host_ifindex, &endpoint.ips, Some(id))
                 .map_err(map_error)?;
             writes += 1;
         }

@@ -122,6 +122,19 @@ fn containers_get_identities_from_their_labels_and_lose_them_at_del() {
     let endpoints = agent.client().endpoints().unwrap();
     let web_ep = endpoints.iter().find(|e| e.container_id == web1.id).unwrap();
     assert_eq!(web_ep.labels.get("app").map(String::as_str), Some("web"));
+    // The record behind web1's host veth carries its identity: from-pod
+    // takes the source's from there instead of looking it up.
+    assert_eq!(
+        maps.interfaces
+            .carried_identity(web_ep.host_ifindex)
+            .unwrap()
+            .map(|i| i.get()),
+        Some(id_web)
+    );
+    assert_eq!(
+        maps.interfaces.get(web_ep.host_ifindex).unwrap(),
+        Some(web_ep.ips.clone())
+    );
     assert_eq!(
         web_ep
             .labels

@@ -129,3 +129,58 @@ fn records_hold_at_most_four_addresses_and_never_0_0_0_0() {
         vec![(TEST_IFINDEX, vec![POD_A]), (7, five[..4].to_vec())]
     );
 }
+
+/// A record carrying the pod's identity (the agent writes it so): from-pod
+/// takes the source's identity from it and does not look the address up.
+/// Proved by a record that carries an identity the endpoint map does not
+/// hold for the address: policy decides by the carried one. What the pod
+/// receives still takes the endpoint map's.
+#[test]
+fn a_record_carrying_the_identity_decides_the_source_identity() {
+    require_root!();
+    let dp = three_pods("trust_carried");
+    // Without a carried identity: A is 1, which may send to nobody.
+    dp.assert_drop(
+        "A to C, looked up",
+        Hook::FromPod,
+        &ipv4(POD_A, POD_C),
+        Reason::EBPFCNI_DROP_NO_POLICY,
+    );
+    // Carrying 2 (which may send to C): the record's number counts.
+    dp.maps
+        .interfaces
+        .set_carrying(TEST_IFINDEX, &[POD_A], Some(id(2)))
+        .unwrap();
+    assert_eq!(
+        dp.maps.interfaces.carried_identity(TEST_IFINDEX).unwrap(),
+        Some(id(2))
+    );
+    assert_eq!(dp.maps.interfaces.get(TEST_IFINDEX).unwrap(), Some(vec![POD_A]));
+    dp.assert_pass("A to C, carried", Hook::FromPod, &ipv4(POD_A, POD_C));
+    // With no endpoint entry at all, the carried identity is enough.
+    dp.maps.endpoints.delete(POD_A).unwrap();
+    dp.assert_pass("A to C, no endpoint entry", Hook::FromPod, &ipv4(POD_A, POD_C));
+    // The check still comes first: a forged source gets nothing from it.
+    dp.assert_drop(
+        "A forging B's address",
+        Hook::FromPod,
+        &ipv4(POD_B, POD_C),
+        Reason::EBPFCNI_DROP_INVALID_SOURCE,
+    );
+    // To-pod is judged by the endpoint map alone.
+    dp.assert_drop(
+        "to A at its to-pod hook, A unknown",
+        Hook::ToPod,
+        &ipv4(NODE, POD_A),
+        Reason::EBPFCNI_DROP_UNKNOWN_DST,
+    );
+    // Carrying none again: looked up (and A now has no identity).
+    dp.maps.interfaces.set(TEST_IFINDEX, &[POD_A]).unwrap();
+    assert_eq!(dp.maps.interfaces.carried_identity(TEST_IFINDEX).unwrap(), None);
+    dp.assert_drop(
+        "A to C, no identity",
+        Hook::FromPod,
+        &ipv4(POD_A, POD_C),
+        Reason::EBPFCNI_DROP_UNKNOWN_SRC,
+    );
+}

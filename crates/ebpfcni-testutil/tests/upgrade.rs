@@ -241,3 +241,75 @@ fn a_64_byte_config_map_is_migrated_with_its_settings() {
     maps.after_policy_change().unwrap();
     assert_ne!(maps.config.policy_gen().unwrap(), 0, "bumped by the first change");
 }
+
+/// interface_map of 16-byte records (the build before records carried the
+/// agent's identity) is migrated to 20-byte ones with every record kept,
+/// carrying no identity: from-pod looks the source's up as before, so every
+/// verdict stays; the agent's next write adds the identity.
+#[test]
+fn interface_records_without_an_identity_are_migrated_and_kept() {
+    require_root!();
+    let pins = TestPinDir::new("upgrade_iface16");
+    drop(Program::load(pins.path()).expect("load"));
+    let path = PinnedMap::Interfaces.path(pins.path());
+    std::fs::remove_file(&path).unwrap();
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    let mut old = MapHandle::create(
+        libbpf_rs::MapType::Hash,
+        Some("interface_map"),
+        4,
+        16,
+        16384,
+        &opts,
+    )
+    .unwrap();
+    old.pin(&path).unwrap();
+    let record = |addrs: &[Ipv4Addr]| -> Vec<u8> {
+        let mut v = vec![0u8; 16];
+        for (i, a) in addrs.iter().enumerate() {
+            v[i * 4..i * 4 + 4].copy_from_slice(&a.octets());
+        }
+        v
+    };
+    old.update(&TEST_IFINDEX.to_ne_bytes(), &record(&[FRONTEND]), MapFlags::ANY)
+        .unwrap();
+    old.update(&77u32.to_ne_bytes(), &record(&[BACKEND, FRONTEND]), MapFlags::ANY)
+        .unwrap();
+    drop(old);
+
+    let maps = Maps::open_or_create(pins.path()).expect("open migrates");
+    assert_eq!(pinned(pins.path(), "interface_map").value_size(), 20);
+    assert_eq!(
+        maps.interfaces.list().unwrap(),
+        vec![(TEST_IFINDEX, vec![FRONTEND]), (77, vec![BACKEND, FRONTEND])],
+        "every record kept"
+    );
+    assert_eq!(maps.interfaces.carried_identity(TEST_IFINDEX).unwrap(), None);
+    // The migrated record still gates the source, and the source's identity
+    // is looked up: frontend 1001 may send to backend 1002.
+    maps.endpoints.upsert(FRONTEND, id(1001)).unwrap();
+    maps.endpoints.upsert(BACKEND, id(1002)).unwrap();
+    maps.policy
+        .allow_all(&[PolicyRule::new(id(1001), id(1002))])
+        .unwrap();
+    let program = Program::load(pins.path()).expect("load after the migration");
+    let ctx = TestContext {
+        ifindex: TEST_IFINDEX,
+        ..Default::default()
+    };
+    let run = |src, dst| {
+        program
+            .test_run(Hook::FromPod, &ipv4(src, dst), Some(&ctx), 1)
+            .unwrap()
+            .verdict
+    };
+    assert_eq!(run(FRONTEND, BACKEND), TC_ACT_OK);
+    assert_eq!(
+        run(BACKEND, FRONTEND),
+        TC_ACT_SHOT,
+        "backend is not behind this interface"
+    );
+}

@@ -9,7 +9,8 @@
 //!    its BTF, so `bpftool map dump` keeps its field names);
 //! 2. [`finish`] copies every entry of the set-aside map into the new one
 //!    (values zero-extended over the new map's fresh value, so settings the
-//!    old layout lacked keep their defaults) and removes the old pin.
+//!    old layout lacked keep their defaults; a hash map's entries are
+//!    zero-extended) and removes the old pin.
 //!
 //! A migration interrupted between the two steps is finished by the next
 //! load: a `<name>_old` pin left behind is copied then. Programs already
@@ -74,7 +75,11 @@ pub(crate) fn finish(pin_dir: &Path, maps: &[PinnedMap]) -> Result<()> {
             .map_err(|e| Error::bpf(format!("open pinned map {}", aside.display()), e))?;
         let new = MapHandle::from_pinned_path(map.path(pin_dir))
             .map_err(|e| Error::bpf(format!("open pinned map {}", map.path(pin_dir).display()), e))?;
-        copy_array(&old, &new).map_err(|e| match e {
+        let copied = match old.map_type() {
+            MapType::Hash => copy_hash(&old, &new),
+            _ => copy_array(&old, &new),
+        };
+        copied.map_err(|e| match e {
             Error::Bpf { context, source } => Error::Bpf {
                 context: format!("migrate {map}: {context}"),
                 source,
@@ -113,6 +118,26 @@ fn copy_array(old: &MapHandle, new: &MapHandle) -> Result<()> {
             new.update(&key, &into[0], MapFlags::ANY)
         };
         written.map_err(|e| Error::bpf(format!("write slot {index}"), e))?;
+    }
+    Ok(())
+}
+
+/// Copies every entry of hash map `old` into `new`, each value zero-extended
+/// to the new value size (a field the old layout lacked is 0: its "none").
+fn copy_hash(old: &MapHandle, new: &MapHandle) -> Result<()> {
+    let size = new.value_size() as usize;
+    for key in old.keys() {
+        let Some(value) = old
+            .lookup(&key, MapFlags::ANY)
+            .map_err(|e| Error::bpf(format!("read key {key:02x?}"), e))?
+        else {
+            continue; // removed while we walked
+        };
+        let mut into = vec![0u8; size];
+        let n = value.len().min(size);
+        into[..n].copy_from_slice(&value[..n]);
+        new.update(&key, &into, MapFlags::ANY)
+            .map_err(|e| Error::bpf(format!("write key {key:02x?}"), e))?;
     }
     Ok(())
 }

@@ -63,6 +63,14 @@ impl PinnedMap {
                 value_size: 8,
                 max_entries: 5,
             }],
+            // Before the record carried the agent's identity: the four
+            // addresses alone.
+            PinnedMap::Interfaces => &[MapSpec {
+                map_type: MapType::Hash,
+                key_size: 4,
+                value_size: 16,
+                max_entries: types::ebpfcni_capacity::EBPFCNI_INTERFACE_MAP_CAPACITY.0,
+            }],
             _ => &[],
         }
     }

@@ -112,6 +112,19 @@ pub fn report_plan_rules(table: &Table, medians: &[Vec<Option<f64>>]) {
             delivered - plain,
             goal(delivered - plain <= 10.0)
         );
+        let (carried, carried_delivered) = (
+            at("allow, from-pod, carried id, one a call", i),
+            at("allow, from-pod, carried id, delivered", i),
+        );
+        println!(
+            "the identity carried in the interface record ({}): from-pod allow {:+.1} ns, delivered {:+.1} ns; \
+             delivered with it against today's from-pod allow {:+.1} ns: {}",
+            s.name,
+            carried - plain,
+            carried_delivered - delivered,
+            carried_delivered - plain,
+            goal(carried_delivered - plain <= 10.0)
+        );
     }
     let worst = table
         .rows

@@ -50,8 +50,10 @@ pub enum Runs {
     /// From-pod, one run per BPF_PROG_TEST_RUN call (repeated runs would
     /// get the frame as the last run left it, its TTL one less each time
     /// it is delivered), the median of [`SINGLE_CALLS`] calls; with
-    /// `deliver`, the destination has a local delivery record (redirect).
-    FromPodOnce { deliver: bool },
+    /// `deliver`, the destination has a local delivery record (redirect);
+    /// with `carried`, the sender's interface record carries its identity
+    /// (as the agent writes it), which saves the source's lookup.
+    FromPodOnce { deliver: bool, carried: bool },
     /// To-pod, one run per call on an empty ct_map (emptied before each
     /// call, outside the measured run), so that every run is a connection's
     /// first packet: what a policy decision costs when it is made; the
@@ -236,14 +238,40 @@ pub fn rows(repeat: u32) -> Vec<Row> {
         row("allow, to-pod", to_pod, &allow, TC_ACT_OK, repeat),
         row(
             "allow, from-pod, one run a call",
-            Runs::FromPodOnce { deliver: false },
+            Runs::FromPodOnce {
+                deliver: false,
+                carried: false,
+            },
             &allow,
             TC_ACT_OK,
             repeat,
         ),
         row(
             "allow, from-pod, delivered, one a call",
-            Runs::FromPodOnce { deliver: true },
+            Runs::FromPodOnce {
+                deliver: true,
+                carried: false,
+            },
+            &allow,
+            TC_ACT_REDIRECT,
+            repeat,
+        ),
+        row(
+            "allow, from-pod, carried id, one a call",
+            Runs::FromPodOnce {
+                deliver: false,
+                carried: true,
+            },
+            &allow,
+            TC_ACT_OK,
+            repeat,
+        ),
+        row(
+            "allow, from-pod, carried id, delivered",
+            Runs::FromPodOnce {
+                deliver: true,
+                carried: true,
+            },
             &allow,
             TC_ACT_REDIRECT,
             repeat,

@@ -274,7 +274,7 @@ impl Setup {
                 assert_eq!(run.verdict, row.verdict, "{}: unexpected verdict", row.name);
                 run.duration.as_nanos() as f64
             }
-            Runs::FromPodOnce { deliver } => {
+            Runs::FromPodOnce { deliver, carried } => {
                 let record = LocalDelivery {
                     ifindex: 4242, // never followed by BPF_PROG_TEST_RUN
                     pod_mac: [2, 0, 0, 0, 0, 3],
@@ -283,6 +283,13 @@ impl Setup {
                 };
                 if deliver {
                     self.maps.local.set(SERVER, &record).expect("record SERVER");
+                }
+                let senders = [CLIENT, SERVER, OUTSIDER];
+                if carried {
+                    self.maps
+                        .interfaces
+                        .set_carrying(TEST_IFINDEX, &senders, Some(id(1)))
+                        .expect("carry CLIENT's identity");
                 }
                 let ctx = TestContext {
                     ifindex: TEST_IFINDEX,
@@ -300,6 +307,12 @@ impl Setup {
                     .collect();
                 if deliver {
                     self.maps.local.remove(SERVER).expect("forget SERVER");
+                }
+                if carried {
+                    self.maps
+                        .interfaces
+                        .set(TEST_IFINDEX, &senders)
+                        .expect("record the test interface");
                 }
                 ns.sort_by(f64::total_cmp);
                 ns[ns.len() / 2]
