@@ -317,7 +317,8 @@ fn join_cluster(args: &Args, node: &str) -> Result<Option<Arc<Cluster>>, Failure
 
 /// One agent per pin directory: a lock in the run directory, held for the
 /// agent's life (the kernel drops it when the process ends, kill -9 too).
-fn lock_pin_dir(pin_dir: &Path) -> Result<Flock<File>, Failure> {
+/// The file goes when the agent ends normally ([`PinDirLock`]'s drop).
+fn lock_pin_dir(pin_dir: &Path) -> Result<PinDirLock, Failure> {
     std::fs::create_dir_all(ebpfcni::RUN_DIR)
         .map_err(|e| (EXIT_TAKEN, format!("create {}: {e}", ebpfcni::RUN_DIR)))?;
     let canonical = std::fs::canonicalize(pin_dir).unwrap_or_else(|_| pin_dir.to_path_buf());
@@ -325,17 +326,45 @@ fn lock_pin_dir(pin_dir: &Path) -> Result<Flock<File>, Failure> {
         "agent-{:016x}.lock",
         ebpfcni::fnv1a(canonical.as_os_str().as_encoded_bytes())
     ));
-    let file = File::create(&path).map_err(|e| (EXIT_TAKEN, format!("open {}: {e}", path.display())))?;
-    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
-        (
-            EXIT_TAKEN,
-            format!(
-                "another ebpfcni-agent manages the maps in {} (it holds {})",
-                pin_dir.display(),
-                path.display()
-            ),
-        )
-    })
+    loop {
+        let file = File::create(&path).map_err(|e| (EXIT_TAKEN, format!("open {}: {e}", path.display())))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
+            (
+                EXIT_TAKEN,
+                format!(
+                    "another ebpfcni-agent manages the maps in {} (it holds {})",
+                    pin_dir.display(),
+                    path.display()
+                ),
+            )
+        })?;
+        // An agent that ended removed the file after we opened it: our lock
+        // is on a file nobody else will open. Take the one at the path.
+        let same = |held: &File| {
+            use std::os::unix::fs::MetadataExt;
+            match (held.metadata(), std::fs::metadata(&path)) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            }
+        };
+        if same(&lock) {
+            return Ok(PinDirLock { path, _lock: lock });
+        }
+    }
+}
+
+/// The pin directory's lock; its file is removed when the agent ends
+/// normally, while the lock is still held (an agent starting meanwhile
+/// sees the file gone and takes a new one: see [`lock_pin_dir`]).
+struct PinDirLock {
+    path: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl Drop for PinDirLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Binds the API socket, mode 0600. A socket file nobody answers on is a

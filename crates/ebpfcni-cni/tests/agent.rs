@@ -428,6 +428,18 @@ fn a_store_the_agent_cannot_read_is_refused_and_the_maps_are_untouched() {
         "{}",
         String::from_utf8_lossy(&second.stderr)
     );
+    // Its lock file goes when it ends normally (no file per pin directory
+    // piling up in /run/ebpfcni); the next agent takes a new one.
+    let pins = std::fs::canonicalize(node.pins.path()).unwrap();
+    let lock = Path::new(ebpfcni::RUN_DIR).join(format!(
+        "agent-{:016x}.lock",
+        ebpfcni::fnv1a(pins.as_os_str().as_encoded_bytes())
+    ));
+    assert!(lock.exists(), "{}", lock.display());
+    assert!(agent.stop(), "a clean stop");
+    assert!(!lock.exists(), "the lock file goes with the agent");
+    agent.restart();
+    assert!(lock.exists());
     node.del(&conf, &pod).ok();
 }
 
