@@ -234,6 +234,9 @@ pub struct ClusterConfig {
     pub node_cidr_len: u8,
     /// The node's lease, seconds.
     pub ttl: i64,
+    /// How often the agent frees the identities no node uses
+    /// (`--identity-gc-seconds`).
+    pub gc_interval: Duration,
     /// Where the claim and pod CIDR are cached (`cluster.json`), so that a
     /// restart resumes the lease, and starts with etcd down.
     pub state_dir: PathBuf,
@@ -489,7 +492,7 @@ impl Cluster {
 
     /// Applies the other nodes to the maps in `pin_dir` and to the routes
     /// of the calling thread's network namespace, from now on; frees
-    /// identities nobody uses every minute. `then` sees every event after
+    /// identities nobody uses every `gc_interval` (a minute by default). `then` sees every event after
     /// it is applied (the agent's policy learns the cluster's identities).
     pub fn start_remote(
         &self,
@@ -529,9 +532,10 @@ impl Cluster {
             })
             .map_err(|e| format!("start the remote applier: {e}"))?;
         let store = self.store.clone();
+        let every = self.config.gc_interval;
         self.rt().spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(60)).await;
+                tokio::time::sleep(every).await;
                 match store.gc_identities().await {
                     Ok(freed) if !freed.is_empty() => {
                         log::info!("identities freed (no node uses them): {freed:?}")

@@ -249,6 +249,10 @@ fn agents_share_identities_endpoints_and_routes_through_etcd() {
             CLUSTER,
             "--lease-seconds",
             "3",
+            // Identities nobody uses are freed within a second (below:
+            // n2 gone for good).
+            "--identity-gc-seconds",
+            "1",
         ]
     };
     let (p1, p2) = (TestPinDir::new("etcdag1"), TestPinDir::new("etcdag2"));
@@ -368,18 +372,61 @@ fn agents_share_identities_endpoints_and_routes_through_etcd() {
         entry(&maps1, moved.ips[0]) == Some(db1.identity)
     });
 
-    // n2 gone for good: when its lease (3 s) ends, its pod, node IP and
-    // route leave n1.
+    // n2 uses web again (n1 too) and db (n2 only) when it goes.
+    let ifindex = host_veth(&nodes[1], "hweb4");
+    let web4 = a2
+        .client()
+        .create_endpoint(&request("web4", "hweb4", ifindex, "web"))
+        .unwrap();
+    assert_eq!(web4.identity, web1.identity);
+    assert_eq!(users(web1.identity), both);
+    assert_eq!(users(db1.identity), vec![nodes[1].name().to_string()]);
+
+    // n2 gone for good (killed, never restarted): when its lease (3 s)
+    // ends, its pods, node IP and route leave n1...
     drop(a2);
+    let t = Instant::now();
     wait_until("n2 gone from n1", Duration::from_secs(10), || {
         entry(&maps1, db2.ips[0]).is_none() && !routes(&nodes[0]).contains(&c2.to_string())
     });
     assert_eq!(entry(&maps1, "10.0.0.12".parse().unwrap()), None);
     assert_eq!(entry(&maps1, moved.ips[0]), None);
+    assert_eq!(entry(&maps1, web4.ips[0]), None);
     assert_eq!(
         entry(&maps1, web1.ips[0]),
         Some(web1.identity),
         "n1's own pods stay"
+    );
+    // ...and n1's GC (every second) frees db, which nobody uses any more,
+    // while web, which n1 still uses, keeps its number.
+    let labels_in_etcd = |id: u32| {
+        fab.run_in(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let store = Store::connect(&[url.to_string()], DEFAULT_PREFIX).await.unwrap();
+                store.labels_of(id).await.unwrap()
+            })
+        })
+    };
+    wait_until("db freed in etcd", Duration::from_secs(10), || {
+        labels_in_etcd(db1.identity).is_none()
+    });
+    eprintln!(
+        "n2's route and pods left n1, and db was freed, {:?} after n2 died (lease 3 s, GC every 1 s)",
+        t.elapsed()
+    );
+    assert!(users(db1.identity).is_empty());
+    // Several GC rounds later, web is still there, n1 its only user.
+    std::thread::sleep(Duration::from_millis(2500));
+    let web_labels = labels_in_etcd(web1.identity).expect("web is n1's: never freed");
+    assert_eq!(web_labels.get("app").map(String::as_str), Some("web"));
+    assert_eq!(users(web1.identity), vec![nodes[0].name().to_string()]);
+    assert_eq!(
+        a1.client().endpoint("web1", "eth0").unwrap().identity,
+        web1.identity
     );
     drop(a1);
     drop(etcd);
