@@ -477,9 +477,9 @@ impl Cluster {
 
     /// This node's endpoint at `ip` is gone: withdrawn from etcd now
     /// (waiting at most 2 s; after that, and while etcd is down, the
-    /// publishing task keeps trying).
-    /// The address is not handed out again before etcd has deleted its
-    /// key and [`REUSE_GRACE`] has passed ([`Cluster::reusable`]).
+    /// publishing task keeps trying). The address is not handed out again
+    /// before etcd has deleted its key and [`REUSE_GRACE`] has passed
+    /// ([`Cluster::reusable`]).
     pub fn withdraw(&self, ip: IpAddr) {
         self.withdrawn
             .lock()
@@ -536,8 +536,9 @@ impl Cluster {
 
     /// Applies the other nodes to the maps in `pin_dir` and to the routes
     /// of the calling thread's network namespace, from now on; frees
-    /// identities nobody uses every `gc_interval` (a minute by default). `then` sees every event after
-    /// it is applied (the agent's policy learns the cluster's identities).
+    /// identities nobody uses every `gc_interval` (a minute by default).
+    /// `then` sees every event after it is applied (the agent's policy
+    /// learns the cluster's identities).
     pub fn start_remote(
         &self,
         pin_dir: &Path,
