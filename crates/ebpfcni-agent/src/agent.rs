@@ -330,8 +330,16 @@ impl Agent {
                 )
             })?;
             let mut failed = None;
+            // An address a deleted pod had waits until the other nodes
+            // forgot it (crate::cluster::REUSE_GRACE).
+            let withdrawn = |ip: Ipv4Addr| {
+                self.cluster
+                    .as_ref()
+                    .is_some_and(|c| !c.reusable(std::net::IpAddr::V4(ip)))
+            };
             let found = pool.allocate(state.ipam_next, |ip| {
                 state.owners.contains_key(&ip)
+                    || withdrawn(ip)
                     || hand(ip)
                         .unwrap_or_else(|e| {
                             failed.get_or_insert(e);
@@ -343,7 +351,18 @@ impl Agent {
                 return Err(e);
             }
             let (ip, next) = found.ok_or_else(|| {
-                AgentError::Exhausted(format!("no free address left in the pod CIDR {}", pool.cidr))
+                let waiting = if self.cluster.is_some() {
+                    format!(
+                        " (a deleted pod's address waits until etcd has withdrawn it, and {:?} more)",
+                        crate::cluster::REUSE_GRACE
+                    )
+                } else {
+                    String::new()
+                };
+                AgentError::Exhausted(format!(
+                    "no free address left in the pod CIDR {}{waiting}",
+                    pool.cidr
+                ))
             })?;
             (
                 vec![ip],

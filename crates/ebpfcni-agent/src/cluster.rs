@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ebpfcni::netlink::{Netlink, Route};
 use ebpfcni::{Identity as Id, Maps, Stored};
@@ -234,6 +234,9 @@ pub struct ClusterConfig {
     pub node_cidr_len: u8,
     /// The node's lease, seconds.
     pub ttl: i64,
+    /// How often the agent frees the identities no node uses
+    /// (`--identity-gc-seconds`).
+    pub gc_interval: Duration,
     /// Where the claim and pod CIDR are cached (`cluster.json`), so that a
     /// restart resumes the lease, and starts with etcd down.
     pub state_dir: PathBuf,
@@ -277,6 +280,25 @@ pub struct Cluster {
     changed: Arc<Notify>,
     /// Label sets this node has its user key of, in this session.
     acquired: Mutex<HashMap<Labels, u32>>,
+    /// Addresses withdrawn, and when etcd deleted their keys (None: not
+    /// yet): not handed out again before [`REUSE_GRACE`] after that.
+    withdrawn: Withdrawn,
+}
+
+type Withdrawn = Arc<Mutex<HashMap<IpAddr, Option<Instant>>>>;
+
+/// How long a withdrawn address waits, after etcd deleted its key, before
+/// this node hands it out again: the other nodes' watchers remove its
+/// entry meanwhile (within milliseconds), so that it has no identity on
+/// them before a new pod has it.
+pub const REUSE_GRACE: Duration = Duration::from_secs(3);
+
+/// Notes that etcd deleted `ip`'s key now, if it waits for that.
+fn confirm_withdrawn(withdrawn: &Withdrawn, ip: IpAddr) {
+    let mut w = withdrawn.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(when @ None) = w.get_mut(&ip) {
+        *when = Some(Instant::now());
+    }
 }
 
 impl Drop for Cluster {
@@ -368,16 +390,19 @@ impl Cluster {
         };
         let desired = Arc::new(Mutex::new(BTreeMap::new()));
         let changed = Arc::new(Notify::new());
+        let withdrawn = Withdrawn::default();
         rt.spawn(publish(
             store.clone(),
             config.node.clone(),
             session.clone(),
             desired.clone(),
             changed.clone(),
+            withdrawn.clone(),
         ));
         Ok(Self {
             rt: Some(rt),
             acquired: Mutex::new(HashMap::new()),
+            withdrawn,
             store,
             session,
             pod_cidr,
@@ -452,8 +477,14 @@ impl Cluster {
 
     /// This node's endpoint at `ip` is gone: withdrawn from etcd now
     /// (waiting at most 2 s; after that, and while etcd is down, the
-    /// publishing task keeps trying).
+    /// publishing task keeps trying). The address is not handed out again
+    /// before etcd has deleted its key and [`REUSE_GRACE`] has passed
+    /// ([`Cluster::reusable`]).
     pub fn withdraw(&self, ip: IpAddr) {
+        self.withdrawn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ip, None);
         self.set_endpoint(ip, None);
         let Some(session) = self.session.get() else {
             return;
@@ -461,8 +492,24 @@ impl Cluster {
         let done = self.rt().block_on(async {
             tokio::time::timeout(Duration::from_secs(2), session.remove_endpoint(ip)).await
         });
-        if !matches!(done, Ok(Ok(()))) {
+        if matches!(done, Ok(Ok(()))) {
+            confirm_withdrawn(&self.withdrawn, ip);
+        } else {
             log::warn!("endpoint {ip}: not withdrawn from etcd yet; retrying in the background");
+        }
+    }
+
+    /// Whether this node may hand out `ip` again: not withdrawn, or etcd
+    /// deleted its key at least [`REUSE_GRACE`] ago.
+    pub fn reusable(&self, ip: IpAddr) -> bool {
+        let mut w = self.withdrawn.lock().unwrap_or_else(|p| p.into_inner());
+        match w.get(&ip) {
+            None => true,
+            Some(Some(when)) if when.elapsed() >= REUSE_GRACE => {
+                w.remove(&ip);
+                true
+            }
+            Some(_) => false,
         }
     }
 
@@ -489,8 +536,9 @@ impl Cluster {
 
     /// Applies the other nodes to the maps in `pin_dir` and to the routes
     /// of the calling thread's network namespace, from now on; frees
-    /// identities nobody uses every minute. `then` sees every event after
-    /// it is applied (the agent's policy learns the cluster's identities).
+    /// identities nobody uses every `gc_interval` (a minute by default).
+    /// `then` sees every event after it is applied (the agent's policy
+    /// learns the cluster's identities).
     pub fn start_remote(
         &self,
         pin_dir: &Path,
@@ -529,9 +577,10 @@ impl Cluster {
             })
             .map_err(|e| format!("start the remote applier: {e}"))?;
         let store = self.store.clone();
+        let every = self.config.gc_interval;
         self.rt().spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(60)).await;
+                tokio::time::sleep(every).await;
                 match store.gc_identities().await {
                     Ok(freed) if !freed.is_empty() => {
                         log::info!("identities freed (no node uses them): {freed:?}")
@@ -596,6 +645,7 @@ async fn publish(
     session: Arc<OnceLock<Session>>,
     desired: Arc<Mutex<BTreeMap<IpAddr, u32>>>,
     changed: Arc<Notify>,
+    withdrawn: Withdrawn,
 ) {
     let mut published: Option<BTreeMap<IpAddr, u32>> = None;
     loop {
@@ -631,6 +681,18 @@ async fn publish(
                 }
                 Err(e) => log::warn!("withdrawing endpoint {ip}: {e}"),
             }
+        }
+        // Withdrawn addresses etcd has no key of from this node (never
+        // published, or removed above): deleted as far as etcd goes.
+        let pending: Vec<IpAddr> = withdrawn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(ip, when)| when.is_none() && !published.contains_key(ip))
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in pending {
+            confirm_withdrawn(&withdrawn, ip);
         }
         for (ip, id) in want {
             if published.get(&ip) == Some(&id) {

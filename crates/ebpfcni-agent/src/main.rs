@@ -121,6 +121,12 @@ struct Args {
     /// With --etcd: the node's lease, how long its endpoints outlive it.
     #[arg(long, default_value_t = 15, value_name = "SECONDS")]
     lease_seconds: i64,
+    /// With --etcd: how often the agent frees the identities no node uses
+    /// any more (a node's use ends with its last pod of the identity, or
+    /// with its lease). Every agent runs it; each number is freed in a
+    /// transaction that checks no node uses it.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    identity_gc_seconds: u64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -306,6 +312,7 @@ fn join_cluster(args: &Args, node: &str) -> Result<Option<Arc<Cluster>>, Failure
         cluster_cidr: args.cluster_cidr,
         node_cidr_len: args.node_cidr_size,
         ttl: args.lease_seconds,
+        gc_interval: std::time::Duration::from_secs(args.identity_gc_seconds),
         state_dir: args.state_dir.clone(),
     };
     match Cluster::join(config) {

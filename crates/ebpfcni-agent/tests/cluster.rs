@@ -249,6 +249,10 @@ fn agents_share_identities_endpoints_and_routes_through_etcd() {
             CLUSTER,
             "--lease-seconds",
             "3",
+            // Identities nobody uses are freed within a second (below:
+            // n2 gone for good).
+            "--identity-gc-seconds",
+            "1",
         ]
     };
     let (p1, p2) = (TestPinDir::new("etcdag1"), TestPinDir::new("etcdag2"));
@@ -368,18 +372,61 @@ fn agents_share_identities_endpoints_and_routes_through_etcd() {
         entry(&maps1, moved.ips[0]) == Some(db1.identity)
     });
 
-    // n2 gone for good: when its lease (3 s) ends, its pod, node IP and
-    // route leave n1.
+    // n2 uses web again (n1 too) and db (n2 only) when it goes.
+    let ifindex = host_veth(&nodes[1], "hweb4");
+    let web4 = a2
+        .client()
+        .create_endpoint(&request("web4", "hweb4", ifindex, "web"))
+        .unwrap();
+    assert_eq!(web4.identity, web1.identity);
+    assert_eq!(users(web1.identity), both);
+    assert_eq!(users(db1.identity), vec![nodes[1].name().to_string()]);
+
+    // n2 gone for good (killed, never restarted): when its lease (3 s)
+    // ends, its pods, node IP and route leave n1...
     drop(a2);
+    let t = Instant::now();
     wait_until("n2 gone from n1", Duration::from_secs(10), || {
         entry(&maps1, db2.ips[0]).is_none() && !routes(&nodes[0]).contains(&c2.to_string())
     });
     assert_eq!(entry(&maps1, "10.0.0.12".parse().unwrap()), None);
     assert_eq!(entry(&maps1, moved.ips[0]), None);
+    assert_eq!(entry(&maps1, web4.ips[0]), None);
     assert_eq!(
         entry(&maps1, web1.ips[0]),
         Some(web1.identity),
         "n1's own pods stay"
+    );
+    // ...and n1's GC (every second) frees db, which nobody uses any more,
+    // while web, which n1 still uses, keeps its number.
+    let labels_in_etcd = |id: u32| {
+        fab.run_in(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let store = Store::connect(&[url.to_string()], DEFAULT_PREFIX).await.unwrap();
+                store.labels_of(id).await.unwrap()
+            })
+        })
+    };
+    wait_until("db freed in etcd", Duration::from_secs(10), || {
+        labels_in_etcd(db1.identity).is_none()
+    });
+    eprintln!(
+        "n2's route and pods left n1, and db was freed, {:?} after n2 died (lease 3 s, GC every 1 s)",
+        t.elapsed()
+    );
+    assert!(users(db1.identity).is_empty());
+    // Several GC rounds later, web is still there, n1 its only user.
+    std::thread::sleep(Duration::from_millis(2500));
+    let web_labels = labels_in_etcd(web1.identity).expect("web is n1's: never freed");
+    assert_eq!(web_labels.get("app").map(String::as_str), Some("web"));
+    assert_eq!(users(web1.identity), vec![nodes[0].name().to_string()]);
+    assert_eq!(
+        a1.client().endpoint("web1", "eth0").unwrap().identity,
+        web1.identity
     );
     drop(a1);
     drop(etcd);
@@ -490,4 +537,143 @@ fn agents_keep_their_verdicts_while_etcd_is_down_and_catch_up_after() {
         .create_endpoint(&request("api2", "hapi2", ifindex, "api"))
         .unwrap();
     assert_eq!(api2.identity, api.identity);
+}
+
+/// Deletes `old` (at `ip`) on n2, asks n2 for `new` at once (refused),
+/// runs `meanwhile`, and asks again until it is handed out, while watching n1's entry for `ip`:
+/// returns the error of the first ADD right after the DEL, the endpoint
+/// `new` got, and how long before it was handed out n1 had dropped the
+/// old entry (None: n1 still had it).
+fn delete_and_reuse(
+    a2: &AgentProcess,
+    pins1: &std::path::Path,
+    ip: Ipv4Addr,
+    old: &str,
+    new: (&str, &str, u32),
+    meanwhile: impl FnOnce(),
+) -> (String, ebpfcni_api::Endpoint, Option<Duration>) {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let ask = || a2.client().create_endpoint(&request(new.0, new.1, new.2, "new"));
+    std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let maps1 = Maps::open_or_create(pins1).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if entry(&maps1, ip).is_none() {
+                    return Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            None
+        });
+        a2.client().delete_endpoint(old, "eth0").unwrap();
+        // At once: the only address is not handed out yet.
+        let refused = match ask() {
+            Err(e) => e.to_string(),
+            Ok(e) => panic!("{ip} handed out again right after its DEL (as {:?})", e.ips),
+        };
+        meanwhile();
+        // Then, as soon as n2 hands it out: had n1 forgotten it before?
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (handed, got) = loop {
+            let asked = Instant::now();
+            if let Ok(e) = ask() {
+                break (asked, e);
+            }
+            assert!(Instant::now() < deadline, "the address never came back");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let forgotten = watcher.join().unwrap();
+        (
+            refused,
+            got,
+            forgotten.map(|t| handed.saturating_duration_since(t)),
+        )
+    })
+}
+
+#[test]
+fn a_deleted_pods_address_has_no_identity_on_other_nodes_before_it_is_handed_out_again() {
+    require_root!();
+    if !tools_present(
+        "a_deleted_pods_address_has_no_identity_on_other_nodes_before_it_is_handed_out_again",
+        &[ETCD_BIN],
+    ) {
+        return;
+    }
+    let Fabric { fabric: fab, nodes } = Fabric::new(2);
+    let mut etcd = EtcdProcess::start_in(&fab.path(), "10.0.0.1".parse().unwrap());
+    let url = etcd.url();
+    let flags = |node_ip: &'static str, size: &'static str| {
+        vec![
+            "--runtime",
+            "none",
+            "--etcd",
+            &url,
+            "--node-ip",
+            node_ip,
+            "--cluster-cidr",
+            CLUSTER,
+            "--node-cidr-size",
+            size,
+        ]
+    };
+    let (p1, p2) = (TestPinDir::new("etcdreuse1"), TestPinDir::new("etcdreuse2"));
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let _a1 = AgentProcess::start(&nodes[0], p1.path(), d1.path(), &flags("10.0.0.11", "24"));
+    // n2's pod CIDR is a /30: one pod address, so the next pod can only
+    // have the address of the last one.
+    let a2 = AgentProcess::start(&nodes[1], p2.path(), d2.path(), &flags("10.0.0.12", "30"));
+    let maps1 = Maps::open_or_create(p1.path()).unwrap();
+
+    let ifindex = host_veth(&nodes[1], "hold2");
+    let old = a2
+        .client()
+        .create_endpoint(&request("old2", "hold2", ifindex, "old"))
+        .unwrap();
+    let ip = old.ips[0];
+    wait_until("n2's pod on n1", Duration::from_secs(10), || {
+        entry(&maps1, ip) == Some(old.identity)
+    });
+
+    // Deleted with etcd up: refused right after the DEL, handed out again
+    // once n1 has dropped the old pod's entry.
+    let ifindex = host_veth(&nodes[1], "hnew2");
+    let (refused, new, before) =
+        delete_and_reuse(&a2, p1.path(), ip, "old2", ("new2", "hnew2", ifindex), || {});
+    assert!(refused.contains("no free address"), "{refused}");
+    assert_eq!(new.ips, vec![ip], "the /30's only address");
+    assert_ne!(new.identity, old.identity);
+    let before = before.unwrap_or_else(|| {
+        panic!(
+            "n1 still had {ip} as identity {} when n2 handed it out again",
+            old.identity
+        )
+    });
+    eprintln!("etcd up: n1 forgot {ip} {before:?} before n2 handed it out again");
+    wait_until("the new pod on n1", Duration::from_secs(10), || {
+        entry(&maps1, ip) == Some(new.identity)
+    });
+
+    // Deleted while etcd is down: its key cannot be withdrawn, and n1
+    // keeps its entry (never flushed), so the address waits, longer than
+    // the grace, until etcd is back and the key is gone.
+    etcd.kill9();
+    let ifindex = host_veth(&nodes[1], "hnew3");
+    let (refused, newer, before) =
+        delete_and_reuse(&a2, p1.path(), ip, "new2", ("new3", "hnew3", ifindex), || {
+            std::thread::sleep(Duration::from_secs(4));
+            let again = a2
+                .client()
+                .create_endpoint(&request("new3", "hnew3", ifindex, "new"));
+            assert!(again.is_err(), "handed out while etcd is down: {again:?}");
+            assert_eq!(entry(&maps1, ip), Some(new.identity), "n1 keeps its entries");
+            etcd.restart();
+        });
+    assert!(refused.contains("no free address"), "{refused}");
+    assert_eq!(newer.ips, vec![ip]);
+    assert_eq!(newer.identity, new.identity, "the same label set");
+    let before = before.unwrap_or_else(|| panic!("n1 still had {ip} when n2 handed it out again"));
+    eprintln!("etcd down: n1 forgot {ip} {before:?} before n2 handed it out again");
+    drop(etcd);
 }

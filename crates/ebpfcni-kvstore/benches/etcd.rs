@@ -163,17 +163,31 @@ fn main() {
         println!("endpoint publish (new address): {} ; etcd requests each: {}", ms(&mut put), per_op(&before, &after, 200));
         println!("  ... seen by another agent's watcher: {}", ms(&mut seen));
         let before = requests(&etcd);
+        let mut update = Vec::new();
         for n in 0..200 {
+            let t = Instant::now();
             n1.publish_endpoint(host(n), 257).await.unwrap();
+            update.push(t.elapsed().as_secs_f64() * 1e3);
         }
         let after = requests(&etcd);
-        println!("endpoint update (identity change): etcd requests each: {}", per_op(&before, &after, 200));
+        println!(
+            "endpoint update (identity change): {} ; etcd requests each: {}",
+            ms(&mut update),
+            per_op(&before, &after, 200)
+        );
         let before = requests(&etcd);
+        let mut removal = Vec::new();
         for n in 0..200 {
+            let t = Instant::now();
             n1.remove_endpoint(host(n)).await.unwrap();
+            removal.push(t.elapsed().as_secs_f64() * 1e3);
         }
         let after = requests(&etcd);
-        println!("endpoint removal: etcd requests each: {}", per_op(&before, &after, 200));
+        println!(
+            "endpoint removal: {} ; etcd requests each: {}",
+            ms(&mut removal),
+            per_op(&before, &after, 200)
+        );
         drop(watcher);
 
         // N agents, E endpoints, every watcher converging.

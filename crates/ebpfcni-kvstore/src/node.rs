@@ -276,7 +276,10 @@ impl Store {
     }
 
     /// Puts `record` at its address under `lease`, unless another node
-    /// holds that address.
+    /// holds that address. One transaction when the address is free or
+    /// already this node's under the same lease (a new endpoint, or its
+    /// identity changing): absent, put; else held under `lease` (which
+    /// only this node's keys are), put; else read it and decide.
     async fn put_endpoint(&self, record: &EndpointRecord, lease: i64) -> Result<()> {
         let key = self.endpoint_key(record.ip);
         let value = serde_json::to_string(record).expect("endpoint record serializes");
@@ -289,12 +292,16 @@ impl Store {
         };
         let mut kv = self.client.kv_client();
         for _ in 0..TRIES {
+            let ours = Txn::new()
+                .when([Compare::lease(key.clone(), CompareOp::Equal, lease)])
+                .and_then([put()])
+                .or_else([TxnOp::get(key.clone(), None)]);
             let txn = Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
                 .and_then([put()])
-                .or_else([TxnOp::get(key.clone(), None)]);
+                .or_else([TxnOp::txn(ours)]);
             let resp = kv.txn(txn).await?;
-            if resp.succeeded() {
+            if resp.succeeded() || nested_succeeded(&resp) {
                 return Ok(());
             }
             let Some(held) = first_kv(&resp) else {
@@ -321,13 +328,21 @@ impl Store {
         Err(Error::Contention("endpoint publication"))
     }
 
-    /// Deletes the endpoint at `ip` if `node` holds it.
-    async fn delete_endpoint(&self, ip: IpAddr, node: &str) -> Result<()> {
+    /// Deletes the endpoint at `ip` if `node` holds it. One transaction
+    /// when it is held under `lease` (only this node's keys are) or absent.
+    async fn delete_endpoint(&self, ip: IpAddr, node: &str, lease: i64) -> Result<()> {
         let key = self.endpoint_key(ip);
         let mut kv = self.client.kv_client();
         for _ in 0..TRIES {
-            let resp = kv.get(key.clone(), None).await?;
-            let Some(held) = resp.kvs().first() else {
+            let txn = Txn::new()
+                .when([Compare::lease(key.clone(), CompareOp::Equal, lease)])
+                .and_then([TxnOp::delete(key.clone(), None)])
+                .or_else([TxnOp::get(key.clone(), None)]);
+            let resp = kv.txn(txn).await?;
+            if resp.succeeded() {
+                return Ok(());
+            }
+            let Some(held) = first_kv(&resp) else {
                 return Ok(());
             };
             let held_record: EndpointRecord = parse_json(&key, held.value())?;
@@ -480,7 +495,10 @@ impl Session {
     /// Withdraws a local pod's address (returns once etcd has deleted it).
     pub async fn remove_endpoint(&self, ip: IpAddr) -> Result<()> {
         let mut state = self.inner.state.lock().await;
-        self.inner.store.delete_endpoint(ip, &state.record.name).await?;
+        self.inner
+            .store
+            .delete_endpoint(ip, &state.record.name, state.lease)
+            .await?;
         state.endpoints.remove(&ip);
         Ok(())
     }
@@ -564,11 +582,20 @@ async fn renew(inner: &Inner) -> Result<()> {
     Ok(())
 }
 
+/// The first key read in a transaction's answer (in a nested one too).
 fn first_kv(resp: &etcd_client::TxnResponse) -> Option<etcd_client::KeyValue> {
     resp.op_responses().into_iter().find_map(|op| match op {
         TxnOpResponse::Get(get) => get.kvs().first().cloned(),
+        TxnOpResponse::Txn(nested) => first_kv(&nested),
         _ => None,
     })
+}
+
+/// Whether a transaction's nested one took its `then` branch.
+fn nested_succeeded(resp: &etcd_client::TxnResponse) -> bool {
+    resp.op_responses()
+        .into_iter()
+        .any(|op| matches!(op, TxnOpResponse::Txn(nested) if nested.succeeded()))
 }
 
 pub(crate) fn parse_json<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T> {
