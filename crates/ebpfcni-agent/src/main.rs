@@ -16,6 +16,7 @@ use std::time::Duration;
 use clap::Parser;
 use ebpfcni_agent::agent::{Agent, Config};
 use ebpfcni_agent::cluster::{Cluster, ClusterConfig, JoinError};
+use ebpfcni_agent::fabric::FabricError;
 use ebpfcni_agent::ipam::Pool;
 use ebpfcni_agent::labels::{LabelFilter, DEFAULT_EXCLUDED};
 use ebpfcni_agent::runtime::{Containerd, Podman, Runtime};
@@ -204,6 +205,17 @@ fn run(args: Args) -> Result<(), Failure> {
         .map_err(|e| (EXIT_STORE, format!("create {}: {e}", args.state_dir.display())))?;
     let store = Store::open(&args.state_dir, &node).map_err(|e| (EXIT_STORE, e.to_string()))?;
     let cluster = join_cluster(&args, &node)?;
+    if let (Some(_), Some(node_ip)) = (&cluster, args.node_ip) {
+        // Before any other node's pod can have an identity here.
+        let (ifname, ifindex) =
+            ebpfcni_agent::fabric::attach(&args.pin_dir, node_ip).map_err(|e| match e {
+                FabricError::NoInterface(m) => (2, m),
+                FabricError::Attach(m) => (EXIT_MAPS, m),
+            })?;
+        log::info!(
+            "source check (from-fabric) attached to {ifname} (ifindex {ifindex}), which holds {node_ip}"
+        );
+    }
     let pod_cidr = match &cluster {
         Some(c) => Some(Pool::new(c.pod_cidr()).map_err(|e| (2, e.to_string()))?),
         None => pod_cidr,

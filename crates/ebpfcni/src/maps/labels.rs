@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::{insert_error, ConfigMap};
 use super::ports::blocks;
 use super::rule::{Protocol, Selector};
+use super::{insert_error, ConfigMap};
 use crate::error::{Error, Result};
 use crate::object::PinnedMap;
 use crate::skel::types;
