@@ -10,6 +10,7 @@ mod common;
 
 use std::net::{Ipv4Addr, UdpSocket};
 use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{cli, pod_ip, Node, Pod};
@@ -17,7 +18,9 @@ use ebpfcni::netlink::Netlink;
 use ebpfcni::types::ebpfcni_drop_reason as Reason;
 use ebpfcni::{Hook, Identity, Maps, Stored};
 use ebpfcni_testutil::frames::{send_raw_frame, udp_datagram};
-use ebpfcni_testutil::{require_root, tools_present, AgentProcess, EtcdProcess, Fabric, Netns, ETCD_BIN};
+use ebpfcni_testutil::{
+    require_root, tools_present, workspace_bin, AgentProcess, EtcdProcess, Fabric, Netns, ETCD_BIN,
+};
 use serde_json::{json, Value};
 
 const PORT: u16 = 7123;
@@ -172,7 +175,23 @@ fn a_pod_address_from_the_fabric_counts_only_from_its_node() {
     assert!(got, "db's datagram sent from n2 did not arrive");
 
     // The same datagram from the fabric's own namespace (another host on
-    // the fabric, its own MAC): dropped on n1's fab0, counted.
+    // the fabric, its own MAC): dropped on n1's fab0, counted, and shown
+    // by the monitor.
+    let monitor = n1
+        .ns
+        .command(workspace_bin("ebpfcni-ctl", "policyctl"))
+        .arg("--pin-dir")
+        .arg(n1.pins.path())
+        .arg("--agent")
+        .arg(&a1.socket)
+        .args(["monitor", "--reason", "source-not-from-node", "--count", "1"])
+        .args(["--duration", "10", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start policyctl monitor");
+    // Give it the time to open the ring.
+    std::thread::sleep(Duration::from_millis(700));
     let before = dropped();
     let forged = udp_datagram(mac1, fab_mac, db_ip, web_ip, 40000, PORT, b"forged");
     let got = arrives(&web, web_ip, || {
@@ -186,6 +205,17 @@ fn a_pod_address_from_the_fabric_counts_only_from_its_node() {
         "web received db's address forged by another host of the fabric"
     );
     assert_eq!(dropped(), before + 1, "counted as source-not-from-node");
+    let shown = monitor.wait_with_output().unwrap();
+    let event: Value = serde_json::from_slice(&shown.stdout).unwrap_or_else(|e| {
+        panic!(
+            "monitor output ({e}): {}{}",
+            String::from_utf8_lossy(&shown.stdout),
+            String::from_utf8_lossy(&shown.stderr)
+        )
+    });
+    assert_eq!(event["reason"], "source-not-from-node", "{event}");
+    assert_eq!(event["hook"], "from-fabric", "{event}");
+    assert_eq!(event["src_ip"], db_ip.to_string(), "{event}");
 
     // A pod of n1's own address from outside (even from n2): dropped.
     let local = udp_datagram(mac1, mac2, web_ip, web2_ip, 40000, PORT, b"local");
