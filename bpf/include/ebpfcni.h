@@ -106,9 +106,10 @@
  *      dropped (source-not-from-node): a host on the fabric cannot borrow
  *      a remote pod's identity (sent from another MAC), nor a local pod's
  *      (routed to its host veth). Fail closed: no route, no neighbour
- *      entry (NO_NEIGH: the sender just resolved this node's address, so
- *      its own entry is normally there; STALE counts), a local address,
- *      all drop. Everything else passes untouched (no identity: the world;
+ *      entry (NO_NEIGH: the agent keeps the other nodes' node IPs as
+ *      managed entries, and a sender has just resolved this node's
+ *      address, which leaves its entry here; STALE counts), a local
+ *      address, all drop. Everything else passes untouched (no identity: the world;
  *      not IPv4; ARP), as do frames our parser calls malformed (the stack
  *      drops them, and to-pod would: step 2). Nothing else is judged there:
  *      the packet goes on to to-pod, steps 1-10.

@@ -37,9 +37,10 @@
 /* Whether the route back to flow->saddr leaves by the interface the packet
  * arrived on (ctx->ifindex), towards `smac`, the packet's Ethernet source.
  * Any other answer of the lookup fails closed: no route, an unreachable or
- * local one, and no valid neighbour entry for the next hop (NO_NEIGH; a
- * STALE entry is valid, and the sender has just resolved this node's
- * address, which leaves an entry of the sender here). */
+ * local one, and no valid neighbour entry for the next hop (NO_NEIGH; the
+ * agent keeps the other nodes' node IPs as managed entries, which the
+ * kernel keeps resolved; a STALE entry is valid, and a sender has just
+ * resolved this node's address, which leaves its entry here). */
 static __always_inline int ebpfcni_from_its_node(struct __sk_buff *ctx, const struct ebpfcni_flow *flow,
 						 const __u8 *smac)
 {

@@ -149,20 +149,38 @@ fn a_pod_address_from_the_fabric_counts_only_from_its_node() {
         identity_of(&maps1, db_ip).is_some() && identity_of(&maps2, web_ip).is_some()
     });
 
-    // A genuine first packet: no neighbour entry on either node, so n2
-    // resolves n1 (which leaves n2's entry on n1) and then sends.
-    n1.ns.ip(&["neigh", "flush", "dev", "fab0"]);
-    n2.ns.ip(&["neigh", "flush", "dev", "fab0"]);
-    assert!(
-        db.ns.ping(&web_ip.to_string(), 1),
-        "db (n2) -> web (n1): the first ping after both neighbour tables were flushed"
-    );
-
     let (mac1, mac2, fab_mac) = (
         mac_of(&n1.ns, "fab0"),
         mac_of(&n2.ns, "fab0"),
         mac_of(&fabric.fabric, "br0"),
     );
+    // n1 keeps n2's node IP resolved (a managed entry, which the
+    // neighbour GC leaves), so the check finds n2's MAC however long n2
+    // only sends.
+    let mac2_text = mac2.map(|b| format!("{b:02x}")).join(":");
+    wait_until("n1 has a managed, resolved entry for n2's node IP", || {
+        let shown = n1.ns.ip_text(&["neigh", "show", "10.0.0.12", "dev", "fab0"]);
+        shown.contains("managed") && shown.contains(&mac2_text)
+    });
+
+    // A genuine first packet: no neighbour entry on either node (the
+    // managed one deleted too), so n2 resolves n1, which leaves n2's
+    // entry on n1, and then sends.
+    n1.ns.ip(&["neigh", "del", "10.0.0.12", "dev", "fab0"]);
+    n1.ns.ip(&["neigh", "flush", "dev", "fab0"]);
+    n2.ns.ip(&["neigh", "del", "10.0.0.11", "dev", "fab0"]);
+    n2.ns.ip(&["neigh", "flush", "dev", "fab0"]);
+    assert!(
+        !n1.ns
+            .ip_text(&["neigh", "show", "dev", "fab0"])
+            .contains("10.0.0.12 "),
+        "n1 still has an entry for n2"
+    );
+    assert!(
+        db.ns.ping(&web_ip.to_string(), 1),
+        "db (n2) -> web (n1): the first ping after both neighbour tables were flushed"
+    );
+
     let dropped = || maps1.drops.get(Reason::EBPFCNI_DROP_NOT_FROM_NODE).unwrap();
 
     // From n2 itself, db's address reaches web.
