@@ -117,3 +117,69 @@ fn the_check_follows_the_routes_and_neighbours_of_the_node() {
     dp.maps.endpoints.delete(F::REMOTE_POD).unwrap();
     assert_eq!(node.verdict(&dp.program, &moved), TC_ACT_OK, "no identity");
 }
+
+/// Attaching from-fabric twice, with another program already on the
+/// interface's tcx ingress: ours comes after it and is replaced in place;
+/// the other program stays.
+#[test]
+fn attaching_the_check_replaces_only_our_own_program() {
+    use std::os::fd::{AsFd, AsRawFd};
+
+    use ebpfcni::Hook;
+    use ebpfcni_testutil::{bpf, TestPinDir, VethPair};
+    use libbpf_rs::libbpf_sys;
+
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("foreign.bpf.c");
+    std::fs::write(
+        &source,
+        "#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n\
+         char LICENSE[] SEC(\"license\") = \"GPL\";\n\
+         SEC(\"tc\") int foreign(struct __sk_buff *ctx) { return -1; }\n",
+    )
+    .unwrap();
+    let object = libbpf_rs::ObjectBuilder::default()
+        .open_memory(&bpf::compile(&source, &[dir.path()]))
+        .expect("open the foreign program")
+        .load()
+        .expect("load the foreign program");
+    let foreign_fd = object.progs().next().expect("one program").as_fd().as_raw_fd();
+
+    let pins = TestPinDir::new("fabric_attach");
+    let pair = VethPair::new("fabatt", "10.0.0.11/24", "10.0.0.12/24");
+    let ifindex = pair.host_ifindex();
+    let (foreign_id, first, second, all) = pair.host.run_in(|| {
+        let opts = libbpf_sys::bpf_prog_attach_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_prog_attach_opts>() as _,
+            ..Default::default()
+        };
+        // SAFETY: opts is sized; the program's fd is open for the call.
+        let rc = unsafe {
+            libbpf_sys::bpf_prog_attach_opts(foreign_fd, ifindex as i32, libbpf_sys::BPF_TCX_INGRESS, &opts)
+        };
+        assert_eq!(rc, 0, "attach the foreign program");
+        let foreign = ebpfcni::tc::tcx_programs(ifindex, Hook::FromFabric).unwrap();
+        assert_eq!(foreign.len(), 1, "the foreign program alone");
+        let first = ebpfcni::Program::load(pins.path()).unwrap();
+        first.attach_fabric(ifindex).unwrap();
+        first.attach_fabric(ifindex).unwrap();
+        let second = ebpfcni::Program::load(pins.path()).unwrap();
+        second.attach_fabric(ifindex).unwrap();
+        let all = ebpfcni::tc::tcx_programs(ifindex, Hook::FromFabric).unwrap();
+        let attached = ebpfcni::fabric_attachment(ifindex).unwrap();
+        assert_eq!(attached, Some(second.id(Hook::FromFabric)));
+        (
+            foreign[0],
+            first.id(Hook::FromFabric),
+            second.id(Hook::FromFabric),
+            all,
+        )
+    });
+    assert_ne!(first, second);
+    assert_eq!(
+        all,
+        vec![foreign_id, second],
+        "the other program first, then ours, once"
+    );
+}
