@@ -95,6 +95,27 @@
  *      10, pass instead, counted and reported as audit (verdict.h); every
  *      other drop stays.
  *
+ * On the node's fabric interface (the one holding its node IP; the agent
+ * attaches from-fabric there in cluster mode), before the node's stack:
+ *   F. An IPv4 packet whose source address has an identity of its own
+ *      (an exact endpoint_map entry: this node's pods, other nodes' pods,
+ *      node IPs with remote-node; prefix_map is not looked at) must come
+ *      back the way it would be answered: the node's route to that
+ *      address (bpf_fib_lookup, the source as destination) must leave by
+ *      the interface it arrived on, towards the Ethernet address it came
+ *      from (the neighbour entry of the route's gateway, i.e. the owner
+ *      node's node IP, or of the address itself when on-link). Else it is
+ *      dropped (source-not-from-node): a host on the fabric cannot borrow
+ *      a remote pod's identity (sent from another MAC), nor a local pod's
+ *      (routed to its host veth). Fail closed: no route, no neighbour
+ *      entry (NO_NEIGH: the agent keeps the other nodes' node IPs as
+ *      managed entries, and a sender has just resolved this node's
+ *      address, which leaves its entry here; STALE counts), a local
+ *      address, all drop. Everything else passes untouched (no identity: the world;
+ *      not IPv4; ARP), as do frames our parser calls malformed (the stack
+ *      drops them, and to-pod would: step 2). Nothing else is judged there:
+ *      the packet goes on to to-pod, steps 1-10.
+ *
  * Entries the tools never write (by hand, or from a broken tool) count as
  * absent: an endpoint_map or prefix_map entry with identity 0 is no identity
  * (5, 6); a policy rule whose action is not one of enum ebpfcni_policy_action,
@@ -130,6 +151,9 @@ enum ebpfcni_hook {
 	EBPFCNI_HOOK_FROM_POD = 1,
 	/* tc egress of the host veth: what the pod receives. */
 	EBPFCNI_HOOK_TO_POD = 2,
+	/* tc ingress of the node's fabric interface (the one holding its
+	 * node IP, in cluster mode): what other nodes send (step F). */
+	EBPFCNI_HOOK_FROM_FABRIC = 3,
 };
 
 /* endpoint_map: key is an IPv4 address in host byte order (__u32),
@@ -459,7 +483,8 @@ _Static_assert(sizeof(struct ebpfcni_config) == 128, "ebpfcni_config is 128 byte
 	X(NO_FLOW, 7, "no-flow", "step 10: a reply of a stateful rule's connection that is not tracked") \
 	X(CT_FULL, 8, "ct-insert-failed", "step 9: the connection could not be tracked")             \
 	X(ISOLATED, 9, "policy-isolated", "step 8b: a label policy isolates the sender or receiver and none of its rules allows it") \
-	X(POLICY_DENIED, 10, "policy-denied", "step 8b a: a deny rule of a label policy")
+	X(POLICY_DENIED, 10, "policy-denied", "step 8b a: a deny rule of a label policy") \
+	X(NOT_FROM_NODE, 11, "source-not-from-node", "step F: from the fabric, a source address with an identity that does not route back to the sending interface and MAC")
 
 /* Sized as a __u32 so it can be a map key. */
 enum ebpfcni_drop_reason {

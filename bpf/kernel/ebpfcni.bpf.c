@@ -15,6 +15,11 @@
  * order are the numbered "Policy precedence" list in ebpfcni.h; code cites
  * them. The concerns live in bpf/lib/, one header each.
  *
+ * A third entry point, ebpfcni_fabric, runs on tc ingress of the node's
+ * fabric interface in cluster mode: it only checks that a packet whose
+ * source address has an identity comes from the node that holds it
+ * (fabric.h, precedence step F); the receiving pod's to-pod hook judges it.
+ *
  * Maps are pinned by the userspace library (not by this object) so that the
  * pin directory can be chosen at run time; they outlive this program.
  */
@@ -33,6 +38,7 @@
 #include "policy.h"
 #include "labels.h"
 #include "deliver.h"
+#include "fabric.h"
 #include "verdict.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -203,4 +209,34 @@ int ebpfcni_topod(struct __sk_buff *ctx)
 
 	ebpfcni_frag_passed(&flow);
 	return verdict;
+}
+
+/* What other nodes send: tc ingress of the node's fabric interface (the
+ * agent attaches it in cluster mode). Step F alone: a packet whose source
+ * address has an exact identity must route back to the interface and MAC
+ * it came from (fabric.h); everything else passes untouched, to be judged
+ * by to-pod where it is delivered. */
+SEC("tc")
+int ebpfcni_fabric(struct __sk_buff *ctx)
+{
+	struct ebpfcni_flow flow = { .hook = EBPFCNI_HOOK_FROM_FABRIC };
+	struct ethhdr *eth;
+	__u32 key, *id;
+	int ret;
+
+	if (ebpfcni_parse(ctx, &flow))
+		return TC_ACT_OK; /* not IPv4, or malformed: the stack's (and step 2's) */
+	key = bpf_ntohl(flow.saddr); /* endpoint_map keys are host order */
+	id = bpf_map_lookup_elem(&endpoint_map, &key);
+	if (!id || !*id)
+		return TC_ACT_OK; /* no identity: nothing to borrow */
+	/* ebpfcni_parse made the Ethernet and IPv4 headers linear. */
+	eth = (void *)(long)ctx->data;
+	if ((void *)(eth + 1) > (void *)(long)ctx->data_end)
+		return TC_ACT_OK; /* never taken */
+	ret = ebpfcni_from_its_node(ctx, &flow, eth->h_source);
+	if (!ret)
+		return TC_ACT_OK;
+	flow.src_id = *id;
+	return ebpfcni_drop(ctx, -ret, &flow);
 }

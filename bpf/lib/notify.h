@@ -109,9 +109,12 @@ static __always_inline void ebpfcni_event(struct __sk_buff *ctx, const struct eb
 }
 
 /* "ingress" is tc ingress of the host veth (what the pod sends), "egress"
- * tc egress (what it receives). */
+ * tc egress (what it receives), "fabric" tc ingress of the node's fabric
+ * interface (what other nodes send). */
 static __always_inline const char *ebpfcni_hook_name(const struct ebpfcni_flow *flow)
 {
+	if (flow->hook == EBPFCNI_HOOK_FROM_FABRIC)
+		return "fabric";
 	return flow->hook == EBPFCNI_HOOK_FROM_POD ? "ingress" : "egress";
 }
 

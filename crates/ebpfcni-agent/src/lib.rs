@@ -13,10 +13,13 @@
 //! - [`runtime`]: podman and containerd, asked for labels and for the
 //!   containers they have;
 //! - [`cluster`]: the other nodes (from etcd) applied to this node's maps
-//!   and routes.
+//!   and routes;
+//! - [`fabric`]: the source check on the node's fabric interface (cluster
+//!   mode): a pod's address arrives only from the node that holds it.
 
 pub mod agent;
 pub mod cluster;
+pub mod fabric;
 pub mod ipam;
 pub mod labels;
 pub mod policy;

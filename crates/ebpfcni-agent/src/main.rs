@@ -16,6 +16,7 @@ use std::time::Duration;
 use clap::Parser;
 use ebpfcni_agent::agent::{Agent, Config};
 use ebpfcni_agent::cluster::{Cluster, ClusterConfig, JoinError};
+use ebpfcni_agent::fabric::FabricError;
 use ebpfcni_agent::ipam::Pool;
 use ebpfcni_agent::labels::{LabelFilter, DEFAULT_EXCLUDED};
 use ebpfcni_agent::runtime::{Containerd, Podman, Runtime};
@@ -210,6 +211,19 @@ fn run(args: Args) -> Result<(), Failure> {
         .map_err(|e| (EXIT_STORE, format!("create {}: {e}", args.state_dir.display())))?;
     let store = Store::open(&args.state_dir, &node).map_err(|e| (EXIT_STORE, e.to_string()))?;
     let cluster = join_cluster(&args, &node)?;
+    let mut neighbours = None;
+    if let (Some(_), Some(node_ip)) = (&cluster, args.node_ip) {
+        // Before any other node's pod can have an identity here.
+        let (ifname, ifindex) =
+            ebpfcni_agent::fabric::attach(&args.pin_dir, node_ip).map_err(|e| match e {
+                FabricError::NoInterface(m) => (2, m),
+                FabricError::Attach(m) => (EXIT_MAPS, m),
+            })?;
+        log::info!(
+            "source check (from-fabric) attached to {ifname} (ifindex {ifindex}), which holds {node_ip}"
+        );
+        neighbours = Some(ebpfcni_agent::fabric::Neighbours::new(ifindex, &node));
+    }
     let pod_cidr = match &cluster {
         Some(c) => Some(Pool::new(c.pod_cidr()).map_err(|e| (2, e.to_string()))?),
         None => pod_cidr,
@@ -255,6 +269,9 @@ fn run(args: Args) -> Result<(), Failure> {
         let learner = Arc::downgrade(&agent);
         cluster
             .start_remote(&args.pin_dir, move |event| {
+                if let Some(neighbours) = neighbours.as_mut() {
+                    neighbours.apply(event);
+                }
                 if let Some(agent) = learner.upgrade() {
                     agent.cluster_event(event);
                 }

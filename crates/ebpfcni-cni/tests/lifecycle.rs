@@ -383,7 +383,7 @@ fn parallel_adds_and_dels(pods: usize) {
         .iter()
         .map(|m| m.name().to_string())
         .chain(ebpfcni::LocalMap::ALL.map(|m| m.name().to_string()))
-        .chain(Hook::ALL.map(|hook| {
+        .chain(Hook::ENTRY_POINTS.map(|hook| {
             let pin = ebpfcni::program_pin(node.pins.path(), hook, ebpfcni::PROGRAM_BUILD_ID);
             pin.file_name().unwrap().to_str().unwrap().to_owned()
         }))

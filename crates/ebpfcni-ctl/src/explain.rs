@@ -329,6 +329,7 @@ fn attached_note(program: &Program, hook: Hook, ifindex: u32) -> Option<String> 
     let attached = match hook {
         Hook::FromPod => attachment.ingress,
         Hook::ToPod => attachment.egress,
+        Hook::FromFabric => ebpfcni::fabric_attachment(ifindex).ok()?,
     };
     let Some(id) = attached else {
         return Some(format!(

@@ -17,6 +17,8 @@
 //! - [`EtcdProcess`]: a real etcd of the test's own (loopback, free ports,
 //!   private data directory), killable with SIGKILL and restartable.
 //! - [`Fabric`]: node namespaces on a bridge of their own, for many nodes.
+//! - [`FabricNode`]: one node namespace's routes and neighbours, for test
+//!   runs of the from-fabric source check.
 //!
 //! Names carry the process id and a counter, so tests run in parallel
 //! without meeting each other.
@@ -26,6 +28,7 @@ pub mod bpf;
 pub mod datapath;
 mod etcd;
 mod fabric;
+mod fabric_node;
 pub mod frames;
 mod hooks;
 mod netns;
@@ -39,6 +42,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub use agent::{workspace_bin, AgentProcess};
 pub use etcd::{EtcdProcess, ETCD_BIN};
 pub use fabric::Fabric;
+pub use fabric_node::FabricNode;
 pub use hooks::{hook_programs, HookPrograms};
 pub use netns::{Netns, TwoPods, VethPair};
 pub use pins::TestPinDir;

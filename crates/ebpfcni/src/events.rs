@@ -106,7 +106,7 @@ pub struct Event {
     /// CLOCK_MONOTONIC_COARSE when the program judged the packet (to a
     /// kernel tick, 1-4 ms).
     pub time: Duration,
-    /// The host veth.
+    /// The host veth (the fabric interface for [`Hook::FromFabric`]).
     pub ifindex: u32,
     pub hook: Hook,
     pub verdict: Verdict,
@@ -193,10 +193,10 @@ impl Event {
         Some(Self {
             time: Duration::from_nanos(e.time_ns),
             ifindex: e.ifindex,
-            hook: if u32::from(e.hook) == types::ebpfcni_hook::EBPFCNI_HOOK_FROM_POD.0 {
-                Hook::FromPod
-            } else {
-                Hook::ToPod
+            hook: match u32::from(e.hook) {
+                h if h == types::ebpfcni_hook::EBPFCNI_HOOK_FROM_POD.0 => Hook::FromPod,
+                h if h == types::ebpfcni_hook::EBPFCNI_HOOK_FROM_FABRIC.0 => Hook::FromFabric,
+                _ => Hook::ToPod,
             },
             verdict,
             reason: match verdict {

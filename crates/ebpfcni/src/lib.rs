@@ -102,4 +102,4 @@ pub use program::{
 };
 pub use reattach::{reattach, Reattached};
 pub use run_dir::{fnv1a, ipam_versions_file, RUN_DIR};
-pub use tc::{attachment, detach, AttachMode, Attachment, TC_HANDLE, TC_PRIORITY};
+pub use tc::{attachment, detach, fabric_attachment, AttachMode, Attachment, TC_HANDLE, TC_PRIORITY};

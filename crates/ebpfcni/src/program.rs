@@ -17,43 +17,64 @@ use crate::maps::Maps;
 use crate::object::PinnedMap;
 use crate::skel::types;
 
-/// Which tc hook of a pod's host veth a program runs on.
+/// Which tc hook a program runs on: the two of a pod's host veth, or the
+/// node's fabric interface (cluster mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Hook {
-    /// tc ingress: what the pod sends.
+    /// tc ingress of a host veth: what the pod sends.
     FromPod,
-    /// tc egress: what the pod receives.
+    /// tc egress of a host veth: what the pod receives.
     ToPod,
+    /// tc ingress of the node's fabric interface: what other nodes send
+    /// (precedence step F: a source address with an identity must come
+    /// from the node that holds it).
+    FromFabric,
 }
 
 impl Hook {
+    /// The hooks of a pod's host veth.
     pub const ALL: [Hook; 2] = [Hook::FromPod, Hook::ToPod];
+    /// Every entry point of the program (each pinned under its name).
+    pub const ENTRY_POINTS: [Hook; 3] = [Hook::FromPod, Hook::ToPod, Hook::FromFabric];
 
     /// The entry point's name in the kernel (`bpftool prog show`,
-    /// `bpftool net show`).
+    /// `bpftool net show`): at most 15 characters, which the kernel keeps
+    /// (attachments are recognised as ours by it).
     pub const fn program_name(self) -> &'static str {
         match self {
             Hook::FromPod => "ebpfcni_frompod",
             Hook::ToPod => "ebpfcni_topod",
+            Hook::FromFabric => "ebpfcni_fabric",
         }
     }
 
     /// The tc hook's name: "ingress" or "egress".
     pub const fn tc_name(self) -> &'static str {
         match self {
-            Hook::FromPod => "ingress",
+            Hook::FromPod | Hook::FromFabric => "ingress",
             Hook::ToPod => "egress",
         }
     }
 
-    /// "from-pod" or "to-pod".
+    /// "from-pod", "to-pod" or "from-fabric".
     pub const fn name(self) -> &'static str {
         match self {
             Hook::FromPod => "from-pod",
             Hook::ToPod => "to-pod",
+            Hook::FromFabric => "from-fabric",
         }
     }
 }
+
+// The kernel keeps 15 characters of a program's name: longer ones would
+// not be recognised as ours once attached.
+const _: () = {
+    let mut i = 0;
+    while i < Hook::ENTRY_POINTS.len() {
+        assert!(Hook::ENTRY_POINTS[i].program_name().len() <= 15);
+        i += 1;
+    }
+};
 
 /// The marker of an explaining test run (EBPFCNI_EXPLAIN_MAGIC0/1).
 const EXPLAIN_MAGIC: [u32; 2] = [0xeb9f_c0de, 0x3e7a_1a1b];
@@ -84,13 +105,14 @@ pub const TC_ACT_SHOT: i32 = 2;
 /// (bpf_redirect_peer).
 pub const TC_ACT_REDIRECT: i32 = 7;
 
-/// A loaded instance of the program (both entry points), sharing the
+/// A loaded instance of the program (every entry point), sharing the
 /// pinned maps. The kernel keeps it alive while this handle or an
 /// attachment holds it.
 #[derive(Debug)]
 pub struct Program {
     from_pod: ProgramHandle,
     to_pod: ProgramHandle,
+    from_fabric: ProgramHandle,
 }
 
 /// Outcome of one BPF_PROG_TEST_RUN.
@@ -138,7 +160,7 @@ pub fn program_pins(pin_dir: &Path) -> Vec<(Hook, String, PathBuf)> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            Hook::ALL.into_iter().find_map(|hook| {
+            Hook::ENTRY_POINTS.into_iter().find_map(|hook| {
                 let id = name.strip_prefix(hook.program_name())?.strip_prefix('_')?;
                 let is_id = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
                 is_id.then(|| (hook, id.to_owned(), e.path()))
@@ -154,24 +176,32 @@ impl Program {
     /// and uses the maps pinned there (`None` otherwise: not pinned yet, or
     /// pinned before its maps were replaced).
     pub fn pinned(pin_dir: &Path, maps: &Maps) -> Result<Option<Self>> {
-        let mut handles = Vec::with_capacity(2);
-        for hook in Hook::ALL {
+        let mut handles = Vec::with_capacity(3);
+        for hook in Hook::ENTRY_POINTS {
             let path = program_pin(pin_dir, hook, PROGRAM_BUILD_ID);
             let handle = match ProgramHandle::from_pinned_path(&path) {
                 Ok(handle) => handle,
                 Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(Error::bpf(format!("open pinned program {}", path.display()), e)),
             };
-            if handle.name() != hook.program_name()
-                || !program_info(handle.id())?.foreign_maps(maps)?.is_empty()
-            {
+            if handle.name() != hook.program_name() {
+                return Ok(None);
+            }
+            // From-fabric uses a subset of from-pod's maps (and was
+            // pinned with it, from one load): from-pod's check covers it.
+            if hook != Hook::FromFabric && !program_info(handle.id())?.foreign_maps(maps)?.is_empty() {
                 return Ok(None);
             }
             handles.push(handle);
         }
-        let to_pod = handles.pop().expect("two handles");
-        let from_pod = handles.pop().expect("two handles");
-        Ok(Some(Self { from_pod, to_pod }))
+        let from_fabric = handles.pop().expect("three handles");
+        let to_pod = handles.pop().expect("three handles");
+        let from_pod = handles.pop().expect("three handles");
+        Ok(Some(Self {
+            from_pod,
+            to_pod,
+            from_fabric,
+        }))
     }
 
     /// The program every pod of `pin_dir` shares: this build's, pinned
@@ -205,10 +235,10 @@ impl Program {
         })
     }
 
-    /// Pins both entry points under this build's names, replacing stale
+    /// Pins every entry point under this build's names, replacing stale
     /// pins of those names, then removes other builds' program pins.
     fn pin(&self, pin_dir: &Path) -> Result<()> {
-        for hook in Hook::ALL {
+        for hook in Hook::ENTRY_POINTS {
             let path = program_pin(pin_dir, hook, PROGRAM_BUILD_ID);
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
@@ -234,6 +264,7 @@ impl Program {
         Ok(Self {
             from_pod: keep(&skel.progs.ebpfcni_frompod)?,
             to_pod: keep(&skel.progs.ebpfcni_topod)?,
+            from_fabric: keep(&skel.progs.ebpfcni_fabric)?,
         })
     }
 
@@ -257,6 +288,7 @@ impl Program {
         match hook {
             Hook::FromPod => &self.from_pod,
             Hook::ToPod => &self.to_pod,
+            Hook::FromFabric => &self.from_fabric,
         }
     }
 

@@ -45,7 +45,7 @@ fn os_error(rc: i32) -> libbpf_rs::Error {
 
 fn tcx_type(hook: Hook) -> libbpf_sys::bpf_attach_type {
     match hook {
-        Hook::FromPod => libbpf_sys::BPF_TCX_INGRESS,
+        Hook::FromPod | Hook::FromFabric => libbpf_sys::BPF_TCX_INGRESS,
         Hook::ToPod => libbpf_sys::BPF_TCX_EGRESS,
     }
 }
@@ -114,6 +114,46 @@ impl Program {
     pub fn attach_as(&self, ifindex: u32, mode: AttachMode) -> Result<()> {
         attach(self, ifindex, mode)
     }
+
+    /// Attaches the from-fabric entry point to tc ingress of `ifindex`,
+    /// the node's fabric interface (cluster mode), in the calling thread's
+    /// network namespace: with tcx where the kernel has it, in place of an
+    /// ebpfcni from-fabric program attached there (atomically: the
+    /// interface is never unchecked), after everyone else's programs;
+    /// without tcx, as a clsact filter at our handle and priority, unless
+    /// a filter of another program sits there (an error: it is not
+    /// ours to replace). Idempotent.
+    pub fn attach_fabric(&self, ifindex: u32) -> Result<()> {
+        let idx = ifindex_arg(ifindex)?;
+        if attach_tcx(self, idx, Hook::FromFabric)? {
+            return Ok(());
+        }
+        if let Some(id) = clsact::query(idx, Hook::FromFabric)? {
+            let name = ProgramHandle::from_prog_id(id).map(|h| h.name().to_string_lossy().into_owned());
+            if name.as_deref().ok() != Some(Hook::FromFabric.program_name()) {
+                return Err(Error::io(
+                    format!(
+                        "attach to tc ingress of ifindex {ifindex}: the clsact filter at handle \
+                         {TC_HANDLE:#x}, priority {TC_PRIORITY} runs program {id}, not ours"
+                    ),
+                    std::io::ErrorKind::AlreadyExists.into(),
+                ));
+            }
+        }
+        clsact::attach(self, idx, Hook::FromFabric)
+    }
+}
+
+/// The id of the from-fabric program attached to tc ingress of `ifindex`
+/// (tcx, or our clsact filter when it runs that program), if any.
+pub fn fabric_attachment(ifindex: u32) -> Result<Option<u32>> {
+    let idx = ifindex_arg(ifindex)?;
+    let hook = Hook::FromFabric;
+    if let Some((id, _)) = tcx_query(idx, hook)?.and_then(|(ids, _)| ours(&ids, hook)) {
+        return Ok(Some(id));
+    }
+    Ok(clsact::query(idx, hook)?
+        .filter(|&id| ProgramHandle::from_prog_id(id).is_ok_and(|h| h.name() == hook.program_name())))
 }
 
 /// Attaches each entry point of `program` to its hook of `ifindex`
@@ -255,7 +295,7 @@ mod clsact {
 
     fn point(hook: Hook) -> libbpf_rs::TcAttachPoint {
         match hook {
-            Hook::FromPod => TC_INGRESS,
+            Hook::FromPod | Hook::FromFabric => TC_INGRESS,
             Hook::ToPod => TC_EGRESS,
         }
     }

@@ -24,9 +24,15 @@
 //! call's overhead included in every row) and its later packets; with a
 //! few rules, and with 10,000 more isolated identities and rules.
 //!
+//! Fourth table, from-fabric (the source check on a node's fabric
+//! interface, cluster mode), in a node namespace with routes and
+//! neighbours: a remote pod's address from its node, forged, and an
+//! address without an identity (`fabric.rs`; `-- fabric` runs it alone).
+//!
 //! Environment: `EBPFCNI_BENCH_REPEAT` (default 1,000,000 runs per
 //! measurement), `EBPFCNI_BENCH_ROUNDS` (default 9).
 
+mod fabric;
 mod report;
 mod rows;
 mod setup;
@@ -68,6 +74,12 @@ fn main() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/noop.bpf.c"),
         &[],
     );
+    if std::env::args().any(|a| a == "fabric") {
+        // `cargo bench -p ebpfcni-bench --bench packet_path -- fabric`:
+        // the fourth table alone.
+        fabric::measure(&noop, repeat, rounds);
+        return;
+    }
     let tables = [
         Table {
             setups: vec![
@@ -146,4 +158,5 @@ fn main() {
     report_tracking(&tables, &medians);
     print_table(&tables[2], &medians[2]);
     report_labels(&tables[2], &medians[2]);
+    fabric::measure(&noop, repeat, rounds);
 }

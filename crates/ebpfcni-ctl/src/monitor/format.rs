@@ -35,6 +35,7 @@ pub fn hook_name(hook: Hook) -> &'static str {
     match hook {
         Hook::FromPod => "from-pod",
         Hook::ToPod => "to-pod",
+        Hook::FromFabric => "from-fabric",
     }
 }
 

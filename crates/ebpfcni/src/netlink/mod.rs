@@ -1,6 +1,6 @@
 //! A small synchronous rtnetlink client with typed verbs: the socket and
-//! its request/reply loop here, the verbs by object in [`link`] and
-//! [`route`] (routes and addresses).
+//! its request/reply loop here, the verbs by object in [`link`],
+//! [`route`] (routes and addresses) and [`neighbour`] (managed entries).
 //!
 //! A [`Netlink`] socket belongs to the network namespace it was opened in
 //! and keeps acting on it whichever thread later uses it: the CNI plugin
@@ -8,6 +8,7 @@
 //! and drives both from its main thread.
 
 mod link;
+mod neighbour;
 mod route;
 
 use std::io;
