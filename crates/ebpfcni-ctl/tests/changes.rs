@@ -105,9 +105,71 @@ fn timed_apply(bin: &str, pin_dir: &str, file: &Path) -> Duration {
 
 /// The fractions of a whole apply's time at which it is killed.
 const KILL_AT: [f64; 7] = [0.05, 0.15, 0.3, 0.45, 0.6, 0.8, 0.95];
-/// Tried after KILL_AT only until a kill lands among the writes: on a busy
-/// machine the time before the first write varies from run to run.
-const MORE_KILL_AT: [f64; 8] = [0.5, 0.7, 0.85, 0.9, 0.75, 0.97, 0.65, 0.99];
+
+/// Where a kill landed, as the next command found it.
+enum Landed {
+    /// Before any write: the old state, nothing to undo.
+    Early,
+    /// Among the writes: the next command undid them.
+    AmongWrites,
+    /// After the last write, or not killed at all: the new state.
+    Late,
+}
+
+/// Where to kill an apply next: the fractions of [`KILL_AT`], then, until a
+/// kill lands among the writes, a bisection between the latest kill that
+/// came too early and the earliest that came too late. On a busy machine
+/// the time before the first write changes from one run to the next (it did:
+/// fifteen fixed fractions once all missed it), so feedback finds it where
+/// fixed fractions may not.
+struct KillPoints {
+    fixed: std::array::IntoIter<f64, 7>,
+    early: f64,
+    late: f64,
+    bisections: u32,
+}
+
+impl KillPoints {
+    fn new() -> Self {
+        Self {
+            fixed: KILL_AT.into_iter(),
+            early: 0.0,
+            late: 2.0,
+            bisections: 0,
+        }
+    }
+
+    /// The next fraction to kill at; `None` once every fixed one ran and a
+    /// kill landed among the writes (or 20 bisections did not find them).
+    fn next(&mut self, undone: usize) -> Option<f64> {
+        if let Some(f) = self.fixed.next() {
+            return Some(f);
+        }
+        if undone > 0 || self.bisections >= 20 {
+            return None;
+        }
+        self.bisections += 1;
+        Some((self.early + self.late) / 2.0)
+    }
+
+    fn landed(&mut self, fraction: f64, landed: Landed) {
+        match landed {
+            Landed::Early => self.early = self.early.max(fraction),
+            Landed::Late => self.late = self.late.min(fraction),
+            Landed::AmongWrites => {}
+        }
+    }
+}
+
+/// Where a kill landed: `killed` (the process died of it), whether the next
+/// command undid something, and whether it found the old state.
+fn landed(killed: bool, undid: bool, found_old: bool) -> Landed {
+    match (killed, undid, found_old) {
+        (true, true, _) => Landed::AmongWrites,
+        (true, false, true) => Landed::Early,
+        _ => Landed::Late,
+    }
+}
 
 /// `policyctl apply` of 20,000 port rules (some stateful) and 5,000 pair
 /// rules, killed with SIGKILL at several points: the next command finds the
@@ -147,18 +209,19 @@ fn a_killed_policy_apply_leaves_the_old_rules_or_the_new_ones() {
     assert_eq!(new_state.len(), 25_300);
 
     let (mut killed, mut undone) = (0, 0);
-    for (i, fraction) in KILL_AT.into_iter().chain(MORE_KILL_AT).enumerate() {
-        if i >= KILL_AT.len() && undone > 0 {
-            break;
-        }
+    let mut points = KillPoints::new();
+    while let Some(fraction) = points.next(undone) {
         reset();
         let delay = whole.mul_f64(fraction);
-        killed += usize::from(killed_apply(POLICYCTL, ctl.pin_dir(), file.path(), delay));
+        let this_killed = killed_apply(POLICYCTL, ctl.pin_dir(), file.path(), delay);
+        killed += usize::from(this_killed);
         // The next command: any that opens the maps.
         let out = ctl.policyctl(&["list", "-o", "json"]);
         let note = String::from_utf8_lossy(&out.stderr).into_owned();
-        undone += usize::from(note.contains("was undone"));
+        let undid = note.contains("was undone");
+        undone += usize::from(undid);
         let after = state(&common::json(&ok(out)));
+        points.landed(fraction, landed(this_killed, undid, after == old_state));
         assert!(
             after == old_state || after == new_state,
             "killed after {delay:?}: {} rules, neither the old {} nor the new {}",
@@ -215,16 +278,17 @@ fn a_killed_identity_apply_leaves_the_old_identities_or_the_new_ones() {
     assert_eq!(new_state.len(), 32_200);
 
     let (mut killed, mut undone) = (0, 0);
-    for (i, fraction) in KILL_AT.into_iter().chain(MORE_KILL_AT).enumerate() {
-        if i >= KILL_AT.len() && undone > 0 {
-            break;
-        }
+    let mut points = KillPoints::new();
+    while let Some(fraction) = points.next(undone) {
         reset();
         let delay = whole.mul_f64(fraction);
-        killed += usize::from(killed_apply(ENDPOINTCTL, ctl.pin_dir(), file.path(), delay));
+        let this_killed = killed_apply(ENDPOINTCTL, ctl.pin_dir(), file.path(), delay);
+        killed += usize::from(this_killed);
         let out = ctl.endpointctl(&["list", "-o", "json"]);
-        undone += usize::from(String::from_utf8_lossy(&out.stderr).contains("was undone"));
+        let undid = String::from_utf8_lossy(&out.stderr).contains("was undone");
+        undone += usize::from(undid);
         let after = state(&common::json(&ok(out)));
+        points.landed(fraction, landed(this_killed, undid, after == old_state));
         assert!(
             after == old_state || after == new_state,
             "killed after {delay:?}: {} entries, neither the old {} nor the new {}",
