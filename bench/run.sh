@@ -8,6 +8,7 @@
 #   2. control plane: endpointctl / policyctl      (cargo bench -p ebpfcni-ctl --bench cli_latency)
 #      and CNI ADD+DEL beside the reference ptp     (cargo bench -p ebpfcni-cni --bench add_del)
 #   3. pod-to-pod traffic and map memory           (cargo bench -p ebpfcni-bench --bench traffic)
+#      and across two nodes, policy against none    (cargo bench -p ebpfcni-bench --bench cluster_traffic)
 #
 # Everything runs in namespaces and pin directories the suite creates and
 # removes; the root network namespace is left alone. A bench that fails fails
@@ -50,6 +51,7 @@ bench cluster cargo bench --locked -p ebpfcni-agent --bench cluster
 echo "== 3. pod-to-pod traffic, map memory"
 # The bench cleans up after itself on SIGINT/SIGTERM; the shell passes them on.
 bench traffic cargo bench --locked -p ebpfcni-bench --bench traffic -- "$@"
+bench cluster_traffic cargo bench --locked -p ebpfcni-bench --bench cluster_traffic
 
 if [ -n "$failed" ]; then
     echo "bench/run.sh: failed:$failed" >&2

@@ -9,7 +9,7 @@
 //! - [`Netns`], [`VethPair`], [`TwoPods`]: throwaway namespaces and topologies.
 //! - [`run`], [`succeeds`], [`output_with_stdin`]: child processes.
 //! - [`hook_programs`]: what runs on a tc hook (tcx programs, clsact filters).
-//! - [`frames`]: frame builders; [`median`], [`quantile`]: summaries.
+//! - [`frames`]: frame builders; [`median`], [`quantile`], [`Ratio`]: summaries.
 //! - [`bpf`]: compiling and test-running BPF objects other than the product's.
 //! - [`datapath`]: the program on crafted frames, asserting verdicts and reasons.
 //! - [`AgentProcess`]: an `ebpfcni-agent` of the test's own (socket, state
@@ -48,7 +48,7 @@ pub use netns::{Netns, TwoPods, VethPair};
 pub use pins::TestPinDir;
 pub use privilege::{privileged, tools_present};
 pub use process::{output_with_stdin, run, succeeds, text};
-pub use stats::{median, quantile};
+pub use stats::{median, quantile, Ratio};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

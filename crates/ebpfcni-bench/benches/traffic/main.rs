@@ -12,6 +12,7 @@ mod denied;
 mod filters;
 mod inplace;
 mod memory;
+mod runstats;
 mod traffic;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Parser;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
-use ebpfcni_testutil::{median, TwoPods};
+use ebpfcni_testutil::{median, Ratio, TwoPods};
 use filters::{Ebpfcni, Nft};
 use traffic::{AcceptServer, EchoServer, Iperf3Server};
 
@@ -286,43 +287,6 @@ fn run(args: &Args) -> Result<()> {
     }
     print_memory(&ebpf_full)?;
     Ok(())
-}
-
-/// The per-round ratios x[i] / y[i] of two scenarios: measured within the
-/// same round, so slow changes of the machine's load cancel out.
-struct Ratio {
-    median: f64,
-    /// Half the range of the per-round ratios: how far noise moved them.
-    noise: f64,
-}
-
-impl Ratio {
-    fn of(x: &[f64], y: &[f64]) -> Self {
-        let r: Vec<f64> = x.iter().zip(y).map(|(a, b)| a / b).collect();
-        let (min, max) = r.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        });
-        Self {
-            median: median(&r),
-            noise: (max - min) / 2.0,
-        }
-    }
-
-    /// "1.012±0.034"
-    fn show(&self) -> String {
-        format!("{:.3}±{:.3}", self.median, self.noise)
-    }
-
-    /// Whether the ratio is at least `threshold`, telling apart what the
-    /// noise of this run can and cannot decide.
-    fn at_least(&self, threshold: f64) -> &'static str {
-        match (self.median >= threshold, self.median - self.noise >= threshold) {
-            (true, true) => "met",
-            (true, false) => "met (within noise)",
-            (false, _) if self.median + self.noise >= threshold => "not shown (within noise)",
-            (false, _) => "NOT met",
-        }
-    }
 }
 
 fn print_traffic(scenarios: &[Scenario], args: &Args) {

@@ -26,7 +26,7 @@ pub const ACCEPT_PORT: u16 = 7008;
 /// CPUs the client and the server side are pinned to, so that every run
 /// places them alike (run-to-run variance is otherwise dominated by where the
 /// scheduler happened to put them). Separate CPUs when there are two.
-fn client_cpu() -> usize {
+pub fn client_cpu() -> usize {
     0
 }
 
