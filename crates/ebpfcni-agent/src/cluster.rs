@@ -285,7 +285,52 @@ pub struct Cluster {
     withdrawn: Withdrawn,
 }
 
-type Withdrawn = Arc<Mutex<HashMap<IpAddr, Option<Instant>>>>;
+/// The withdrawn addresses, and the file that keeps them across a crash
+/// or a restart (`withdrawn.json` in the state directory): an agent
+/// killed right after a DEL, and started again while etcd is down, must
+/// not hand out an address whose key the other nodes still hold. Loaded
+/// as "not confirmed yet": the publishing task confirms each once etcd
+/// has no key of it from this node.
+#[derive(Clone)]
+struct Withdrawn {
+    addrs: Arc<Mutex<HashMap<IpAddr, Option<Instant>>>>,
+    path: Arc<PathBuf>,
+}
+
+impl Withdrawn {
+    fn load(path: PathBuf) -> Self {
+        let addrs: Vec<IpAddr> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        if !addrs.is_empty() {
+            log::info!(
+                "{} address(es) of deleted pods wait for etcd before they are handed out again: {addrs:?}",
+                addrs.len()
+            );
+        }
+        Self {
+            addrs: Arc::new(Mutex::new(addrs.into_iter().map(|ip| (ip, None)).collect())),
+            path: Arc::new(path),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Option<Instant>>> {
+        self.addrs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the addresses still waiting (write and rename: the file is
+    /// the old list or the new one).
+    fn save(&self, addrs: &HashMap<IpAddr, Option<Instant>>) {
+        let list: Vec<&IpAddr> = addrs.keys().collect();
+        let tmp = self.path.with_extension("json.tmp");
+        let written = std::fs::write(&tmp, serde_json::to_vec(&list).expect("serializes"))
+            .and_then(|()| std::fs::rename(&tmp, &*self.path));
+        if let Err(e) = written {
+            log::warn!("keep the withdrawn addresses in {}: {e}", self.path.display());
+        }
+    }
+}
 
 /// How long a withdrawn address waits, after etcd deleted its key, before
 /// this node hands it out again: the other nodes' watchers remove its
@@ -295,7 +340,7 @@ pub const REUSE_GRACE: Duration = Duration::from_secs(3);
 
 /// Notes that etcd deleted `ip`'s key now, if it waits for that.
 fn confirm_withdrawn(withdrawn: &Withdrawn, ip: IpAddr) {
-    let mut w = withdrawn.lock().unwrap_or_else(|p| p.into_inner());
+    let mut w = withdrawn.lock();
     if let Some(when @ None) = w.get_mut(&ip) {
         *when = Some(Instant::now());
     }
@@ -390,7 +435,7 @@ impl Cluster {
         };
         let desired = Arc::new(Mutex::new(BTreeMap::new()));
         let changed = Arc::new(Notify::new());
-        let withdrawn = Withdrawn::default();
+        let withdrawn = Withdrawn::load(config.state_dir.join("withdrawn.json"));
         rt.spawn(publish(
             store.clone(),
             config.node.clone(),
@@ -481,10 +526,11 @@ impl Cluster {
     /// before etcd has deleted its key and [`REUSE_GRACE`] has passed
     /// ([`Cluster::reusable`]).
     pub fn withdraw(&self, ip: IpAddr) {
-        self.withdrawn
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(ip, None);
+        {
+            let mut w = self.withdrawn.lock();
+            w.insert(ip, None);
+            self.withdrawn.save(&w);
+        }
         self.set_endpoint(ip, None);
         let Some(session) = self.session.get() else {
             return;
@@ -502,11 +548,12 @@ impl Cluster {
     /// Whether this node may hand out `ip` again: not withdrawn, or etcd
     /// deleted its key at least [`REUSE_GRACE`] ago.
     pub fn reusable(&self, ip: IpAddr) -> bool {
-        let mut w = self.withdrawn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.withdrawn.lock();
         match w.get(&ip) {
             None => true,
             Some(Some(when)) if when.elapsed() >= REUSE_GRACE => {
                 w.remove(&ip);
+                self.withdrawn.save(&w);
                 true
             }
             Some(_) => false,
@@ -686,7 +733,6 @@ async fn publish(
         // published, or removed above): deleted as far as etcd goes.
         let pending: Vec<IpAddr> = withdrawn
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|(ip, when)| when.is_none() && !published.contains_key(ip))
             .map(|(ip, _)| *ip)

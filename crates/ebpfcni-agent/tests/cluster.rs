@@ -623,7 +623,7 @@ fn a_deleted_pods_address_has_no_identity_on_other_nodes_before_it_is_handed_out
     let _a1 = AgentProcess::start(&nodes[0], p1.path(), d1.path(), &flags("10.0.0.11", "24"));
     // n2's pod CIDR is a /30: one pod address, so the next pod can only
     // have the address of the last one.
-    let a2 = AgentProcess::start(&nodes[1], p2.path(), d2.path(), &flags("10.0.0.12", "30"));
+    let mut a2 = AgentProcess::start(&nodes[1], p2.path(), d2.path(), &flags("10.0.0.12", "30"));
     let maps1 = Maps::open_or_create(p1.path()).unwrap();
 
     let ifindex = host_veth(&nodes[1], "hold2");
@@ -675,5 +675,44 @@ fn a_deleted_pods_address_has_no_identity_on_other_nodes_before_it_is_handed_out
     assert_eq!(newer.identity, new.identity, "the same label set");
     let before = before.unwrap_or_else(|| panic!("n1 still had {ip} when n2 handed it out again"));
     eprintln!("etcd down: n1 forgot {ip} {before:?} before n2 handed it out again");
+    wait_until("the newer pod on n1", Duration::from_secs(10), || {
+        entry(&maps1, ip) == Some(newer.identity)
+    });
+
+    // Deleted while etcd is down, and n2's agent killed -9 right after the
+    // DEL and started again, etcd still down: the wait survives the
+    // restart (the agent's store no longer has the pod, etcd cannot be
+    // asked), and the address comes back only once n1 forgot it.
+    etcd.kill9();
+    a2.client().delete_endpoint("new3", "eth0").unwrap();
+    a2.kill9();
+    a2.restart();
+    let ifindex = host_veth(&nodes[1], "hnew4");
+    let again = a2
+        .client()
+        .create_endpoint(&request("new4", "hnew4", ifindex, "new"));
+    assert!(
+        again.is_err(),
+        "handed out after a restart while etcd is down: {again:?}"
+    );
+    assert_eq!(entry(&maps1, ip), Some(newer.identity), "n1 keeps its entries");
+    etcd.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let last = loop {
+        let forgotten = entry(&maps1, ip).is_none();
+        if let Ok(e) = a2
+            .client()
+            .create_endpoint(&request("new4", "hnew4", ifindex, "new"))
+        {
+            assert!(forgotten, "n2 handed {ip} out again while n1 still had it");
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the address never came back after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(last.ips, vec![ip]);
     drop(etcd);
 }
