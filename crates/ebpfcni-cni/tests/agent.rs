@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{cli, pod_ip, Node, Outcome, Pod};
-use ebpfcni::{Identity, Maps, PolicyRule, Stored};
+use common::{cli, identity_of, pod_ip, Node, Outcome, Pod};
+use ebpfcni::{Identity, Maps, PolicyRule};
 use ebpfcni_testutil::{require_root, AgentProcess};
 use serde_json::{json, Value};
 
@@ -66,14 +66,6 @@ fn tempdir(tag: &str) -> tempfile::TempDir {
         .prefix(&format!("ebpfcni-agent-{tag}-"))
         .tempdir()
         .expect("tempdir")
-}
-
-fn identity_of(maps: &Maps, ip: &str) -> Option<u32> {
-    maps.endpoints
-        .get(ip.parse().unwrap())
-        .unwrap()
-        .and_then(Stored::valid)
-        .map(Identity::get)
 }
 
 fn allow_both(maps: &Maps, a: u32, b: u32) {

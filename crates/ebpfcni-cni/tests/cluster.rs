@@ -12,42 +12,13 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{cli, pod_ip, Node, Pod};
-use ebpfcni::{Identity, Maps, PolicyRule, Stored};
+use common::{
+    cli, cluster_agent_config, identity_of, pod_ip, start_cluster_agent, wait_until, wait_until_within, Node,
+    Pod,
+};
+use ebpfcni::{Identity, Maps, PolicyRule};
 use ebpfcni_kvstore::{Store, DEFAULT_PREFIX};
 use ebpfcni_testutil::{require_root, tools_present, AgentProcess, EtcdProcess, Fabric, ETCD_BIN};
-use serde_json::{json, Value};
-
-fn agent_config(node: &Node, agent: &AgentProcess, app: &str) -> Value {
-    json!({
-        "cniVersion": "1.0.0",
-        "name": node.network,
-        "type": "ebpfcni",
-        "pinDir": node.pins.path(),
-        "agent": agent.socket,
-        "args": { "cni": { "labels": [{ "key": "app", "value": app }] } },
-    })
-}
-
-fn identity_of(maps: &Maps, ip: &str) -> Option<u32> {
-    maps.endpoints
-        .get(ip.parse().unwrap())
-        .unwrap()
-        .and_then(Stored::valid)
-        .map(Identity::get)
-}
-
-fn wait_until(what: &str, done: impl Fn() -> bool) {
-    wait_until_within(what, Duration::from_secs(10), done)
-}
-
-fn wait_until_within(what: &str, within: Duration, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn tcp_opens(from: &Pod, to: SocketAddr) -> bool {
     from.ns
@@ -61,21 +32,6 @@ fn ping_once(pod: &Pod, ip: &str) -> bool {
         .args(["-c", "1", "-W", "1", "-q", ip])
         .output()
         .is_ok_and(|o| o.status.success())
-}
-
-fn start_agent(node: &Node, dir: &Path, url: &str, node_ip: &str, extra: &[&str]) -> AgentProcess {
-    let mut flags = vec![
-        "--runtime",
-        "none",
-        "--etcd",
-        url,
-        "--node-ip",
-        node_ip,
-        "--cluster-cidr",
-        "10.20.0.0/16",
-    ];
-    flags.extend_from_slice(extra);
-    AgentProcess::start(&node.ns, node.pins.path(), dir, &flags)
 }
 
 /// What etcd (in the fabric namespace) holds: every identity, every
@@ -131,14 +87,14 @@ fn pods_of_two_nodes_keep_their_verdicts_through_a_minute_without_etcd() {
     // Every identity isolated (label policy knows the other node's
     // identities): only the pair rules below allow.
     let always = ["--policy-enforcement", "always"];
-    let a1 = start_agent(&n1, d1.path(), &url, "10.0.0.11", &always);
-    let mut a2 = start_agent(&n2, d2.path(), &url, "10.0.0.12", &always);
+    let a1 = start_cluster_agent(&n1, d1.path(), &url, "10.0.0.11", &always);
+    let mut a2 = start_cluster_agent(&n2, d2.path(), &url, "10.0.0.12", &always);
 
     let (web, other, db) = (Pod::new("clweb"), Pod::new("clot"), Pod::new("cldb"));
     let (conf_web, conf_other, conf_db) = (
-        agent_config(&n1, &a1, "web"),
-        agent_config(&n1, &a1, "other"),
-        agent_config(&n2, &a2, "db"),
+        cluster_agent_config(&n1, &a1, "web"),
+        cluster_agent_config(&n1, &a1, "other"),
+        cluster_agent_config(&n2, &a2, "db"),
     );
     let web_ip = pod_ip(&n1.add(&conf_web, &web).ok());
     let other_ip = pod_ip(&n1.add(&conf_other, &other).ok());
@@ -185,7 +141,7 @@ fn pods_of_two_nodes_keep_their_verdicts_through_a_minute_without_etcd() {
     etcd.kill9();
     let down = Instant::now();
     let (web2, api) = (Pod::new("clweb2"), Pod::new("clapi"));
-    let conf_api = agent_config(&n1, &a1, "api");
+    let conf_api = cluster_agent_config(&n1, &a1, "api");
     let (web2_ip, api_ip, samples) = std::thread::scope(|s| {
         let (pins1, pins2) = (n1.pins.path().to_path_buf(), n2.pins.path().to_path_buf());
         let (web, other) = (&web, &other);
@@ -357,14 +313,14 @@ fn a_network_policy_applied_on_one_node_is_enforced_across_three() {
         tempfile::tempdir().unwrap(),
     );
     // Kubernetes' default: a pod selected by no policy is unrestricted.
-    let a1 = start_agent(&n1, d1.path(), &url, "10.0.0.11", &[]);
-    let a2 = start_agent(&n2, d2.path(), &url, "10.0.0.12", &[]);
-    let a3 = start_agent(&n3, d3.path(), &url, "10.0.0.13", &[]);
+    let a1 = start_cluster_agent(&n1, d1.path(), &url, "10.0.0.11", &[]);
+    let a2 = start_cluster_agent(&n2, d2.path(), &url, "10.0.0.12", &[]);
+    let a3 = start_cluster_agent(&n3, d3.path(), &url, "10.0.0.13", &[]);
 
     let (frontend, other, backend) = (Pod::new("cnpfe"), Pod::new("cnpot"), Pod::new("cnpbe"));
-    let conf_fe = agent_config(&n1, &a1, "frontend");
-    let conf_other = agent_config(&n3, &a3, "other");
-    let conf_be = agent_config(&n2, &a2, "backend");
+    let conf_fe = cluster_agent_config(&n1, &a1, "frontend");
+    let conf_other = cluster_agent_config(&n3, &a3, "other");
+    let conf_be = cluster_agent_config(&n2, &a2, "backend");
     let fe_ip = pod_ip(&n1.add(&conf_fe, &frontend).ok());
     let other_ip = pod_ip(&n3.add(&conf_other, &other).ok());
     let be_ip = pod_ip(&n2.add(&conf_be, &backend).ok());

@@ -9,62 +9,20 @@
 mod common;
 
 use std::net::{Ipv4Addr, UdpSocket};
-use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{cli, pod_ip, Node, Pod};
+use common::{cli, cluster_agent_config, identity_of, pod_ip, start_cluster_agent, wait_until, Node, Pod};
 use ebpfcni::netlink::Netlink;
 use ebpfcni::types::ebpfcni_drop_reason as Reason;
-use ebpfcni::{Hook, Identity, Maps, Stored};
+use ebpfcni::{Hook, Maps};
 use ebpfcni_testutil::frames::{send_raw_frame, udp_datagram};
 use ebpfcni_testutil::{
     require_root, tools_present, workspace_bin, AgentProcess, EtcdProcess, Fabric, Netns, ETCD_BIN,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const PORT: u16 = 7123;
-
-fn agent_config(node: &Node, agent: &AgentProcess, app: &str) -> Value {
-    json!({
-        "cniVersion": "1.0.0",
-        "name": node.network,
-        "type": "ebpfcni",
-        "pinDir": node.pins.path(),
-        "agent": agent.socket,
-        "args": { "cni": { "labels": [{ "key": "app", "value": app }] } },
-    })
-}
-
-fn start_agent(node: &Node, dir: &Path, url: &str, node_ip: &str) -> AgentProcess {
-    let flags = [
-        "--runtime",
-        "none",
-        "--etcd",
-        url,
-        "--node-ip",
-        node_ip,
-        "--cluster-cidr",
-        "10.20.0.0/16",
-    ];
-    AgentProcess::start(&node.ns, node.pins.path(), dir, &flags)
-}
-
-fn identity_of(maps: &Maps, ip: Ipv4Addr) -> Option<u32> {
-    maps.endpoints
-        .get(ip)
-        .unwrap()
-        .and_then(Stored::valid)
-        .map(Identity::get)
-}
-
-fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within 10 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn mac_of(ns: &Netns, ifname: &str) -> [u8; 6] {
     let mac = ns.run_in(|| {
@@ -115,8 +73,8 @@ fn a_pod_address_from_the_fabric_counts_only_from_its_node() {
     let etcd = EtcdProcess::start_in(&fabric.fabric.path(), Fabric::fabric_ip());
     let url = etcd.url();
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut a1 = start_agent(&n1, d1.path(), &url, "10.0.0.11");
-    let a2 = start_agent(&n2, d2.path(), &url, "10.0.0.12");
+    let mut a1 = start_cluster_agent(&n1, d1.path(), &url, "10.0.0.11", &[]);
+    let a2 = start_cluster_agent(&n2, d2.path(), &url, "10.0.0.12", &[]);
 
     // The check runs on the interface holding each node's IP, ours.
     let fab1 = n1.ns.ifindex("fab0");
@@ -136,7 +94,10 @@ fn a_pod_address_from_the_fabric_counts_only_from_its_node() {
     // Pods of the same labels (one identity, unrestricted: no policy):
     // web and web2 on n1, db on n2.
     let (web, web2, db) = (Pod::new("ctweb"), Pod::new("ctweb2"), Pod::new("ctdb"));
-    let (conf1, conf2) = (agent_config(&n1, &a1, "app"), agent_config(&n2, &a2, "app"));
+    let (conf1, conf2) = (
+        cluster_agent_config(&n1, &a1, "app"),
+        cluster_agent_config(&n2, &a2, "app"),
+    );
     let ip = |r: Value| -> Ipv4Addr { pod_ip(&r).parse().unwrap() };
     let web_ip = ip(n1.add(&conf1, &web).ok());
     let web2_ip = ip(n1.add(&conf1, &web2).ok());
@@ -146,7 +107,8 @@ fn a_pod_address_from_the_fabric_counts_only_from_its_node() {
         Maps::open(n2.pins.path()).unwrap(),
     );
     wait_until("each node knows the other's pods", || {
-        identity_of(&maps1, db_ip).is_some() && identity_of(&maps2, web_ip).is_some()
+        identity_of(&maps1, &db_ip.to_string()).is_some()
+            && identity_of(&maps2, &web_ip.to_string()).is_some()
     });
 
     let (mac1, mac2, fab_mac) = (

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
-use common::Node;
-use ebpfcni::{Identity, Maps, PolicyRule, Stored};
+use common::{identity_of, Node};
+use ebpfcni::{Identity, Maps, PolicyRule};
 use ebpfcni_api::{Endpoint, EndpointState};
 use ebpfcni_testutil::{require_root, tools_present, unique_name, AgentProcess};
 use serde_json::json;
@@ -300,14 +300,6 @@ impl Drop for Containerd<'_> {
             }
         }
     }
-}
-
-fn identity_of(maps: &Maps, ip: &str) -> Option<u32> {
-    maps.endpoints
-        .get(ip.parse().unwrap())
-        .unwrap()
-        .and_then(Stored::valid)
-        .map(Identity::get)
 }
 
 /// The endpoint of container `name` (ctr names its attachment

@@ -5,10 +5,12 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use ebpfcni_testutil::{output_with_stdin, text, unique_name, Netns, TestPinDir};
+use ebpfcni::{Identity, Maps, Stored};
+use ebpfcni_testutil::{output_with_stdin, text, unique_name, AgentProcess, Netns, TestPinDir};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -281,4 +283,62 @@ pub fn cli(node: &Node, socket: &std::path::Path, bin: &str, args: &[&str]) -> (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The identity `ip`'s endpoint_map entry holds, if a valid one.
+pub fn identity_of(maps: &Maps, ip: &str) -> Option<u32> {
+    maps.endpoints
+        .get(ip.parse().unwrap())
+        .unwrap()
+        .and_then(Stored::valid)
+        .map(Identity::get)
+}
+
+/// Waits (at most 10 s) until `done`.
+pub fn wait_until(what: &str, done: impl Fn() -> bool) {
+    wait_until_within(what, Duration::from_secs(10), done)
+}
+
+pub fn wait_until_within(what: &str, within: Duration, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A network of `node` through its (cluster) agent, for pods labelled
+/// `app`.
+pub fn cluster_agent_config(node: &Node, agent: &AgentProcess, app: &str) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": node.network,
+        "type": "ebpfcni",
+        "pinDir": node.pins.path(),
+        "agent": agent.socket,
+        "args": { "cni": { "labels": [{ "key": "app", "value": app }] } },
+    })
+}
+
+/// `node`'s agent in cluster mode: etcd at `url`, `node_ip`, pod CIDRs
+/// from 10.20.0.0/16, no runtime, then `extra` flags.
+pub fn start_cluster_agent(
+    node: &Node,
+    dir: &Path,
+    url: &str,
+    node_ip: &str,
+    extra: &[&str],
+) -> AgentProcess {
+    let mut flags = vec![
+        "--runtime",
+        "none",
+        "--etcd",
+        url,
+        "--node-ip",
+        node_ip,
+        "--cluster-cidr",
+        "10.20.0.0/16",
+    ];
+    flags.extend_from_slice(extra);
+    AgentProcess::start(&node.ns, node.pins.path(), dir, &flags)
 }
