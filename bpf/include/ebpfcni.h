@@ -48,7 +48,9 @@
  *         tools bump it after every change of what policy decides with).
  *   5. An address's identity is its endpoint_map entry (on from-pod, the
  *      source's is the one its interface record carries, when it carries
- *      one: the same number, written by the agent beside it); an address with none
+ *      one, and a destination's the one its local delivery record carries,
+ *      when some network delivers locally and the record carries one: the
+ *      same number, written by the agent beside it); an address with none
  *      takes the identity of the longest prefix in prefix_map that holds it
  *      (an exact endpoint always beats a prefix). A source address with
  *      neither is dropped (unknown-source),
@@ -198,13 +200,21 @@ _Static_assert(sizeof(struct ebpfcni_interface) == 20, "ebpfcni_interface is 20 
  * host veth; destination: its eth0), then bpf_redirect_peer() to the host
  * veth `ifindex`, which lands in the pod (the host veth's egress, and so
  * the to-pod hook, is not run). Everything else takes the node's stack.
- * A record without the flag (a "stack" network) delivers nothing. */
+ * A record without the flag (a "stack" network) delivers nothing.
+ * In agent mode the record also carries the pod's identity, copied from
+ * its endpoint_map entry by whoever writes either (the agent after each
+ * change of the entry, the CNI plugin when it writes the record; under the
+ * pin directory's lock, so the last copy is of the entry's latest value):
+ * while some network delivers locally, from-pod looks the destination's
+ * record up before step 6 and takes the identity from it instead of
+ * looking it up. 0 (the CNI plugin's records in plan mode, where the
+ * operator owns identities; records of older builds): not carried. */
 struct ebpfcni_local {
 	__u32 ifindex;       /* the pod's host veth */
 	__u8 pod_mac[6];     /* the pod's eth0: the destination */
 	__u8 host_mac[6];    /* the host veth (the pod's gateway): the source */
 	__u32 flags;         /* EBPFCNI_LOCAL_* */
-	__u32 reserved;      /* zero */
+	__u32 identity;      /* the pod's, or 0 (see below) */
 };
 _Static_assert(sizeof(struct ebpfcni_local) == 24, "ebpfcni_local is 24 bytes");
 #define EBPFCNI_LOCAL_REDIRECT 0x1 /* deliver into the pod (else: the stack) */

@@ -94,9 +94,12 @@ static __always_inline int ebpfcni_conntrack(struct __sk_buff *ctx, struct ebpfc
 /* The verdict on one packet seen at `hook` (a constant: each entry point
  * gets its own copy of this body, without the branches of the other).
  * `flow` (its hook set) is the caller's: a pass leaves its kind there
- * (verdict.h), 0 for a frame that is not IPv4. */
+ * (verdict.h), 0 for a frame that is not IPv4. From-pod, while some
+ * network delivers locally, also gets the destination's local delivery
+ * record in `local` (NULL otherwise): its identity, when it carries one,
+ * spares step 6's lookup, and the record is what delivery needs. */
 static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfcni_hook hook,
-					 struct ebpfcni_flow *flow)
+					 struct ebpfcni_flow *flow, const struct ebpfcni_local **local)
 {
 	struct ebpfcni_ct_key key = {};
 	struct ebpfcni_ct_entry *forward = NULL;
@@ -117,6 +120,11 @@ static __always_inline int ebpfcni_judge(struct __sk_buff *ctx, const enum ebpfc
 		ret = ebpfcni_source_trusted(ctx, flow);
 		if (ret < 0)
 			return ebpfcni_drop(ctx, -ret, flow); /* step 3 */
+		if (cfg->local_redirect) {
+			*local = ebpfcni_local_of(flow->daddr);
+			if (*local)
+				flow->dst_id = (*local)->identity; /* 0: step 6 looks it up */
+		}
 	}
 
 	if (ebpfcni_frag_find(flow))
@@ -189,14 +197,15 @@ SEC("tc")
 int ebpfcni_frompod(struct __sk_buff *ctx)
 {
 	struct ebpfcni_flow flow = { .hook = EBPFCNI_HOOK_FROM_POD };
-	int verdict = ebpfcni_judge(ctx, EBPFCNI_HOOK_FROM_POD, &flow);
+	const struct ebpfcni_local *local = NULL;
+	int verdict = ebpfcni_judge(ctx, EBPFCNI_HOOK_FROM_POD, &flow, &local);
 
 	if (!flow.pass_kind)
 		return verdict; /* a drop, or a frame that is not IPv4 */
 	ebpfcni_frag_passed(&flow);
-	if (!ebpfcni_config()->local_redirect)
-		return verdict; /* no network delivers locally */
-	return ebpfcni_deliver(ctx, &flow);
+	if (!local)
+		return verdict; /* not to a pod of this node, or none delivers locally */
+	return ebpfcni_deliver(ctx, local);
 }
 
 /* What the pod receives: tc egress of its host veth. A first fragment's
@@ -205,7 +214,8 @@ SEC("tc")
 int ebpfcni_topod(struct __sk_buff *ctx)
 {
 	struct ebpfcni_flow flow = { .hook = EBPFCNI_HOOK_TO_POD };
-	int verdict = ebpfcni_judge(ctx, EBPFCNI_HOOK_TO_POD, &flow);
+	const struct ebpfcni_local *unused = NULL;
+	int verdict = ebpfcni_judge(ctx, EBPFCNI_HOOK_TO_POD, &flow, &unused);
 
 	ebpfcni_frag_passed(&flow);
 	return verdict;

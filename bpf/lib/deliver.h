@@ -11,8 +11,10 @@
  * the ICMP time exceeded), one to the sender's own veth.
  *
  * Map:  local_map (hash)  pod IPv4 address, network order -> struct ebpfcni_local
- *       (written by the CNI plugin at ADD, removed at DEL and GC)
- * API:  ebpfcni_deliver(ctx, flow)  after a from-pod pass
+ *       (written by the CNI plugin at ADD, removed at DEL and GC; in agent
+ *       mode carrying the pod's identity, ebpfcni.h says how)
+ * API:  ebpfcni_local_of(daddr)         the destination's record, or NULL
+ *       ebpfcni_deliver(ctx, local)     after a from-pod pass, with that record
  *   Returns: TC_ACT_REDIRECT (delivered into the pod) or TC_ACT_OK.
  */
 #ifndef EBPFCNI_LIB_DELIVER_H
@@ -35,10 +37,16 @@ struct {
 	__type(value, struct ebpfcni_local);
 } local_map SEC(".maps");
 
-static __always_inline int ebpfcni_deliver(struct __sk_buff *ctx, const struct ebpfcni_flow *flow)
+/* Looked up once per from-pod packet, before step 6 (its identity may
+ * spare that lookup), and only while some network delivers locally. */
+static __always_inline const struct ebpfcni_local *ebpfcni_local_of(__be32 daddr)
+{
+	return bpf_map_lookup_elem(&local_map, &daddr);
+}
+
+static __always_inline int ebpfcni_deliver(struct __sk_buff *ctx, const struct ebpfcni_local *local)
 {
 	const __u32 l3_off = sizeof(struct ethhdr);
-	const struct ebpfcni_local *local = bpf_map_lookup_elem(&local_map, &flow->daddr);
 	void *data, *data_end;
 	struct ethhdr *eth;
 	struct iphdr *ip;

@@ -8,7 +8,8 @@
  *       prefix_map (LPM trie)    struct ebpfcni_prefix_key -> identity
  * API:  ebpfcni_lookup_identities(flow)
  *   Fills flow->src_id (unless source trust already took it from the
- *   pod's interface record) and flow->dst_id.
+ *   pod's interface record) and flow->dst_id (unless from-pod took it from
+ *   the destination's local delivery record).
  *   Returns: 0, or -EBPFCNI_DROP_UNKNOWN_SRC / -EBPFCNI_DROP_UNKNOWN_DST.
  */
 #ifndef EBPFCNI_LIB_IDENTITY_H
@@ -58,7 +59,8 @@ static __always_inline int ebpfcni_lookup_identities(struct ebpfcni_flow *flow)
 		flow->src_id = ebpfcni_identity_of(flow->saddr);
 	if (!flow->src_id)
 		return -EBPFCNI_DROP_UNKNOWN_SRC; /* step 5 */
-	flow->dst_id = ebpfcni_identity_of(flow->daddr);
+	if (!flow->dst_id)
+		flow->dst_id = ebpfcni_identity_of(flow->daddr);
 	if (!flow->dst_id)
 		return -EBPFCNI_DROP_UNKNOWN_DST; /* step 6 */
 	return 0;

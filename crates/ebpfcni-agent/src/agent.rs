@@ -492,6 +492,16 @@ impl Agent {
                 self.maps.endpoints.upsert(*ip, id).map_err(map_error)?;
                 writes += 1;
             }
+            // Its local delivery record (the CNI plugin's, if written yet)
+            // carries the same number: from-pod then need not look it up.
+            if self
+                .maps
+                .local
+                .carry_identity(*ip, &self.maps.endpoints)
+                .map_err(map_error)?
+            {
+                writes += 1;
+            }
         }
         // The record carries the identity (from-pod then need not look it
         // up): written after the endpoint entries, so that both say the same
@@ -519,6 +529,9 @@ impl Agent {
     fn erase_endpoint(&self, endpoint: &Endpoint) -> Result<(), AgentError> {
         let id = Id::new(endpoint.identity).expect("identities are not 0");
         for ip in &endpoint.ips {
+            // A local delivery record still there no longer carries it
+            // (first: the entry is what from-pod looks up instead).
+            self.maps.local.clear_identity(*ip, id).map_err(map_error)?;
             if self.maps.endpoints.get(*ip).map_err(map_error)? == Some(Stored::Valid(id)) {
                 self.maps.endpoints.delete(*ip).map_err(map_error)?;
             }

@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -127,6 +128,16 @@ fn containers_get_identities_from_their_labels_and_lose_them_at_del() {
         maps.interfaces.get(web_ep.host_ifindex).unwrap(),
         Some(web_ep.ips.clone())
     );
+    // So does its local delivery record (the plugin's, after the agent
+    // wrote the identity): from-pod takes a destination's from there.
+    for (ip, id) in [(&ip1, id_web), (&ip2, id_web), (&ip3, id_db)] {
+        let ip: Ipv4Addr = ip.parse().unwrap();
+        assert_eq!(
+            maps.local.carried_identity(ip).unwrap().map(|i| i.get()),
+            Some(id),
+            "{ip}"
+        );
+    }
     assert_eq!(
         web_ep
             .labels
@@ -171,9 +182,26 @@ fn an_address_reused_by_another_container_has_its_identity_from_the_first_packet
     let dir = tempdir("agreuse");
     let agent = start_agent(&node, dir.path(), "10.13.22.0/24");
     let (web, db, other) = (Pod::new("agrw"), Pod::new("agrd"), Pod::new("agro"));
-    let webc = static_agent_config(&node, &agent, &[("app", "web")], "10.13.22.2");
-    let dbc = static_agent_config(&node, &agent, &[("app", "db")], "10.13.22.3");
-    let otherc = static_agent_config(&node, &agent, &[("app", "other")], "10.13.22.3");
+    // Delivered locally: the destination's identity is the one its local
+    // record carries, which must be the new container's from its first
+    // packet on, never db's.
+    let redirect = |mut conf: Value| {
+        conf["localDelivery"] = json!("redirect");
+        conf
+    };
+    let webc = redirect(static_agent_config(
+        &node,
+        &agent,
+        &[("app", "web")],
+        "10.13.22.2",
+    ));
+    let dbc = redirect(static_agent_config(&node, &agent, &[("app", "db")], "10.13.22.3"));
+    let otherc = redirect(static_agent_config(
+        &node,
+        &agent,
+        &[("app", "other")],
+        "10.13.22.3",
+    ));
     node.add(&webc, &web).ok();
     node.add(&dbc, &db).ok();
     let maps = Maps::open(node.pins.path()).unwrap();
@@ -187,6 +215,13 @@ fn an_address_reused_by_another_container_has_its_identity_from_the_first_packet
     node.add(&otherc, &other).ok();
     let id_other = identity_of(&maps, "10.13.22.3").unwrap();
     assert_ne!(id_other, id_db);
+    assert_eq!(
+        maps.local
+            .carried_identity("10.13.22.3".parse().unwrap())
+            .unwrap()
+            .map(|i| i.get()),
+        Some(id_other)
+    );
     assert!(
         !ping_once(&web, "10.13.22.3"),
         "the new container on db's address must not inherit db's permissions"

@@ -178,6 +178,7 @@ fn pods_of_two_nodes_keep_their_verdicts_through_a_minute_without_etcd() {
         // One with a new label set starts with init, and waits.
         let api_ip = pod_ip(&n1.add(&conf_api, &api).ok());
         assert_eq!(identity_of(&maps1, &api_ip), Some(5), "init while etcd is down");
+        assert_eq!(carried(&maps1, &api_ip), Some(5), "its local record carries init");
         // n2's agent is killed and restarted (on its cache) meanwhile.
         a2.kill9();
         std::thread::sleep(Duration::from_secs(2));
@@ -206,6 +207,7 @@ fn pods_of_two_nodes_keep_their_verdicts_through_a_minute_without_etcd() {
     });
     let id_api = identity_of(&maps1, &api_ip).unwrap();
     assert!(![id_web, id_other, id_db].contains(&id_api));
+    assert_eq!(carried(&maps1, &api_ip), Some(id_api), "and then its number");
     wait_until_within("n2 has n1's new pods", Duration::from_secs(20), || {
         identity_of(&maps2, &web2_ip) == Some(id_web) && identity_of(&maps2, &api_ip) == Some(id_api)
     });
@@ -432,4 +434,12 @@ fn a_network_policy_applied_on_one_node_is_enforced_across_three() {
     n1.del(&conf_fe, &frontend).ok();
     n3.del(&conf_other, &other).ok();
     n2.del(&conf_be, &backend).ok();
+}
+
+/// The identity `ip`'s local delivery record carries (agent mode).
+fn carried(maps: &Maps, ip: &str) -> Option<u32> {
+    maps.local
+        .carried_identity(ip.parse().unwrap())
+        .unwrap()
+        .map(|i| i.get())
 }

@@ -250,3 +250,81 @@ fn local_redirect_flag_follows_the_records() {
     assert!(!flag(), "no record left: off");
     assert_eq!(from_pod(&dp, &to_b), (TC_ACT_OK, to_b));
 }
+
+/// In agent mode a local record carries its pod's identity, a copy of the
+/// endpoint entry (`carry_identity`): from-pod takes the destination's
+/// identity from it, while some network delivers locally, and does not look
+/// it up (precedence step 6). The copy decides even where the entry says
+/// otherwise (which the agent never lets last: it copies after each change);
+/// to-pod, and from-pod while no network delivers locally, look it up.
+#[test]
+fn a_record_carrying_the_identity_decides_the_destination_identity() {
+    require_root!();
+    let dp = fixture("local_carried");
+    let to_b = with_ttl(ipv4_udp(POD_A, POD_B, 40000, 80), 64);
+    assert_eq!(dp.maps.local.carried_identity(POD_B).unwrap(), None);
+    // B becomes 1004 (A may not send to it) and the record carries that.
+    dp.maps.endpoints.upsert(POD_B, id(1004)).unwrap();
+    assert!(dp.maps.local.carry_identity(POD_B, &dp.maps.endpoints).unwrap());
+    assert!(
+        !dp.maps.local.carry_identity(POD_B, &dp.maps.endpoints).unwrap(),
+        "copied already"
+    );
+    assert_eq!(dp.maps.local.carried_identity(POD_B).unwrap(), Some(id(1004)));
+    assert_eq!(
+        dp.maps.local.get(POD_B).unwrap(),
+        Some(b_record(true)),
+        "plumbing unchanged"
+    );
+    // The entry says 1002 again, the record still 1004: the record decides.
+    dp.maps.endpoints.upsert(POD_B, id(1002)).unwrap();
+    let before = dp.drops(Reason::EBPFCNI_DROP_NO_POLICY);
+    assert_eq!(from_pod(&dp, &to_b), (TC_ACT_SHOT, to_b.clone()), "carried 1004");
+    assert_eq!(dp.drops(Reason::EBPFCNI_DROP_NO_POLICY), before + 1);
+    // Copied again: 1002, delivered; then even without an entry at all.
+    assert!(dp.maps.local.carry_identity(POD_B, &dp.maps.endpoints).unwrap());
+    assert_eq!(from_pod(&dp, &to_b).0, TC_ACT_REDIRECT, "carried 1002");
+    dp.maps.endpoints.delete(POD_B).unwrap();
+    assert_eq!(from_pod(&dp, &to_b).0, TC_ACT_REDIRECT, "no entry, carried 1002");
+    // To-pod judges by the endpoint map alone.
+    dp.assert_drop(
+        "to B at its to-pod hook, no entry",
+        Hook::ToPod,
+        &to_b,
+        Reason::EBPFCNI_DROP_UNKNOWN_DST,
+    );
+    // A "stack" record carrying 1002 while no network delivers locally:
+    // not looked up at all, so the identity is the endpoint map's (none).
+    dp.maps.endpoints.upsert(POD_B, id(1002)).unwrap();
+    dp.maps.local.set(POD_B, &b_record(false)).unwrap();
+    assert!(dp.maps.local.carry_identity(POD_B, &dp.maps.endpoints).unwrap());
+    dp.maps.endpoints.delete(POD_B).unwrap();
+    assert!(!dp.maps.config.local_redirect().unwrap());
+    dp.assert_drop(
+        "stack network, no entry",
+        Hook::FromPod,
+        &to_b,
+        Reason::EBPFCNI_DROP_UNKNOWN_DST,
+    );
+    // Cleared only by the identity it carries (the endpoint that goes).
+    dp.maps.local.set(POD_B, &b_record(true)).unwrap();
+    dp.maps.endpoints.upsert(POD_B, id(1002)).unwrap();
+    assert!(dp.maps.local.carry_identity(POD_B, &dp.maps.endpoints).unwrap());
+    assert!(
+        !dp.maps.local.clear_identity(POD_B, id(1004)).unwrap(),
+        "not its number"
+    );
+    assert!(dp.maps.local.clear_identity(POD_B, id(1002)).unwrap());
+    assert_eq!(dp.maps.local.carried_identity(POD_B).unwrap(), None);
+    dp.maps.endpoints.delete(POD_B).unwrap();
+    dp.assert_drop(
+        "cleared, no entry",
+        Hook::FromPod,
+        &to_b,
+        Reason::EBPFCNI_DROP_UNKNOWN_DST,
+    );
+    // Nothing to carry into: no record, nothing written.
+    dp.maps.local.remove(POD_B).unwrap();
+    assert!(!dp.maps.local.carry_identity(POD_B, &dp.maps.endpoints).unwrap());
+    assert_eq!(dp.maps.local.get(POD_B).unwrap(), None);
+}

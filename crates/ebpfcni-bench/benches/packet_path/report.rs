@@ -114,11 +114,11 @@ pub fn report_plan_rules(table: &Table, medians: &[Vec<Option<f64>>]) {
         );
         let (carried, carried_delivered) = (
             at("allow, from-pod, carried id, one a call", i),
-            at("allow, from-pod, carried id, delivered", i),
+            at("allow, from-pod, carried ids, delivered", i),
         );
         println!(
-            "the identity carried in the interface record ({}): from-pod allow {:+.1} ns, delivered {:+.1} ns; \
-             delivered with it against today's from-pod allow {:+.1} ns: {}",
+            "the identities carried in the interface and local records ({}): from-pod allow {:+.1} ns, delivered {:+.1} ns; \
+             delivered with them against today's from-pod allow {:+.1} ns: {}",
             s.name,
             carried - plain,
             carried_delivered - delivered,

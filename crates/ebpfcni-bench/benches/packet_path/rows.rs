@@ -52,7 +52,9 @@ pub enum Runs {
     /// it is delivered), the median of [`SINGLE_CALLS`] calls; with
     /// `deliver`, the destination has a local delivery record (redirect);
     /// with `carried`, the sender's interface record carries its identity
-    /// (as the agent writes it), which saves the source's lookup.
+    /// (as the agent writes it), which saves the source's lookup, and the
+    /// destination's local record (with `deliver`) carries its own, which
+    /// saves the destination's.
     FromPodOnce { deliver: bool, carried: bool },
     /// To-pod, one run per call on an empty ct_map (emptied before each
     /// call, outside the measured run), so that every run is a connection's
@@ -267,7 +269,7 @@ pub fn rows(repeat: u32) -> Vec<Row> {
             repeat,
         ),
         row(
-            "allow, from-pod, carried id, delivered",
+            "allow, from-pod, carried ids, delivered",
             Runs::FromPodOnce {
                 deliver: true,
                 carried: true,

@@ -290,6 +290,13 @@ impl Setup {
                         .interfaces
                         .set_carrying(TEST_IFINDEX, &senders, Some(id(1)))
                         .expect("carry CLIENT's identity");
+                    if deliver {
+                        // As in agent mode: SERVER's record carries its identity too.
+                        self.maps
+                            .local
+                            .carry_identity(SERVER, &self.maps.endpoints)
+                            .expect("carry SERVER's identity");
+                    }
                 }
                 let ctx = TestContext {
                     ifindex: TEST_IFINDEX,

@@ -314,6 +314,18 @@ impl Setup<'_> {
             )
         })
         .map_err(Error::bpf(format!("record where {} lives", lease.ip())))?;
+        if self.agent.is_some() {
+            // The agent wrote the pod's identity before the record existed:
+            // the record carries a copy (the agent copies again at each
+            // change; under the pin directory's lock, the last copy wins).
+            timing::step("local identity", || {
+                maps.local.carry_identity(lease.ip(), &maps.endpoints)
+            })
+            .map_err(Error::bpf(format!(
+                "carry {}'s identity in its local record",
+                lease.ip()
+            )))?;
+        }
         timing::step("pod", || self.configure_pod(&pod, &lease, &routes))?;
         timing::step("host", || self.configure_host(&host_end, &lease))?;
         timing::step("forwarding", sysctl::enable_forwarding)?;

@@ -4,6 +4,11 @@
 //! (bpf/lib/deliver.h). Written by the CNI plugin (ADD records, DEL and GC
 //! remove): plumbing, not policy, in agent mode too.
 //!
+//! In agent mode a record also carries the pod's identity, a copy of its
+//! endpoint_map entry ([`LocalDeliveryMap::carry_identity`]): from-pod
+//! then takes the destination's identity from the record it looks up for
+//! delivery anyway, instead of looking it up in endpoint_map.
+//!
 //! config_map's `local_redirect` is on exactly while a record delivers
 //! locally (every change here keeps it so, under the pin directory's lock):
 //! the program skips the lookup otherwise, so that networks on the node's
@@ -14,9 +19,10 @@ use std::path::{Path, PathBuf};
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::{insert_error, ConfigMap};
+use super::{insert_error, ConfigMap, EndpointMap};
 use crate::bpffs::PinDirLock;
 use crate::error::{Error, Result};
+use crate::identity::Identity as Id;
 use crate::object::PinnedMap;
 use crate::skel::types;
 
@@ -113,7 +119,8 @@ impl LocalDeliveryMap {
     }
 
     /// Records where the pod of `addr` lives, replacing any earlier record
-    /// of that address.
+    /// of that address. The record carries no identity: in agent mode,
+    /// [`Self::carry_identity`] after it.
     pub fn set(&self, addr: Ipv4Addr, record: &LocalDelivery) -> Result<()> {
         if addr.is_unspecified() || record.ifindex == 0 {
             return Err(Error::io(
@@ -133,6 +140,90 @@ impl LocalDeliveryMap {
         } else {
             Ok(())
         }
+    }
+
+    /// Makes the record of `addr`, if there is one, carry what endpoint_map
+    /// says of `addr` now (an identity, or none: 0). For addresses whose
+    /// endpoint entries the agent writes: it calls this after each change of
+    /// the entry, and the CNI plugin after writing the record. Each copy
+    /// reads the entry under the pin directory's lock, so whichever copy
+    /// comes last carries the entry's latest value. Returns whether the
+    /// record changed.
+    pub fn carry_identity(&self, addr: Ipv4Addr, endpoints: &EndpointMap) -> Result<bool> {
+        // Nothing to do (no record, or it carries the entry already) is
+        // seen without the lock: an agent restart checks every endpoint.
+        if self.uncarried(addr, endpoints)?.is_none() {
+            return Ok(false);
+        }
+        let _lock = PinDirLock::acquire(&self.pin_dir)?;
+        let Some((mut value, identity)) = self.uncarried(addr, endpoints)? else {
+            return Ok(false);
+        };
+        value.identity = identity;
+        self.write_existing(addr, &value)
+    }
+
+    /// Makes the record of `addr` carry no identity if it carries `id`:
+    /// for the agent, when the endpoint that had `id` at `addr` goes.
+    /// Returns whether the record changed.
+    pub fn clear_identity(&self, addr: Ipv4Addr, id: Id) -> Result<bool> {
+        let _lock = PinDirLock::acquire(&self.pin_dir)?;
+        let Some(raw) = self
+            .map
+            .lookup(&key(addr), MapFlags::ANY)
+            .map_err(|e| Error::bpf(format!("look up {addr} in {MAP}"), e))?
+        else {
+            return Ok(false);
+        };
+        let mut value: types::ebpfcni_local = bytemuck::pod_read_unaligned(&raw);
+        if value.identity != id.get() {
+            return Ok(false);
+        }
+        value.identity = 0;
+        self.write_existing(addr, &value)
+    }
+
+    fn write_existing(&self, addr: Ipv4Addr, value: &types::ebpfcni_local) -> Result<bool> {
+        match self
+            .map
+            .update(&key(addr), bytemuck::bytes_of(value), MapFlags::EXIST)
+        {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false), // just removed
+            Err(e) => Err(Error::bpf(format!("carry {addr}'s identity in {MAP}"), e)),
+        }
+    }
+
+    /// The record of `addr` and the identity it should carry, when it has
+    /// a record that does not carry that.
+    fn uncarried(
+        &self,
+        addr: Ipv4Addr,
+        endpoints: &EndpointMap,
+    ) -> Result<Option<(types::ebpfcni_local, u32)>> {
+        let Some(raw) = self
+            .map
+            .lookup(&key(addr), MapFlags::ANY)
+            .map_err(|e| Error::bpf(format!("look up {addr} in {MAP}"), e))?
+        else {
+            return Ok(None);
+        };
+        let value: types::ebpfcni_local = bytemuck::pod_read_unaligned(&raw);
+        let identity = endpoints
+            .get(addr)?
+            .and_then(|stored| stored.valid())
+            .map_or(0, Id::get);
+        Ok((value.identity != identity).then_some((value, identity)))
+    }
+
+    /// The identity the record of `addr` carries, if it has a record that
+    /// carries one.
+    pub fn carried_identity(&self, addr: Ipv4Addr) -> Result<Option<Id>> {
+        Ok(self
+            .map
+            .lookup(&key(addr), MapFlags::ANY)
+            .map_err(|e| Error::bpf(format!("look up {addr} in {MAP}"), e))?
+            .and_then(|v| Id::new(bytemuck::pod_read_unaligned::<types::ebpfcni_local>(&v).identity)))
     }
 
     /// The record of `addr`, if any.
