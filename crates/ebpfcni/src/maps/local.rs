@@ -56,8 +56,7 @@ impl LocalDelivery {
         }
     }
 
-    fn from_value(value: &[u8]) -> Self {
-        let v: types::ebpfcni_local = bytemuck::pod_read_unaligned(value);
+    fn from_value(v: types::ebpfcni_local) -> Self {
         Self {
             ifindex: v.ifindex,
             pod_mac: v.pod_mac,
@@ -168,14 +167,9 @@ impl LocalDeliveryMap {
     /// Returns whether the record changed.
     pub fn clear_identity(&self, addr: Ipv4Addr, id: Id) -> Result<bool> {
         let _lock = PinDirLock::acquire(&self.pin_dir)?;
-        let Some(raw) = self
-            .map
-            .lookup(&key(addr), MapFlags::ANY)
-            .map_err(|e| Error::bpf(format!("look up {addr} in {MAP}"), e))?
-        else {
+        let Some(mut value) = self.value(addr)? else {
             return Ok(false);
         };
-        let mut value: types::ebpfcni_local = bytemuck::pod_read_unaligned(&raw);
         if value.identity != id.get() {
             return Ok(false);
         }
@@ -201,14 +195,9 @@ impl LocalDeliveryMap {
         addr: Ipv4Addr,
         endpoints: &EndpointMap,
     ) -> Result<Option<(types::ebpfcni_local, u32)>> {
-        let Some(raw) = self
-            .map
-            .lookup(&key(addr), MapFlags::ANY)
-            .map_err(|e| Error::bpf(format!("look up {addr} in {MAP}"), e))?
-        else {
+        let Some(value) = self.value(addr)? else {
             return Ok(None);
         };
-        let value: types::ebpfcni_local = bytemuck::pod_read_unaligned(&raw);
         let identity = endpoints
             .get(addr)?
             .and_then(|stored| stored.valid())
@@ -219,21 +208,20 @@ impl LocalDeliveryMap {
     /// The identity the record of `addr` carries, if it has a record that
     /// carries one.
     pub fn carried_identity(&self, addr: Ipv4Addr) -> Result<Option<Id>> {
-        Ok(self
-            .map
-            .lookup(&key(addr), MapFlags::ANY)
-            .map_err(|e| Error::bpf(format!("look up {addr} in {MAP}"), e))?
-            .and_then(|v| Id::new(bytemuck::pod_read_unaligned::<types::ebpfcni_local>(&v).identity)))
+        Ok(self.value(addr)?.and_then(|v| Id::new(v.identity)))
     }
 
     /// The record of `addr`, if any.
     pub fn get(&self, addr: Ipv4Addr) -> Result<Option<LocalDelivery>> {
+        Ok(self.value(addr)?.map(LocalDelivery::from_value))
+    }
+
+    fn value(&self, addr: Ipv4Addr) -> Result<Option<types::ebpfcni_local>> {
         Ok(self
             .map
             .lookup(&key(addr), MapFlags::ANY)
             .map_err(|e| Error::bpf(format!("look up {addr} in {MAP}"), e))?
-            .as_deref()
-            .map(LocalDelivery::from_value))
+            .map(|raw| bytemuck::pod_read_unaligned(&raw)))
     }
 
     /// Removes the record of `addr`. Returns false when there was none.
@@ -287,7 +275,10 @@ impl LocalDeliveryMap {
             .into_iter()
             .map(|(k, v)| {
                 let octets: [u8; 4] = k.as_slice().try_into().expect("4-byte key");
-                (Ipv4Addr::from(octets), LocalDelivery::from_value(&v))
+                (
+                    Ipv4Addr::from(octets),
+                    LocalDelivery::from_value(bytemuck::pod_read_unaligned(&v)),
+                )
             })
             .collect();
         records.sort_unstable_by_key(|(a, _)| *a);
