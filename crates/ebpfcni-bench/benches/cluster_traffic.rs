@@ -532,7 +532,8 @@ impl<'a> Scenario<'a> {
         check_interrupted()?;
         let u = udp(self.client, self.server, args.udp_size, args.seconds)?;
         check_interrupted()?;
-        let tps = traffic::transactions(self.client, self.server, args.message_size, args.seconds)?;
+        let (tps, _round_trip) =
+            traffic::transactions(self.client, self.server, args.message_size, args.seconds)?;
         check_interrupted()?;
         let cps = traffic::connections(self.client, self.server, args.seconds)?;
         eprintln!(

@@ -77,6 +77,8 @@ struct Scenario<'a> {
     filter: Filter<'a>,
     throughput: Vec<f64>,
     transactions: Vec<f64>,
+    /// Median round trip of the request/response run, ns.
+    round_trip: Vec<f64>,
     connections: Vec<f64>,
 }
 
@@ -88,6 +90,7 @@ impl<'a> Scenario<'a> {
             filter,
             throughput: Vec::new(),
             transactions: Vec::new(),
+            round_trip: Vec::new(),
             connections: Vec::new(),
         }
     }
@@ -114,7 +117,9 @@ impl<'a> Scenario<'a> {
     /// Installs the filter, checks it is in the path, measures, removes it.
     fn measure(&mut self, topo: &TwoPods, args: &Args) -> Result<()> {
         self.install(topo)?;
-        let outcome = (|| -> Result<(f64, f64, f64, (u64, u64))> {
+        // (TCP bit/s, (transactions/s, median round trip ns), connections/s, TcpExt counters)
+        type Measured = (f64, (f64, f64), f64, (u64, u64));
+        let outcome = (|| -> Result<Measured> {
             let filtering = !matches!(self.filter, Filter::None);
             if enforced(topo) != filtering {
                 return Err(format!(
@@ -141,18 +146,20 @@ impl<'a> Scenario<'a> {
             Ok((bps, tps, cps, (after.0 - before.0, after.1 - before.1)))
         })();
         let removed = self.remove(topo);
-        let (bps, tps, cps, (overflows, syn_retrans)) = outcome?;
+        let (bps, (tps, rtt), cps, (overflows, syn_retrans)) = outcome?;
         removed?;
         eprintln!(
-            "  {:<18} {:>7.2} Gbit/s {:>9.0} transactions/s {:>8.0} connections/s \
+            "  {:<18} {:>7.2} Gbit/s {:>9.0} transactions/s (p50 {:.1} us) {:>8.0} connections/s \
              ({overflows} accept queue overflows, {syn_retrans} SYN retransmissions)",
             self.key,
             bps / 1e9,
             tps,
+            rtt / 1e3,
             cps
         );
         self.throughput.push(bps);
         self.transactions.push(tps);
+        self.round_trip.push(rtt);
         self.connections.push(cps);
         Ok(())
     }
@@ -300,28 +307,39 @@ fn print_traffic(scenarios: &[Scenario], args: &Args) {
     );
     println!();
     println!(
-        "| {:<33} | {:>10} | {:>13} | {:>14} | {:>13} | {:>13} | {:>13} |",
-        "scenario", "TCP Gbit/s", "vs a", "transactions/s", "vs a", "connections/s", "vs a"
+        "| {:<33} | {:>10} | {:>13} | {:>14} | {:>13} | {:>11} | {:>13} | {:>13} | {:>13} |",
+        "scenario",
+        "TCP Gbit/s",
+        "vs a",
+        "transactions/s",
+        "vs a",
+        "RTT p50 us",
+        "a / it",
+        "connections/s",
+        "vs a"
     );
     println!(
-        "|{:-<35}|{:->12}|{:->15}|{:->16}|{:->15}|{:->15}|{:->15}|",
-        "", "", "", "", "", "", ""
+        "|{:-<35}|{:->12}|{:->15}|{:->16}|{:->15}|{:->13}|{:->15}|{:->15}|{:->15}|",
+        "", "", "", "", "", "", "", "", ""
     );
     for s in scenarios {
         println!(
-            "| {:<33} | {:>10.2} | {:>13} | {:>14.0} | {:>13} | {:>13.0} | {:>13} |",
+            "| {:<33} | {:>10.2} | {:>13} | {:>14.0} | {:>13} | {:>11.2} | {:>13} | {:>13.0} | {:>13} |",
             s.label,
             median(&s.throughput) / 1e9,
             Ratio::of(&s.throughput, &base.throughput).show(),
             median(&s.transactions),
             Ratio::of(&s.transactions, &base.transactions).show(),
+            median(&s.round_trip) / 1e3,
+            Ratio::of(&base.round_trip, &s.round_trip).show(),
             median(&s.connections),
             Ratio::of(&s.connections, &base.connections).show(),
         );
     }
     println!();
     println!("Absolute figures: medians over the rounds. Ratios: median of the per-round ratios to a,");
-    println!("± half their range (the run-to-run noise of this machine).");
+    println!("± half their range (the run-to-run noise of this machine). RTT: each request/response");
+    println!("round trip timed, the median of a round; \"a / it\" above 1 is a lower latency than a's.");
     println!();
 
     let get = |key: &str| scenarios.iter().find(|s| s.key == key);
@@ -346,14 +364,17 @@ fn print_traffic(scenarios: &[Scenario], args: &Args) {
     {
         let bps = Ratio::of(&b.throughput, &base.throughput);
         let tps = Ratio::of(&b.transactions, &base.transactions);
+        let rtt = Ratio::of(&base.round_trip, &b.round_trip);
         println!(
             "goal (local delivery): {} at or ahead of plain routing: TCP stream x{}: {}; request/response \
-             (1 / latency) x{}: {}",
+             (1 / latency) x{}: {}; median round trip lower (a / it) x{}: {}",
             b.key,
             bps.show(),
             bps.at_least(1.0),
             tps.show(),
-            tps.at_least(1.0)
+            tps.at_least(1.0),
+            rtt.show(),
+            rtt.at_least(1.0)
         );
     }
     for b in ["ebpfcni-1", "ebpfcni-full"].iter().filter_map(|k| get(k)) {

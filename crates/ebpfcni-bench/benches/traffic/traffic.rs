@@ -187,11 +187,13 @@ impl Drop for EchoServer {
     }
 }
 
-/// Request/response transactions per second from `client` to the echo
-/// server at `server`: one connection, `size`-byte messages, one in flight.
-pub fn transactions(client: &Netns, server: Ipv4Addr, size: usize, seconds: u32) -> Result<f64> {
+/// Request/response from `client` to the echo server at `server`: one
+/// connection, `size`-byte messages, one in flight. Returns transactions per
+/// second and the median round trip in ns (each one timed: the median is
+/// what a scheduling hiccup, which moves the rate, does not move).
+pub fn transactions(client: &Netns, server: Ipv4Addr, size: usize, seconds: u32) -> Result<(f64, f64)> {
     let addr = SocketAddr::from((server, ECHO_PORT));
-    let run = move || -> std::result::Result<f64, String> {
+    let run = move || -> std::result::Result<(f64, f64), String> {
         pin_thread(client_cpu())?;
         let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
             .map_err(|e| format!("connect to {addr}: {e}"))?;
@@ -201,13 +203,17 @@ pub fn transactions(client: &Netns, server: Ipv4Addr, size: usize, seconds: u32)
         let mut msg = vec![0x5a; size];
         let duration = Duration::from_secs(seconds.into());
         let start = Instant::now();
-        let mut done = 0u64;
-        while start.elapsed() < duration {
+        let mut round_trips: Vec<f64> = Vec::with_capacity(1 << 20);
+        let mut sent = start;
+        while sent.duration_since(start) < duration {
             conn.write_all(&msg).map_err(|e| format!("send: {e}"))?;
             conn.read_exact(&mut msg).map_err(|e| format!("receive: {e}"))?;
-            done += 1;
+            let back = Instant::now();
+            round_trips.push(back.duration_since(sent).as_nanos() as f64);
+            sent = back;
         }
-        Ok(done as f64 / start.elapsed().as_secs_f64())
+        let rate = round_trips.len() as f64 / start.elapsed().as_secs_f64();
+        Ok((rate, ebpfcni_testutil::median(&round_trips)))
     };
     client.run_in(run).map_err(Into::into)
 }
