@@ -58,6 +58,15 @@ pub struct Ebpfcni {
     redirect: bool,
 }
 
+/// Who writes the pods' records: the CNI plugin alone (plan mode, no
+/// identity in them), or with the agent (agent mode: each carries its pod's
+/// identity, sparing from-pod two lookups).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Records {
+    Plugin,
+    Agent,
+}
+
 impl Ebpfcni {
     /// Pods A and B as identities 1 and 2, allowed both ways. With `full`,
     /// both maps are then filled to capacity with other entries.
@@ -149,7 +158,12 @@ impl Ebpfcni {
 
     /// [`Ebpfcni::install`], attached the way `mode` says.
     pub fn install_as(&self, topo: &TwoPods, mode: AttachMode) -> Result<()> {
-        self.record_addresses(topo)?;
+        self.install_with(topo, mode, Records::Plugin)
+    }
+
+    /// [`Ebpfcni::install_as`], with the records written as `records` says.
+    pub fn install_with(&self, topo: &TwoPods, mode: AttachMode, records: Records) -> Result<()> {
+        self.record_addresses(topo, records)?;
         topo.node.run_in(|| {
             self.program.attach_as(topo.ifindex_a, mode)?;
             self.program.attach_as(topo.ifindex_b, mode)
@@ -157,9 +171,10 @@ impl Ebpfcni {
         Ok(())
     }
 
-    /// The interface records alone, as the CNI plugin writes them.
-    /// And where each pod lives (local delivery), as the plugin writes it.
-    pub fn record_addresses(&self, topo: &TwoPods) -> Result<()> {
+    /// The interface records, and where each pod lives (local delivery),
+    /// as the CNI plugin writes them; with [`Records::Agent`], carrying the
+    /// pods' identities as in agent mode.
+    pub fn record_addresses(&self, topo: &TwoPods, records: Records) -> Result<()> {
         let maps = Maps::open(self.pins.path())?;
         maps.interfaces.set(topo.ifindex_a, &[POD_A])?;
         maps.interfaces.set(topo.ifindex_b, &[POD_B])?;
@@ -178,6 +193,12 @@ impl Ebpfcni {
                     redirect: self.redirect,
                 },
             )?;
+        }
+        if records == Records::Agent {
+            for (ifindex, ip, n) in [(topo.ifindex_a, POD_A, 1), (topo.ifindex_b, POD_B, 2)] {
+                maps.interfaces.set_carrying(ifindex, &[ip], Some(id(n)))?;
+                maps.local.carry_identity(ip, &maps.endpoints)?;
+            }
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use ebpfcni::AttachMode;
 
 use ebpfcni_testutil::{median, TwoPods};
 
-use crate::filters::{Ebpfcni, TcxLinks};
+use crate::filters::{Ebpfcni, Records, TcxLinks};
 use crate::runstats::{Snapshot, StatsEnabled};
 use crate::{check_interrupted, Args, Ratio, Result};
 use crate::{traffic, POD_B};
@@ -71,6 +71,7 @@ struct Setup<'a> {
     filter: Option<&'a Ebpfcni>,
     noop: bool,
     attach: AttachMode,
+    records: Records,
 }
 
 /// The program's cost in place: BPF run-time statistics per entry point
@@ -84,6 +85,7 @@ pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni, full_st
         filter,
         noop,
         attach,
+        records: Records::Plugin,
     };
     let setups = [
         setup("no filter", None, false, AttachMode::Clsact),
@@ -104,6 +106,10 @@ pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni, full_st
             false,
             AttachMode::Clsact,
         ),
+        Setup {
+            records: Records::Agent,
+            ..setup("ebpfcni tcx, full, agent", Some(full), false, AttachMode::Tcx)
+        },
     ];
     // [setup] -> samples
     let n = setups.len();
@@ -119,7 +125,7 @@ pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni, full_st
             let filter = s.filter;
             let mut links = None;
             match (s.filter, s.noop, s.attach) {
-                (Some(e), _, mode) => e.install_as(topo, mode)?,
+                (Some(e), _, mode) => e.install_with(topo, mode, s.records)?,
                 (None, true, AttachMode::Clsact) => attach_as_clsact_filters(topo, noop.fd(), noop.fd())?,
                 (None, true, AttachMode::Tcx) => links = Some(TcxLinks::attach(topo, noop.fd(), noop.fd())?),
                 (None, false, _) => {}
@@ -227,7 +233,7 @@ pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni, full_st
             Ratio::of(&cpu[i], &cpu[0]).show()
         );
     }
-    for i in [4, 7] {
+    for i in [4, 6, 7, 8] {
         let cpu_ratio = Ratio::of(&cpu[i], &cpu[0]);
         let pps_ratio = Ratio::of(&pps[i], &pps[0]);
         println!(
