@@ -80,6 +80,7 @@ struct Setup<'a> {
 /// and full maps, attached with clsact filters and with tcx links.
 pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni, full_stack: &Ebpfcni) -> Result<()> {
     let noop = NoopFilter::load()?;
+    let sink = traffic::UdpSink::start(&topo.pod_b, POD_B)?;
     let setup = |name, filter, noop, attach| Setup {
         name,
         filter,
@@ -133,7 +134,9 @@ pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni, full_st
             let outcome = (|| -> Result<()> {
                 // CPU per packet with statistics off (they cost time of
                 // their own), then the program's time per run with them on.
+                let read_before = sink.received();
                 let f = traffic::flood(&topo.pod_a, POD_B, args.seconds)?;
+                let read = (sink.received() - read_before) as f64 / f.packets as f64;
                 let _stats = StatsEnabled::on()?;
                 let before = filter.map(|e| Snapshot::take(e.program())).transpose()?;
                 traffic::flood(&topo.pod_a, POD_B, args.seconds)?;
@@ -150,7 +153,8 @@ pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni, full_st
                 let ns = f.busy.as_nanos() as f64 / f.packets as f64;
                 let rate = f.packets as f64 / f.elapsed.as_secs_f64();
                 eprintln!(
-                    "  {name:<28} UDP {rate:>9.0} packets/s {ns:>6.0} ns CPU/packet; program ns/run: UDP {:?}, TCP {:?}",
+                    "  {name:<28} UDP {rate:>9.0} packets/s ({:.0}% read) {ns:>6.0} ns CPU/packet; program ns/run: UDP {:?}, TCP {:?}",
+                    read * 100.0,
                     udp.map(|r| [r[0].0.round(), r[1].0.round()]),
                     tcp.map(|r| [r[0].0.round(), r[1].0.round()])
                 );

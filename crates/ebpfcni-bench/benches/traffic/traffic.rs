@@ -365,6 +365,79 @@ pub fn busy_cpu_time() -> Result<Duration> {
     Ok(Duration::from_nanos(busy * 1_000_000_000 / hz))
 }
 
+/// The flood's receiver: a UDP socket on port 9 of the server pod, read on
+/// a thread pinned to the server CPU, as a real receiver would. Without it
+/// the server's stack answers every datagram with an ICMP port unreachable
+/// (rate-limited, but the decision costs about a fifth of the path per
+/// packet), which measures ICMP, not delivery. Stopped and joined on drop.
+pub struct UdpSink {
+    stop: Arc<AtomicBool>,
+    received: Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UdpSink {
+    pub fn start(ns: &Netns, addr: Ipv4Addr) -> Result<Self> {
+        let netns = File::open(ns.path()).map_err(|e| format!("open {}: {e}", ns.path().display()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (stopping, counting) = (stop.clone(), received.clone());
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let socket = setns(netns.as_fd(), CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("setns: {e}"))
+                .and_then(|()| pin_thread(server_cpu()))
+                .and_then(|()| {
+                    std::net::UdpSocket::bind((addr, 9)).map_err(|e| format!("bind {addr}:9: {e}"))
+                })
+                .and_then(|s| {
+                    s.set_read_timeout(Some(Duration::from_millis(100)))
+                        .map(|()| s)
+                        .map_err(|e| e.to_string())
+                });
+            let socket = match socket {
+                Ok(socket) => {
+                    let _ = ready_tx.send(Ok(()));
+                    socket
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut buf = [0u8; 2048];
+            while !stopping.load(Ordering::Relaxed) {
+                if socket.recv(&mut buf).is_ok() {
+                    counting.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        ready_rx
+            .recv()
+            .map_err(|_| "UDP sink thread died".to_owned())?
+            .map_err(|e| format!("UDP sink: {e}"))?;
+        Ok(Self {
+            stop,
+            received,
+            thread: Some(thread),
+        })
+    }
+
+    /// Datagrams read so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for UdpSink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// What a flood of 64-byte UDP frames cost.
 pub struct Flood {
     pub packets: u64,
