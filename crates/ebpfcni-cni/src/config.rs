@@ -33,8 +33,8 @@ pub struct NetConf {
     #[serde(default)]
     pub attach: Option<String>,
     /// How a packet between two pods of the node reaches the receiving pod:
-    /// "stack" (the default: forwarded by the node) or "redirect" (straight
-    /// from the sender's hook, past the node's stack and netfilter); see
+    /// "redirect" (the default: straight from the sender's hook, past the
+    /// node's stack and netfilter) or "stack" (forwarded by the node); see
     /// [`NetConf::local_redirect`]. The receiving pod's network decides.
     #[serde(default)]
     pub local_delivery: Option<String>,
@@ -73,6 +73,8 @@ pub struct ValidAttachment {
 /// The values of `localDelivery`: whether the pods of the network are
 /// delivered to by redirect.
 const LOCAL_DELIVERY: [(&str, bool); 2] = [("redirect", true), ("stack", false)];
+/// Redirect since issue 22's figures (BENCHMARKS.md, section 9).
+const LOCAL_DELIVERY_DEFAULT: &str = "redirect";
 
 /// The values of `attach`.
 const ATTACH_MODES: [(&str, AttachMode); 2] = [("clsact", AttachMode::Clsact), ("tcx", AttachMode::Tcx)];
@@ -86,13 +88,12 @@ impl NetConf {
             .map_or(AttachMode::Clsact, |(_, mode)| *mode)
     }
 
-    /// `localDelivery` (checked by [`parse`]): the stack unless it says
-    /// "redirect" (BENCHMARKS.md, section 9: on the figures measured so far
-    /// redirect is not the faster path for every kind of traffic).
+    /// `localDelivery` (checked by [`parse`]): redirect unless it says
+    /// "stack" (for a node firewall that must see pod-to-pod packets).
     pub fn local_redirect(&self) -> bool {
         LOCAL_DELIVERY
             .iter()
-            .find(|(name, _)| Some(*name) == self.local_delivery.as_deref())
+            .find(|(name, _)| *name == self.local_delivery.as_deref().unwrap_or(LOCAL_DELIVERY_DEFAULT))
             .is_some_and(|(_, redirect)| *redirect)
     }
 
@@ -290,7 +291,7 @@ mod tests {
     }
 
     #[test]
-    fn local_delivery_is_the_stack_unless_it_says_redirect() {
+    fn local_delivery_is_redirect_unless_it_says_stack() {
         let with = |value: &str| {
             let extra = if value.is_empty() {
                 String::new()
@@ -299,7 +300,7 @@ mod tests {
             };
             parse(format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"ebpfcni"{extra}}}"#).as_bytes())
         };
-        assert!(!with("").unwrap().local_redirect());
+        assert!(with("").unwrap().local_redirect());
         assert!(with(r#""redirect""#).unwrap().local_redirect());
         assert!(!with(r#""stack""#).unwrap().local_redirect());
         for bad in [r#""Stack""#, r#""bypass""#, r#""""#] {

@@ -159,14 +159,14 @@ fn tcp_echo(from: &Pod, server: &Pod, to: Ipv4Addr, port: u16) -> std::io::Resul
 }
 
 /// ADD records where each pod lives: its host veth, its eth0's MAC and the
-/// host veth's, redirect as the network says; with forwarding off on the node, the
+/// host veth's, redirect as the network says (the default, as here); with forwarding off on the node, the
 /// pods still talk (ping, TCP): their packets never go through the node's
 /// forwarding. A TTL that runs out gets its time exceeded from the node;
 /// a denied packet is dropped and counted; DEL removes the record.
 #[test]
 fn pods_of_a_node_talk_by_local_delivery() {
     require_root!();
-    let pods = Pods::new("ldeliver", Some("redirect"));
+    let pods = Pods::new("ldeliver", None);
     let local = LocalDeliveryMap::open(pods.node.pins.path())
         .unwrap()
         .expect("pinned");
@@ -260,26 +260,16 @@ fn stateful_replies_are_delivered() {
     );
 }
 
-/// "localDelivery": "stack", the default: the record says so, and the
-/// pods' packets go through the node's forwarding (off: they do not
-/// arrive; on: they do).
+/// "localDelivery": "stack": the record says so, and the pods' packets go
+/// through the node's forwarding (off: they do not arrive; on: they do).
 #[test]
 fn a_stack_network_keeps_the_nodes_forwarding() {
     require_root!();
-    let said = Pods::new("ldstack2", Some("stack"));
-    let records = LocalDeliveryMap::open(said.node.pins.path())
-        .unwrap()
-        .expect("pinned");
-    assert!(!records.get(said.ip_b).unwrap().expect("a record").redirect);
-    drop(said);
-    let pods = Pods::new("ldstack", None);
+    let pods = Pods::new("ldstack", Some("stack"));
     let local = LocalDeliveryMap::open(pods.node.pins.path())
         .unwrap()
         .expect("pinned");
-    assert!(
-        !local.get(pods.ip_b).unwrap().expect("a record").redirect,
-        "the default"
-    );
+    assert!(!local.get(pods.ip_b).unwrap().expect("a record").redirect);
     pods.both_ways();
     pods.forwarding(false);
     assert!(
