@@ -219,3 +219,45 @@ fn truncated_ipv4_from_a_pod_is_dropped_as_malformed() {
         assert_eq!(malformed(), before + 1, "{cut} bytes of IPv4 header");
     }
 }
+
+/// After an upgrade, reattach also moves the source check on the fabric
+/// (cluster mode's from-fabric, attached by the agent) onto this build's
+/// program: it used to stay on the old one until the agent restarted.
+#[test]
+fn reattach_moves_from_fabric_onto_this_build() {
+    require_root!();
+    let pins = TestPinDir::new("reattach_fabric");
+    let pair = VethPair::new("rfab", "10.13.0.1/24", "10.13.0.2/24");
+    let ifindex = pair.host_ifindex();
+    let old = Program::load(pins.path()).unwrap();
+    let maps = Maps::open(pins.path()).unwrap();
+    pair.host.run_in(|| old.attach_fabric(ifindex).unwrap());
+    let fabric = || pair.host.run_in(|| ebpfcni::fabric_attachment(ifindex).unwrap());
+    assert_eq!(fabric(), Some(old.id(Hook::FromFabric)));
+
+    let report = pair
+        .host
+        .run_in(|| ebpfcni::reattach(&maps, pins.path()).unwrap());
+    assert_eq!(report.fabric, vec![(pair.host_ifname.to_owned(), ifindex)]);
+    assert!(
+        report.moved.is_empty() && report.unrecorded.is_empty(),
+        "{report:?}"
+    );
+    let (shared, _) = Program::shared(pins.path()).unwrap();
+    assert_eq!(fabric(), Some(shared.id(Hook::FromFabric)));
+    assert_ne!(fabric(), Some(old.id(Hook::FromFabric)));
+    let on = pair
+        .host
+        .run_in(|| ebpfcni::tc::tcx_programs(ifindex, Hook::FromFabric).unwrap());
+    assert_eq!(
+        on,
+        vec![shared.id(Hook::FromFabric)],
+        "the old one replaced, not added to"
+    );
+
+    // Again: already on this build, nothing moves.
+    let again = pair
+        .host
+        .run_in(|| ebpfcni::reattach(&maps, pins.path()).unwrap());
+    assert!(again.fabric.is_empty(), "{again:?}");
+}

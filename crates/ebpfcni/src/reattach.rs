@@ -20,6 +20,10 @@ pub struct Reattached {
     pub moved: Vec<(String, u32)>,
     /// Already on it.
     pub current: Vec<(String, u32)>,
+    /// Node interfaces (cluster mode's fabric interface) whose from-fabric
+    /// was an older build's, moved onto this build's (an agent's restart
+    /// does the same).
+    pub fabric: Vec<(String, u32)>,
     /// Running an ebpfcni program but without a record of the pod's
     /// addresses (interface_map), so this build's program would drop all
     /// the pod sends: left on the old program. Pods made before source
@@ -29,7 +33,8 @@ pub struct Reattached {
 
 /// Attaches this build's program (pinned under `pin_dir`, loaded first
 /// when needed) to every interface of this namespace that runs an ebpfcni
-/// program and has an address record. Refused ([`Error::OtherNetns`]),
+/// program and has an address record, and its from-fabric where an older
+/// one runs. Refused ([`Error::OtherNetns`]),
 /// with nothing changed, when `pin_dir` serves another network namespace:
 /// its records name other interfaces (see [`crate::bind_netns`]).
 pub fn reattach(maps: &Maps, pin_dir: &std::path::Path) -> Result<Reattached> {
@@ -50,6 +55,12 @@ pub fn reattach(maps: &Maps, pin_dir: &std::path::Path) -> Result<Reattached> {
     for interface in interfaces.iter() {
         let index = interface.index();
         let name = interface.name().to_string_lossy().into_owned();
+        if let Some(id) = tc::fabric_attachment(index)? {
+            if id != program.id(Hook::FromFabric) {
+                program.attach_fabric(index)?; // replaces only its own, atomically
+                report.fabric.push((name.clone(), index));
+            }
+        }
         let attached = tc::attachment(index)?;
         if attached.ingress.is_none() && attached.egress.is_none() {
             continue;

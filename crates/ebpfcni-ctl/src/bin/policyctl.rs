@@ -676,6 +676,12 @@ fn reattach(common: &Common) -> CmdResult {
     if !report.moved.is_empty() {
         notes.push(format!("moved: {}", names(&report.moved)));
     }
+    if !report.fabric.is_empty() {
+        notes.push(format!(
+            "the source check on the fabric (from-fabric) moved onto it on: {}",
+            names(&report.fabric)
+        ));
+    }
     if !report.unrecorded.is_empty() {
         notes.push(format!(
             "left on their program, no record of their pod's addresses (recreate these pods): {}",
