@@ -475,6 +475,7 @@ impl Agent {
     fn write_endpoint(&self, endpoint: &Endpoint) -> Result<usize, AgentError> {
         let mut writes = 0;
         let id = Id::new(endpoint.identity).expect("identities are not 0");
+        writes += self.uncarry_other_than(endpoint, id)?;
         for ip in &endpoint.ips {
             let current = self.maps.endpoints.get(*ip).map_err(map_error)?;
             if current != Some(Stored::Valid(id)) {
@@ -521,6 +522,34 @@ impl Agent {
         }
         if writes > 0 {
             self.maps.after_identity_change().map_err(map_error)?;
+        }
+        Ok(writes)
+    }
+
+    /// Before the endpoint's entries change (`init` to its number): the
+    /// records that carry another number than `id` carry none for a
+    /// moment, so that a crash between the entries and the copies leaves
+    /// from-pod looking the entries up, never a copy that disagrees.
+    fn uncarry_other_than(&self, endpoint: &Endpoint, id: Id) -> Result<usize, AgentError> {
+        let mut writes = 0;
+        let interfaces = &self.maps.interfaces;
+        let carried = interfaces
+            .carried_identity(endpoint.host_ifindex)
+            .map_err(map_error)?;
+        if carried.is_some_and(|c| c != id) {
+            if let Some(addrs) = interfaces.get(endpoint.host_ifindex).map_err(map_error)? {
+                interfaces
+                    .set_carrying(endpoint.host_ifindex, &addrs, None)
+                    .map_err(map_error)?;
+                writes += 1;
+            }
+        }
+        for ip in &endpoint.ips {
+            if let Some(other) = self.maps.local.carried_identity(*ip).map_err(map_error)? {
+                if other != id && self.maps.local.clear_identity(*ip, other).map_err(map_error)? {
+                    writes += 1;
+                }
+            }
         }
         Ok(writes)
     }

@@ -302,6 +302,21 @@ fn podman_labels_give_identities_through_the_agent() {
     );
 
     let maps = Maps::open(node.pins.path()).unwrap();
+    // Registered with init, then the runtime's labels: both records carry
+    // the number now, as the endpoint entries say.
+    for e in [e1, e2, e3] {
+        let ip = e.ips[0];
+        assert_eq!(
+            maps.local.carried_identity(ip).unwrap(),
+            Some(id(e.identity)),
+            "{ip}"
+        );
+        assert_eq!(
+            maps.interfaces.carried_identity(e.host_ifindex).unwrap(),
+            Some(id(e.identity)),
+            "{ip}"
+        );
+    }
     assert!(!podman.pings(0, &web2), "no rule yet");
     maps.policy
         .allow(PolicyRule::new(id(e1.identity), id(e1.identity)))
