@@ -111,6 +111,10 @@ pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni, full_st
             records: Records::Agent,
             ..setup("ebpfcni tcx, full, agent", Some(full), false, AttachMode::Tcx)
         },
+        Setup {
+            records: Records::Agent,
+            ..setup("ebpfcni, full maps, agent", Some(full), false, AttachMode::Clsact)
+        },
     ];
     // [setup] -> samples
     let n = setups.len();
@@ -237,7 +241,7 @@ pub fn run(topo: &TwoPods, args: &Args, empty: &Ebpfcni, full: &Ebpfcni, full_st
             Ratio::of(&cpu[i], &cpu[0]).show()
         );
     }
-    for i in [4, 6, 7, 8] {
+    for i in [4, 6, 7, 8, 9] {
         let cpu_ratio = Ratio::of(&cpu[i], &cpu[0]);
         let pps_ratio = Ratio::of(&pps[i], &pps[0]);
         println!(
