@@ -468,6 +468,14 @@ fn a_store_the_agent_cannot_read_is_refused_and_the_maps_are_untouched() {
     agent.restart();
     assert!(lock.exists());
     node.del(&conf, &pod).ok();
+    // Tests end their agents with kill -9: the fixture removes the file
+    // then (only when no agent holds it: the refused second one above did
+    // not take the first one's).
+    drop(agent);
+    assert!(
+        !lock.exists(),
+        "a killed agent's lock file is removed by the fixture"
+    );
 }
 
 /// endpointctl with an agent: labels beside addresses, hand changes of the

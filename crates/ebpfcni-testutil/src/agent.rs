@@ -41,6 +41,10 @@ pub struct AgentProcess {
     pub log: PathBuf,
     args: Vec<String>,
     netns: PathBuf,
+    /// The agent's lock on its pin directory (`/run/ebpfcni/agent-*.lock`):
+    /// an agent removes it when it ends normally, not when killed, which is
+    /// how tests end theirs.
+    lock_file: PathBuf,
 }
 
 impl AgentProcess {
@@ -81,6 +85,12 @@ impl AgentProcess {
             node.name().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
+        // As the agent names it (its main.rs, lock_pin_dir).
+        let canonical = std::fs::canonicalize(pin_dir).unwrap_or_else(|_| pin_dir.to_path_buf());
+        let lock_file = Path::new(ebpfcni::RUN_DIR).join(format!(
+            "agent-{:016x}.lock",
+            ebpfcni::fnv1a(canonical.as_os_str().as_encoded_bytes())
+        ));
         Self {
             child: None,
             socket,
@@ -88,6 +98,28 @@ impl AgentProcess {
             log: dir.join("agent.log"),
             args,
             netns: node.path(),
+            lock_file,
+        }
+    }
+
+    /// Removes the pin directory's lock file if no agent holds it (this
+    /// one was killed; another one started on the same pin directory keeps
+    /// its file).
+    fn remove_unheld_lock_file(&self) {
+        use nix::fcntl::{Flock, FlockArg};
+        use std::os::unix::fs::MetadataExt;
+        let Ok(file) = std::fs::File::open(&self.lock_file) else {
+            return;
+        };
+        let Ok(held) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+            return; // an agent runs on it
+        };
+        let same = match (held.metadata(), std::fs::metadata(&self.lock_file)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if same {
+            let _ = std::fs::remove_file(&self.lock_file);
         }
     }
 
@@ -201,5 +233,6 @@ impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.kill9();
         let _ = std::fs::remove_file(&self.socket);
+        self.remove_unheld_lock_file();
     }
 }
