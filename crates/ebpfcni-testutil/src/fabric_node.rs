@@ -77,12 +77,7 @@ impl FabricNode {
         node.ip(&["route", "add", "10.20.1.5/32", "dev", "hpod"]);
         // The lookup is the one for a packet to forward: forwarding on,
         // in this namespace only.
-        let status = node
-            .command("sysctl")
-            .args(["-qw", "net.ipv4.ip_forward=1"])
-            .status()
-            .expect("run sysctl");
-        assert!(status.success(), "enable forwarding in the node namespace");
+        node.enable_forwarding();
         let fab0 = node.ifindex("fab0");
         Self {
             node,

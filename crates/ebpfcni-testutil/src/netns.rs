@@ -31,6 +31,18 @@ impl Netns {
         &self.name
     }
 
+    /// IPv4 forwarding on in this namespace only (/proc/sys/net belongs
+    /// to the namespace of the process that opens it; the root namespace's
+    /// is left as it is).
+    pub fn enable_forwarding(&self) {
+        let status = self
+            .command("sysctl")
+            .args(["-qw", "net.ipv4.ip_forward=1"])
+            .status()
+            .expect("run sysctl");
+        assert!(status.success(), "enable forwarding in {}", self.name);
+    }
+
     /// /run/netns/NAME: what CNI_NETNS points at.
     pub fn path(&self) -> PathBuf {
         Path::new("/run/netns").join(&self.name)
@@ -220,14 +232,7 @@ impl TwoPods {
         );
         pod_a.ip(&["route", "add", "default", "via", "10.13.1.1"]);
         pod_b.ip(&["route", "add", "default", "via", "10.13.2.1"]);
-        // Forwarding inside the node namespace only: /proc/sys/net belongs to
-        // the namespace of the process that opens it.
-        let status = node
-            .command("sysctl")
-            .args(["-qw", "net.ipv4.ip_forward=1"])
-            .status()
-            .expect("run sysctl");
-        assert!(status.success(), "enable forwarding in the node namespace");
+        node.enable_forwarding();
         let ifindex_a = node.ifindex(Self::NODE_IF_A);
         let ifindex_b = node.ifindex(Self::NODE_IF_B);
         Self {
